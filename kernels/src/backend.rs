@@ -1,0 +1,122 @@
+//! The ops the model needs, one trait, implemented by the cubecl backend and the CPU backend.
+//!
+//! Every op takes whole tensors in row-major layout and returns new ones. Activations are
+//! 2-D `[rows, features]` over an unpadded batch: T tokens of B sequences laid end to end, with
+//! `cu_seqlens` [B+1] marking where each sequence starts. No pad token is ever stored.
+//!
+//! Reading back is async (the browser cannot block); everything else only enqueues work.
+
+use crate::Result;
+
+/// What a backend runs on and what it can hold.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    /// `cpu`, `wgpu`, `cuda`.
+    pub backend: &'static str,
+    /// Adapter or CPU name.
+    pub name: String,
+    /// Largest tensor one kernel argument can bind, in bytes (`usize::MAX` on the CPU).
+    pub max_binding_bytes: usize,
+    /// Free-form details: limits, features, threads.
+    pub details: Vec<(String, String)>,
+}
+
+/// The compute interface the encoder is written against.
+///
+/// Shapes: `x` [N, K] means N rows of K features. `w` weights follow PyTorch's `nn.Linear`
+/// convention [out, in]. Index vectors (`Ids`) hold `u32`.
+#[allow(async_fn_in_trait)]
+pub trait Backend {
+    /// A float tensor on the device (stored f32; arithmetic f32).
+    type Tensor: Clone;
+    /// A `u32` vector on the device: token ids, row indices, labels.
+    type Ids: Clone;
+    /// An unpadded batch's layout on the device (cumulative offsets, positions, work lists).
+    type Seqs;
+
+    fn device_info(&self) -> DeviceInfo;
+
+    /// Copy host data to a new tensor of the given shape.
+    fn upload(&self, data: &[f32], shape: &[usize]) -> Result<Self::Tensor>;
+    /// Like `upload`, taking ownership (the CPU backend keeps the vector without a copy).
+    fn upload_vec(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor> {
+        self.upload(&data, shape)
+    }
+    fn upload_ids(&self, data: &[u32]) -> Result<Self::Ids>;
+    /// Describe an unpadded batch: `cu_seqlens` [B+1], strictly increasing, starting at 0.
+    fn seqs(&self, cu_seqlens: &[u32]) -> Result<Self::Seqs>;
+    fn shape<'a>(&self, t: &'a Self::Tensor) -> &'a [usize];
+    /// Copy a tensor back to the host.
+    async fn read(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+
+    /// Row gather from an embedding table: table [V, H], ids [T] → [T, H].
+    fn embedding(&self, table: &Self::Tensor, ids: &Self::Ids) -> Result<Self::Tensor>;
+    /// x [N, K], w [M, K], b [M] → x·wᵀ + b [N, M].
+    fn linear(&self, x: &Self::Tensor, w: &Self::Tensor, b: Option<&Self::Tensor>) -> Result<Self::Tensor>;
+    /// LayerNorm over the last axis, biased variance: x [N, H], w [H], b [H] → [N, H].
+    fn layer_norm(&self, x: &Self::Tensor, w: &Self::Tensor, b: Option<&Self::Tensor>, eps: f32) -> Result<Self::Tensor>;
+    /// Element-wise a + b, same shapes.
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Exact (erf) GELU, element-wise.
+    fn gelu(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+    /// GeGLU: u [N, 2I] → GELU(u[:, :I]) ⊙ u[:, I:] [N, I].
+    fn geglu(&self, u: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Rotary embedding of the q and k blocks of qkv [T, 3H] (rotate-half pairing, `nh` heads),
+    /// positions restarting at 0 in every sequence; cos, sin [P, hd/2] with P > the longest
+    /// sequence. Returns the rotated qkv [T, 3H] (v copied unchanged).
+    fn rope(&self, qkv: &Self::Tensor, seqs: &Self::Seqs, cos: &Self::Tensor, sin: &Self::Tensor, nh: usize) -> Result<Self::Tensor>;
+    /// Attention over qkv [T, 3H] (RoPE already applied), `nh` heads, scale hd^-1/2; within each
+    /// sequence only; `window = Some(w)` limits key j of query i to |i − j| ≤ w.
+    /// Returns (out [T, H], lse [T, nh]): the row log-sum-exp is kept for the backward pass.
+    fn attention(&self, qkv: &Self::Tensor, seqs: &Self::Seqs, nh: usize, window: Option<usize>) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// Rows start..end of x [N, C] → [end − start, C].
+    fn slice_rows(&self, x: &Self::Tensor, start: usize, end: usize) -> Result<Self::Tensor>;
+    /// Row blocks with the same column count stacked: [N_1, C], [N_2, C], … → [Σ N_i, C].
+    fn concat_rows(&self, parts: &[Self::Tensor]) -> Result<Self::Tensor>;
+    /// Row gather: x [N, H], rows [R] → [R, H].
+    fn gather_rows(&self, x: &Self::Tensor, rows: &Self::Ids) -> Result<Self::Tensor>;
+    /// Mean over each sequence's rows: x [T, H] → [B, H].
+    fn mean_pool(&self, x: &Self::Tensor, seqs: &Self::Seqs) -> Result<Self::Tensor>;
+    /// Per-row cross-entropy: logits [N, C], labels [N] (each < C) → loss [N] (as [N, 1]).
+    fn cross_entropy(&self, logits: &Self::Tensor, labels: &Self::Ids) -> Result<Self::Tensor>;
+}
+
+/// Validate `cu_seqlens`: starts at 0, strictly increasing, at least one sequence.
+pub fn check_cu_seqlens(cu_seqlens: &[u32]) -> Result<()> {
+    if cu_seqlens.len() < 2 || cu_seqlens[0] != 0 {
+        return Err(crate::Error::shape("seqs", format!("cu_seqlens must start at 0 and describe at least one sequence, got {cu_seqlens:?}")));
+    }
+    if let Some(w) = cu_seqlens.windows(2).find(|w| w[1] <= w[0]) {
+        return Err(crate::Error::shape("seqs", format!("cu_seqlens must be strictly increasing (empty sequences are not allowed), found {} then {}", w[0], w[1])));
+    }
+    Ok(())
+}
+
+/// Position of every token in its sequence: [T], restarting at 0 at each `cu_seqlens[b]`.
+pub fn positions(cu_seqlens: &[u32]) -> Vec<u32> {
+    cu_seqlens.windows(2).flat_map(|w| 0..w[1] - w[0]).collect()
+}
+
+/// Check the arguments of `slice_rows`: returns the column count.
+pub(crate) fn check_slice(shape: &[usize], start: usize, end: usize) -> Result<usize> {
+    let cols = *shape.last().unwrap_or(&1);
+    let rows: usize = shape.iter().rev().skip(1).product();
+    if shape.len() != 2 || start > end || end > rows {
+        return Err(crate::Error::shape("slice_rows", format!("rows {start}..{end} of {shape:?}")));
+    }
+    Ok(cols)
+}
+
+/// Check the arguments of `concat_rows`: returns (total rows, columns).
+pub(crate) fn check_concat<'a>(shapes: impl Iterator<Item = &'a [usize]>) -> Result<(usize, usize)> {
+    let mut cols = None;
+    let mut rows = 0;
+    for s in shapes {
+        if s.len() != 2 || cols.is_some_and(|c| c != s[1]) {
+            return Err(crate::Error::shape("concat_rows", format!("part {s:?} does not match {cols:?} columns")));
+        }
+        cols = Some(s[1]);
+        rows += s[0];
+    }
+    cols.map(|c| (rows, c)).ok_or_else(|| crate::Error::shape("concat_rows", "no parts"))
+}

@@ -1,0 +1,108 @@
+//! Flash-style attention on the CPU: per (sequence, head), query blocks of `BQ` rows walk the key
+//! blocks of `BK` rows that intersect their window, keeping a running max and sum per row
+//! (online softmax). No score matrix larger than BQ × BK ever exists, and a local layer touches
+//! only the key blocks within ±window of its query block: O(S · window) work.
+
+use rayon::prelude::*;
+
+const BQ: usize = 32;
+const BK: usize = 64;
+
+/// qkv [T, 3H], cu_seqlens [B+1] → (out [T, H], lse [T, nh]).
+pub fn forward(qkv: &[f32], cu_seqlens: &[u32], nh: usize, hd: usize, window: Option<usize>) -> (Vec<f32>, Vec<f32>) {
+    let h = nh * hd;
+    let t = *cu_seqlens.last().unwrap() as usize;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let jobs: Vec<(usize, usize, usize)> = cu_seqlens
+        .windows(2)
+        .flat_map(|w| (0..nh).map(move |head| (w[0] as usize, w[1] as usize, head)))
+        .collect();
+    // Each job returns its sequence's output [S, hd] and lse [S] for one head.
+    let results: Vec<(Vec<f32>, Vec<f32>)> = jobs
+        .par_iter()
+        .map(|&(start, end, head)| {
+            let s = end - start;
+            let gather = |which: usize| -> Vec<f32> {
+                let mut m = Vec::with_capacity(s * hd);
+                for tok in start..end {
+                    let base = tok * 3 * h + which * h + head * hd;
+                    m.extend_from_slice(&qkv[base..base + hd]);
+                }
+                m
+            };
+            let (q, k, v) = (gather(0), gather(1), gather(2));
+            head_forward(&q, &k, &v, s, hd, scale, window)
+        })
+        .collect();
+    let mut out = vec![0f32; t * h];
+    let mut lse = vec![0f32; t * nh];
+    for (&(start, end, head), (o, l)) in jobs.iter().zip(results) {
+        for i in 0..end - start {
+            out[(start + i) * h + head * hd..][..hd].copy_from_slice(&o[i * hd..(i + 1) * hd]);
+            lse[(start + i) * nh + head] = l[i];
+        }
+    }
+    (out, lse)
+}
+
+/// One head of one sequence: q, k, v [S, hd] → (o [S, hd], lse [S]).
+fn head_forward(q: &[f32], k: &[f32], v: &[f32], s: usize, hd: usize, scale: f32, window: Option<usize>) -> (Vec<f32>, Vec<f32>) {
+    let mut o = vec![0f32; s * hd];
+    let mut lse = vec![0f32; s];
+    let mut scores = vec![0f32; BQ * BK];
+    for q0 in (0..s).step_by(BQ) {
+        let q1 = (q0 + BQ).min(s);
+        let (k_lo, k_hi) = match window {
+            Some(w) => (q0.saturating_sub(w), (q1 - 1 + w + 1).min(s)),
+            None => (0, s),
+        };
+        let mut m = [f32::NEG_INFINITY; BQ];
+        let mut l = [0f32; BQ];
+        let acc = &mut o[q0 * hd..q1 * hd];
+        let mut k0 = k_lo;
+        while k0 < k_hi {
+            let k1 = (k0 + BK).min(k_hi);
+            let nk = k1 - k0;
+            for i in q0..q1 {
+                let qi = &q[i * hd..(i + 1) * hd];
+                let row = &mut scores[(i - q0) * BK..(i - q0) * BK + nk];
+                for (jj, sc) in row.iter_mut().enumerate() {
+                    let j = k0 + jj;
+                    *sc = if window.is_some_and(|w| i.abs_diff(j) > w) {
+                        f32::NEG_INFINITY
+                    } else {
+                        let kj = &k[j * hd..(j + 1) * hd];
+                        qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale
+                    };
+                }
+                let r = i - q0;
+                let block_max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                if block_max == f32::NEG_INFINITY {
+                    continue; // no visible key in this block for this row
+                }
+                let m_new = m[r].max(block_max);
+                let correction = (m[r] - m_new).exp();
+                let acc_row = &mut acc[r * hd..(r + 1) * hd];
+                acc_row.iter_mut().for_each(|a| *a *= correction);
+                let mut sum = 0f32;
+                for (jj, &sc) in row.iter().enumerate() {
+                    let p = (sc - m_new).exp();
+                    sum += p;
+                    if p != 0.0 {
+                        let vj = &v[(k0 + jj) * hd..(k0 + jj + 1) * hd];
+                        acc_row.iter_mut().zip(vj).for_each(|(a, b)| *a += p * b);
+                    }
+                }
+                l[r] = l[r] * correction + sum;
+                m[r] = m_new;
+            }
+            k0 = k1;
+        }
+        for r in 0..q1 - q0 {
+            let inv = 1.0 / l[r];
+            acc[r * hd..(r + 1) * hd].iter_mut().for_each(|a| *a *= inv);
+            lse[q0 + r] = m[r] + l[r].ln();
+        }
+    }
+    (o, lse)
+}

@@ -1,0 +1,314 @@
+//! The CPU backend: SIMD GEMM from the `gemm` crate, a flash-style attention that skips the
+//! tiles outside the sliding window, and row-parallel element-wise ops on a rayon pool.
+
+mod attention;
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::backend::{check_concat, check_cu_seqlens, check_slice, positions, Backend, DeviceInfo};
+use crate::{Error, Result};
+
+/// A row-major f32 tensor in host memory.
+#[derive(Clone, Debug)]
+pub struct CpuTensor {
+    data: Arc<Vec<f32>>,
+    shape: Vec<usize>,
+}
+
+impl CpuTensor {
+    fn new(data: Vec<f32>, shape: Vec<usize>) -> Self {
+        debug_assert_eq!(data.len(), shape.iter().product::<usize>());
+        CpuTensor { data: Arc::new(data), shape }
+    }
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+    /// (rows, last dim) of a tensor seen as a matrix.
+    fn matrix(&self) -> (usize, usize) {
+        let cols = *self.shape.last().unwrap_or(&1);
+        (if cols == 0 { 0 } else { self.data.len() / cols }, cols)
+    }
+}
+
+/// An unpadded batch on the CPU: offsets and per-token positions.
+#[derive(Clone, Debug)]
+pub struct CpuSeqs {
+    pub cu_seqlens: Vec<u32>,
+    pub positions: Vec<u32>,
+}
+
+/// The CPU backend. Work is spread over the global rayon pool.
+#[derive(Clone, Debug, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+/// Rows per parallel task for row-wise ops (enough work to amortise a task).
+const ROWS_PER_TASK: usize = 16;
+
+fn rows_par<F>(x: &[f32], cols_in: usize, cols_out: usize, f: F) -> Vec<f32>
+where
+    F: Fn(&[f32], &mut [f32]) + Sync,
+{
+    let rows = if cols_in == 0 { 0 } else { x.len() / cols_in };
+    let mut y = vec![0f32; rows * cols_out];
+    y.par_chunks_mut(cols_out * ROWS_PER_TASK)
+        .zip(x.par_chunks(cols_in * ROWS_PER_TASK))
+        .for_each(|(yb, xb)| {
+            for (yr, xr) in yb.chunks_mut(cols_out).zip(xb.chunks(cols_in)) {
+                f(xr, yr);
+            }
+        });
+    y
+}
+
+fn gelu(z: f32) -> f32 {
+    0.5 * z * (1.0 + libm::erff(z * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+impl Backend for CpuBackend {
+    type Tensor = CpuTensor;
+    type Ids = Arc<Vec<u32>>;
+    type Seqs = CpuSeqs;
+
+    fn device_info(&self) -> DeviceInfo {
+        DeviceInfo {
+            backend: "cpu",
+            name: "host CPU".into(),
+            max_binding_bytes: usize::MAX,
+            details: vec![("threads".into(), rayon::current_num_threads().to_string())],
+        }
+    }
+
+    fn upload(&self, data: &[f32], shape: &[usize]) -> Result<CpuTensor> {
+        if data.len() != shape.iter().product::<usize>() {
+            return Err(Error::shape("upload", format!("{} values for shape {shape:?}", data.len())));
+        }
+        Ok(CpuTensor::new(data.to_vec(), shape.to_vec()))
+    }
+
+    fn upload_vec(&self, data: Vec<f32>, shape: &[usize]) -> Result<CpuTensor> {
+        if data.len() != shape.iter().product::<usize>() {
+            return Err(Error::shape("upload", format!("{} values for shape {shape:?}", data.len())));
+        }
+        Ok(CpuTensor::new(data, shape.to_vec()))
+    }
+
+    fn upload_ids(&self, data: &[u32]) -> Result<Self::Ids> {
+        Ok(Arc::new(data.to_vec()))
+    }
+
+    fn seqs(&self, cu_seqlens: &[u32]) -> Result<CpuSeqs> {
+        check_cu_seqlens(cu_seqlens)?;
+        Ok(CpuSeqs { cu_seqlens: cu_seqlens.to_vec(), positions: positions(cu_seqlens) })
+    }
+
+    fn shape<'a>(&self, t: &'a CpuTensor) -> &'a [usize] {
+        &t.shape
+    }
+
+    async fn read(&self, t: &CpuTensor) -> Result<Vec<f32>> {
+        Ok(t.data.to_vec())
+    }
+
+    fn embedding(&self, table: &CpuTensor, ids: &Self::Ids) -> Result<CpuTensor> {
+        let (v, h) = table.matrix();
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= v) {
+            return Err(Error::shape("embedding", format!("token id {bad} outside the table of {v} rows")));
+        }
+        let mut y = vec![0f32; ids.len() * h];
+        y.par_chunks_mut(h.max(1)).zip(ids.par_iter()).for_each(|(row, &id)| {
+            row.copy_from_slice(&table.data[id as usize * h..(id as usize + 1) * h]);
+        });
+        Ok(CpuTensor::new(y, vec![ids.len(), h]))
+    }
+
+    fn linear(&self, x: &CpuTensor, w: &CpuTensor, b: Option<&CpuTensor>) -> Result<CpuTensor> {
+        let (n, k) = x.matrix();
+        let (m, kw) = w.matrix();
+        if kw != k || w.shape.len() != 2 {
+            return Err(Error::shape("linear", format!("x {:?} · wᵀ with w {:?}: inner sizes differ", x.shape, w.shape)));
+        }
+        if let Some(b) = b {
+            if b.data.len() != m {
+                return Err(Error::shape("linear", format!("bias {:?} for {m} outputs", b.shape)));
+            }
+        }
+        let mut y = vec![0f32; n * m];
+        if n > 0 && m > 0 && k > 0 {
+            let threads = rayon::current_num_threads();
+            let par = if threads > 1 && n * m * k > 1 << 16 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            };
+            // SAFETY: all pointers cover the stated shapes: y [n, m] (row stride m), x [n, k]
+            // (row stride k), and wᵀ viewed as [k, m] with element (p, o) at w[o·k + p].
+            unsafe {
+                gemm::gemm(
+                    n, m, k,
+                    y.as_mut_ptr(), 1, m as isize, false,
+                    x.data.as_ptr(), 1, k as isize,
+                    w.data.as_ptr(), k as isize, 1,
+                    0.0, 1.0, false, false, false, par,
+                );
+            }
+        }
+        if let Some(b) = b {
+            y.par_chunks_mut(m.max(1)).for_each(|row| row.iter_mut().zip(b.data.iter()).for_each(|(v, bb)| *v += bb));
+        }
+        let mut shape = x.shape.clone();
+        *shape.last_mut().unwrap() = m;
+        Ok(CpuTensor::new(y, shape))
+    }
+
+    fn layer_norm(&self, x: &CpuTensor, w: &CpuTensor, b: Option<&CpuTensor>, eps: f32) -> Result<CpuTensor> {
+        let (_, h) = x.matrix();
+        if w.data.len() != h || b.is_some_and(|b| b.data.len() != h) {
+            return Err(Error::shape("layer_norm", format!("x {:?} with weight {:?}", x.shape, w.shape)));
+        }
+        let (w, b) = (&w.data, b.map(|b| &b.data));
+        let y = rows_par(&x.data, h, h, |xr, yr| {
+            let mean = xr.iter().sum::<f32>() / h as f32;
+            let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
+            let rstd = 1.0 / (var + eps).sqrt();
+            for j in 0..h {
+                yr[j] = (xr[j] - mean) * rstd * w[j] + b.map_or(0.0, |b| b[j]);
+            }
+        });
+        Ok(CpuTensor::new(y, x.shape.clone()))
+    }
+
+    fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        if a.shape != b.shape {
+            return Err(Error::shape("add", format!("{:?} + {:?}", a.shape, b.shape)));
+        }
+        let y = a.data.par_iter().zip(b.data.par_iter()).map(|(x, y)| x + y).collect();
+        Ok(CpuTensor::new(y, a.shape.clone()))
+    }
+
+    fn gelu(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        Ok(CpuTensor::new(x.data.par_iter().map(|&z| gelu(z)).collect(), x.shape.clone()))
+    }
+
+    fn geglu(&self, u: &CpuTensor) -> Result<CpuTensor> {
+        let (n, two_i) = u.matrix();
+        if two_i % 2 != 0 {
+            return Err(Error::shape("geglu", format!("input {:?} has an odd last dimension", u.shape)));
+        }
+        let i = two_i / 2;
+        let y = rows_par(&u.data, two_i, i, |ur, yr| {
+            for j in 0..i {
+                yr[j] = gelu(ur[j]) * ur[i + j];
+            }
+        });
+        Ok(CpuTensor::new(y, vec![n, i]))
+    }
+
+    fn rope(&self, qkv: &CpuTensor, seqs: &CpuSeqs, cos: &CpuTensor, sin: &CpuTensor, nh: usize) -> Result<CpuTensor> {
+        let (t, three_h) = qkv.matrix();
+        let hd = three_h / 3 / nh.max(1);
+        let half = hd / 2;
+        if three_h != 3 * nh * hd || hd % 2 != 0 || t != seqs.positions.len() {
+            return Err(Error::shape("rope", format!("qkv {:?} with {nh} heads over {} tokens", qkv.shape, seqs.positions.len())));
+        }
+        let (p_max, c_half) = cos.matrix();
+        if c_half != half || sin.shape != cos.shape {
+            return Err(Error::shape("rope", format!("tables {:?} / {:?} for head dim {hd}", cos.shape, sin.shape)));
+        }
+        let longest = seqs.cu_seqlens.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0);
+        if longest > p_max {
+            return Err(Error::limit("rope", format!("a sequence of {longest} tokens needs tables of {longest} positions, have {p_max}")));
+        }
+        let mut y = qkv.data.to_vec();
+        y.par_chunks_mut(three_h).zip(seqs.positions.par_iter()).for_each(|(row, &p)| {
+            let (c, s) = (&cos.data[p as usize * half..][..half], &sin.data[p as usize * half..][..half]);
+            for head in 0..2 * nh {
+                let u = &mut row[head * hd..(head + 1) * hd];
+                for j in 0..half {
+                    let (a, b) = (u[j], u[j + half]);
+                    u[j] = a * c[j] - b * s[j];
+                    u[j + half] = b * c[j] + a * s[j];
+                }
+            }
+        });
+        Ok(CpuTensor::new(y, qkv.shape.clone()))
+    }
+
+    fn attention(&self, qkv: &CpuTensor, seqs: &CpuSeqs, nh: usize, window: Option<usize>) -> Result<(CpuTensor, CpuTensor)> {
+        let (t, three_h) = qkv.matrix();
+        let h = three_h / 3;
+        if three_h % 3 != 0 || nh == 0 || h % nh != 0 || t != seqs.positions.len() {
+            return Err(Error::shape("attention", format!("qkv {:?} with {nh} heads over {} tokens", qkv.shape, seqs.positions.len())));
+        }
+        let (out, lse) = attention::forward(&qkv.data, &seqs.cu_seqlens, nh, h / nh, window);
+        Ok((CpuTensor::new(out, vec![t, h]), CpuTensor::new(lse, vec![t, nh])))
+    }
+
+    fn slice_rows(&self, x: &CpuTensor, start: usize, end: usize) -> Result<CpuTensor> {
+        let cols = check_slice(&x.shape, start, end)?;
+        Ok(CpuTensor::new(x.data[start * cols..end * cols].to_vec(), vec![end - start, cols]))
+    }
+
+    fn concat_rows(&self, parts: &[CpuTensor]) -> Result<CpuTensor> {
+        let (rows, cols) = check_concat(parts.iter().map(|p| p.shape.as_slice()))?;
+        let mut y = Vec::with_capacity(rows * cols);
+        for p in parts {
+            y.extend_from_slice(&p.data);
+        }
+        Ok(CpuTensor::new(y, vec![rows, cols]))
+    }
+
+    fn gather_rows(&self, x: &CpuTensor, rows: &Self::Ids) -> Result<CpuTensor> {
+        let (n, h) = x.matrix();
+        if let Some(&bad) = rows.iter().find(|&&r| r as usize >= n) {
+            return Err(Error::shape("gather_rows", format!("row {bad} of a tensor with {n} rows")));
+        }
+        let y = rows.iter().flat_map(|&r| x.data[r as usize * h..(r as usize + 1) * h].iter().copied()).collect();
+        Ok(CpuTensor::new(y, vec![rows.len(), h]))
+    }
+
+    fn mean_pool(&self, x: &CpuTensor, seqs: &CpuSeqs) -> Result<CpuTensor> {
+        let (t, h) = x.matrix();
+        if t != seqs.positions.len() {
+            return Err(Error::shape("mean_pool", format!("x {:?} over {} tokens", x.shape, seqs.positions.len())));
+        }
+        let b = seqs.cu_seqlens.len() - 1;
+        let mut y = vec![0f32; b * h];
+        y.par_chunks_mut(h.max(1)).zip(seqs.cu_seqlens.par_windows(2)).for_each(|(out, w)| {
+            for tok in w[0] as usize..w[1] as usize {
+                out.iter_mut().zip(&x.data[tok * h..(tok + 1) * h]).for_each(|(o, v)| *o += v);
+            }
+            let inv = 1.0 / (w[1] - w[0]) as f32;
+            out.iter_mut().for_each(|o| *o *= inv);
+        });
+        Ok(CpuTensor::new(y, vec![b, h]))
+    }
+
+    fn cross_entropy(&self, logits: &CpuTensor, labels: &Self::Ids) -> Result<CpuTensor> {
+        let (n, c) = logits.matrix();
+        if labels.len() != n {
+            return Err(Error::shape("cross_entropy", format!("{} labels for logits {:?}", labels.len(), logits.shape)));
+        }
+        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= c) {
+            return Err(Error::shape("cross_entropy", format!("label {bad} for {c} classes")));
+        }
+        let y = logits
+            .data
+            .par_chunks(c.max(1))
+            .zip(labels.par_iter())
+            .map(|(row, &label)| {
+                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
+                max + sum.ln() - row[label as usize]
+            })
+            .collect();
+        Ok(CpuTensor::new(y, vec![n, 1]))
+    }
+}

@@ -1,0 +1,281 @@
+//! The cubecl backend: every op is a `#[cube]` kernel from its family folder (GEMM from
+//! cubek-matmul), on wgpu (Vulkan, Metal, DX12, WebGPU) or CUDA.
+//!
+//! Tensors are f32 buffers. A tensor larger than one binding allows (ModernBERT-base's embedding
+//! table is 155 MB; lavapipe and WebGPU bind at most 128 MiB) is stored as several row chunks,
+//! each its own allocation; the ops that take weights (`embedding`, `linear`) walk the chunks.
+//! Activations must fit one binding: the model splits rows where they would not.
+
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+
+use crate::backend::{check_concat, check_cu_seqlens, check_slice, positions, Backend, DeviceInfo};
+use crate::device::{GpuDevice, GpuLimits};
+use crate::{Error, Result};
+
+/// A row-major f32 tensor on the GPU, in one or more row chunks.
+#[derive(Clone)]
+pub struct GpuTensor {
+    pub(crate) parts: Vec<Handle>,
+    /// Rows per chunk (the last chunk may hold fewer).
+    pub(crate) part_rows: usize,
+    pub(crate) shape: Vec<usize>,
+}
+
+impl GpuTensor {
+    pub(crate) fn single(handle: Handle, shape: Vec<usize>) -> Self {
+        let rows = shape.iter().rev().skip(1).product::<usize>();
+        GpuTensor { parts: vec![handle], part_rows: rows.max(1), shape }
+    }
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    /// (rows, last dim).
+    pub(crate) fn matrix(&self) -> (usize, usize) {
+        let cols = *self.shape.last().unwrap_or(&1);
+        (self.shape.iter().rev().skip(1).product(), cols)
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// The one buffer of a tensor that is not chunked.
+    pub(crate) fn handle(&self, op: &'static str) -> Result<Handle> {
+        match self.parts.as_slice() {
+            [h] => Ok(h.clone()),
+            _ => Err(Error::limit(op, format!("tensor {:?} is split across {} bindings; this op needs it in one", self.shape, self.parts.len()))),
+        }
+    }
+    /// Chunks as (first row, row count, handle).
+    pub(crate) fn chunks(&self) -> impl Iterator<Item = (usize, usize, &Handle)> {
+        let (rows, _) = self.matrix();
+        self.parts.iter().enumerate().map(move |(i, h)| {
+            let lo = i * self.part_rows;
+            (lo, self.part_rows.min(rows - lo), h)
+        })
+    }
+}
+
+/// A u32 vector on the GPU.
+#[derive(Clone)]
+pub struct GpuIds {
+    pub(crate) handle: Handle,
+    pub(crate) len: usize,
+    /// Largest value, kept from the upload so launchers can check indices without a read-back.
+    pub(crate) max: Option<u32>,
+}
+
+/// An unpadded batch on the GPU.
+pub struct GpuSeqs {
+    pub(crate) cu_seqlens: Vec<u32>,
+    /// `cu_seqlens` on the device [B+1].
+    pub(crate) cu: Handle,
+    /// Position of each token in its sequence [T].
+    pub(crate) positions: Handle,
+    /// Attention work list, one (seq_start, seq_end, first_query) triple per query block [n, 3].
+    pub(crate) attn_blocks: Handle,
+    pub(crate) n_attn_blocks: usize,
+    pub(crate) tokens: usize,
+    pub(crate) longest: usize,
+}
+
+/// The cubecl backend over one device.
+#[derive(Clone)]
+pub struct GpuBackend {
+    pub(crate) device: GpuDevice,
+    /// Largest allocation a tensor part may have (≤ the device's binding limit).
+    pub(crate) max_binding_bytes: usize,
+}
+
+impl GpuBackend {
+    pub fn new(device: GpuDevice) -> Self {
+        let max_binding_bytes = device.limits.max_binding_bytes;
+        GpuBackend { device, max_binding_bytes }
+    }
+
+    /// Pretend the device binds at most `bytes` per tensor, so that tests can exercise the
+    /// chunked-weight paths with tiny models. Never above the real limit.
+    pub fn with_max_binding_bytes(mut self, bytes: usize) -> Self {
+        self.max_binding_bytes = bytes.min(self.device.limits.max_binding_bytes);
+        self
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.device.client
+    }
+    pub fn limits(&self) -> &GpuLimits {
+        &self.device.limits
+    }
+    pub fn device(&self) -> &GpuDevice {
+        &self.device
+    }
+
+    /// A new f32 buffer of `elems` values; refused (not truncated) above one binding.
+    pub(crate) fn alloc(&self, op: &'static str, elems: usize) -> Result<Handle> {
+        let bytes = elems * 4;
+        if bytes > self.max_binding_bytes {
+            return Err(Error::limit(
+                op,
+                format!("an output of {elems} f32 values ({bytes} bytes) exceeds the device's {} bytes per binding; process fewer rows at a time", self.max_binding_bytes),
+            ));
+        }
+        Ok(self.client().empty(bytes.max(4)))
+    }
+
+    /// A grid of `cubes` workgroups, spread over x and y when one dimension is not enough.
+    /// Kernels index it through the linear `CUBE_POS`.
+    pub(crate) fn grid(&self, op: &'static str, cubes: usize) -> Result<CubeCount> {
+        let max = self.limits().max_cube_count as usize;
+        if cubes <= max {
+            return Ok(CubeCount::Static(cubes.max(1) as u32, 1, 1));
+        }
+        let y = cubes.div_ceil(max);
+        if y > max {
+            return Err(Error::limit(op, format!("{cubes} workgroups exceed the device's {max} × {max} grid")));
+        }
+        Ok(CubeCount::Static(cubes.div_ceil(y) as u32, y as u32, 1))
+    }
+
+    /// Grid and workgroup size for one invocation per element, `units` per workgroup.
+    pub(crate) fn elementwise(&self, op: &'static str, elems: usize, units: u32) -> Result<(CubeCount, CubeDim)> {
+        Ok((self.grid(op, elems.div_ceil(units as usize))?, CubeDim::new_1d(units)))
+    }
+
+    fn upload_bytes(&self, data: &[f32]) -> Handle {
+        self.client().create_from_slice(f32::as_bytes(if data.is_empty() { &[0.0] } else { data }))
+    }
+}
+
+/// Invocations per workgroup for element-wise kernels (≤ 256 everywhere, WebGPU included).
+pub(crate) const ELEMWISE_UNITS: u32 = 256;
+
+impl Backend for GpuBackend {
+    type Tensor = GpuTensor;
+    type Ids = GpuIds;
+    type Seqs = GpuSeqs;
+
+    fn device_info(&self) -> DeviceInfo {
+        let d = &self.device;
+        let l = &d.limits;
+        DeviceInfo {
+            backend: d.runtime,
+            name: d.adapter_name.clone(),
+            max_binding_bytes: self.max_binding_bytes,
+            details: vec![
+                ("device type".into(), d.device_type.clone()),
+                ("graphics API".into(), d.graphics_api.clone()),
+                ("max storage binding".into(), format!("{} bytes", l.max_binding_bytes)),
+                ("max workgroups per dimension".into(), l.max_cube_count.to_string()),
+                ("max invocations per workgroup".into(), l.max_units_per_cube.to_string()),
+                ("workgroup memory".into(), format!("{} bytes", l.max_shared_bytes)),
+                ("storage buffers per stage".into(), l.max_storage_buffers.to_string()),
+                ("shader-f16".into(), l.f16.to_string()),
+            ],
+        }
+    }
+
+    fn upload(&self, data: &[f32], shape: &[usize]) -> Result<GpuTensor> {
+        if data.len() != shape.iter().product::<usize>() {
+            return Err(Error::shape("upload", format!("{} values for shape {shape:?}", data.len())));
+        }
+        let cols = *shape.last().unwrap_or(&1);
+        let row_bytes = cols.max(1) * 4;
+        if data.len() * 4 <= self.max_binding_bytes {
+            return Ok(GpuTensor::single(self.upload_bytes(data), shape.to_vec()));
+        }
+        if row_bytes > self.max_binding_bytes || shape.len() < 2 {
+            return Err(Error::limit("upload", format!("one row of {shape:?} ({row_bytes} bytes) exceeds the device's {} bytes per binding", self.max_binding_bytes)));
+        }
+        let part_rows = self.max_binding_bytes / row_bytes;
+        let parts = data.chunks(part_rows * cols).map(|c| self.upload_bytes(c)).collect();
+        Ok(GpuTensor { parts, part_rows, shape: shape.to_vec() })
+    }
+
+    fn upload_ids(&self, data: &[u32]) -> Result<GpuIds> {
+        if data.len() * 4 > self.max_binding_bytes {
+            return Err(Error::limit("upload_ids", format!("{} indices exceed one binding", data.len())));
+        }
+        let bytes = if data.is_empty() { u32::as_bytes(&[0]) } else { u32::as_bytes(data) };
+        Ok(GpuIds { handle: self.client().create_from_slice(bytes), len: data.len(), max: data.iter().copied().max() })
+    }
+
+    fn seqs(&self, cu_seqlens: &[u32]) -> Result<GpuSeqs> {
+        check_cu_seqlens(cu_seqlens)?;
+        let blocks = crate::attention::query_blocks(cu_seqlens);
+        let pos = positions(cu_seqlens);
+        Ok(GpuSeqs {
+            cu_seqlens: cu_seqlens.to_vec(),
+            cu: self.upload_ids(cu_seqlens)?.handle,
+            positions: self.upload_ids(&pos)?.handle,
+            n_attn_blocks: blocks.len() / 3,
+            attn_blocks: self.upload_ids(&blocks)?.handle,
+            tokens: pos.len(),
+            longest: cu_seqlens.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0),
+        })
+    }
+
+    fn shape<'a>(&self, t: &'a GpuTensor) -> &'a [usize] {
+        &t.shape
+    }
+
+    async fn read(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        let bytes = self.client().read_async(t.parts.clone()).await.map_err(|e| Error::launch("read", format!("{e:?}")))?;
+        let mut out = Vec::with_capacity(t.len());
+        for b in &bytes {
+            out.extend_from_slice(f32::from_bytes(b));
+        }
+        out.truncate(t.len());
+        Ok(out)
+    }
+
+    fn embedding(&self, table: &GpuTensor, ids: &GpuIds) -> Result<GpuTensor> {
+        crate::embedding::embedding(self, table, ids)
+    }
+    fn linear(&self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
+        crate::linear::linear(self, x, w, b)
+    }
+    fn layer_norm(&self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, eps: f32) -> Result<GpuTensor> {
+        crate::layernorm::layer_norm(self, x, w, b, eps)
+    }
+    fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        crate::elementwise::add(self, a, b)
+    }
+    fn gelu(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        crate::elementwise::gelu(self, x)
+    }
+    fn geglu(&self, u: &GpuTensor) -> Result<GpuTensor> {
+        crate::elementwise::geglu(self, u)
+    }
+    fn rope(&self, qkv: &GpuTensor, seqs: &GpuSeqs, cos: &GpuTensor, sin: &GpuTensor, nh: usize) -> Result<GpuTensor> {
+        crate::rope::rope(self, qkv, seqs, cos, sin, nh)
+    }
+    fn attention(&self, qkv: &GpuTensor, seqs: &GpuSeqs, nh: usize, window: Option<usize>) -> Result<(GpuTensor, GpuTensor)> {
+        crate::attention::attention(self, qkv, seqs, nh, window)
+    }
+    fn slice_rows(&self, x: &GpuTensor, start: usize, end: usize) -> Result<GpuTensor> {
+        let cols = check_slice(&x.shape, start, end)?;
+        let out = GpuTensor::single(self.alloc("slice_rows", (end - start) * cols)?, vec![end - start, cols]);
+        crate::elementwise::copy_range(self, &x.handle("slice_rows")?, &out.parts[0], start * cols, 0, (end - start) * cols)?;
+        Ok(out)
+    }
+
+    fn concat_rows(&self, parts: &[GpuTensor]) -> Result<GpuTensor> {
+        let (rows, cols) = check_concat(parts.iter().map(|p| p.shape.as_slice()))?;
+        let out = GpuTensor::single(self.alloc("concat_rows", rows * cols)?, vec![rows, cols]);
+        let mut offset = 0;
+        for p in parts {
+            crate::elementwise::copy_range(self, &p.handle("concat_rows")?, &out.parts[0], 0, offset, p.len())?;
+            offset += p.len();
+        }
+        Ok(out)
+    }
+
+    fn gather_rows(&self, x: &GpuTensor, rows: &GpuIds) -> Result<GpuTensor> {
+        crate::embedding::gather_rows(self, x, rows)
+    }
+    fn mean_pool(&self, x: &GpuTensor, seqs: &GpuSeqs) -> Result<GpuTensor> {
+        crate::embedding::mean_pool(self, x, seqs)
+    }
+    fn cross_entropy(&self, logits: &GpuTensor, labels: &GpuIds) -> Result<GpuTensor> {
+        crate::loss::cross_entropy(self, logits, labels)
+    }
+}

@@ -1,0 +1,42 @@
+use crate::backend::Backend;
+use crate::reference;
+use crate::testing::{block_on, rand_vec};
+use crate::tolerance::{assert_close, KERNEL_F32};
+
+fn check<B: Backend>(b: &B, rows: usize, h: usize, bias: bool, eps: f32) {
+    let x = rand_vec(rows * h, 1 + rows as u32, 3.0);
+    let w = rand_vec(h, 2, 1.5);
+    let bb = rand_vec(h, 3, 0.5);
+    let expected = reference::layer_norm(&x, &w, bias.then_some(&bb[..]), eps, h);
+    let xt = b.upload(&x, &[rows, h]).unwrap();
+    let wt = b.upload(&w, &[h]).unwrap();
+    let bt = b.upload(&bb, &[h]).unwrap();
+    let y = b.layer_norm(&xt, &wt, bias.then_some(&bt), eps).unwrap();
+    assert_eq!(b.shape(&y), &[rows, h]);
+    let actual = block_on(b.read(&y)).unwrap();
+    assert_close(&format!("layer_norm rows={rows} h={h} bias={bias}"), &actual, &expected, KERNEL_F32);
+}
+
+fn layer_norm_shapes<B: Backend>(b: &B) {
+    for &(rows, h) in &[(1, 1), (1, 48), (7, 48), (3, 768), (130, 100), (2, 63)] {
+        check(b, rows, h, false, 1e-5);
+        check(b, rows, h, true, 1e-5);
+    }
+}
+
+fn layer_norm_eps<B: Backend>(b: &B) {
+    // A constant row has zero variance: the result is b, scaled by 1/sqrt(eps) times zero.
+    check(b, 4, 48, true, 1e-12);
+    let x = vec![2.5f32; 48];
+    let w = vec![1.0f32; 48];
+    let y = b.layer_norm(&b.upload(&x, &[1, 48]).unwrap(), &b.upload(&w, &[48]).unwrap(), None, 1e-5).unwrap();
+    assert!(block_on(b.read(&y)).unwrap().iter().all(|v| *v == 0.0));
+}
+
+fn layer_norm_rejects_mismatch<B: Backend>(b: &B) {
+    let x = b.upload(&[0.0; 12], &[3, 4]).unwrap();
+    let w = b.upload(&[1.0; 5], &[5]).unwrap();
+    assert!(b.layer_norm(&x, &w, None, 1e-5).is_err());
+}
+
+crate::backend_tests!(layer_norm_shapes, layer_norm_eps, layer_norm_rejects_mismatch);

@@ -1,0 +1,72 @@
+//! Cross-entropy, fused with the softmax: one workgroup per row computes the row max, the sum of
+//! exponentials and logsumexp − logit[label], numerically stable for any vocabulary size.
+
+use cubecl::prelude::*;
+
+use crate::gpu::{GpuBackend, GpuIds, GpuTensor};
+use crate::layernorm::{block_max, block_sum};
+use crate::{Error, Result};
+
+#[cfg(test)]
+mod tests;
+
+const UNITS: usize = 64;
+
+/// loss[r] = logsumexp(logits[r, :]) − logits[r, labels[r]] for logits [rows, c].
+#[cube(launch_unchecked)]
+fn cross_entropy_kernel<F: Float>(logits: &[F], labels: &[u32], loss: &mut [F], rows: usize, c: usize) {
+    let mut s_max = Shared::<[f32]>::new_slice(UNITS);
+    let mut s_sum = Shared::<[f32]>::new_slice(UNITS);
+    let row = CUBE_POS;
+    if row < rows {
+        let tid = UNIT_POS as usize;
+        let base = row * c;
+        let mut m = f32::min_value();
+        let mut i = tid;
+        while i < c {
+            m = max(m, f32::cast_from(logits[base + i]));
+            i += UNITS;
+        }
+        s_max[tid] = m;
+        block_max(&mut s_max);
+        let row_max = s_max[0];
+        let mut acc = 0.0f32;
+        let mut j = tid;
+        while j < c {
+            acc += (f32::cast_from(logits[base + j]) - row_max).exp();
+            j += UNITS;
+        }
+        s_sum[tid] = acc;
+        block_sum(&mut s_sum);
+        let sum = s_sum[0];
+        if tid == 0 {
+            let label = labels[row] as usize;
+            loss[row] = F::cast_from(row_max + sum.ln() - f32::cast_from(logits[base + label]));
+        }
+    }
+}
+
+/// logits [N, C], labels [N] → per-row loss [N, 1].
+pub fn cross_entropy(gpu: &GpuBackend, logits: &GpuTensor, labels: &GpuIds) -> Result<GpuTensor> {
+    let (rows, c) = logits.matrix();
+    if labels.len != rows {
+        return Err(Error::shape("cross_entropy", format!("{} labels for logits {:?}", labels.len, logits.shape)));
+    }
+    if let Some(max) = labels.max.filter(|&m| m as usize >= c) {
+        return Err(Error::shape("cross_entropy", format!("label {max} for {c} classes")));
+    }
+    let out = gpu.alloc("cross_entropy", rows)?;
+    unsafe {
+        cross_entropy_kernel::launch_unchecked::<f32>(
+            gpu.client(),
+            gpu.grid("cross_entropy", rows)?,
+            CubeDim::new_1d(UNITS as u32),
+            BufferArg::from_raw_parts(logits.handle("cross_entropy")?, rows * c),
+            BufferArg::from_raw_parts(labels.handle.clone(), rows),
+            BufferArg::from_raw_parts(out.clone(), rows),
+            rows,
+            c,
+        )
+    };
+    Ok(GpuTensor::single(out, vec![rows, 1]))
+}

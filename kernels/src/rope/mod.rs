@@ -1,0 +1,99 @@
+//! Rotary position embedding, rotate-half (GPT-NeoX) pairing (j, j + hd/2), on the q and k
+//! blocks of a fused qkv activation; positions restart at 0 in every sequence.
+//!
+//! The cos/sin tables are computed on the host in float32 exactly like transformers
+//! ([`rope_tables`]): GPU `sin`/`cos` lose accuracy on large angles (8,192 radians at the end of
+//! a long document), a table does not.
+
+use cubecl::prelude::*;
+
+use crate::gpu::{GpuBackend, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
+use crate::{Error, Result};
+
+#[cfg(test)]
+mod tests;
+
+/// cos and sin tables [positions, hd/2] for one RoPE base θ, in float32 as transformers computes
+/// them: inv_freq[j] = 1 / θ^(2j/hd), angle = p · inv_freq[j] (one f32 product), then cos/sin.
+pub fn rope_tables(theta: f64, hd: usize, positions: usize) -> (Vec<f32>, Vec<f32>) {
+    let half = hd / 2;
+    let inv_freq: Vec<f32> = (0..half).map(|j| 1.0f32 / (theta as f32).powf((2 * j) as f32 / hd as f32)).collect();
+    let mut cos = Vec::with_capacity(positions * half);
+    let mut sin = Vec::with_capacity(positions * half);
+    for p in 0..positions {
+        for &f in &inv_freq {
+            let angle = p as f32 * f;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    (cos, sin)
+}
+
+/// One invocation per element of qkv [T, 3H]: q and k elements are rotated, v is copied.
+#[cube(launch_unchecked)]
+fn rope_kernel<F: Float>(
+    qkv: &[F],
+    positions: &[u32],
+    cos: &[F],
+    sin: &[F],
+    out: &mut [F],
+    n: usize,
+    h: usize,
+    hd: usize,
+) {
+    let i = ABSOLUTE_POS;
+    if i < n {
+        let three_h = 3 * h;
+        let row = i / three_h;
+        let col = i % three_h;
+        if col < 2 * h {
+            let half = hd / 2;
+            let d = col % hd;
+            let p = positions[row] as usize;
+            if d < half {
+                let c = cos[p * half + d];
+                let s = sin[p * half + d];
+                out[i] = qkv[i] * c - qkv[i + half] * s;
+            } else {
+                let c = cos[p * half + d - half];
+                let s = sin[p * half + d - half];
+                out[i] = qkv[i] * c + qkv[i - half] * s;
+            }
+        } else {
+            out[i] = qkv[i];
+        }
+    }
+}
+
+/// qkv [T, 3H], cos/sin [P, hd/2] → qkv with q, k rotated [T, 3H].
+pub fn rope(gpu: &GpuBackend, qkv: &GpuTensor, seqs: &GpuSeqs, cos: &GpuTensor, sin: &GpuTensor, nh: usize) -> Result<GpuTensor> {
+    let (t, three_h) = qkv.matrix();
+    let h = three_h / 3;
+    let hd = if nh == 0 { 0 } else { h / nh };
+    if three_h != 3 * nh * hd || hd == 0 || hd % 2 != 0 || t != seqs.tokens {
+        return Err(Error::shape("rope", format!("qkv {:?} with {nh} heads over {} tokens", qkv.shape, seqs.tokens)));
+    }
+    let (p_max, half) = cos.matrix();
+    if half != hd / 2 || sin.shape != cos.shape {
+        return Err(Error::shape("rope", format!("tables {:?} / {:?} for head dim {hd}", cos.shape, sin.shape)));
+    }
+    if seqs.longest > p_max {
+        return Err(Error::limit("rope", format!("a sequence of {} tokens needs tables of that many positions, have {p_max}", seqs.longest)));
+    }
+    let n = t * three_h;
+    let out = gpu.alloc("rope", n)?;
+    let (count, dim) = gpu.elementwise("rope", n, ELEMWISE_UNITS)?;
+    unsafe {
+        rope_kernel::launch_unchecked::<f32>(
+            gpu.client(), count, dim,
+            BufferArg::from_raw_parts(qkv.handle("rope")?, n),
+            BufferArg::from_raw_parts(seqs.positions.clone(), t),
+            BufferArg::from_raw_parts(cos.handle("rope")?, p_max * half),
+            BufferArg::from_raw_parts(sin.handle("rope")?, p_max * half),
+            BufferArg::from_raw_parts(out.clone(), n),
+            n, h, hd,
+        )
+    };
+    Ok(GpuTensor::single(out, qkv.shape.clone()))
+}

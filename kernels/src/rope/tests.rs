@@ -1,0 +1,45 @@
+use super::rope_tables;
+use crate::backend::{positions, Backend};
+use crate::reference;
+use crate::testing::{block_on, cu_seqlens, rand_vec};
+use crate::tolerance::{assert_close, KERNEL_F32};
+
+fn check<B: Backend>(b: &B, lengths: &[usize], nh: usize, hd: usize, theta: f64) {
+    let cu = cu_seqlens(lengths);
+    let t = *cu.last().unwrap() as usize;
+    let h = nh * hd;
+    let qkv = rand_vec(t * 3 * h, t as u32 + hd as u32, 1.0);
+    let p = lengths.iter().max().copied().unwrap() + 3;
+    let (cos, sin) = rope_tables(theta, hd, p);
+    let expected = reference::rope(&qkv, &positions(&cu), &cos, &sin, nh, hd);
+    let seqs = b.seqs(&cu).unwrap();
+    let y = b
+        .rope(&b.upload(&qkv, &[t, 3 * h]).unwrap(), &seqs, &b.upload(&cos, &[p, hd / 2]).unwrap(), &b.upload(&sin, &[p, hd / 2]).unwrap(), nh)
+        .unwrap();
+    assert_close(&format!("rope {lengths:?} nh={nh} hd={hd}"), &block_on(b.read(&y)).unwrap(), &expected, KERNEL_F32);
+}
+
+fn rope_mixed_batches<B: Backend>(b: &B) {
+    check(b, &[1], 4, 12, 10_000.0);
+    check(b, &[2], 4, 12, 160_000.0);
+    check(b, &[40, 27, 13], 4, 12, 160_000.0);
+    check(b, &[1, 130, 2, 64], 2, 64, 10_000.0);
+}
+
+fn rope_refuses_short_tables<B: Backend>(b: &B) {
+    let cu = cu_seqlens(&[10]);
+    let (cos, sin) = rope_tables(10_000.0, 4, 5);
+    let r = b.rope(&b.upload(&vec![0.0; 10 * 12], &[10, 12]).unwrap(), &b.seqs(&cu).unwrap(), &b.upload(&cos, &[5, 2]).unwrap(), &b.upload(&sin, &[5, 2]).unwrap(), 1);
+    assert!(r.is_err());
+}
+
+#[test]
+fn tables_follow_the_formula() {
+    let (cos, sin) = rope_tables(10_000.0, 8, 3);
+    // position 0: angle 0; position 2, j = 1: 2 / 10000^(2/8) = 0.2
+    assert_eq!(&cos[..4], &[1.0; 4]);
+    assert!((cos[2 * 4 + 1] - 0.2f32.cos()).abs() < 1e-7);
+    assert!((sin[2 * 4 + 1] - 0.2f32.sin()).abs() < 1e-7);
+}
+
+crate::backend_tests!(rope_mixed_batches, rope_refuses_short_tables);

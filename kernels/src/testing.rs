@@ -1,0 +1,85 @@
+//! Test support shared by every kernel family and by the runtime's tests: the test devices,
+//! deterministic data, and a macro that stamps one generic test body out per backend.
+
+use std::sync::OnceLock;
+
+use crate::cpu::CpuBackend;
+use crate::device::{wgpu_device, AdapterChoice};
+use crate::gpu::GpuBackend;
+
+/// The CPU backend.
+pub fn cpu() -> CpuBackend {
+    CpuBackend::new()
+}
+
+/// The wgpu backend on the machine's default adapter (lavapipe in CI), created once per process.
+/// `KERNELS_TEST_ADAPTER=software` forces a software adapter. Panics with the reason when there
+/// is no adapter: a GPU test must not pass without a GPU.
+pub fn gpu() -> GpuBackend {
+    static GPU: OnceLock<GpuBackend> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let choice = match std::env::var("KERNELS_TEST_ADAPTER").as_deref() {
+            Ok("software") => AdapterChoice::Software,
+            _ => AdapterChoice::Default,
+        };
+        let device = wgpu_device(choice).unwrap_or_else(|e| {
+            panic!("GPU tests need a wgpu adapter (CI uses Mesa's lavapipe: apt-get install mesa-vulkan-drivers): {e}")
+        });
+        GpuBackend::new(device)
+    })
+    .clone()
+}
+
+/// Drive a future to completion on native targets.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    cubecl::future::block_on(f)
+}
+
+/// Deterministic values uniform in [-scale, scale) (xorshift32).
+pub fn rand_vec(n: usize, seed: u32, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(0x9E37_79B9) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            ((s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// Deterministic integers in [0, bound).
+pub fn rand_ids(n: usize, seed: u32, bound: u32) -> Vec<u32> {
+    let mut s = seed.wrapping_mul(747_796_405).wrapping_add(2_891_336_453) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s % bound
+        })
+        .collect()
+}
+
+/// `cu_seqlens` [B+1] for the given lengths.
+pub fn cu_seqlens(lengths: &[usize]) -> Vec<u32> {
+    let mut cu = vec![0u32];
+    for &l in lengths {
+        cu.push(cu.last().unwrap() + l as u32);
+    }
+    cu
+}
+
+/// Stamp out generic test functions `fn name<B: Backend>(b: &B)` once per backend: a `cpu` and a
+/// `wgpu` module with one `#[test]` each.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod cpu {
+            $( #[test] fn $name() { super::$name(&$crate::testing::cpu()); } )*
+        }
+        mod wgpu {
+            $( #[test] fn $name() { super::$name(&$crate::testing::gpu()); } )*
+        }
+    };
+}

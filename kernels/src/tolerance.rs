@@ -1,0 +1,102 @@
+//! Tolerances, in one place, per dtype. A test that needs another value says why beside it.
+//!
+//! The float32 values come from the fixtures' own noise floor (`spec/MODERNBERT.md` §5): a float32
+//! implementation differs from transformers by about 1e-5 on hidden states and logits, while every
+//! structural mistake changes logits by more than 3e-3. So 1e-4 separates right from wrong.
+
+/// A tolerance: |actual − expected| ≤ atol + rtol·|expected| element-wise.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerance {
+    pub atol: f32,
+    pub rtol: f32,
+}
+
+impl Tolerance {
+    pub const fn new(atol: f32, rtol: f32) -> Self {
+        Tolerance { atol, rtol }
+    }
+}
+
+/// Parity with transformers in float32: activations, logits and losses on real tokens.
+pub const PARITY_F32: f32 = 1e-4;
+
+/// A single kernel against its reference in float32 (one op, no accumulated error).
+pub const KERNEL_F32: Tolerance = Tolerance::new(2e-5, 2e-5);
+
+/// Kernels that reduce over long rows (GEMM, attention) against their f64-accumulating reference.
+pub const REDUCTION_F32: Tolerance = Tolerance::new(1e-4, 1e-4);
+
+/// Two backends on the same model: cosine similarity of the last hidden state.
+pub const BACKEND_COSINE_F32: f64 = 0.99999;
+
+/// The result of comparing two arrays: where the worst element is, and how bad.
+#[derive(Clone, Debug)]
+pub struct Comparison {
+    pub max_abs: f32,
+    pub mean_abs: f32,
+    pub worst_index: usize,
+    pub actual: f32,
+    pub expected: f32,
+    /// Elements outside the tolerance.
+    pub failures: usize,
+}
+
+/// Compare element-wise; NaN anywhere counts as a failure at that index.
+pub fn compare(actual: &[f32], expected: &[f32], tol: Tolerance) -> Comparison {
+    assert_eq!(actual.len(), expected.len(), "compare: lengths differ");
+    let mut c = Comparison { max_abs: 0.0, mean_abs: 0.0, worst_index: 0, actual: 0.0, expected: 0.0, failures: 0 };
+    let mut sum = 0f64;
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        let d = (a - e).abs();
+        let d = if d.is_nan() { f32::INFINITY } else { d };
+        sum += d as f64;
+        if d > tol.atol + tol.rtol * e.abs() {
+            c.failures += 1;
+        }
+        if d > c.max_abs || i == 0 {
+            c.max_abs = d;
+            c.worst_index = i;
+            c.actual = a;
+            c.expected = e;
+        }
+    }
+    c.mean_abs = if actual.is_empty() { 0.0 } else { (sum / actual.len() as f64) as f32 };
+    c
+}
+
+/// Cosine similarity in f64.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        ab += x as f64 * y as f64;
+        aa += x as f64 * x as f64;
+        bb += y as f64 * y as f64;
+    }
+    ab / (aa.sqrt() * bb.sqrt()).max(f64::MIN_POSITIVE)
+}
+
+/// Panic with the location and size of the worst error unless `actual` matches `expected`.
+/// With `KERNELS_DUMP=1` the values are printed instead of asserted.
+#[track_caller]
+pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], tol: Tolerance) {
+    assert_eq!(actual.len(), expected.len(), "{what}: {} values, expected {}", actual.len(), expected.len());
+    let c = compare(actual, expected, tol);
+    if std::env::var_os("KERNELS_DUMP").is_some() {
+        eprintln!("{what}: actual {actual:?}\n{what}: expected {expected:?}");
+        return;
+    }
+    assert!(
+        c.failures == 0,
+        "{what}: {} of {} values outside atol {:e} + rtol {:e}; worst at index {}: {} vs expected {} \
+         (max abs {:e}, mean abs {:e})",
+        c.failures,
+        actual.len(),
+        tol.atol,
+        tol.rtol,
+        c.worst_index,
+        c.actual,
+        c.expected,
+        c.max_abs,
+        c.mean_abs
+    );
+}

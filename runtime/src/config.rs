@@ -1,0 +1,477 @@
+//! `config.json` of a ModernBERT-family Hugging Face folder, in both spellings: the released
+//! checkpoints' legacy keys (`global_attn_every_n_layers`, `global_rope_theta`, `local_rope_theta`)
+//! and transformers 5's (`layer_types`, `rope_parameters`). See spec/MODERNBERT.md §1.2.
+
+use serde_json::{Map, Value};
+
+use crate::{Error, Result};
+
+/// Which task model the checkpoint was saved from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Architecture {
+    /// `ModernBertModel`: the bare encoder.
+    Model,
+    /// `ModernBertForMaskedLM`.
+    MaskedLm,
+    /// `ModernBertForTokenClassification`.
+    TokenClassification,
+    /// `ModernBertForSequenceClassification`.
+    SequenceClassification,
+}
+
+impl Architecture {
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Architecture::Model => "ModernBertModel",
+            Architecture::MaskedLm => "ModernBertForMaskedLM",
+            Architecture::TokenClassification => "ModernBertForTokenClassification",
+            Architecture::SequenceClassification => "ModernBertForSequenceClassification",
+        }
+    }
+}
+
+/// Global (full) or local (sliding-window) attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerType {
+    Full,
+    Sliding,
+}
+
+/// Sequence-classification pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// The first token (`[CLS]`).
+    Cls,
+    /// Mean over the sequence's tokens.
+    Mean,
+}
+
+/// Everything the encoder and its heads need from `config.json`.
+#[derive(Clone, Debug)]
+pub struct ModernBertConfig {
+    /// Where it was read from (for messages).
+    pub source: String,
+    /// `None` when `architectures` is absent: the heads are then found from the weights.
+    pub architecture: Option<Architecture>,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    /// One per layer.
+    pub layer_types: Vec<LayerType>,
+    pub global_rope_theta: f64,
+    pub local_rope_theta: f64,
+    /// Full window width; a local layer sees |i − j| ≤ local_attention / 2.
+    pub local_attention: usize,
+    pub max_position_embeddings: usize,
+    pub norm_eps: f32,
+    pub norm_bias: bool,
+    pub attention_bias: bool,
+    pub mlp_bias: bool,
+    pub decoder_bias: bool,
+    pub classifier_bias: bool,
+    pub classifier_pooling: Pooling,
+    pub pad_token_id: u32,
+    pub cls_token_id: Option<u32>,
+    pub sep_token_id: Option<u32>,
+    pub mask_token_id: Option<u32>,
+    /// `id2label` in id order (empty when the config has none).
+    pub labels: Vec<String>,
+    pub problem_type: Option<String>,
+    pub tie_word_embeddings: bool,
+}
+
+impl ModernBertConfig {
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+    /// Half-width of the sliding window: key j is visible from query i iff |i − j| ≤ this.
+    pub fn window(&self) -> usize {
+        self.local_attention / 2
+    }
+    pub fn num_labels(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Parse `config.json` text; `source` names the file in messages.
+    pub fn from_json(source: &str, text: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(text).map_err(|e| Error::config(source, format!("not valid JSON: {e}")))?;
+        let obj = value.as_object().ok_or_else(|| Error::config(source, "expected a JSON object at the top level"))?;
+        let f = Fields { source, obj };
+        parse(&f)
+    }
+
+    /// Read and parse `config.json`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: source.clone(), source: e })?;
+        Self::from_json(&source, &text)
+    }
+}
+
+/// Typed access to the fields of a JSON object, with errors that name the field.
+struct Fields<'a> {
+    source: &'a str,
+    obj: &'a Map<String, Value>,
+}
+
+fn describe(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 60 { format!("{}…", &s[..60]) } else { s }
+}
+
+impl Fields<'_> {
+    fn err(&self, key: &str, expected: &str, found: &Value) -> Error {
+        Error::config(self.source, format!("field \"{key}\": expected {expected}, found {}", describe(found)))
+    }
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.obj.get(key).filter(|v| !v.is_null())
+    }
+    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| self.err(key, "a non-negative integer", v)),
+        }
+    }
+    fn usize(&self, key: &str) -> Result<usize> {
+        self.opt_usize(key)?.ok_or_else(|| Error::config(self.source, format!("missing required field \"{key}\"")))
+    }
+    fn positive(&self, key: &str) -> Result<usize> {
+        let n = self.usize(key)?;
+        if n == 0 {
+            return Err(Error::config(self.source, format!("field \"{key}\": expected a positive integer, found 0")));
+        }
+        Ok(n)
+    }
+    fn opt_u32(&self, key: &str) -> Result<Option<u32>> {
+        match self.opt_usize(key)? {
+            Some(n) if n > u32::MAX as usize => Err(self.err(key, "a token id below 2^32", self.obj.get(key).unwrap())),
+            other => Ok(other.map(|n| n as u32)),
+        }
+    }
+    fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.err(key, "a number", v)),
+        }
+    }
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| self.err(key, "true or false", v)),
+        }
+    }
+    fn opt_str(&self, key: &str) -> Result<Option<&str>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| self.err(key, "a string", v)),
+        }
+    }
+}
+
+fn parse(f: &Fields) -> Result<ModernBertConfig> {
+    let source = f.source;
+    match f.opt_str("model_type")? {
+        Some("modernbert") => {}
+        Some(other) => {
+            return Err(Error::config(source, format!("field \"model_type\": \"{other}\" is not supported; this runtime runs ModernBERT-family models (model_type \"modernbert\")")))
+        }
+        None => return Err(Error::config(source, "missing required field \"model_type\" (expected \"modernbert\")")),
+    }
+    let architecture = match f.get("architectures") {
+        None => None,
+        Some(v) => {
+            let names = v.as_array().ok_or_else(|| f.err("architectures", "a list of class names", v))?;
+            let name = names.first().and_then(Value::as_str).ok_or_else(|| f.err("architectures", "a list of class names", v))?;
+            Some(match name {
+                "ModernBertModel" => Architecture::Model,
+                "ModernBertForMaskedLM" => Architecture::MaskedLm,
+                "ModernBertForTokenClassification" => Architecture::TokenClassification,
+                "ModernBertForSequenceClassification" => Architecture::SequenceClassification,
+                other => {
+                    return Err(Error::config(
+                        source,
+                        format!("field \"architectures\": \"{other}\" is not supported; expected ModernBertModel, ModernBertForMaskedLM, ModernBertForTokenClassification or ModernBertForSequenceClassification"),
+                    ))
+                }
+            })
+        }
+    };
+
+    let hidden_size = f.positive("hidden_size")?;
+    let num_hidden_layers = f.positive("num_hidden_layers")?;
+    let num_attention_heads = f.positive("num_attention_heads")?;
+    if hidden_size % num_attention_heads != 0 || (hidden_size / num_attention_heads) % 2 != 0 {
+        return Err(Error::config(
+            source,
+            format!("fields \"hidden_size\" ({hidden_size}) and \"num_attention_heads\" ({num_attention_heads}): the head dimension must be a whole, even number"),
+        ));
+    }
+
+    let layer_types = match f.get("layer_types") {
+        Some(v) => {
+            let list = v.as_array().ok_or_else(|| f.err("layer_types", "a list of \"full_attention\" / \"sliding_attention\"", v))?;
+            if list.len() != num_hidden_layers {
+                return Err(Error::config(source, format!("field \"layer_types\": {} entries for {num_hidden_layers} layers", list.len())));
+            }
+            list.iter()
+                .map(|t| match t.as_str() {
+                    Some("full_attention") => Ok(LayerType::Full),
+                    Some("sliding_attention") => Ok(LayerType::Sliding),
+                    _ => Err(f.err("layer_types", "\"full_attention\" or \"sliding_attention\"", t)),
+                })
+                .collect::<Result<Vec<_>>>()?
+        }
+        None => {
+            let every = f.opt_usize("global_attn_every_n_layers")?.unwrap_or(3);
+            if every == 0 {
+                return Err(Error::config(source, "field \"global_attn_every_n_layers\": expected a positive integer, found 0"));
+            }
+            (0..num_hidden_layers).map(|i| if i % every == 0 { LayerType::Full } else { LayerType::Sliding }).collect()
+        }
+    };
+
+    // RoPE: transformers 5's per-layer-type `rope_parameters` win; legacy keys fill what is missing.
+    let mut global_rope_theta = None;
+    let mut local_rope_theta = None;
+    if let Some(rp) = f.get("rope_parameters") {
+        let rp_obj = rp.as_object().ok_or_else(|| f.err("rope_parameters", "an object", rp))?;
+        let theta_of = |entry: &Value, key: &str| -> Result<f64> {
+            let name = format!("rope_parameters.{key}");
+            let e = entry.as_object().ok_or_else(|| f.err(&name, "an object", entry))?;
+            if let Some(t) = e.get("rope_type").filter(|t| !t.is_null()) {
+                if t.as_str() != Some("default") {
+                    return Err(f.err(&format!("{name}.rope_type"), "\"default\" (other RoPE scalings are not supported)", t));
+                }
+            }
+            let theta = e.get("rope_theta").ok_or_else(|| Error::config(source, format!("field \"{name}\": missing \"rope_theta\"")))?;
+            theta.as_f64().filter(|t| *t > 0.0).ok_or_else(|| f.err(&format!("{name}.rope_theta"), "a positive number", theta))
+        };
+        if rp_obj.contains_key("rope_theta") {
+            // One set of parameters for every layer type.
+            let t = theta_of(rp, "")?;
+            global_rope_theta = Some(t);
+            local_rope_theta = Some(t);
+        } else {
+            if let Some(e) = rp_obj.get("full_attention") {
+                global_rope_theta = Some(theta_of(e, "full_attention")?);
+            }
+            if let Some(e) = rp_obj.get("sliding_attention") {
+                local_rope_theta = Some(theta_of(e, "sliding_attention")?);
+            }
+        }
+    }
+    let global_rope_theta = match global_rope_theta {
+        Some(t) => t,
+        None => f.opt_f64("global_rope_theta")?.unwrap_or(160_000.0),
+    };
+    let local_rope_theta = match local_rope_theta {
+        Some(t) => t,
+        None => f.opt_f64("local_rope_theta")?.unwrap_or(10_000.0),
+    };
+    for (key, t) in [("global_rope_theta", global_rope_theta), ("local_rope_theta", local_rope_theta)] {
+        if !(t > 0.0) {
+            return Err(Error::config(source, format!("field \"{key}\": expected a positive number, found {t}")));
+        }
+    }
+
+    for key in ["hidden_activation", "classifier_activation"] {
+        match f.opt_str(key)? {
+            None | Some("gelu") | Some("gelu_python") => {}
+            Some(other) => {
+                return Err(Error::config(source, format!("field \"{key}\": \"{other}\" is not supported; ModernBERT uses the exact (erf) \"gelu\"")))
+            }
+        }
+    }
+
+    let norm_eps = match f.opt_f64("norm_eps")? {
+        Some(e) => e,
+        None => f.opt_f64("layer_norm_eps")?.unwrap_or(1e-5),
+    };
+    if !(norm_eps > 0.0) {
+        return Err(Error::config(source, format!("field \"norm_eps\": expected a positive number, found {norm_eps}")));
+    }
+
+    let classifier_pooling = match f.opt_str("classifier_pooling")? {
+        None | Some("cls") => Pooling::Cls,
+        Some("mean") => Pooling::Mean,
+        Some(other) => return Err(Error::config(source, format!("field \"classifier_pooling\": expected \"cls\" or \"mean\", found \"{other}\""))),
+    };
+
+    let labels = parse_labels(f)?;
+    let vocab_size = f.positive("vocab_size")?;
+    let pad_token_id = f.opt_u32("pad_token_id")?.unwrap_or(50283);
+    let cls_token_id = f.opt_u32("cls_token_id")?.or(f.opt_u32("bos_token_id")?);
+    let sep_token_id = f.opt_u32("sep_token_id")?.or(f.opt_u32("eos_token_id")?);
+    let mask_token_id = f.opt_u32("mask_token_id")?;
+    for (key, id) in [("pad_token_id", Some(pad_token_id)), ("cls_token_id", cls_token_id), ("sep_token_id", sep_token_id), ("mask_token_id", mask_token_id)] {
+        if let Some(id) = id.filter(|&id| id as usize >= vocab_size) {
+            return Err(Error::config(source, format!("field \"{key}\": token id {id} is outside the vocabulary of {vocab_size}")));
+        }
+    }
+    let local_attention = f.opt_usize("local_attention")?.unwrap_or(128);
+    if local_attention < 2 {
+        return Err(Error::config(source, format!("field \"local_attention\": expected a window of at least 2, found {local_attention}")));
+    }
+
+    Ok(ModernBertConfig {
+        source: source.to_string(),
+        architecture,
+        vocab_size,
+        hidden_size,
+        num_hidden_layers,
+        num_attention_heads,
+        intermediate_size: f.positive("intermediate_size")?,
+        layer_types,
+        global_rope_theta,
+        local_rope_theta,
+        local_attention,
+        max_position_embeddings: f.opt_usize("max_position_embeddings")?.unwrap_or(8192).max(1),
+        norm_eps: norm_eps as f32,
+        norm_bias: f.bool_or("norm_bias", false)?,
+        attention_bias: f.bool_or("attention_bias", false)?,
+        mlp_bias: f.bool_or("mlp_bias", false)?,
+        decoder_bias: f.bool_or("decoder_bias", true)?,
+        classifier_bias: f.bool_or("classifier_bias", false)?,
+        classifier_pooling,
+        pad_token_id,
+        cls_token_id,
+        sep_token_id,
+        mask_token_id,
+        labels,
+        problem_type: f.opt_str("problem_type")?.map(str::to_string),
+        tie_word_embeddings: f.bool_or("tie_word_embeddings", true)?,
+    })
+}
+
+/// `id2label` as a list in id order; or `num_labels` generic names; or none.
+fn parse_labels(f: &Fields) -> Result<Vec<String>> {
+    if let Some(v) = f.get("id2label") {
+        let map = v.as_object().ok_or_else(|| f.err("id2label", "an object mapping ids to label names", v))?;
+        let mut labels = vec![None; map.len()];
+        for (k, name) in map {
+            let id: usize = k
+                .parse()
+                .ok()
+                .filter(|&i| i < map.len())
+                .ok_or_else(|| Error::config(f.source, format!("field \"id2label\": key \"{k}\" is not an id in 0..{}", map.len())))?;
+            let name = name.as_str().ok_or_else(|| f.err(&format!("id2label.{k}"), "a label name", name))?;
+            labels[id] = Some(name.to_string());
+        }
+        return Ok(labels.into_iter().map(|l| l.expect("ids are distinct and below the count")).collect());
+    }
+    Ok(match f.opt_usize("num_labels")? {
+        Some(n) => (0..n).map(|i| format!("LABEL_{i}")).collect(),
+        None => Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TINY: &str = include_str!("../../tests/fixtures/tiny-modernbert-tokcls/config.json");
+    const BASE: &str = include_str!("../../tests/data/modernbert-configs/ModernBERT-base.config.json");
+    const LARGE: &str = include_str!("../../tests/data/modernbert-configs/ModernBERT-large.config.json");
+
+    fn edit(text: &str, f: impl FnOnce(&mut Map<String, Value>)) -> String {
+        let mut v: Value = serde_json::from_str(text).unwrap();
+        f(v.as_object_mut().unwrap());
+        v.to_string()
+    }
+
+    #[test]
+    fn released_base_config() {
+        let c = ModernBertConfig::from_json("base/config.json", BASE).unwrap();
+        assert_eq!((c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size), (768, 22, 12, 1152));
+        assert_eq!(c.layer_types.iter().filter(|t| **t == LayerType::Full).count(), 8);
+        assert_eq!(c.layer_types[0], LayerType::Full);
+        assert_eq!(c.layer_types[1], LayerType::Sliding);
+        assert_eq!((c.global_rope_theta, c.local_rope_theta, c.window()), (160_000.0, 10_000.0, 64));
+        assert_eq!(c.architecture, Some(Architecture::MaskedLm));
+        assert_eq!(c.classifier_pooling, Pooling::Mean);
+    }
+
+    #[test]
+    fn released_large_config() {
+        let c = ModernBertConfig::from_json("large/config.json", LARGE).unwrap();
+        assert_eq!((c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size), (1024, 28, 16, 2624));
+        assert_eq!(c.layer_types.iter().filter(|t| **t == LayerType::Full).count(), 10);
+    }
+
+    #[test]
+    fn both_spellings_agree() {
+        let both = ModernBertConfig::from_json("tiny", TINY).unwrap();
+        let legacy = ModernBertConfig::from_json("tiny", &edit(TINY, |m| {
+            m.remove("layer_types");
+            m.remove("rope_parameters");
+        }))
+        .unwrap();
+        let v5 = ModernBertConfig::from_json("tiny", &edit(TINY, |m| {
+            m.remove("global_attn_every_n_layers");
+            m.remove("global_rope_theta");
+            m.remove("local_rope_theta");
+        }))
+        .unwrap();
+        for c in [&legacy, &v5] {
+            assert_eq!(c.layer_types, both.layer_types);
+            assert_eq!((c.global_rope_theta, c.local_rope_theta), (160_000.0, 10_000.0));
+        }
+        assert_eq!(both.layer_types, vec![LayerType::Full, LayerType::Sliding, LayerType::Sliding, LayerType::Full]);
+        assert_eq!(both.labels, vec!["O", "B-PROBLEM", "I-PROBLEM", "B-DRUG", "I-DRUG"]);
+    }
+
+    #[test]
+    fn rope_parameters_win_over_legacy_keys() {
+        let c = ModernBertConfig::from_json("tiny", &edit(TINY, |m| {
+            m.insert("rope_parameters".into(), serde_json::json!({"full_attention": {"rope_type": "default", "rope_theta": 80000.0}}));
+            m.insert("local_rope_theta".into(), serde_json::json!(5000.0));
+        }))
+        .unwrap();
+        assert_eq!((c.global_rope_theta, c.local_rope_theta), (80_000.0, 5_000.0));
+    }
+
+    fn message(text: &str) -> String {
+        ModernBertConfig::from_json("dir/config.json", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_file_and_field() {
+        let m = message(&edit(TINY, |m| {
+            m.insert("hidden_size".into(), serde_json::json!("48"));
+        }));
+        assert!(m.starts_with("dir/config.json: field \"hidden_size\": expected a non-negative integer"), "{m}");
+        let m = message(&edit(TINY, |m| {
+            m.insert("model_type".into(), serde_json::json!("llama"));
+        }));
+        assert!(m.contains("\"model_type\": \"llama\" is not supported"), "{m}");
+        let m = message(&edit(TINY, |m| {
+            m.insert("architectures".into(), serde_json::json!(["ModernBertForQuestionAnswering"]));
+        }));
+        assert!(m.contains("ModernBertForQuestionAnswering\" is not supported"), "{m}");
+        let m = message(&edit(TINY, |m| {
+            m.insert("layer_types".into(), serde_json::json!(["full_attention"]));
+        }));
+        assert!(m.contains("\"layer_types\": 1 entries for 4 layers"), "{m}");
+        let m = message(&edit(TINY, |m| {
+            m.insert("hidden_activation".into(), serde_json::json!("gelu_pytorch_tanh"));
+        }));
+        assert!(m.contains("\"hidden_activation\""), "{m}");
+        let m = message(&edit(TINY, |m| {
+            m.remove("vocab_size");
+        }));
+        assert!(m.contains("missing required field \"vocab_size\""), "{m}");
+        let m = message(&edit(TINY, |m| {
+            m.insert("norm_bias".into(), serde_json::json!("no"));
+        }));
+        assert!(m.contains("field \"norm_bias\": expected true or false, found \"no\""), "{m}");
+        let m = message("{\"model_type\": ");
+        assert!(m.starts_with("dir/config.json: not valid JSON"), "{m}");
+        let m = message(&edit(TINY, |m| {
+            m.insert("rope_parameters".into(), serde_json::json!({"full_attention": {"rope_type": "yarn", "rope_theta": 1.0}}));
+        }));
+        assert!(m.contains("rope_parameters.full_attention.rope_type"), "{m}");
+    }
+}

@@ -1,0 +1,255 @@
+//! Safetensors checkpoints: `model.safetensors`, or shards listed in
+//! `model.safetensors.index.json`, memory-mapped (never copied whole) on native targets and read
+//! from bytes in the browser. Headers are validated before any tensor is touched: a truncated
+//! file, offsets that overlap or run past the end, or an unknown dtype are errors naming the file.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+
+use safetensors::tensor::{Dtype, Metadata, SafeTensors};
+
+use crate::{Error, Result};
+
+/// The bytes of one file: a memory map, or an owned buffer.
+enum Buffer {
+    #[cfg(not(target_arch = "wasm32"))]
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Deref for Buffer {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            #[cfg(not(target_arch = "wasm32"))]
+            Buffer::Mapped(m) => m,
+            Buffer::Owned(v) => v,
+        }
+    }
+}
+
+struct File {
+    name: String,
+    buffer: Buffer,
+    header_len: usize,
+    metadata: Metadata,
+}
+
+/// A tensor's element type as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredDtype {
+    F32,
+    F16,
+    BF16,
+    I64,
+    I32,
+    U8,
+}
+
+/// A view of one stored tensor.
+pub struct TensorView<'a> {
+    pub name: &'a str,
+    pub file: &'a str,
+    pub dtype: StoredDtype,
+    pub shape: &'a [usize],
+    pub bytes: &'a [u8],
+}
+
+impl TensorView<'_> {
+    /// The values as f32 (f16 and bf16 widened exactly).
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        let b = self.bytes;
+        Ok(match self.dtype {
+            StoredDtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            StoredDtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            StoredDtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            other => {
+                return Err(Error::weights(self.file, format!("tensor \"{}\": expected a floating-point tensor, found {other:?}", self.name)))
+            }
+        })
+    }
+    /// The values as i64 (integer tensors of reference files).
+    pub fn to_i64(&self) -> Result<Vec<i64>> {
+        let b = self.bytes;
+        Ok(match self.dtype {
+            StoredDtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
+            StoredDtype::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
+            StoredDtype::U8 => b.iter().map(|&v| v as i64).collect(),
+            other => return Err(Error::weights(self.file, format!("tensor \"{}\": expected an integer tensor, found {other:?}", self.name))),
+        })
+    }
+}
+
+/// One checkpoint: one or more safetensors files and an index from tensor name to file.
+pub struct Checkpoint {
+    files: Vec<File>,
+    index: HashMap<String, usize>,
+}
+
+fn parse_file(name: String, buffer: Buffer) -> Result<File> {
+    let (header_len, metadata) = SafeTensors::read_metadata(&buffer).map_err(|e| {
+        Error::weights(&name, format!("not a valid safetensors file ({e}); it may be truncated or corrupt"))
+    })?;
+    for (tensor, info) in metadata.tensors() {
+        dtype_of(info.dtype).ok_or_else(|| Error::weights(&name, format!("tensor \"{tensor}\": unsupported dtype {:?}", info.dtype)))?;
+    }
+    Ok(File { name, buffer, header_len, metadata })
+}
+
+fn dtype_of(d: Dtype) -> Option<StoredDtype> {
+    Some(match d {
+        Dtype::F32 => StoredDtype::F32,
+        Dtype::F16 => StoredDtype::F16,
+        Dtype::BF16 => StoredDtype::BF16,
+        Dtype::I64 => StoredDtype::I64,
+        Dtype::I32 => StoredDtype::I32,
+        Dtype::U8 => StoredDtype::U8,
+        _ => return None,
+    })
+}
+
+impl Checkpoint {
+    /// A checkpoint from in-memory files (the browser, tests): (name, bytes) per shard.
+    pub fn from_bytes(files: Vec<(String, Vec<u8>)>) -> Result<Self> {
+        let files = files.into_iter().map(|(name, bytes)| parse_file(name, Buffer::Owned(bytes))).collect::<Result<Vec<_>>>()?;
+        Self::index(files)
+    }
+
+    fn index(files: Vec<File>) -> Result<Self> {
+        let mut index = HashMap::new();
+        for (i, f) in files.iter().enumerate() {
+            for name in f.metadata.tensors().into_keys() {
+                if let Some(prev) = index.insert(name.clone(), i) {
+                    return Err(Error::weights(&f.name, format!("tensor \"{name}\" is also in {}", files[prev].name)));
+                }
+            }
+        }
+        Ok(Checkpoint { files, index })
+    }
+
+    /// Open a single `.safetensors` file (memory-mapped).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open_file(path: &std::path::Path) -> Result<Self> {
+        Self::index(vec![map_file(path)?])
+    }
+
+    /// Open the weights of a Hugging Face model folder: `model.safetensors`, or the shards named
+    /// by `model.safetensors.index.json`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open_dir(dir: &std::path::Path) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        if single.exists() {
+            return Self::open_file(&single);
+        }
+        let index_path = dir.join("model.safetensors.index.json");
+        if !index_path.exists() {
+            return Err(Error::weights(&dir.display().to_string(), "no model.safetensors and no model.safetensors.index.json in this folder"));
+        }
+        let shown = index_path.display().to_string();
+        let text = std::fs::read_to_string(&index_path).map_err(|e| Error::Io { path: shown.clone(), source: e })?;
+        let shards = shard_names(&shown, &text)?;
+        let files = shards.iter().map(|s| map_file(&dir.join(s))).collect::<Result<Vec<_>>>()?;
+        let ckpt = Self::index(files)?;
+        // Every tensor the index promises must be where it says.
+        let map: serde_json::Value = serde_json::from_str(&text).expect("parsed above");
+        for (tensor, shard) in map["weight_map"].as_object().expect("checked above") {
+            let found = ckpt.index.get(tensor).map(|&i| &ckpt.files[i].name);
+            let expected = dir.join(shard.as_str().unwrap_or_default()).display().to_string();
+            if found != Some(&expected) {
+                return Err(Error::weights(&shown, format!("weight_map says \"{tensor}\" is in {shard}, but that file does not hold it")));
+            }
+        }
+        Ok(ckpt)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// All tensor names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    /// Where the tensor is stored (for messages): the file that holds it, or the first file.
+    pub fn file_of(&self, name: &str) -> &str {
+        self.index.get(name).map_or_else(|| self.files.first().map_or("checkpoint", |f| &f.name), |&i| &self.files[i].name)
+    }
+
+    /// A view of a stored tensor, if present.
+    pub fn get(&self, name: &str) -> Option<TensorView<'_>> {
+        let &i = self.index.get(name)?;
+        let f = &self.files[i];
+        let info = f.metadata.info(name)?;
+        let start = 8 + f.header_len + info.data_offsets.0;
+        let end = 8 + f.header_len + info.data_offsets.1;
+        Some(TensorView {
+            name: self.index.get_key_value(name).unwrap().0,
+            file: &f.name,
+            dtype: dtype_of(info.dtype).expect("checked when parsed"),
+            shape: &info.shape,
+            bytes: &f.buffer[start..end],
+        })
+    }
+
+    /// The tensor as f32, checked against the expected shape.
+    pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let t = self.require(name)?;
+        if t.shape != shape {
+            return Err(Error::weights(t.file, format!("tensor \"{name}\" has shape {:?}, expected {shape:?} from the config", t.shape)));
+        }
+        t.to_f32()
+    }
+
+    /// The tensor, or an error naming it and the file(s) searched.
+    pub fn require(&self, name: &str) -> Result<TensorView<'_>> {
+        self.get(name).ok_or_else(|| {
+            let files: Vec<&str> = self.files.iter().map(|f| f.name.as_str()).collect();
+            Error::weights(&files.join(", "), format!("missing tensor \"{name}\""))
+        })
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn map_file(path: &std::path::Path) -> Result<File> {
+    let name = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| Error::Io { path: name.clone(), source: e })?;
+    // SAFETY: the map is read-only; a file changed by another process while mapped is outside
+    // what any loader can defend against (transformers maps the same way).
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io { path: name.clone(), source: e })?;
+    parse_file(name, Buffer::Mapped(map))
+}
+
+/// The distinct shard file names of a `model.safetensors.index.json`, in order of first use.
+pub fn shard_names(source: &str, text: &str) -> Result<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::weights(source, format!("not valid JSON: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::weights(source, "field \"weight_map\": expected an object mapping tensor names to files"))?;
+    let mut shards: Vec<String> = Vec::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| Error::weights(source, format!("field \"weight_map.{tensor}\": expected a file name")))?;
+        if file.contains('/') || file.contains('\\') || file.starts_with('.') {
+            return Err(Error::weights(source, format!("field \"weight_map.{tensor}\": \"{file}\" is not a file name in this folder")));
+        }
+        if !shards.iter().any(|s| s == file) {
+            shards.push(file.to_string());
+        }
+    }
+    Ok(shards)
+}
+
+/// Write tensors as a safetensors file in memory (f32, in the given order).
+pub fn serialize_f32(tensors: &[(String, Vec<usize>, Vec<f32>)], metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+    use safetensors::tensor::TensorView as StView;
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            StView::new(Dtype::F32, shape.clone(), b).map(|v| (name.clone(), v)).map_err(|e| Error::weights(name, format!("cannot serialise: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::tensor::serialize(views, metadata).map_err(|e| Error::weights("safetensors", format!("cannot serialise: {e}")))
+}

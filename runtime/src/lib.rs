@@ -1,1 +1,16 @@
-pub fn x(){}
+//! The ModernBERT runtime: config, weights, tokenizer, the encoder and its heads over any
+//! [`kernels::Backend`], and the parity check against transformers' reference tensors.
+
+pub mod check;
+pub mod config;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod folder;
+mod error;
+pub mod init;
+pub mod model;
+pub mod tokenize;
+pub mod weights;
+
+pub use config::ModernBertConfig;
+pub use error::{Error, Result};
+pub use model::ModernBert;

@@ -1,0 +1,123 @@
+//! Fresh weights, initialised like transformers' `_init_weights` (spec/MODERNBERT.md §7):
+//! truncated normal N(0, σ²) cut at ±2σ, LayerNorm weights 1, biases 0. Used for benchmarks and
+//! tests with the real configs, and by the trainer for new heads and from-scratch models.
+
+use crate::config::{Architecture, ModernBertConfig};
+use crate::weights::serialize_f32;
+use crate::Result;
+
+/// How a parameter is initialised.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// Truncated normal with this σ.
+    Normal(f32),
+    Ones,
+    Zeros,
+}
+
+/// Every parameter of a task model, in the order of transformers' `named_parameters()`, with its
+/// shape and initialisation. The tied decoder weight is not listed (it is the embedding).
+pub fn parameters(c: &ModernBertConfig, arch: Architecture, num_labels: usize) -> Vec<(String, Vec<usize>, Init)> {
+    let (h, i, v, l) = (c.hidden_size, c.intermediate_size, c.vocab_size, c.num_hidden_layers);
+    let p = if arch == Architecture::Model { "" } else { "model." };
+    let std = 0.02f32;
+    let std_out = std / (2.0 * l as f32).sqrt();
+    let mut out = Vec::new();
+    let mut push = |name: String, shape: Vec<usize>, init: Init| out.push((name, shape, init));
+    let norm = |push: &mut dyn FnMut(String, Vec<usize>, Init), name: String| {
+        push(format!("{name}.weight"), vec![h], Init::Ones);
+        if c.norm_bias {
+            push(format!("{name}.bias"), vec![h], Init::Zeros);
+        }
+    };
+    let linear = |push: &mut dyn FnMut(String, Vec<usize>, Init), name: String, o: usize, n: usize, bias: bool, s: f32| {
+        push(format!("{name}.weight"), vec![o, n], Init::Normal(s));
+        if bias {
+            push(format!("{name}.bias"), vec![o], Init::Zeros);
+        }
+    };
+    push(format!("{p}embeddings.tok_embeddings.weight"), vec![v, h], Init::Normal(std));
+    norm(&mut push, format!("{p}embeddings.norm"));
+    for n in 0..l {
+        if n > 0 {
+            norm(&mut push, format!("{p}layers.{n}.attn_norm"));
+        }
+        linear(&mut push, format!("{p}layers.{n}.attn.Wqkv"), 3 * h, h, c.attention_bias, std);
+        linear(&mut push, format!("{p}layers.{n}.attn.Wo"), h, h, c.attention_bias, std_out);
+        norm(&mut push, format!("{p}layers.{n}.mlp_norm"));
+        linear(&mut push, format!("{p}layers.{n}.mlp.Wi"), 2 * i, h, c.mlp_bias, std);
+        linear(&mut push, format!("{p}layers.{n}.mlp.Wo"), h, i, c.mlp_bias, std_out);
+    }
+    norm(&mut push, format!("{p}final_norm"));
+    if arch != Architecture::Model {
+        linear(&mut push, "head.dense".into(), h, h, c.classifier_bias, std_out);
+        norm(&mut push, "head.norm".into());
+    }
+    match arch {
+        Architecture::MaskedLm if c.decoder_bias => push("decoder.bias".into(), vec![v], Init::Zeros),
+        Architecture::TokenClassification | Architecture::SequenceClassification => {
+            linear(&mut push, "classifier".into(), num_labels, h, true, (h as f32).powf(-0.5))
+        }
+        _ => {}
+    }
+    out
+}
+
+/// A deterministic generator (SplitMix64) with a truncated-normal sampler.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(f64::MIN_POSITIVE);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+    /// N(0, σ²) truncated to ±2σ (rejection).
+    pub fn truncated_normal(&mut self, std: f32) -> f32 {
+        loop {
+            let z = self.normal();
+            if z.abs() <= 2.0 {
+                return (z * std as f64) as f32;
+            }
+        }
+    }
+}
+
+/// Values of one parameter.
+pub fn init_values(shape: &[usize], init: Init, rng: &mut Rng) -> Vec<f32> {
+    let n = shape.iter().product();
+    match init {
+        Init::Ones => vec![1.0; n],
+        Init::Zeros => vec![0.0; n],
+        Init::Normal(s) => (0..n).map(|_| rng.truncated_normal(s)).collect(),
+    }
+}
+
+/// A whole random checkpoint as `model.safetensors` bytes (seeded, reproducible).
+pub fn random_checkpoint(c: &ModernBertConfig, arch: Architecture, num_labels: usize, seed: u64) -> Result<Vec<u8>> {
+    let mut rng = Rng::new(seed);
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = parameters(c, arch, num_labels)
+        .into_iter()
+        .map(|(name, shape, init)| {
+            let values = init_values(&shape, init, &mut rng);
+            (name, shape, values)
+        })
+        .collect();
+    let meta = [("format".to_string(), "pt".to_string())].into_iter().collect();
+    serialize_f32(&tensors, Some(meta))
+}

@@ -1,0 +1,398 @@
+//! ModernBERT, read like the maths of spec/MODERNBERT.md and named like the checkpoint:
+//! embeddings → layers (global / sliding window, RoPE, GeGLU; layer 0 has no attention norm)
+//! → final norm, then the heads (masked LM, token and sequence classification).
+//!
+//! Every activation is [T, ·] over an unpadded batch (T real tokens of B sequences end to end):
+//! no pad token is ever computed, from the embedding to the heads.
+
+#![allow(non_snake_case)] // field names are the checkpoint's (`Wqkv`, `Wo`, `Wi`)
+
+use kernels::rope::rope_tables;
+use kernels::Backend;
+
+use crate::config::{Architecture, LayerType, ModernBertConfig, Pooling};
+use crate::weights::Checkpoint;
+use crate::{Error, Result};
+
+/// Named intermediate tensors, collected when a caller asks for them (the parity check).
+pub type Trace<B> = Vec<(String, <B as Backend>::Tensor)>;
+
+/// `nn.Linear`: y = x·Wᵀ (+ b).
+pub struct Linear<B: Backend> {
+    pub weight: B::Tensor,
+    pub bias: Option<B::Tensor>,
+}
+
+/// `nn.LayerNorm` over the last axis, bias optional.
+pub struct LayerNorm<B: Backend> {
+    pub weight: B::Tensor,
+    pub bias: Option<B::Tensor>,
+    pub eps: f32,
+}
+
+impl<B: Backend> Linear<B> {
+    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        Ok(be.linear(x, &self.weight, self.bias.as_ref())?)
+    }
+}
+
+impl<B: Backend> LayerNorm<B> {
+    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        Ok(be.layer_norm(x, &self.weight, self.bias.as_ref(), self.eps)?)
+    }
+}
+
+pub struct Embeddings<B: Backend> {
+    pub tok_embeddings: B::Tensor,
+    pub norm: LayerNorm<B>,
+}
+
+pub struct Attention<B: Backend> {
+    pub Wqkv: Linear<B>,
+    pub Wo: Linear<B>,
+}
+
+pub struct Mlp<B: Backend> {
+    pub Wi: Linear<B>,
+    pub Wo: Linear<B>,
+}
+
+pub struct Layer<B: Backend> {
+    /// `None` in layer 0: the embedding norm plays that role.
+    pub attn_norm: Option<LayerNorm<B>>,
+    pub attn: Attention<B>,
+    pub mlp_norm: LayerNorm<B>,
+    pub mlp: Mlp<B>,
+    pub kind: LayerType,
+}
+
+/// The prediction head shared by every task model: LN(GELU(dense(z))).
+pub struct Head<B: Backend> {
+    pub dense: Linear<B>,
+    pub norm: LayerNorm<B>,
+}
+
+/// The MLM decoder: tied to the token embeddings unless the checkpoint stores `decoder.weight`.
+pub struct Decoder<B: Backend> {
+    pub weight: Option<B::Tensor>,
+    pub bias: Option<B::Tensor>,
+}
+
+/// cos and sin tables [P, hd/2] for one RoPE base.
+pub struct RopeTable<B: Backend> {
+    pub cos: B::Tensor,
+    pub sin: B::Tensor,
+}
+
+/// An unpadded batch ready for the encoder.
+pub struct Batch<B: Backend> {
+    pub ids: B::Ids,
+    pub seqs: B::Seqs,
+    /// [B+1] cumulative offsets: sequence b is rows cu_seqlens[b]..cu_seqlens[b+1].
+    pub cu_seqlens: Vec<u32>,
+}
+
+impl<B: Backend> Batch<B> {
+    pub fn tokens(&self) -> usize {
+        *self.cu_seqlens.last().unwrap() as usize
+    }
+    pub fn sequences(&self) -> usize {
+        self.cu_seqlens.len() - 1
+    }
+}
+
+pub struct ModernBert<B: Backend> {
+    pub config: ModernBertConfig,
+    pub embeddings: Embeddings<B>,
+    pub layers: Vec<Layer<B>>,
+    pub final_norm: LayerNorm<B>,
+    pub head: Option<Head<B>>,
+    pub decoder: Option<Decoder<B>>,
+    pub classifier: Option<Linear<B>>,
+    /// Labels of the classifier (from `id2label`, or LABEL_i).
+    pub labels: Vec<String>,
+    rope_full: RopeTable<B>,
+    rope_sliding: RopeTable<B>,
+}
+
+/// Reads tensors out of a checkpoint onto a backend, checking every shape against the config.
+struct Loader<'a, B: Backend> {
+    be: &'a B,
+    ckpt: &'a Checkpoint,
+    /// `model.` inside task checkpoints, empty for a bare `ModernBertModel`.
+    prefix: &'static str,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
+        let values = self.ckpt.f32(name, shape)?;
+        Ok(self.be.upload_vec(values, shape)?)
+    }
+    fn encoder(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
+        self.tensor(&format!("{}{name}", self.prefix), shape)
+    }
+    fn linear(&self, name: &str, out: usize, inp: usize, bias: bool, encoder: bool) -> Result<Linear<B>> {
+        let p = if encoder { self.prefix } else { "" };
+        Ok(Linear {
+            weight: self.tensor(&format!("{p}{name}.weight"), &[out, inp])?,
+            bias: if bias { Some(self.tensor(&format!("{p}{name}.bias"), &[out])?) } else { None },
+        })
+    }
+    fn norm(&self, name: &str, h: usize, bias: bool, eps: f32, encoder: bool) -> Result<LayerNorm<B>> {
+        let p = if encoder { self.prefix } else { "" };
+        Ok(LayerNorm {
+            weight: self.tensor(&format!("{p}{name}.weight"), &[h])?,
+            bias: if bias { Some(self.tensor(&format!("{p}{name}.bias"), &[h])?) } else { None },
+            eps,
+        })
+    }
+}
+
+impl<B: Backend> ModernBert<B> {
+    /// Load from a checkpoint, with or without the `model.` prefix; every head whose tensors are
+    /// present is loaded (an MLM, token or sequence classifier checkpoint, unchanged).
+    pub fn load(be: &B, config: ModernBertConfig, ckpt: &Checkpoint) -> Result<Self> {
+        let c = &config;
+        let prefix = if ckpt.contains("model.embeddings.tok_embeddings.weight") {
+            "model."
+        } else if ckpt.contains("embeddings.tok_embeddings.weight") {
+            ""
+        } else {
+            ckpt.require("model.embeddings.tok_embeddings.weight")?;
+            unreachable!("require fails when the tensor is absent")
+        };
+        let ld = Loader { be, ckpt, prefix };
+        let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+        let eps = c.norm_eps;
+
+        let embeddings = Embeddings {
+            tok_embeddings: ld.encoder("embeddings.tok_embeddings.weight", &[v, h])?,
+            norm: ld.norm("embeddings.norm", h, c.norm_bias, eps, true)?,
+        };
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for (n, &kind) in c.layer_types.iter().enumerate() {
+            let l = format!("layers.{n}");
+            layers.push(Layer {
+                attn_norm: if n == 0 { None } else { Some(ld.norm(&format!("{l}.attn_norm"), h, c.norm_bias, eps, true)?) },
+                attn: Attention {
+                    Wqkv: ld.linear(&format!("{l}.attn.Wqkv"), 3 * h, h, c.attention_bias, true)?,
+                    Wo: ld.linear(&format!("{l}.attn.Wo"), h, h, c.attention_bias, true)?,
+                },
+                mlp_norm: ld.norm(&format!("{l}.mlp_norm"), h, c.norm_bias, eps, true)?,
+                mlp: Mlp {
+                    Wi: ld.linear(&format!("{l}.mlp.Wi"), 2 * i, h, c.mlp_bias, true)?,
+                    Wo: ld.linear(&format!("{l}.mlp.Wo"), h, i, c.mlp_bias, true)?,
+                },
+                kind,
+            });
+        }
+        let final_norm = ld.norm("final_norm", h, c.norm_bias, eps, true)?;
+
+        let arch = c.architecture;
+        let wants_head = matches!(arch, Some(Architecture::MaskedLm | Architecture::TokenClassification | Architecture::SequenceClassification));
+        let head = if ckpt.contains("head.dense.weight") || wants_head {
+            Some(Head { dense: ld.linear("head.dense", h, h, c.classifier_bias, false)?, norm: ld.norm("head.norm", h, c.norm_bias, eps, false)? })
+        } else {
+            None
+        };
+        let decoder = if arch == Some(Architecture::MaskedLm) || ckpt.contains("decoder.bias") || ckpt.contains("decoder.weight") {
+            let weight = if ckpt.contains("decoder.weight") {
+                Some(ld.tensor("decoder.weight", &[v, h])?)
+            } else if c.tie_word_embeddings {
+                None // tied: the token embeddings are the decoder (HF does not store it)
+            } else {
+                ckpt.require("decoder.weight")?;
+                unreachable!()
+            };
+            let bias = if c.decoder_bias { Some(ld.tensor("decoder.bias", &[v])?) } else { None };
+            Some(Decoder { weight, bias })
+        } else {
+            None
+        };
+        let wants_classifier = matches!(arch, Some(Architecture::TokenClassification | Architecture::SequenceClassification));
+        let (classifier, labels) = if ckpt.contains("classifier.weight") || wants_classifier {
+            let stored = ckpt.require("classifier.weight")?;
+            let n = stored.shape.first().copied().unwrap_or(0);
+            if !c.labels.is_empty() && n != c.labels.len() {
+                return Err(Error::weights(
+                    stored.file,
+                    format!("tensor \"classifier.weight\" has {n} rows, but {} lists {} labels in \"id2label\"", c.source, c.labels.len()),
+                ));
+            }
+            let labels = if c.labels.is_empty() { (0..n).map(|k| format!("LABEL_{k}")).collect() } else { c.labels.clone() };
+            // `classifier` is a plain nn.Linear: its bias is always stored.
+            (Some(ld.linear("classifier", n, h, true, false)?), labels)
+        } else {
+            (None, Vec::new())
+        };
+
+        let hd = c.head_dim();
+        let positions = c.max_position_embeddings;
+        let table = |theta: f64| -> Result<RopeTable<B>> {
+            let (cos, sin) = rope_tables(theta, hd, positions);
+            Ok(RopeTable { cos: be.upload_vec(cos, &[positions, hd / 2])?, sin: be.upload_vec(sin, &[positions, hd / 2])? })
+        };
+        Ok(ModernBert {
+            rope_full: table(c.global_rope_theta)?,
+            rope_sliding: table(c.local_rope_theta)?,
+            embeddings,
+            layers,
+            final_norm,
+            head,
+            decoder,
+            classifier,
+            labels,
+            config,
+        })
+    }
+
+    /// Upload an unpadded batch: token ids per sequence, each non-empty, within the context and
+    /// the vocabulary.
+    pub fn batch(&self, be: &B, sequences: &[&[u32]]) -> Result<Batch<B>> {
+        let c = &self.config;
+        let mut cu = vec![0u32];
+        let mut ids = Vec::with_capacity(sequences.iter().map(|s| s.len()).sum());
+        for (n, s) in sequences.iter().enumerate() {
+            if s.is_empty() {
+                return Err(Error::Input(format!("sequence {n} is empty")));
+            }
+            if s.len() > c.max_position_embeddings {
+                return Err(Error::Input(format!(
+                    "sequence {n} has {} tokens, more than the model's context of {} (split it into windows)",
+                    s.len(),
+                    c.max_position_embeddings
+                )));
+            }
+            if let Some(&bad) = s.iter().find(|&&id| id as usize >= c.vocab_size) {
+                return Err(Error::Input(format!("sequence {n} holds token id {bad}, outside the vocabulary of {}", c.vocab_size)));
+            }
+            ids.extend_from_slice(s);
+            cu.push(ids.len() as u32);
+        }
+        if sequences.is_empty() {
+            return Err(Error::Input("an empty batch".into()));
+        }
+        Ok(Batch { ids: be.upload_ids(&ids)?, seqs: be.seqs(&cu)?, cu_seqlens: cu })
+    }
+
+    /// The encoder: last_hidden_state [T, H]. With `trace`, also every intermediate tensor
+    /// (`embeddings`, `attn_out_{i}`, `layer_{i}`, `last_hidden_state`).
+    pub fn encode(&self, be: &B, batch: &Batch<B>, mut trace: Option<&mut Trace<B>>) -> Result<B::Tensor> {
+        let mut record = |name: String, t: &B::Tensor| {
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.push((name, t.clone()));
+            }
+        };
+        // x₀ = LN(E[ids]); nothing else is added (positions enter through RoPE only).
+        let mut x = be.embedding(&self.embeddings.tok_embeddings, &batch.ids)?;
+        x = self.embeddings.norm.forward(be, &x)?;
+        record("embeddings".into(), &x);
+        for (n, layer) in self.layers.iter().enumerate() {
+            let attn_out = self.attention(be, layer, &x, batch)?;
+            record(format!("attn_out_{n}"), &attn_out);
+            x = be.add(&x, &attn_out)?;
+            let mlp_out = self.mlp(be, layer, &x)?;
+            x = be.add(&x, &mlp_out)?;
+            record(format!("layer_{n}"), &x);
+        }
+        let last = self.final_norm.forward(be, &x)?;
+        record("last_hidden_state".into(), &last);
+        Ok(last)
+    }
+
+    /// attn_out = Wo · Attention(RoPE(Wqkv · h)), h = x in layer 0 and LN_attn(x) after.
+    fn attention(&self, be: &B, layer: &Layer<B>, x: &B::Tensor, batch: &Batch<B>) -> Result<B::Tensor> {
+        let h = match &layer.attn_norm {
+            Some(norm) => norm.forward(be, x)?,
+            None => x.clone(),
+        };
+        let qkv = layer.attn.Wqkv.forward(be, &h)?; // [T, 3H]: q | k | v, each head-major
+        let (rope, window) = match layer.kind {
+            LayerType::Full => (&self.rope_full, None),
+            LayerType::Sliding => (&self.rope_sliding, Some(self.config.window())),
+        };
+        let nh = self.config.num_attention_heads;
+        let qkv = be.rope(&qkv, &batch.seqs, &rope.cos, &rope.sin, nh)?;
+        let (o, _lse) = be.attention(&qkv, &batch.seqs, nh, window)?;
+        layer.attn.Wo.forward(be, &o)
+    }
+
+    /// mlp_out = Wo · (GELU(u[:, :I]) ⊙ u[:, I:]), u = Wi · LN_mlp(x). The GELU input is the first
+    /// half of Wi's output, the gate the second. Rows are processed in chunks when the [T, 2I]
+    /// intermediate would not fit one device binding (ModernBERT-large at 8,192 tokens).
+    fn mlp(&self, be: &B, layer: &Layer<B>, x: &B::Tensor) -> Result<B::Tensor> {
+        let t = be.shape(x)[0];
+        let row_bytes = 2 * self.config.intermediate_size * 4;
+        let rows_per_chunk = (be.device_info().max_binding_bytes / row_bytes).max(1);
+        let run = |x: &B::Tensor| -> Result<B::Tensor> {
+            let h = layer.mlp_norm.forward(be, x)?;
+            let u = layer.mlp.Wi.forward(be, &h)?;
+            let a = be.geglu(&u)?;
+            layer.mlp.Wo.forward(be, &a)
+        };
+        if t <= rows_per_chunk {
+            return run(x);
+        }
+        let mut parts = Vec::new();
+        for start in (0..t).step_by(rows_per_chunk) {
+            let end = (start + rows_per_chunk).min(t);
+            parts.push(run(&be.slice_rows(x, start, end)?)?);
+        }
+        Ok(be.concat_rows(&parts)?)
+    }
+
+    fn prediction_head(&self, be: &B, z: &B::Tensor) -> Result<B::Tensor> {
+        let head = self.head.as_ref().ok_or_else(|| Error::Input(format!("{}: this checkpoint has no prediction head (head.dense)", self.config.source)))?;
+        let d = head.dense.forward(be, z)?;
+        let g = be.gelu(&d)?;
+        head.norm.forward(be, &g)
+    }
+
+    /// Masked-LM logits [N, V] of the given hidden rows [N, H] (pass only the rows you need:
+    /// sparse prediction).
+    pub fn mlm_logits(&self, be: &B, hidden: &B::Tensor) -> Result<B::Tensor> {
+        let decoder = self.decoder.as_ref().ok_or_else(|| Error::Input(format!("{}: this checkpoint has no masked-LM head (decoder)", self.config.source)))?;
+        let z = self.prediction_head(be, hidden)?;
+        let weight = decoder.weight.as_ref().unwrap_or(&self.embeddings.tok_embeddings); // tied decoder
+        Ok(be.linear(&z, weight, decoder.bias.as_ref())?)
+    }
+
+    fn classify(&self, be: &B, z: &B::Tensor) -> Result<B::Tensor> {
+        let classifier = self.classifier.as_ref().ok_or_else(|| Error::Input(format!("{}: this checkpoint has no classifier", self.config.source)))?;
+        let z = self.prediction_head(be, z)?;
+        classifier.forward(be, &z)
+    }
+
+    /// Token-classification logits [T, C].
+    pub fn token_logits(&self, be: &B, hidden: &B::Tensor) -> Result<B::Tensor> {
+        self.classify(be, hidden)
+    }
+
+    /// Sequence-classification logits [B, C] with the given pooling (`cls`: each sequence's first
+    /// token; `mean`: the mean over its tokens).
+    pub fn sequence_logits(&self, be: &B, hidden: &B::Tensor, batch: &Batch<B>, pooling: Pooling) -> Result<B::Tensor> {
+        let pooled = self.pool(be, hidden, batch, pooling)?;
+        self.classify(be, &pooled)
+    }
+
+    /// One vector per sequence [B, H].
+    pub fn pool(&self, be: &B, hidden: &B::Tensor, batch: &Batch<B>, pooling: Pooling) -> Result<B::Tensor> {
+        Ok(match pooling {
+            Pooling::Cls => {
+                let first = &batch.cu_seqlens[..batch.sequences()];
+                be.gather_rows(hidden, &be.upload_ids(first)?)?
+            }
+            Pooling::Mean => be.mean_pool(hidden, &batch.seqs)?,
+        })
+    }
+
+    /// Mean cross-entropy of logits [N, C] against labels [N] (all valid), on the device.
+    pub async fn mean_cross_entropy(&self, be: &B, logits: &B::Tensor, labels: &[u32]) -> Result<f32> {
+        if labels.is_empty() {
+            return Err(Error::Input("no labelled positions: the loss is undefined".into()));
+        }
+        let per_row = be.cross_entropy(logits, &be.upload_ids(labels)?)?;
+        let values = be.read(&per_row).await?;
+        Ok((values.iter().map(|&v| v as f64).sum::<f64>() / values.len() as f64) as f32)
+    }
+}

@@ -17,9 +17,9 @@ pub fn data(name: &str) -> PathBuf {
     tests_dir().join("data").join(name)
 }
 
-/// A fresh scratch directory under the target dir.
+/// A fresh scratch directory (per test process) under the system's temporary directory.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let dir = std::env::temp_dir().join(format!("workspace-tests-{}", std::process::id())).join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

@@ -30,6 +30,10 @@ impl GpuTensor {
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
+    /// How many bindings (row chunks) hold this tensor.
+    pub fn parts_len(&self) -> usize {
+        self.parts.len()
+    }
     /// (rows, last dim).
     pub(crate) fn matrix(&self) -> (usize, usize) {
         let cols = *self.shape.last().unwrap_or(&1);

@@ -1,0 +1,69 @@
+//! `runtime-cli check` on both fixture models and both devices: one row per tensor, the summary
+//! line last, exit status 0 within tolerance and non-zero beyond it or on bad input.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn check(model: &str, device: &str, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_runtime-cli"))
+        .args(["check", "--model"])
+        .arg(fixtures().join(model))
+        .arg("--reference")
+        .arg(fixtures().join("reference.safetensors"))
+        .args(["--device", device])
+        .args(extra)
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+fn summary(stdout: &str) -> (f32, usize) {
+    let last = stdout.lines().last().unwrap();
+    let (err, compared) = last.split_once(' ').unwrap();
+    let err: f32 = err.strip_prefix("max_abs_err=").unwrap().parse().unwrap();
+    let compared: usize = compared.strip_prefix("compared=").unwrap().parse().unwrap();
+    (err, compared)
+}
+
+#[test]
+fn both_models_on_both_devices() {
+    for (model, compared) in [("tiny-modernbert-mlm", 12), ("tiny-modernbert-tokcls", 16)] {
+        for device in ["cpu", "gpu"] {
+            let (code, stdout, stderr) = check(model, device, &[]);
+            assert_eq!(code, 0, "{model} on {device}: {stdout}{stderr}");
+            let (err, n) = summary(&stdout);
+            assert!(err <= 1e-4, "{model} on {device}: {err}");
+            assert_eq!(n, compared, "{model} on {device}:\n{stdout}");
+            assert!(stdout.lines().any(|l| l.starts_with("layer_3 ")), "{stdout}");
+        }
+    }
+}
+
+#[test]
+fn exits_non_zero_above_tolerance() {
+    let (code, stdout, stderr) = check("tiny-modernbert-mlm", "cpu", &["--tol", "1e-9"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("exceeds the tolerance"), "{stderr}");
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let out = Command::new(env!("CARGO_BIN_EXE_runtime-cli"))
+        .args(["check", "--model"])
+        .arg(fixtures().join("tiny-modernbert-mlm"))
+        .arg("--reference")
+        .arg(fixtures().join("tiny-modernbert-mlm/config.json"))
+        .args(["--device", "cpu"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("config.json: not a valid safetensors file"), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_runtime-cli")).args(["check", "--model", "/nonexistent", "--reference", "x", "--device", "cpu"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("/nonexistent: not a model folder"));
+}

@@ -1,0 +1,80 @@
+//! ModernBERT-base's real config with seeded random weights: 512 tokens on the CPU backend, and a
+//! short input on the GPU backend equal to the CPU's (cosine ≥ 0.99999 on the last hidden state).
+//! The base model's 155 MB f32 embedding table exceeds a 128 MiB binding: on the GPU it is split.
+
+use kernels::tolerance::{cosine, BACKEND_COSINE_F32};
+use kernels::{testing, Backend};
+use runtime::config::Architecture;
+use runtime::init::random_checkpoint;
+use runtime::weights::Checkpoint;
+use runtime::{ModernBert, ModernBertConfig};
+use workspace_tests::data;
+
+fn base() -> (ModernBertConfig, Checkpoint) {
+    let config = ModernBertConfig::from_file(&data("modernbert-configs/ModernBERT-base.config.json")).unwrap();
+    let bytes = random_checkpoint(&config, Architecture::MaskedLm, 0, 42).unwrap();
+    let ckpt = Checkpoint::from_bytes(vec![("random-base.safetensors".into(), bytes)]).unwrap();
+    (config, ckpt)
+}
+
+fn ids(n: usize, seed: u32) -> Vec<u32> {
+    let mut ids = vec![50281];
+    ids.extend(testing::rand_ids(n - 2, seed, 50_000));
+    ids.push(50282);
+    ids
+}
+
+fn hidden<B: Backend>(be: &B, model: &ModernBert<B>, seqs: &[&[u32]]) -> Vec<f32> {
+    let batch = model.batch(be, seqs).unwrap();
+    let h = model.encode(be, &batch, None).unwrap();
+    testing::block_on(be.read(&h)).unwrap()
+}
+
+#[test]
+fn base_config_runs_on_both_backends() {
+    let (config, ckpt) = base();
+    let cpu = testing::cpu();
+    let cpu_model = ModernBert::load(&cpu, config.clone(), &ckpt).unwrap();
+
+    // 512 tokens on the CPU backend (with a second, shorter sequence in the same batch).
+    let long = ids(512, 1);
+    let short = ids(37, 2);
+    let out = hidden(&cpu, &cpu_model, &[&long, &short]);
+    assert_eq!(out.len(), (512 + 37) * 768);
+    assert!(out.iter().all(|v| v.is_finite()));
+    // The same sequence alone gives the same rows (batching is exact).
+    let alone = hidden(&cpu, &cpu_model, &[&short]);
+    assert!(cosine(&out[512 * 768..], &alone) >= BACKEND_COSINE_F32);
+
+    // A short input on the GPU backend equals the CPU's.
+    let gpu = testing::gpu();
+    let gpu_model = ModernBert::load(&gpu, config, &ckpt).unwrap();
+    if gpu.device_info().max_binding_bytes < 50368 * 768 * 4 {
+        assert!(gpu_model.embeddings.tok_embeddings.parts_len() > 1, "the embedding table must be split");
+    }
+    let gpu_out = hidden(&gpu, &gpu_model, &[&short]);
+    let c = cosine(&gpu_out, &alone);
+    assert!(c >= BACKEND_COSINE_F32, "GPU vs CPU cosine {c}");
+
+    // And the MLM head agrees on a few rows.
+    let batch = cpu_model.batch(&cpu, &[&short]).unwrap();
+    let hc = cpu_model.encode(&cpu, &batch, None).unwrap();
+    let rows = cpu.upload_ids(&[0, 5, 36]).unwrap();
+    let lc = testing::block_on(cpu.read(&cpu_model.mlm_logits(&cpu, &cpu.gather_rows(&hc, &rows).unwrap()).unwrap())).unwrap();
+    let gbatch = gpu_model.batch(&gpu, &[&short]).unwrap();
+    let hg = gpu_model.encode(&gpu, &gbatch, None).unwrap();
+    let grows = gpu.upload_ids(&[0, 5, 36]).unwrap();
+    let lg = testing::block_on(gpu.read(&gpu_model.mlm_logits(&gpu, &gpu.gather_rows(&hg, &grows).unwrap()).unwrap())).unwrap();
+    assert!(cosine(&lc, &lg) >= BACKEND_COSINE_F32);
+}
+
+#[test]
+fn large_config_parameter_count() {
+    // The parameter list we initialise matches the spec's counts for both released sizes.
+    for (file, encoder, mlm) in [("ModernBERT-base.config.json", 149_014_272usize, 149_655_232usize), ("ModernBERT-large.config.json", 394_781_696, 395_881_664)] {
+        let c = ModernBertConfig::from_file(&data(&format!("modernbert-configs/{file}"))).unwrap();
+        let count = |arch| runtime::init::parameters(&c, arch, 0).iter().map(|(_, s, _)| s.iter().product::<usize>()).sum::<usize>();
+        assert_eq!(count(Architecture::Model), encoder, "{file}");
+        assert_eq!(count(Architecture::MaskedLm), mlm, "{file}");
+    }
+}

@@ -1,0 +1,125 @@
+//! Every kernel, compiled to WGSL, validated by naga under the browser's rules, so that
+//! WebGPU-incompatible code is caught without a browser.
+//!
+//! The WGSL is the exact text cubecl hands to wgpu: this test runs every op of the GPU backend on
+//! awkward shapes (every comptime variant the model uses: head dims 12 and 64, windowed and
+//! global attention, with and without biases) and captures each module from cubecl-wgpu's trace
+//! log. Each module must then
+//! - parse and validate with naga with no optional capability (no f16, no subgroups, no f64),
+//! - bind at most 8 storage buffers (WebGPU's default; SwiftShader allows 10),
+//! - use at most 256 invocations per workgroup and 16 KiB of workgroup memory.
+
+use std::sync::Mutex;
+
+use kernels::backend::Backend;
+use kernels::testing::{block_on, cu_seqlens, gpu, rand_ids, rand_vec};
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+
+static MODULES: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+const PREFIX: &str = "[cubecl-wgpu] compiling WGSL module `";
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.target().starts_with("cubecl_wgpu")
+    }
+    fn log(&self, r: &log::Record) {
+        let text = r.args().to_string();
+        if let Some(rest) = text.strip_prefix(PREFIX) {
+            if let Some((name, source)) = rest.split_once("`\n") {
+                MODULES.lock().unwrap().push((name.to_string(), source.to_string()));
+            }
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn exercise_every_op() {
+    let b = gpu();
+    let up = |v: &[f32], s: &[usize]| b.upload(v, s).unwrap();
+    for (nh, hd) in [(4usize, 12usize), (2, 64)] {
+        let h = nh * hd;
+        let lengths = [1usize, 5, 70, 130];
+        let cu = cu_seqlens(&lengths);
+        let t = *cu.last().unwrap() as usize;
+        let seqs = b.seqs(&cu).unwrap();
+        let x = up(&rand_vec(t * h, 1, 1.0), &[t, h]);
+        let w = up(&rand_vec(h, 2, 1.0), &[h]);
+        let bias = up(&rand_vec(h, 3, 1.0), &[h]);
+        b.layer_norm(&x, &w, None, 1e-5).unwrap();
+        b.layer_norm(&x, &w, Some(&bias), 1e-5).unwrap();
+        let wqkv = up(&rand_vec(3 * h * h, 4, 0.1), &[3 * h, h]);
+        let qkv = b.linear(&x, &wqkv, None).unwrap();
+        b.linear(&x, &wqkv, Some(&up(&rand_vec(3 * h, 5, 0.1), &[3 * h]))).unwrap();
+        let (cos, sin) = kernels::rope::rope_tables(10_000.0, hd, 256);
+        let qkv = b.rope(&qkv, &seqs, &up(&cos, &[256, hd / 2]), &up(&sin, &[256, hd / 2]), nh).unwrap();
+        b.attention(&qkv, &seqs, nh, None).unwrap();
+        b.attention(&qkv, &seqs, nh, Some(4)).unwrap();
+        let u = up(&rand_vec(t * 2 * h, 6, 1.0), &[t, 2 * h]);
+        b.geglu(&u).unwrap();
+        b.gelu(&x).unwrap();
+        b.add(&x, &x).unwrap();
+        b.mean_pool(&x, &seqs).unwrap();
+        b.gather_rows(&x, &b.upload_ids(&[0, 3]).unwrap()).unwrap();
+        let table = up(&rand_vec(320 * h, 7, 1.0), &[320, h]);
+        b.embedding(&table, &b.upload_ids(&rand_ids(t, 8, 320)).unwrap()).unwrap();
+        let parts = [b.slice_rows(&x, 0, 3).unwrap(), b.slice_rows(&x, 3, t).unwrap()];
+        b.concat_rows(&parts).unwrap();
+        let logits = up(&rand_vec(7 * 320, 9, 3.0), &[7, 320]);
+        let loss = b.cross_entropy(&logits, &b.upload_ids(&rand_ids(7, 10, 320)).unwrap()).unwrap();
+        block_on(b.read(&loss)).unwrap();
+    }
+    // A weight in row chunks (the projection onto a vocabulary larger than one binding).
+    let chunked = b.clone().with_max_binding_bytes(128 * 48 * 4);
+    let w = chunked.upload(&rand_vec(320 * 48, 11, 0.1), &[320, 48]).unwrap();
+    let y = chunked.linear(&chunked.upload(&rand_vec(5 * 48, 12, 1.0), &[5, 48]).unwrap(), &w, None).unwrap();
+    block_on(chunked.read(&y)).unwrap();
+}
+
+fn workgroup_size(module: &naga::Module) -> u32 {
+    module.entry_points.iter().map(|e| e.workgroup_size.iter().product::<u32>()).max().unwrap_or(0)
+}
+
+#[test]
+fn every_kernel_validates_as_webgpu_wgsl() {
+    static CAPTURE: Capture = Capture;
+    log::set_logger(&CAPTURE).unwrap();
+    log::set_max_level(log::LevelFilter::Trace);
+    exercise_every_op();
+    let modules = MODULES.lock().unwrap().clone();
+    let names: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
+    for expected in ["layer_norm", "rope", "attention", "geglu", "gelu", "add_kernel", "mean_pool", "gather", "copy", "cross_entropy", "add_bias", "matmul"] {
+        assert!(names.iter().any(|n| n.contains(expected)), "no module for {expected}; captured {names:?}");
+    }
+    let mut failures = Vec::new();
+    for (name, source) in &modules {
+        let module = match naga::front::wgsl::parse_str(source) {
+            Ok(m) => m,
+            Err(e) => {
+                failures.push(format!("{name}: does not parse: {}", e.emit_to_string(source)));
+                continue;
+            }
+        };
+        if let Err(e) = Validator::new(ValidationFlags::all(), Capabilities::empty()).validate(&module) {
+            failures.push(format!("{name}: invalid under WebGPU's baseline capabilities: {e:?}"));
+        }
+        let storage = module.global_variables.iter().filter(|(_, g)| matches!(g.space, naga::AddressSpace::Storage { .. })).count();
+        if storage > 8 {
+            failures.push(format!("{name}: binds {storage} storage buffers (WebGPU's default limit is 8)"));
+        }
+        let wg = workgroup_size(&module);
+        if wg > 256 {
+            failures.push(format!("{name}: {wg} invocations per workgroup (WebGPU allows 256)"));
+        }
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).unwrap();
+        let shared: u32 = module.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup).map(|(_, g)| layouter[g.ty].size).sum();
+        if shared > 16 * 1024 {
+            failures.push(format!("{name}: {shared} bytes of workgroup memory (WebGPU guarantees 16384)"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} modules fail:\n{}", failures.len(), modules.len(), failures.join("\n"));
+    eprintln!("{} WGSL modules validated: {}", modules.len(), names.join(", "));
+}

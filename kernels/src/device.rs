@@ -39,6 +39,8 @@ pub struct GpuDevice {
     /// e.g. `Cpu` for software adapters such as lavapipe and SwiftShader.
     pub device_type: String,
     pub graphics_api: String,
+    /// Driver name and version (e.g. `llvmpipe`, `Mesa 25.0.7`).
+    pub driver: String,
     pub limits: GpuLimits,
 }
 
@@ -80,6 +82,7 @@ fn from_setup(device: WgpuDevice, setup: &WgpuSetup) -> GpuDevice {
         adapter_name: info.name,
         device_type: format!("{:?}", info.device_type),
         graphics_api: format!("{:?}", info.backend),
+        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
         limits,
     }
 }
@@ -102,12 +105,12 @@ pub async fn wgpu_device_async(choice: AdapterChoice) -> Result<GpuDevice> {
     Ok(from_setup(device, &setup))
 }
 
-/// Create a CUDA device (NVIDIA, through cubecl's CUDA runtime).
-#[cfg(feature = "cuda")]
+/// Create a CUDA device (NVIDIA, through cubecl's CUDA runtime). Compiled in every build; it
+/// runs only in builds with the `cuda` feature (elsewhere it says so).
 pub fn cuda_device(index: usize) -> Result<GpuDevice> {
-    let device = cubecl::Device::cuda(index).map_err(|e| Error::Device(format!("CUDA device {index}: {e:?}")))?;
+    let device = cubecl::Device::cuda(index).map_err(|e| Error::Device(format!("CUDA device {index}: {e}")))?;
     let client = device.client();
-    let props = client.properties();
+    let props = client.properties().clone();
     let hw = &props.hardware;
     let limits = GpuLimits {
         max_binding_bytes: props.memory.max_page_size as usize,
@@ -121,9 +124,10 @@ pub fn cuda_device(index: usize) -> Result<GpuDevice> {
     Ok(GpuDevice {
         client,
         runtime: "cuda",
-        adapter_name: props.identity.name.clone(),
+        adapter_name: props.identity.name,
         device_type: "DiscreteGpu".into(),
         graphics_api: "CUDA".into(),
+        driver: String::new(),
         limits,
     })
 }

@@ -19,10 +19,17 @@ pub mod linear;
 pub mod loss;
 pub mod reference;
 pub mod rope;
+#[cfg(not(target_family = "wasm"))]
 pub mod testing;
 pub mod tolerance;
 
 pub use backend::{Backend, DeviceInfo};
+
+/// Drive a future to completion (native targets; in the browser, `.await` instead).
+#[cfg(not(target_family = "wasm"))]
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    cubecl::future::block_on(f)
+}
 pub use cpu::CpuBackend;
 pub use error::{Error, Result};
 pub use gpu::GpuBackend;

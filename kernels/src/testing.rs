@@ -30,10 +30,7 @@ pub fn gpu() -> GpuBackend {
     .clone()
 }
 
-/// Drive a future to completion on native targets.
-pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    cubecl::future::block_on(f)
-}
+pub use crate::block_on;
 
 /// Deterministic values uniform in [-scale, scale) (xorshift32).
 pub fn rand_vec(n: usize, seed: u32, scale: f32) -> Vec<f32> {

@@ -167,6 +167,7 @@ impl Backend for GpuBackend {
             details: vec![
                 ("device type".into(), d.device_type.clone()),
                 ("graphics API".into(), d.graphics_api.clone()),
+                ("driver".into(), d.driver.clone()),
                 ("max storage binding".into(), format!("{} bytes", l.max_binding_bytes)),
                 ("max workgroups per dimension".into(), l.max_cube_count.to_string()),
                 ("max invocations per workgroup".into(), l.max_units_per_cube.to_string()),

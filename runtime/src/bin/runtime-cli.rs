@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kernels::device::{wgpu_device, AdapterChoice};
+use kernels::device::{cuda_device, wgpu_device, AdapterChoice};
 use kernels::{Backend, CpuBackend, GpuBackend};
 use runtime::check::check;
 use runtime::folder::ModelFolder;
@@ -27,6 +27,8 @@ enum Device {
     Gpu,
     /// The CPU backend.
     Cpu,
+    /// NVIDIA GPUs through cubecl's CUDA runtime (builds with `--features cuda`).
+    Cuda,
 }
 
 #[derive(Subcommand)]
@@ -73,6 +75,7 @@ fn choose(device: Device) -> Result<Chosen, Failure> {
     match device {
         Device::Cpu => Ok(Chosen::Cpu(CpuBackend::new())),
         Device::Gpu => Ok(Chosen::Gpu(GpuBackend::new(wgpu_device(AdapterChoice::Default)?))),
+        Device::Cuda => Ok(Chosen::Gpu(GpuBackend::new(cuda_device(0)?))),
         Device::Auto => match wgpu_device(AdapterChoice::Default) {
             // A software rasteriser (lavapipe) is slower than the CPU backend.
             Ok(d) if d.device_type != "Cpu" => Ok(Chosen::Gpu(GpuBackend::new(d))),
@@ -85,7 +88,7 @@ fn run_check<B: Backend>(be: &B, model: &PathBuf, reference: &PathBuf, tol: f32)
     let folder = ModelFolder::open(model)?;
     let model = ModernBert::load(be, folder.config, &folder.checkpoint)?;
     let reference = Checkpoint::open_file(reference)?;
-    let report = cubecl_block_on(check(be, &model, &reference))?;
+    let report = kernels::block_on(check(be, &model, &reference))?;
     let info = be.device_info();
     println!("device: {} ({})", info.backend, info.name);
     print!("{}", report.render());
@@ -136,10 +139,6 @@ fn run_info<B: Backend>(be: &B, model: &PathBuf) -> Result<(), Failure> {
         println!("  {k}: {v}");
     }
     Ok(())
-}
-
-fn cubecl_block_on<F: std::future::Future>(f: F) -> F::Output {
-    kernels::testing::block_on(f)
 }
 
 fn main() -> ExitCode {

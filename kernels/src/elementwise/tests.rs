@@ -13,6 +13,18 @@ fn add_matches<B: Backend>(b: &B) {
     assert!(b.add(&b.upload(&[0.0; 4], &[4]).unwrap(), &b.upload(&[0.0; 4], &[2, 2]).unwrap()).is_err());
 }
 
+fn add_beyond_one_grid_dimension<B: Backend>(b: &B) {
+    // More than 65,535 workgroups of 256: the GPU grid must spread over two dimensions.
+    let n = 65_535 * 256 + 777;
+    let x = rand_vec(n, 11, 1.0);
+    let y = rand_vec(n, 12, 1.0);
+    let out = block_on(b.read(&b.add(&b.upload(&x, &[n]).unwrap(), &b.upload(&y, &[n]).unwrap()).unwrap())).unwrap();
+    for i in [0, 1, 65_535 * 256 - 1, 65_535 * 256, n - 1] {
+        assert_eq!(out[i], x[i] + y[i], "index {i}");
+    }
+    assert_close("add (2-D grid)", &out, &reference::add(&x, &y), KERNEL_F32);
+}
+
 fn gelu_matches<B: Backend>(b: &B) {
     let mut x = rand_vec(4099, 3, 6.0);
     x.extend_from_slice(&[0.0, -0.0, 1e-6, -1e-6, 10.0, -10.0, 30.0, -30.0]);
@@ -43,4 +55,4 @@ fn slice_and_concat_rows<B: Backend>(b: &B) {
     assert!(b.concat_rows(&[t.clone(), b.upload(&[0.0; 4], &[2, 2]).unwrap()]).is_err());
 }
 
-crate::backend_tests!(add_matches, gelu_matches, geglu_matches, slice_and_concat_rows);
+crate::backend_tests!(add_matches, add_beyond_one_grid_dimension, gelu_matches, geglu_matches, slice_and_concat_rows);

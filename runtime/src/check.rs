@@ -118,18 +118,27 @@ fn scalar(reference: &Checkpoint, name: &str) -> Result<f32> {
     v.first().copied().ok_or_else(|| Error::weights(t.file, format!("tensor \"{name}\" is empty")))
 }
 
-/// Labelled real positions of a padded label tensor [B, S]: (row index into T, label).
-fn labelled(reference: &Checkpoint, name: &str, inp: &RefInputs) -> Result<Vec<(u32, u32)>> {
+/// Labelled real positions of a padded label tensor [B, S] (−100 = none): the rows (indices
+/// into the T real tokens) and their labels.
+fn labelled(reference: &Checkpoint, name: &str, inp: &RefInputs) -> Result<(Vec<u32>, Vec<u32>)> {
     let (labels, _) = ints(reference, name)?;
-    let mut out = Vec::new();
+    let (mut rows, mut out) = (Vec::new(), Vec::new());
     for (row, &k) in inp.flat.iter().enumerate() {
         match labels.get(k) {
-            Some(&l) if l >= 0 => out.push((row as u32, l as u32)),
+            Some(&l) if l >= 0 => {
+                rows.push(row as u32);
+                out.push(l as u32);
+            }
             Some(_) => {}
             None => return Err(Error::weights(reference.file_of(name), format!("tensor \"{name}\" is smaller than input_ids"))),
         }
     }
-    Ok(out)
+    Ok((rows, out))
+}
+
+/// A scalar loss compared with the reference's.
+fn loss_row(reference: &Checkpoint, name: &str, ours: f32) -> Result<CheckRow> {
+    Ok(CheckRow { name: name.to_string(), shape: vec![1], max_abs_err: (ours - scalar(reference, name)?).abs() })
 }
 
 /// Run the model on the reference inputs and compare.
@@ -162,13 +171,11 @@ pub async fn check<B: Backend>(be: &B, model: &ModernBert<B>, reference: &Checkp
             report.rows.push(CheckRow { name: "mlm_logits".into(), shape: vec![t_real, v], max_abs_err: max_abs(&ours, &theirs) });
         }
         if reference.contains("mlm_loss") && reference.contains("mlm_labels") {
-            let lab = labelled(reference, "mlm_labels", &inp)?;
-            let rows: Vec<u32> = lab.iter().map(|p| p.0).collect();
-            let labels: Vec<u32> = lab.iter().map(|p| p.1).collect();
+            let (rows, labels) = labelled(reference, "mlm_labels", &inp)?;
             // Sparse prediction: the head runs on the labelled rows only.
             let logits = model.mlm_logits(be, &be.gather_rows(&hidden, &be.upload_ids(&rows)?)?)?;
             let loss = model.mean_cross_entropy(be, &logits, &labels).await?;
-            report.rows.push(CheckRow { name: "mlm_loss".into(), shape: vec![1], max_abs_err: (loss - scalar(reference, "mlm_loss")?).abs() });
+            report.rows.push(loss_row(reference, "mlm_loss", loss)?);
         }
     } else if has_mlm_refs {
         report.skipped.push(("mlm_*".into(), "the model has no masked-LM head".into()));
@@ -184,12 +191,10 @@ pub async fn check<B: Backend>(be: &B, model: &ModernBert<B>, reference: &Checkp
             report.rows.push(CheckRow { name: "tokcls_logits".into(), shape: vec![t_real, c], max_abs_err: max_abs(&ours, &theirs) });
         }
         if reference.contains("tokcls_loss") && reference.contains("tokcls_labels") {
-            let lab = labelled(reference, "tokcls_labels", &inp)?;
-            let rows: Vec<u32> = lab.iter().map(|p| p.0).collect();
-            let labels: Vec<u32> = lab.iter().map(|p| p.1).collect();
+            let (rows, labels) = labelled(reference, "tokcls_labels", &inp)?;
             let logits = model.token_logits(be, &be.gather_rows(&hidden, &be.upload_ids(&rows)?)?)?;
             let loss = model.mean_cross_entropy(be, &logits, &labels).await?;
-            report.rows.push(CheckRow { name: "tokcls_loss".into(), shape: vec![1], max_abs_err: (loss - scalar(reference, "tokcls_loss")?).abs() });
+            report.rows.push(loss_row(reference, "tokcls_loss", loss)?);
         }
         for (pooling, tag) in [(Pooling::Cls, "cls"), (Pooling::Mean, "mean")] {
             let logits_name = format!("seqcls_logits_{tag}");
@@ -211,7 +216,7 @@ pub async fn check<B: Backend>(be: &B, model: &ModernBert<B>, reference: &Checkp
                 let (labels, _) = ints(reference, "seqcls_labels")?;
                 let labels: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
                 let loss = model.mean_cross_entropy(be, &logits, &labels).await?;
-                report.rows.push(CheckRow { name: loss_name.clone(), shape: vec![1], max_abs_err: (loss - scalar(reference, &loss_name)?).abs() });
+                report.rows.push(loss_row(reference, &loss_name, loss)?);
             }
         }
     } else if classification_refs.iter().any(|n| reference.contains(n)) {

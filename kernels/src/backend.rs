@@ -8,6 +8,30 @@
 
 use crate::Result;
 
+/// How a backend stores float tensors. Arithmetic is f32 (accumulation always is).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    /// IEEE half precision storage (GPU adapters with `shader-f16`).
+    F16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 => 2,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+        }
+    }
+}
+
 /// What a backend runs on and what it can hold.
 #[derive(Clone, Debug)]
 pub struct DeviceInfo {
@@ -35,12 +59,21 @@ pub trait Backend {
     type Seqs;
 
     fn device_info(&self) -> DeviceInfo;
+    /// How `upload_weight` stores parameters (activations are f32).
+    fn dtype(&self) -> DType {
+        DType::F32
+    }
 
     /// Copy host data to a new tensor of the given shape.
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<Self::Tensor>;
     /// Like `upload`, taking ownership (the CPU backend keeps the vector without a copy).
     fn upload_vec(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor> {
         self.upload(&data, shape)
+    }
+    /// A model parameter, stored in the backend's weight precision (`dtype`). Ops accept weights
+    /// where their documentation says `w`, `b` or `table`.
+    fn upload_weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor> {
+        self.upload_vec(data, shape)
     }
     fn upload_ids(&self, data: &[u32]) -> Result<Self::Ids>;
     /// Describe an unpadded batch: `cu_seqlens` [B+1], strictly increasing, starting at 0.
@@ -62,7 +95,7 @@ pub trait Backend {
     /// GeGLU: u [N, 2I] → GELU(u[:, :I]) ⊙ u[:, I:] [N, I].
     fn geglu(&self, u: &Self::Tensor) -> Result<Self::Tensor>;
     /// Rotary embedding of the q and k blocks of qkv [T, 3H] (rotate-half pairing, `nh` heads),
-    /// positions restarting at 0 in every sequence; cos, sin [P, hd/2] with P > the longest
+    /// positions restarting at 0 in every sequence; cos, sin [P, hd/2] with P ≥ the longest
     /// sequence. Returns the rotated qkv [T, 3H] (v copied unchanged).
     fn rope(&self, qkv: &Self::Tensor, seqs: &Self::Seqs, cos: &Self::Tensor, sin: &Self::Tensor, nh: usize) -> Result<Self::Tensor>;
     /// Attention over qkv [T, 3H] (RoPE already applied), `nh` heads, scale hd^-1/2; within each

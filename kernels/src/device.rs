@@ -113,7 +113,8 @@ pub fn cuda_device(index: usize) -> Result<GpuDevice> {
     let props = client.properties().clone();
     let hw = &props.hardware;
     let limits = GpuLimits {
-        max_binding_bytes: props.memory.max_page_size as usize,
+        // Kernels address elements with 32-bit indices: keep every binding below 4 GiB.
+        max_binding_bytes: (props.memory.max_page_size as usize).min(u32::MAX as usize),
         offset_alignment: props.memory.alignment as usize,
         max_cube_count: hw.max_cube_count.0.min(hw.max_cube_count.1),
         max_units_per_cube: hw.max_units_per_cube,

@@ -32,6 +32,11 @@ pub fn gpu() -> GpuBackend {
 
 pub use crate::block_on;
 
+/// The wgpu backend storing tensors in f16 (lavapipe has `shader-f16`).
+pub fn gpu_f16() -> GpuBackend {
+    gpu().with_dtype(crate::backend::DType::F16).unwrap_or_else(|e| panic!("f16 GPU tests need an adapter with shader-f16: {e}"))
+}
+
 /// Deterministic values uniform in [-scale, scale) (xorshift32).
 pub fn rand_vec(n: usize, seed: u32, scale: f32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(0x9E37_79B9) | 1;
@@ -43,6 +48,20 @@ pub fn rand_vec(n: usize, seed: u32, scale: f32) -> Vec<f32> {
             ((s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * scale
         })
         .collect()
+}
+
+/// `rand_vec` rounded to what backend `b` stores (f16 or f32), so that the reference sees the
+/// same inputs as the kernel and a test measures the kernel's own error.
+pub fn rand_for<B: crate::backend::Backend>(b: &B, n: usize, seed: u32, scale: f32) -> Vec<f32> {
+    representable(b.dtype(), rand_vec(n, seed, scale))
+}
+
+/// Values rounded to a storage dtype.
+pub fn representable(dtype: crate::backend::DType, mut v: Vec<f32>) -> Vec<f32> {
+    if dtype == crate::backend::DType::F16 {
+        v.iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32());
+    }
+    v
 }
 
 /// Deterministic integers in [0, bound).
@@ -67,8 +86,9 @@ pub fn cu_seqlens(lengths: &[usize]) -> Vec<u32> {
     cu
 }
 
-/// Stamp out generic test functions `fn name<B: Backend>(b: &B)` once per backend: a `cpu` and a
-/// `wgpu` module with one `#[test]` each.
+/// Stamp out generic test functions `fn name<B: Backend>(b: &B)` once per backend: `cpu`,
+/// `wgpu` (f32) and `wgpu_f16` modules with one `#[test]` each. Bodies take their tolerances from
+/// `tolerance::kernel(b.dtype())` and friends.
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
@@ -77,6 +97,9 @@ macro_rules! backend_tests {
         }
         mod wgpu {
             $( #[test] fn $name() { super::$name(&$crate::testing::gpu()); } )*
+        }
+        mod wgpu_f16 {
+            $( #[test] fn $name() { super::$name(&$crate::testing::gpu_f16()); } )*
         }
     };
 }

@@ -17,8 +17,16 @@ impl Tolerance {
     }
 }
 
+use crate::backend::DType;
+
 /// Parity with transformers in float32: activations, logits and losses on real tokens.
 pub const PARITY_F32: f32 = 1e-4;
+/// Parity with weight matrices stored in f16 (vectors, activations and arithmetic f32). Rounding
+/// the weights to 11 bits changes the model itself, and the fixture's deliberately sharp attention
+/// amplifies that: rounding only the embedding table, or only Wqkv, already moves layer 3's
+/// residual stream (values up to 13) by 2.6e-2; all matrices together by 3.1e-2 (logits 2.6e-2).
+/// Measured on lavapipe; every structural mistake the fixtures list moves logits by more than 3.
+pub const PARITY_F16: f32 = 5e-2;
 
 /// A single kernel against its reference in float32 (one op, no accumulated error).
 pub const KERNEL_F32: Tolerance = Tolerance::new(2e-5, 2e-5);
@@ -28,6 +36,14 @@ pub const REDUCTION_F32: Tolerance = Tolerance::new(1e-4, 1e-4);
 
 /// Two backends on the same model: cosine similarity of the last hidden state.
 pub const BACKEND_COSINE_F32: f64 = 0.99999;
+
+/// Parity tolerance for a storage dtype.
+pub fn parity(dtype: DType) -> f32 {
+    match dtype {
+        DType::F32 => PARITY_F32,
+        DType::F16 => PARITY_F16,
+    }
+}
 
 /// The result of comparing two arrays: where the worst element is, and how bad.
 #[derive(Clone, Debug)]

@@ -5,7 +5,8 @@
 //! awkward shapes (every comptime variant the model uses: head dims 12 and 64, windowed and
 //! global attention, with and without biases) and captures each module from cubecl-wgpu's trace
 //! log. Each module must then
-//! - parse and validate with naga with no optional capability (no f16, no subgroups, no f64),
+//! - parse and validate with naga with no optional capability (no subgroups, no f64; f16 only
+//!   in the f16 variants, which need WebGPU's `shader-f16`),
 //! - bind at most 8 storage buffers (WebGPU's default; SwiftShader allows 10),
 //! - use at most 256 invocations per workgroup and 16 KiB of workgroup memory.
 
@@ -36,9 +37,9 @@ impl log::Log for Capture {
     fn flush(&self) {}
 }
 
-fn exercise_every_op() {
-    let b = gpu();
+fn exercise_every_op(b: kernels::GpuBackend) {
     let up = |v: &[f32], s: &[usize]| b.upload(v, s).unwrap();
+    let weight = |v: Vec<f32>, s: &[usize]| b.upload_weight(v, s).unwrap();
     for (nh, hd) in [(4usize, 12usize), (2, 64)] {
         let h = nh * hd;
         let lengths = [1usize, 5, 70, 130];
@@ -46,13 +47,13 @@ fn exercise_every_op() {
         let t = *cu.last().unwrap() as usize;
         let seqs = b.seqs(&cu).unwrap();
         let x = up(&rand_vec(t * h, 1, 1.0), &[t, h]);
-        let w = up(&rand_vec(h, 2, 1.0), &[h]);
-        let bias = up(&rand_vec(h, 3, 1.0), &[h]);
+        let w = weight(rand_vec(h, 2, 1.0), &[h]);
+        let bias = weight(rand_vec(h, 3, 1.0), &[h]);
         b.layer_norm(&x, &w, None, 1e-5).unwrap();
         b.layer_norm(&x, &w, Some(&bias), 1e-5).unwrap();
-        let wqkv = up(&rand_vec(3 * h * h, 4, 0.1), &[3 * h, h]);
+        let wqkv = weight(rand_vec(3 * h * h, 4, 0.1), &[3 * h, h]);
         let qkv = b.linear(&x, &wqkv, None).unwrap();
-        b.linear(&x, &wqkv, Some(&up(&rand_vec(3 * h, 5, 0.1), &[3 * h]))).unwrap();
+        b.linear(&x, &wqkv, Some(&weight(rand_vec(3 * h, 5, 0.1), &[3 * h]))).unwrap();
         let (cos, sin) = kernels::rope::rope_tables(10_000.0, hd, 256);
         let qkv = b.rope(&qkv, &seqs, &up(&cos, &[256, hd / 2]), &up(&sin, &[256, hd / 2]), nh).unwrap();
         b.attention(&qkv, &seqs, nh, None).unwrap();
@@ -63,7 +64,7 @@ fn exercise_every_op() {
         b.add(&x, &x).unwrap();
         b.mean_pool(&x, &seqs).unwrap();
         b.gather_rows(&x, &b.upload_ids(&[0, 3]).unwrap()).unwrap();
-        let table = up(&rand_vec(320 * h, 7, 1.0), &[320, h]);
+        let table = weight(rand_vec(320 * h, 7, 1.0), &[320, h]);
         b.embedding(&table, &b.upload_ids(&rand_ids(t, 8, 320)).unwrap()).unwrap();
         let parts = [b.slice_rows(&x, 0, 3).unwrap(), b.slice_rows(&x, 3, t).unwrap()];
         b.concat_rows(&parts).unwrap();
@@ -72,8 +73,8 @@ fn exercise_every_op() {
         block_on(b.read(&loss)).unwrap();
     }
     // A weight in row chunks (the projection onto a vocabulary larger than one binding).
-    let chunked = b.clone().with_max_binding_bytes(128 * 48 * 4);
-    let w = chunked.upload(&rand_vec(320 * 48, 11, 0.1), &[320, 48]).unwrap();
+    let chunked = b.clone().with_max_binding_bytes(128 * 48 * b.dtype().size());
+    let w = chunked.upload_weight(rand_vec(320 * 48, 11, 0.1), &[320, 48]).unwrap();
     let y = chunked.linear(&chunked.upload(&rand_vec(5 * 48, 12, 1.0), &[5, 48]).unwrap(), &w, None).unwrap();
     block_on(chunked.read(&y)).unwrap();
 }
@@ -87,9 +88,11 @@ fn every_kernel_validates_as_webgpu_wgsl() {
     static CAPTURE: Capture = Capture;
     log::set_logger(&CAPTURE).unwrap();
     log::set_max_level(log::LevelFilter::Trace);
-    exercise_every_op();
+    exercise_every_op(gpu());
+    exercise_every_op(kernels::testing::gpu_f16());
     let modules = MODULES.lock().unwrap().clone();
     let names: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(modules.iter().any(|(_, s)| s.contains("enable f16;")), "no f16 module was compiled");
     for expected in ["layer_norm", "rope", "attention", "geglu", "gelu", "add_kernel", "mean_pool", "gather", "copy", "cross_entropy", "add_bias", "matmul"] {
         assert!(names.iter().any(|n| n.contains(expected)), "no module for {expected}; captured {names:?}");
     }
@@ -102,8 +105,11 @@ fn every_kernel_validates_as_webgpu_wgsl() {
                 continue;
             }
         };
-        if let Err(e) = Validator::new(ValidationFlags::all(), Capabilities::empty()).validate(&module) {
-            failures.push(format!("{name}: invalid under WebGPU's baseline capabilities: {e:?}"));
+        // f16 kernels need WebGPU's `shader-f16` feature (and are only used where it exists).
+        let f16 = source.contains("enable f16;");
+        let caps = if f16 { Capabilities::SHADER_FLOAT16 } else { Capabilities::empty() };
+        if let Err(e) = Validator::new(ValidationFlags::all(), caps).validate(&module) {
+            failures.push(format!("{name}: invalid under WebGPU's baseline capabilities{}: {e:?}", if f16 { " + shader-f16" } else { "" }));
         }
         let storage = module.global_variables.iter().filter(|(_, g)| matches!(g.space, naga::AddressSpace::Storage { .. })).count();
         if storage > 8 {

@@ -46,6 +46,9 @@ pub enum Pooling {
     Mean,
 }
 
+/// The longest context a config may declare (RoPE tables are built for it at load time).
+pub const MAX_CONTEXT: usize = 1 << 20;
+
 /// Everything the encoder and its heads need from `config.json`.
 #[derive(Clone, Debug)]
 pub struct ModernBertConfig {
@@ -80,6 +83,9 @@ pub struct ModernBertConfig {
     pub labels: Vec<String>,
     pub problem_type: Option<String>,
     pub tie_word_embeddings: bool,
+    /// σ of the truncated-normal initialisation, and its cut-off in units of σ.
+    pub initializer_range: f64,
+    pub initializer_cutoff_factor: f64,
 }
 
 impl ModernBertConfig {
@@ -119,7 +125,7 @@ struct Fields<'a> {
 
 fn describe(v: &Value) -> String {
     let s = v.to_string();
-    if s.len() > 60 { format!("{}…", &s[..60]) } else { s }
+    if s.chars().count() > 60 { format!("{}…", s.chars().take(60).collect::<String>()) } else { s }
 }
 
 impl Fields<'_> {
@@ -132,7 +138,7 @@ impl Fields<'_> {
     fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| self.err(key, "a non-negative integer", v)),
+            Some(v) => v.as_u64().and_then(|n| usize::try_from(n).ok()).map(Some).ok_or_else(|| self.err(key, "a non-negative integer", v)),
         }
     }
     fn usize(&self, key: &str) -> Result<usize> {
@@ -238,7 +244,7 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
     let mut local_rope_theta = None;
     if let Some(rp) = f.get("rope_parameters") {
         let rp_obj = rp.as_object().ok_or_else(|| f.err("rope_parameters", "an object", rp))?;
-        let theta_of = |entry: &Value, key: &str| -> Result<f64> {
+        let theta_of = |entry: &Value, key: &str| -> Result<Option<f64>> {
             let name = format!("rope_parameters.{key}");
             let e = entry.as_object().ok_or_else(|| f.err(&name, "an object", entry))?;
             if let Some(t) = e.get("rope_type").filter(|t| !t.is_null()) {
@@ -246,20 +252,23 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
                     return Err(f.err(&format!("{name}.rope_type"), "\"default\" (other RoPE scalings are not supported)", t));
                 }
             }
-            let theta = e.get("rope_theta").ok_or_else(|| Error::config(source, format!("field \"{name}\": missing \"rope_theta\"")))?;
-            theta.as_f64().filter(|t| *t > 0.0).ok_or_else(|| f.err(&format!("{name}.rope_theta"), "a positive number", theta))
+            // A missing theta is filled from the legacy keys below.
+            match e.get("rope_theta").filter(|t| !t.is_null()) {
+                None => Ok(None),
+                Some(theta) => theta.as_f64().filter(|t| *t > 0.0).map(Some).ok_or_else(|| f.err(&format!("{name}.rope_theta"), "a positive number", theta)),
+            }
         };
         if rp_obj.contains_key("rope_theta") {
             // One set of parameters for every layer type.
             let t = theta_of(rp, "")?;
-            global_rope_theta = Some(t);
-            local_rope_theta = Some(t);
+            global_rope_theta = t;
+            local_rope_theta = t;
         } else {
             if let Some(e) = rp_obj.get("full_attention") {
-                global_rope_theta = Some(theta_of(e, "full_attention")?);
+                global_rope_theta = theta_of(e, "full_attention")?;
             }
             if let Some(e) = rp_obj.get("sliding_attention") {
-                local_rope_theta = Some(theta_of(e, "sliding_attention")?);
+                local_rope_theta = theta_of(e, "sliding_attention")?;
             }
         }
     }
@@ -311,6 +320,10 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
             return Err(Error::config(source, format!("field \"{key}\": token id {id} is outside the vocabulary of {vocab_size}")));
         }
     }
+    let max_position_embeddings = f.opt_usize("max_position_embeddings")?.unwrap_or(8192);
+    if !(1..=MAX_CONTEXT).contains(&max_position_embeddings) {
+        return Err(Error::config(source, format!("field \"max_position_embeddings\": expected 1 to {MAX_CONTEXT}, found {max_position_embeddings}")));
+    }
     let local_attention = f.opt_usize("local_attention")?.unwrap_or(128);
     if local_attention < 2 {
         return Err(Error::config(source, format!("field \"local_attention\": expected a window of at least 2, found {local_attention}")));
@@ -328,7 +341,7 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
         global_rope_theta,
         local_rope_theta,
         local_attention,
-        max_position_embeddings: f.opt_usize("max_position_embeddings")?.unwrap_or(8192).max(1),
+        max_position_embeddings,
         norm_eps: norm_eps as f32,
         norm_bias: f.bool_or("norm_bias", false)?,
         attention_bias: f.bool_or("attention_bias", false)?,
@@ -343,6 +356,8 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
         labels,
         problem_type: f.opt_str("problem_type")?.map(str::to_string),
         tie_word_embeddings: f.bool_or("tie_word_embeddings", true)?,
+        initializer_range: f.opt_f64("initializer_range")?.unwrap_or(0.02),
+        initializer_cutoff_factor: f.opt_f64("initializer_cutoff_factor")?.unwrap_or(2.0),
     })
 }
 
@@ -358,7 +373,9 @@ fn parse_labels(f: &Fields) -> Result<Vec<String>> {
                 .filter(|&i| i < map.len())
                 .ok_or_else(|| Error::config(f.source, format!("field \"id2label\": key \"{k}\" is not an id in 0..{}", map.len())))?;
             let name = name.as_str().ok_or_else(|| f.err(&format!("id2label.{k}"), "a label name", name))?;
-            labels[id] = Some(name.to_string());
+            if labels[id].replace(name.to_string()).is_some() {
+                return Err(Error::config(f.source, format!("field \"id2label\": id {id} appears twice")));
+            }
         }
         return Ok(labels.into_iter().map(|l| l.expect("ids are distinct and below the count")).collect());
     }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::ModernBertConfig;
+use crate::config::{ModernBertConfig, Pooling};
 use crate::tokenize::Tokenizer;
 use crate::weights::Checkpoint;
 use crate::{Error, Result};
@@ -33,4 +33,38 @@ impl ModelFolder {
         };
         Ok(ModelFolder { dir: dir.to_path_buf(), config, checkpoint, tokenizer })
     }
+}
+
+/// The pooling a sentence-transformers folder declares (`modules.json` → its Pooling module's
+/// `config.json`), and whether it normalises (a `Normalize` module). `None` without `modules.json`.
+pub fn sentence_transformers_pooling(dir: &Path) -> Result<Option<(Pooling, bool)>> {
+    let modules_path = dir.join("modules.json");
+    if !modules_path.exists() {
+        return Ok(None);
+    }
+    let read = |p: &Path| -> Result<serde_json::Value> {
+        let shown = p.display().to_string();
+        let text = std::fs::read_to_string(p).map_err(|e| Error::Io { path: shown.clone(), source: e })?;
+        serde_json::from_str(&text).map_err(|e| Error::config(&shown, format!("not valid JSON: {e}")))
+    };
+    let modules = read(&modules_path)?;
+    let list = modules.as_array().ok_or_else(|| Error::config(&modules_path.display().to_string(), "expected a list of modules"))?;
+    let kind = |m: &serde_json::Value| m.get("type").and_then(|t| t.as_str()).unwrap_or_default().to_string();
+    let normalize = list.iter().any(|m| kind(m).ends_with("Normalize"));
+    let Some(pooling) = list.iter().find(|m| kind(m).ends_with("Pooling")) else { return Ok(None) };
+    let sub = pooling.get("path").and_then(|p| p.as_str()).unwrap_or("1_Pooling");
+    let cfg_path = dir.join(sub).join("config.json");
+    let cfg = read(&cfg_path)?;
+    let on = |k: &str| cfg.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+    let shown = cfg_path.display().to_string();
+    let others = ["pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"];
+    if let Some(k) = others.iter().find(|k| on(k)) {
+        return Err(Error::config(&shown, format!("field \"{k}\": only CLS and mean pooling are supported")));
+    }
+    let mode = match (on("pooling_mode_cls_token"), on("pooling_mode_mean_tokens")) {
+        (true, false) => Pooling::Cls,
+        (false, true) => Pooling::Mean,
+        _ => return Err(Error::config(&shown, "expected exactly one of \"pooling_mode_cls_token\" and \"pooling_mode_mean_tokens\" to be true")),
+    };
+    Ok(Some((mode, normalize)))
 }

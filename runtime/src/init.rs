@@ -9,7 +9,7 @@ use crate::Result;
 /// How a parameter is initialised.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
-    /// Truncated normal with this σ.
+    /// Normal with this σ, truncated at ± `initializer_cutoff_factor` σ.
     Normal(f32),
     Ones,
     Zeros,
@@ -20,7 +20,7 @@ pub enum Init {
 pub fn parameters(c: &ModernBertConfig, arch: Architecture, num_labels: usize) -> Vec<(String, Vec<usize>, Init)> {
     let (h, i, v, l) = (c.hidden_size, c.intermediate_size, c.vocab_size, c.num_hidden_layers);
     let p = if arch == Architecture::Model { "" } else { "model." };
-    let std = 0.02f32;
+    let std = c.initializer_range as f32;
     let std_out = std / (2.0 * l as f32).sqrt();
     let mut out = Vec::new();
     let mut push = |name: String, shape: Vec<usize>, init: Init| out.push((name, shape, init));
@@ -87,24 +87,24 @@ impl Rng {
         let u2 = self.uniform();
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
-    /// N(0, σ²) truncated to ±2σ (rejection).
-    pub fn truncated_normal(&mut self, std: f32) -> f32 {
+    /// N(0, σ²) truncated to ±cutoff·σ (rejection).
+    pub fn truncated_normal(&mut self, std: f32, cutoff: f64) -> f32 {
         loop {
             let z = self.normal();
-            if z.abs() <= 2.0 {
+            if z.abs() <= cutoff {
                 return (z * std as f64) as f32;
             }
         }
     }
 }
 
-/// Values of one parameter.
-pub fn init_values(shape: &[usize], init: Init, rng: &mut Rng) -> Vec<f32> {
+/// Values of one parameter; normals are cut at ±`cutoff`·σ.
+pub fn init_values(shape: &[usize], init: Init, cutoff: f64, rng: &mut Rng) -> Vec<f32> {
     let n = shape.iter().product();
     match init {
         Init::Ones => vec![1.0; n],
         Init::Zeros => vec![0.0; n],
-        Init::Normal(s) => (0..n).map(|_| rng.truncated_normal(s)).collect(),
+        Init::Normal(s) => (0..n).map(|_| rng.truncated_normal(s, cutoff)).collect(),
     }
 }
 
@@ -114,7 +114,7 @@ pub fn random_checkpoint(c: &ModernBertConfig, arch: Architecture, num_labels: u
     let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = parameters(c, arch, num_labels)
         .into_iter()
         .map(|(name, shape, init)| {
-            let values = init_values(&shape, init, &mut rng);
+            let values = init_values(&shape, init, c.initializer_cutoff_factor, &mut rng);
             (name, shape, values)
         })
         .collect();

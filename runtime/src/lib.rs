@@ -3,11 +3,19 @@
 
 pub mod check;
 pub mod config;
+pub mod deid;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod folder;
 mod error;
 pub mod init;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod input;
 pub mod model;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod output;
+pub mod pipeline;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod progress;
 pub mod tokenize;
 pub mod weights;
 

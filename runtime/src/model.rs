@@ -126,7 +126,7 @@ struct Loader<'a, B: Backend> {
 impl<B: Backend> Loader<'_, B> {
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
         let values = self.ckpt.f32(name, shape)?;
-        Ok(self.be.upload_vec(values, shape)?)
+        Ok(self.be.upload_weight(values, shape)?)
     }
     fn encoder(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
         self.tensor(&format!("{}{name}", self.prefix), shape)
@@ -196,14 +196,9 @@ impl<B: Backend> ModernBert<B> {
             None
         };
         let decoder = if arch == Some(Architecture::MaskedLm) || ckpt.contains("decoder.bias") || ckpt.contains("decoder.weight") {
-            let weight = if ckpt.contains("decoder.weight") {
-                Some(ld.tensor("decoder.weight", &[v, h])?)
-            } else if c.tie_word_embeddings {
-                None // tied: the token embeddings are the decoder (HF does not store it)
-            } else {
-                ckpt.require("decoder.weight")?;
-                unreachable!()
-            };
+            // Tied (the released models): the token embeddings are the decoder, whether or not a
+            // copy is stored (transformers re-ties after loading). Untied: `decoder.weight`.
+            let weight = if c.tie_word_embeddings { None } else { Some(ld.tensor("decoder.weight", &[v, h])?) };
             let bias = if c.decoder_bias { Some(ld.tensor("decoder.bias", &[v])?) } else { None };
             Some(Decoder { weight, bias })
         } else {
@@ -244,6 +239,14 @@ impl<B: Backend> ModernBert<B> {
             labels,
             config,
         })
+    }
+
+    /// The RoPE cos/sin tables [P, hd/2] of a layer type.
+    pub fn rope_table(&self, kind: LayerType) -> &RopeTable<B> {
+        match kind {
+            LayerType::Full => &self.rope_full,
+            LayerType::Sliding => &self.rope_sliding,
+        }
     }
 
     /// Upload an unpadded batch: token ids per sequence, each non-empty, within the context and

@@ -57,12 +57,23 @@ pub struct SpecialIds {
     pub unk: Option<u32>,
 }
 
-/// A tokenized text: ids with their byte offsets into the text (specials get (0, 0)).
+/// A tokenized text: ids with their byte offsets into the text (specials get (0, 0)) and the
+/// index of the pre-tokenizer word each token belongs to.
 #[derive(Clone, Debug, Default)]
 pub struct Encoded {
     pub ids: Vec<u32>,
     pub offsets: Vec<(usize, usize)>,
     pub special: Vec<bool>,
+    pub words: Vec<Option<u32>>,
+}
+
+impl Encoded {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
 }
 
 /// A tokenizer with its special tokens resolved.
@@ -166,6 +177,7 @@ impl Tokenizer {
             ids: e.get_ids().to_vec(),
             offsets: e.get_offsets().to_vec(),
             special: e.get_special_tokens_mask().iter().map(|&m| m == 1).collect(),
+            words: e.get_word_ids().to_vec(),
         })
     }
 

@@ -10,7 +10,8 @@
 
 use cubecl::prelude::*;
 
-use crate::gpu::{GpuBackend, GpuSeqs, GpuTensor};
+use crate::backend::DType;
+use crate::gpu::{launch_float, GpuBackend, GpuSeqs, GpuTensor};
 use crate::{Error, Result};
 
 #[cfg(test)]
@@ -52,11 +53,12 @@ fn attention_kernel<F: Float>(
     #[comptime] bk: usize,
     #[comptime] windowed: bool,
 ) {
+    // Tiles in the storage type; everything computed in f32.
     let mut k_tile = Shared::<[F]>::new_slice(comptime!(bk * hd));
     let mut v_tile = Shared::<[F]>::new_slice(comptime!(bk * hd));
-    let mut q = Array::<F>::new(hd);
-    let mut acc = Array::<F>::new(hd);
-    let mut s = Array::<F>::new(bk);
+    let mut q = Array::<f32>::new(hd);
+    let mut acc = Array::<f32>::new(hd);
+    let mut s = Array::<f32>::new(bk);
 
     let block = CUBE_POS_X as usize;
     let head = CUBE_POS_Y as usize;
@@ -67,15 +69,13 @@ fn attention_kernel<F: Float>(
     let i = q0 + r;
     let valid = i < seq_end;
     let three_h = 3 * h;
-    let scale_f = F::cast_from(scale);
-
     if valid {
         for d in 0..hd {
-            q[d] = qkv[i * three_h + head * hd + d];
+            q[d] = f32::cast_from(qkv[i * three_h + head * hd + d]);
         }
     }
-    let mut m = F::min_value();
-    let mut l = F::new(0.0);
+    let mut m = f32::min_value();
+    let mut l = 0.0f32;
 
     // Keys this block can see: the whole sequence, or ±window around its queries.
     let q_last = min(q0 + BQ, seq_end) - 1;
@@ -109,22 +109,22 @@ fn attention_kernel<F: Float>(
 
         if valid {
             let n_keys = min(bk, k_hi - k0);
-            let mut tile_max = F::min_value();
+            let mut tile_max = f32::min_value();
             for kr in 0..n_keys {
                 let j = k0 + kr;
-                let mut dot = F::new(0.0);
+                let mut dot = 0.0f32;
                 for d in 0..hd {
-                    dot += q[d] * k_tile[kr * hd + d];
+                    dot += q[d] * f32::cast_from(k_tile[kr * hd + d]);
                 }
-                let mut score = dot * scale_f;
+                let mut score = dot * scale;
                 if windowed {
                     let dist = if i > j { i - j } else { j - i };
-                    score = select(dist <= window, score, F::min_value());
+                    score = select(dist <= window, score, f32::min_value());
                 }
                 s[kr] = score;
                 tile_max = max(tile_max, score);
             }
-            if tile_max > F::min_value() {
+            if tile_max > f32::min_value() {
                 let m_new = max(m, tile_max);
                 let correction = (m - m_new).exp();
                 l *= correction;
@@ -135,7 +135,7 @@ fn attention_kernel<F: Float>(
                     let p = (s[kr] - m_new).exp();
                     l += p;
                     for d in 0..hd {
-                        acc[d] += p * v_tile[kr * hd + d];
+                        acc[d] += p * f32::cast_from(v_tile[kr * hd + d]);
                     }
                 }
                 m = m_new;
@@ -146,11 +146,11 @@ fn attention_kernel<F: Float>(
     }
 
     if valid {
-        let inv = F::new(1.0) / l;
+        let inv = 1.0f32 / l;
         for d in 0..hd {
-            out[i * h + head * hd + d] = acc[d] * inv;
+            out[i * h + head * hd + d] = F::cast_from(acc[d] * inv);
         }
-        lse[i * nh + head] = m + l.ln();
+        lse[i * nh + head] = F::cast_from(m + l.ln());
     }
 }
 
@@ -165,7 +165,7 @@ pub fn attention(gpu: &GpuBackend, qkv: &GpuTensor, seqs: &GpuSeqs, nh: usize, w
     let hd = h / nh;
     let bk = key_tile(hd);
     let limits = gpu.limits();
-    if 2 * bk * hd * 4 > limits.max_shared_bytes || BQ as u32 > limits.max_units_per_cube {
+    if 2 * bk * hd * gpu.dtype.size() > limits.max_shared_bytes || BQ as u32 > limits.max_units_per_cube {
         return Err(Error::limit("attention", format!("head dim {hd} needs more workgroup memory or invocations than the device has")));
     }
     let max_count = limits.max_cube_count as usize;
@@ -174,8 +174,7 @@ pub fn attention(gpu: &GpuBackend, qkv: &GpuTensor, seqs: &GpuSeqs, nh: usize, w
     }
     let out = gpu.alloc("attention", t * h)?;
     let lse = gpu.alloc("attention", t * nh)?;
-    unsafe {
-        attention_kernel::launch_unchecked::<f32>(
+    launch_float!(DType::F32, attention_kernel(
             gpu.client(),
             CubeCount::Static(seqs.n_attn_blocks as u32, nh as u32, 1),
             CubeDim::new_1d(BQ as u32),
@@ -185,12 +184,12 @@ pub fn attention(gpu: &GpuBackend, qkv: &GpuTensor, seqs: &GpuSeqs, nh: usize, w
             BufferArg::from_raw_parts(lse.clone(), t * nh),
             h,
             nh,
-            window.unwrap_or(0),
+            // A window wider than the longest sequence means the same and keeps the u32 maths safe.
+            window.map_or(0, |w| w.min(seqs.longest)),
             (hd as f32).powf(-0.5),
             hd,
             bk,
             window.is_some(),
-        )
-    };
+        ));
     Ok((GpuTensor::single(out, vec![t, h]), GpuTensor::single(lse, vec![t, nh])))
 }

@@ -2,24 +2,25 @@
 
 use cubecl::prelude::*;
 
-use crate::gpu::{GpuBackend, GpuTensor, ELEMWISE_UNITS};
+use crate::backend::DType;
+use crate::gpu::{launch_float, launch_weighted, GpuBackend, GpuTensor, ELEMWISE_UNITS};
 use crate::{Error, Result};
 
 #[cfg(test)]
 mod tests;
 
-/// Exact GELU: z · ½ · (1 + erf(z/√2)). (cubecl's erf on WGSL is Abramowitz–Stegun 7.1.26,
-/// absolute error ≤ 1.5e-7.)
+/// Exact GELU in f32: z · ½ · (1 + erf(z/√2)). (cubecl's erf on WGSL is Abramowitz–Stegun
+/// 7.1.26, absolute error ≤ 1.5e-7.) Kernels compute in f32 whatever the storage type.
 #[cube]
-pub fn gelu_scalar<F: Float>(z: F) -> F {
-    z * F::new(0.5) * (F::new(1.0) + (z * F::new(0.707_106_77)).erf())
+pub fn gelu_scalar(z: f32) -> f32 {
+    z * 0.5f32 * (1.0f32 + Erf::erf(z * 0.707_106_77f32))
 }
 
 #[cube(launch_unchecked)]
 fn add_kernel<F: Float>(a: &[F], b: &[F], out: &mut [F], n: usize) {
     let i = ABSOLUTE_POS;
     if i < n {
-        out[i] = a[i] + b[i];
+        out[i] = F::cast_from(f32::cast_from(a[i]) + f32::cast_from(b[i]));
     }
 }
 
@@ -27,7 +28,7 @@ fn add_kernel<F: Float>(a: &[F], b: &[F], out: &mut [F], n: usize) {
 fn gelu_kernel<F: Float>(x: &[F], out: &mut [F], n: usize) {
     let i = ABSOLUTE_POS;
     if i < n {
-        out[i] = gelu_scalar::<F>(x[i]);
+        out[i] = F::cast_from(gelu_scalar(f32::cast_from(x[i])));
     }
 }
 
@@ -39,16 +40,16 @@ fn geglu_kernel<F: Float>(u: &[F], out: &mut [F], n: usize, inter: usize) {
         let row = i / inter;
         let j = i % inter;
         let base = row * 2 * inter;
-        out[i] = gelu_scalar::<F>(u[base + j]) * u[base + inter + j];
+        out[i] = F::cast_from(gelu_scalar(f32::cast_from(u[base + j])) * f32::cast_from(u[base + inter + j]));
     }
 }
 
 /// y[r, c] += b[c] in place, y [rows, m].
 #[cube(launch_unchecked)]
-fn add_bias_kernel<F: Float>(y: &mut [F], b: &[F], n: usize, m: usize) {
+fn add_bias_kernel<A: Float, W: Float>(y: &mut [A], b: &[W], n: usize, m: usize) {
     let i = ABSOLUTE_POS;
     if i < n {
-        y[i] += b[i % m];
+        y[i] = A::cast_from(f32::cast_from(y[i]) + f32::cast_from(b[i % m]));
     }
 }
 
@@ -85,15 +86,13 @@ pub fn add(gpu: &GpuBackend, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> 
     let n = a.len();
     let out = gpu.alloc("add", n)?;
     let (count, dim) = gpu.elementwise("add", n, ELEMWISE_UNITS)?;
-    unsafe {
-        add_kernel::launch_unchecked::<f32>(
+    launch_float!(DType::F32, add_kernel(
             gpu.client(), count, dim,
             BufferArg::from_raw_parts(a.handle("add")?, n),
             BufferArg::from_raw_parts(b.handle("add")?, n),
             BufferArg::from_raw_parts(out.clone(), n),
             n,
-        )
-    };
+        ));
     Ok(GpuTensor::single(out, a.shape.clone()))
 }
 
@@ -102,14 +101,12 @@ pub fn gelu(gpu: &GpuBackend, x: &GpuTensor) -> Result<GpuTensor> {
     let n = x.len();
     let out = gpu.alloc("gelu", n)?;
     let (count, dim) = gpu.elementwise("gelu", n, ELEMWISE_UNITS)?;
-    unsafe {
-        gelu_kernel::launch_unchecked::<f32>(
+    launch_float!(DType::F32, gelu_kernel(
             gpu.client(), count, dim,
             BufferArg::from_raw_parts(x.handle("gelu")?, n),
             BufferArg::from_raw_parts(out.clone(), n),
             n,
-        )
-    };
+        ));
     Ok(GpuTensor::single(out, x.shape.clone()))
 }
 
@@ -123,14 +120,12 @@ pub fn geglu(gpu: &GpuBackend, u: &GpuTensor) -> Result<GpuTensor> {
     let n = rows * inter;
     let out = gpu.alloc("geglu", n)?;
     let (count, dim) = gpu.elementwise("geglu", n, ELEMWISE_UNITS)?;
-    unsafe {
-        geglu_kernel::launch_unchecked::<f32>(
+    launch_float!(DType::F32, geglu_kernel(
             gpu.client(), count, dim,
             BufferArg::from_raw_parts(u.handle("geglu")?, rows * two_i),
             BufferArg::from_raw_parts(out.clone(), n),
             n, inter,
-        )
-    };
+        ));
     Ok(GpuTensor::single(out, vec![rows, inter]))
 }
 
@@ -142,14 +137,12 @@ pub(crate) fn add_bias_in_place(gpu: &GpuBackend, y: &GpuTensor, b: &GpuTensor) 
     }
     let n = rows * m;
     let (count, dim) = gpu.elementwise("bias", n, ELEMWISE_UNITS)?;
-    unsafe {
-        add_bias_kernel::launch_unchecked::<f32>(
+    launch_weighted!(b.dtype, add_bias_kernel(
             gpu.client(), count, dim,
             BufferArg::from_raw_parts(y.handle("bias")?, n),
-            BufferArg::from_raw_parts(b.handle("bias")?, m),
+            BufferArg::from_raw_parts(b.stored("bias")?, m),
             n, m,
-        )
-    };
+        ));
     Ok(())
 }
 
@@ -162,14 +155,12 @@ pub(crate) fn copy_columns(gpu: &GpuBackend, src: &GpuTensor, dst: &GpuTensor, c
     }
     let n = rows * m;
     let (count, dim) = gpu.elementwise("copy_columns", n, ELEMWISE_UNITS)?;
-    unsafe {
-        copy_columns_kernel::launch_unchecked::<f32>(
+    launch_float!(DType::F32, copy_columns_kernel(
             gpu.client(), count, dim,
             BufferArg::from_raw_parts(src.handle("copy_columns")?, n),
             BufferArg::from_raw_parts(dst.handle("copy_columns")?, rows * ld),
             n, m, ld, col0,
-        )
-    };
+        ));
     Ok(())
 }
 
@@ -179,13 +170,11 @@ pub(crate) fn copy_range(gpu: &GpuBackend, src: &cubecl::server::Handle, dst: &c
         return Ok(());
     }
     let (count, dim) = gpu.elementwise("copy", n, ELEMWISE_UNITS)?;
-    unsafe {
-        copy_range_kernel::launch_unchecked::<f32>(
+    launch_float!(DType::F32, copy_range_kernel(
             gpu.client(), count, dim,
             BufferArg::from_raw_parts(src.clone(), src_off + n),
             BufferArg::from_raw_parts(dst.clone(), dst_off + n),
             n, src_off, dst_off,
-        )
-    };
+        ));
     Ok(())
 }

@@ -3,7 +3,8 @@
 
 use cubecl::prelude::*;
 
-use crate::gpu::{GpuBackend, GpuIds, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
+use crate::backend::DType;
+use crate::gpu::{launch_float, launch_weighted, GpuBackend, GpuIds, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
 use crate::{Error, Result};
 
 #[cfg(test)]
@@ -11,14 +12,14 @@ mod tests;
 
 /// out[t, c] = table[ids[t] − lo, c] for the ids that fall in this chunk's rows [lo, lo + rows).
 #[cube(launch_unchecked)]
-fn gather_kernel<F: Float>(table: &[F], ids: &[u32], out: &mut [F], n: usize, h: usize, lo: u32, rows: u32) {
+fn gather_kernel<A: Float, W: Float>(table: &[W], ids: &[u32], out: &mut [A], n: usize, h: usize, lo: u32, rows: u32) {
     let i = ABSOLUTE_POS;
     if i < n {
         let t = i / h;
         let c = i % h;
         let id = ids[t];
         if id >= lo && id < lo + rows {
-            out[i] = table[(id - lo) as usize * h + c];
+            out[i] = A::cast_from(table[(id - lo) as usize * h + c]);
         }
     }
 }
@@ -49,20 +50,18 @@ fn gather(gpu: &GpuBackend, op: &'static str, table: &GpuTensor, ids: &GpuIds) -
     let out = gpu.alloc(op, n)?;
     let (count, dim) = gpu.elementwise(op, n, ELEMWISE_UNITS)?;
     for (lo, part_rows, handle) in table.chunks() {
-        unsafe {
-            gather_kernel::launch_unchecked::<f32>(
+        launch_weighted!(table.dtype, gather_kernel(
                 gpu.client(), count.clone(), dim,
                 BufferArg::from_raw_parts(handle.clone(), part_rows * h),
                 BufferArg::from_raw_parts(ids.handle.clone(), ids.len),
                 BufferArg::from_raw_parts(out.clone(), n),
                 n, h, lo as u32, part_rows as u32,
-            )
-        };
+            ));
     }
     Ok(GpuTensor::single(out, vec![ids.len, h]))
 }
 
-/// table [V, H] (possibly in row chunks), ids [T] → table[ids] [T, H].
+/// table [V, H] (a weight, possibly in row chunks), ids [T] → table[ids] [T, H] (f32).
 pub fn embedding(gpu: &GpuBackend, table: &GpuTensor, ids: &GpuIds) -> Result<GpuTensor> {
     gather(gpu, "embedding", table, ids)
 }
@@ -82,14 +81,12 @@ pub fn mean_pool(gpu: &GpuBackend, x: &GpuTensor, seqs: &GpuSeqs) -> Result<GpuT
     let n = b * h;
     let out = gpu.alloc("mean_pool", n)?;
     let (count, dim) = gpu.elementwise("mean_pool", n, ELEMWISE_UNITS)?;
-    unsafe {
-        mean_pool_kernel::launch_unchecked::<f32>(
+    launch_float!(DType::F32, mean_pool_kernel(
             gpu.client(), count, dim,
             BufferArg::from_raw_parts(x.handle("mean_pool")?, t * h),
             BufferArg::from_raw_parts(seqs.cu.clone(), b + 1),
             BufferArg::from_raw_parts(out.clone(), n),
             n, h,
-        )
-    };
+        ));
     Ok(GpuTensor::single(out, vec![b, h]))
 }

@@ -1,31 +1,37 @@
 //! The cubecl backend: every op is a `#[cube]` kernel from its family folder (GEMM from
 //! cubek-matmul), on wgpu (Vulkan, Metal, DX12, WebGPU) or CUDA.
 //!
-//! Tensors are f32 buffers. A tensor larger than one binding allows (ModernBERT-base's embedding
+//! Activations are f32. Weights are stored in the backend's weight dtype: f32, or f16 where the
+//! adapter has `shader-f16` (half the memory and bandwidth); kernels read them and compute in f32. A tensor larger than one binding allows (ModernBERT-base's embedding
 //! table is 155 MB; lavapipe and WebGPU bind at most 128 MiB) is stored as several row chunks,
 //! each its own allocation; the ops that take weights (`embedding`, `linear`) walk the chunks.
-//! Activations must fit one binding: the model splits rows where they would not.
+//! An activation must fit one binding: an op whose output would not is refused with a `Limit`
+//! error. The model runs the MLP in row chunks where its [T, 2I] intermediate could exceed a
+//! binding; callers keep batches within the device's budget (`pipeline::Settings`).
 
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 
-use crate::backend::{check_concat, check_cu_seqlens, check_slice, positions, Backend, DeviceInfo};
+use crate::backend::{check_concat, check_cu_seqlens, check_slice, positions, Backend, DType, DeviceInfo};
 use crate::device::{GpuDevice, GpuLimits};
 use crate::{Error, Result};
 
-/// A row-major f32 tensor on the GPU, in one or more row chunks.
+/// A row-major tensor on the GPU, in one or more row chunks.
 #[derive(Clone)]
 pub struct GpuTensor {
     pub(crate) parts: Vec<Handle>,
     /// Rows per chunk (the last chunk may hold fewer).
     pub(crate) part_rows: usize,
     pub(crate) shape: Vec<usize>,
+    /// Element type in memory (f32 for every activation).
+    pub(crate) dtype: DType,
 }
 
 impl GpuTensor {
+    /// An f32 activation in one buffer.
     pub(crate) fn single(handle: Handle, shape: Vec<usize>) -> Self {
         let rows = shape.iter().rev().skip(1).product::<usize>();
-        GpuTensor { parts: vec![handle], part_rows: rows.max(1), shape }
+        GpuTensor { parts: vec![handle], part_rows: rows.max(1), shape, dtype: DType::F32 }
     }
     pub fn shape(&self) -> &[usize] {
         &self.shape
@@ -42,8 +48,15 @@ impl GpuTensor {
     pub(crate) fn len(&self) -> usize {
         self.shape.iter().product()
     }
-    /// The one buffer of a tensor that is not chunked.
+    /// The one buffer of an f32 activation.
     pub(crate) fn handle(&self, op: &'static str) -> Result<Handle> {
+        if self.dtype != DType::F32 {
+            return Err(Error::shape(op, format!("expected an f32 activation, got a {} tensor {:?}", self.dtype.name(), self.shape)));
+        }
+        self.stored(op)
+    }
+    /// The one buffer of a tensor in any dtype (a weight).
+    pub(crate) fn stored(&self, op: &'static str) -> Result<Handle> {
         match self.parts.as_slice() {
             [h] => Ok(h.clone()),
             _ => Err(Error::limit(op, format!("tensor {:?} is split across {} bindings; this op needs it in one", self.shape, self.parts.len()))),
@@ -88,12 +101,46 @@ pub struct GpuBackend {
     pub(crate) device: GpuDevice,
     /// Largest allocation a tensor part may have (≤ the device's binding limit).
     pub(crate) max_binding_bytes: usize,
+    /// How `upload_weight` stores parameters.
+    pub(crate) dtype: DType,
 }
 
+/// Launch a `#[cube]` kernel generic over its float type `F` for a tensor stored as `$dtype`.
+macro_rules! launch_float {
+    ($dtype:expr, $kernel:ident ( $($arg:expr),* $(,)? )) => {
+        match $dtype {
+            $crate::backend::DType::F32 => unsafe { $kernel::launch_unchecked::<f32>($($arg),*) },
+            $crate::backend::DType::F16 => unsafe { $kernel::launch_unchecked::<half::f16>($($arg),*) },
+        }
+    };
+}
+pub(crate) use launch_float;
+
+/// Launch a kernel generic over `<A, W>`: f32 activations and weights stored as `$wdtype`.
+macro_rules! launch_weighted {
+    ($wdtype:expr, $kernel:ident ( $($arg:expr),* $(,)? )) => {
+        match $wdtype {
+            $crate::backend::DType::F32 => unsafe { $kernel::launch_unchecked::<f32, f32>($($arg),*) },
+            $crate::backend::DType::F16 => unsafe { $kernel::launch_unchecked::<f32, half::f16>($($arg),*) },
+        }
+    };
+}
+pub(crate) use launch_weighted;
+
 impl GpuBackend {
+    /// A backend with f32 weights.
     pub fn new(device: GpuDevice) -> Self {
         let max_binding_bytes = device.limits.max_binding_bytes;
-        GpuBackend { device, max_binding_bytes }
+        GpuBackend { device, max_binding_bytes, dtype: DType::F32 }
+    }
+
+    /// Store weights as `dtype`; f16 needs an adapter with `shader-f16`.
+    pub fn with_dtype(mut self, dtype: DType) -> Result<Self> {
+        if dtype == DType::F16 && !self.device.limits.f16 {
+            return Err(Error::Device(format!("{} has no shader-f16 support; use f32", self.device.adapter_name)));
+        }
+        self.dtype = dtype;
+        Ok(self)
     }
 
     /// Pretend the device binds at most `bytes` per tensor, so that tests can exercise the
@@ -144,18 +191,51 @@ impl GpuBackend {
         Ok((self.grid(op, elems.div_ceil(units as usize))?, CubeDim::new_1d(units)))
     }
 
-    fn upload_bytes(&self, data: &[f32]) -> Handle {
-        self.client().create_from_slice(f32::as_bytes(if data.is_empty() { &[0.0] } else { data }))
+    fn upload_bytes(&self, data: &[f32], dtype: DType) -> Handle {
+        let data = if data.is_empty() { &[0.0f32][..] } else { data };
+        match dtype {
+            DType::F32 => self.client().create_from_slice(f32::as_bytes(data)),
+            DType::F16 => {
+                let halves: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+                self.client().create_from_slice(half::f16::as_bytes(&halves))
+            }
+        }
     }
 }
 
 /// Invocations per workgroup for element-wise kernels (≤ 256 everywhere, WebGPU included).
 pub(crate) const ELEMWISE_UNITS: u32 = 256;
 
+impl GpuBackend {
+    /// A tensor stored as `dtype`, in row chunks when it exceeds one binding.
+    fn upload_as(&self, data: &[f32], shape: &[usize], dtype: DType) -> Result<GpuTensor> {
+        if data.len() != shape.iter().product::<usize>() {
+            return Err(Error::shape("upload", format!("{} values for shape {shape:?}", data.len())));
+        }
+        let cols = *shape.last().unwrap_or(&1);
+        let row_bytes = cols.max(1) * dtype.size();
+        if data.len() * dtype.size() <= self.max_binding_bytes {
+            let mut t = GpuTensor::single(self.upload_bytes(data, dtype), shape.to_vec());
+            t.dtype = dtype;
+            return Ok(t);
+        }
+        if row_bytes > self.max_binding_bytes || shape.len() < 2 {
+            return Err(Error::limit("upload", format!("one row of {shape:?} ({row_bytes} bytes) exceeds the device's {} bytes per binding", self.max_binding_bytes)));
+        }
+        let part_rows = self.max_binding_bytes / row_bytes;
+        let parts = data.chunks(part_rows * cols).map(|c| self.upload_bytes(c, dtype)).collect();
+        Ok(GpuTensor { parts, part_rows, shape: shape.to_vec(), dtype })
+    }
+}
+
 impl Backend for GpuBackend {
     type Tensor = GpuTensor;
     type Ids = GpuIds;
     type Seqs = GpuSeqs;
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
 
     fn device_info(&self) -> DeviceInfo {
         let d = &self.device;
@@ -174,29 +254,23 @@ impl Backend for GpuBackend {
                 ("workgroup memory".into(), format!("{} bytes", l.max_shared_bytes)),
                 ("storage buffers per stage".into(), l.max_storage_buffers.to_string()),
                 ("shader-f16".into(), l.f16.to_string()),
+                ("weights stored as".into(), self.dtype.name().into()),
             ],
         }
     }
 
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<GpuTensor> {
-        if data.len() != shape.iter().product::<usize>() {
-            return Err(Error::shape("upload", format!("{} values for shape {shape:?}", data.len())));
-        }
-        let cols = *shape.last().unwrap_or(&1);
-        let row_bytes = cols.max(1) * 4;
-        if data.len() * 4 <= self.max_binding_bytes {
-            return Ok(GpuTensor::single(self.upload_bytes(data), shape.to_vec()));
-        }
-        if row_bytes > self.max_binding_bytes || shape.len() < 2 {
-            return Err(Error::limit("upload", format!("one row of {shape:?} ({row_bytes} bytes) exceeds the device's {} bytes per binding", self.max_binding_bytes)));
-        }
-        let part_rows = self.max_binding_bytes / row_bytes;
-        let parts = data.chunks(part_rows * cols).map(|c| self.upload_bytes(c)).collect();
-        Ok(GpuTensor { parts, part_rows, shape: shape.to_vec() })
+        self.upload_as(data, shape, DType::F32)
+    }
+
+    fn upload_weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<GpuTensor> {
+        // Matrices in the weight dtype; vectors (norm weights, biases) are tiny and stay f32.
+        let dtype = if shape.len() >= 2 { self.dtype } else { DType::F32 };
+        self.upload_as(&data, shape, dtype)
     }
 
     fn upload_ids(&self, data: &[u32]) -> Result<GpuIds> {
-        if data.len() * 4 > self.max_binding_bytes {
+        if data.len() * 4 > self.max_binding_bytes { // u32 indices
             return Err(Error::limit("upload_ids", format!("{} indices exceed one binding", data.len())));
         }
         let bytes = if data.is_empty() { u32::as_bytes(&[0]) } else { u32::as_bytes(data) };
@@ -226,7 +300,10 @@ impl Backend for GpuBackend {
         let bytes = self.client().read_async(t.parts.clone()).await.map_err(|e| Error::launch("read", format!("{e:?}")))?;
         let mut out = Vec::with_capacity(t.len());
         for b in &bytes {
-            out.extend_from_slice(f32::from_bytes(b));
+            match t.dtype {
+                DType::F32 => out.extend_from_slice(f32::from_bytes(b)),
+                DType::F16 => out.extend(half::f16::from_bytes(b).iter().map(|v| v.to_f32())),
+            }
         }
         out.truncate(t.len());
         Ok(out)

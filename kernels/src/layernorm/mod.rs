@@ -3,7 +3,7 @@
 
 use cubecl::prelude::*;
 
-use crate::gpu::{GpuBackend, GpuTensor};
+use crate::gpu::{launch_weighted, GpuBackend, GpuTensor};
 use crate::{Error, Result};
 
 #[cfg(test)]
@@ -48,11 +48,11 @@ pub(crate) fn block_max(s: &mut Shared<[f32]>) {
 
 /// y = (x − μ)/sqrt(σ² + ε) ⊙ w (+ b) for each row of x [rows, h].
 #[cube(launch_unchecked)]
-fn layer_norm_kernel<F: Float>(
-    x: &[F],
-    w: &[F],
-    b: &[F],
-    out: &mut [F],
+fn layer_norm_kernel<A: Float, W: Float>(
+    x: &[A],
+    w: &[W],
+    b: &[W],
+    out: &mut [A],
     rows: usize,
     h: usize,
     eps: f32,
@@ -94,27 +94,29 @@ fn layer_norm_kernel<F: Float>(
             if has_bias {
                 y += f32::cast_from(b[k]);
             }
-            out[base + k] = F::cast_from(y);
+            out[base + k] = A::cast_from(y);
             k += UNITS;
         }
     }
 }
 
-/// x [N, H], w [H], b [H] or none → LayerNorm(x) [N, H].
+/// x [N, H] (f32), w [H], b [H] or none (weights, f32 or f16) → LayerNorm(x) [N, H].
 pub fn layer_norm(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, eps: f32) -> Result<GpuTensor> {
     let (rows, h) = x.matrix();
     if w.len() != h || b.is_some_and(|b| b.len() != h) {
         return Err(Error::shape("layer_norm", format!("x {:?} with weight {:?} and bias {:?}", x.shape, w.shape, b.map(|b| &b.shape))));
     }
+    if b.is_some_and(|b| b.dtype != w.dtype) {
+        return Err(Error::shape("layer_norm", "weight and bias are stored in different dtypes"));
+    }
     let out = gpu.alloc("layer_norm", rows * h)?;
-    let w_handle = w.handle("layer_norm")?;
+    let w_handle = w.stored("layer_norm")?;
     // Without a bias the kernel never reads `b`; bind the weight in its place.
     let b_handle = match b {
-        Some(b) => b.handle("layer_norm")?,
+        Some(b) => b.stored("layer_norm")?,
         None => w_handle.clone(),
     };
-    unsafe {
-        layer_norm_kernel::launch_unchecked::<f32>(
+    launch_weighted!(w.dtype, layer_norm_kernel(
             gpu.client(),
             gpu.grid("layer_norm", rows)?,
             CubeDim::new_1d(UNITS as u32),
@@ -126,7 +128,6 @@ pub fn layer_norm(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&Gpu
             h,
             eps,
             b.is_some(),
-        )
-    };
+        ));
     Ok(GpuTensor::single(out, x.shape.clone()))
 }

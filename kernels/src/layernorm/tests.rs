@@ -1,16 +1,17 @@
 use crate::backend::Backend;
 use crate::reference;
-use crate::testing::{block_on, rand_vec};
+use crate::testing::{block_on, rand_for, rand_vec};
 use crate::tolerance::{assert_close, KERNEL_F32};
 
 fn check<B: Backend>(b: &B, rows: usize, h: usize, bias: bool, eps: f32) {
     let x = rand_vec(rows * h, 1 + rows as u32, 3.0);
-    let w = rand_vec(h, 2, 1.5);
-    let bb = rand_vec(h, 3, 0.5);
+    // Weights as the backend stores them (f16 backends round them): the reference sees the same.
+    let w = rand_for(b, h, 2, 1.5);
+    let bb = rand_for(b, h, 3, 0.5);
     let expected = reference::layer_norm(&x, &w, bias.then_some(&bb[..]), eps, h);
     let xt = b.upload(&x, &[rows, h]).unwrap();
-    let wt = b.upload(&w, &[h]).unwrap();
-    let bt = b.upload(&bb, &[h]).unwrap();
+    let wt = b.upload_weight(w.clone(), &[h]).unwrap();
+    let bt = b.upload_weight(bb.clone(), &[h]).unwrap();
     let y = b.layer_norm(&xt, &wt, bias.then_some(&bt), eps).unwrap();
     assert_eq!(b.shape(&y), &[rows, h]);
     let actual = block_on(b.read(&y)).unwrap();
@@ -29,13 +30,13 @@ fn layer_norm_eps<B: Backend>(b: &B) {
     check(b, 4, 48, true, 1e-12);
     let x = vec![2.5f32; 48];
     let w = vec![1.0f32; 48];
-    let y = b.layer_norm(&b.upload(&x, &[1, 48]).unwrap(), &b.upload(&w, &[48]).unwrap(), None, 1e-5).unwrap();
+    let y = b.layer_norm(&b.upload(&x, &[1, 48]).unwrap(), &b.upload_weight(w, &[48]).unwrap(), None, 1e-5).unwrap();
     assert!(block_on(b.read(&y)).unwrap().iter().all(|v| *v == 0.0));
 }
 
 fn layer_norm_rejects_mismatch<B: Backend>(b: &B) {
     let x = b.upload(&[0.0; 12], &[3, 4]).unwrap();
-    let w = b.upload(&[1.0; 5], &[5]).unwrap();
+    let w = b.upload_weight(vec![1.0; 5], &[5]).unwrap();
     assert!(b.layer_norm(&x, &w, None, 1e-5).is_err());
 }
 

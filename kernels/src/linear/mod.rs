@@ -11,6 +11,7 @@ use cubek::matmul::launch::launch_ref;
 use cubek::matmul::strategy::Strategy;
 use cubek::std::InputBinding;
 
+use crate::backend::DType;
 use crate::elementwise::{add_bias_in_place, copy_columns};
 use crate::gpu::{GpuBackend, GpuTensor};
 use crate::{Error, Result};
@@ -34,17 +35,23 @@ fn strategy() -> Strategy {
     Strategy::MultiLevel(cubek::matmul::multi_level::Strategy::SimpleUnit(Default::default()))
 }
 
-/// y [n, m] = x [n, k] · w[m, k]ᵀ, all f32.
-fn matmul_nt(gpu: &GpuBackend, x: Handle, w: Handle, y: Handle, n: usize, k: usize, m: usize) -> Result<()> {
-    let f32_type = f32::elem_type_native();
-    let lhs = InputBinding::Normal(binding(x, [n, k], [k, 1]), f32_type);
-    let rhs = InputBinding::Normal(binding(w, [k, m], [1, k]), f32_type);
+fn elem(d: DType) -> cubecl::ir::ElemType {
+    match d {
+        DType::F32 => f32::elem_type_native(),
+        DType::F16 => half::f16::elem_type_native(),
+    }
+}
+
+/// y [n, m] (f32) = x [n, k] (f32) · w[m, k]ᵀ (stored as `wd`), accumulated in f32.
+fn matmul_nt(gpu: &GpuBackend, x: Handle, w: Handle, wd: DType, y: Handle, n: usize, k: usize, m: usize) -> Result<()> {
+    let lhs = InputBinding::Normal(binding(x, [n, k], [k, 1]), elem(DType::F32));
+    let rhs = InputBinding::Normal(binding(w, [k, m], [1, k]), elem(wd));
     let out = binding(y, [n, m], [m, 1]);
-    let mut dtypes = MatmulElems::from_globals(&MatmulGlobalElems { lhs: f32_type, rhs: f32_type, out: f32_type });
+    let mut dtypes = MatmulElems::from_globals(&MatmulGlobalElems { lhs: elem(DType::F32), rhs: elem(wd), out: elem(DType::F32) });
     launch_ref(&strategy(), gpu.client(), lhs, rhs, out, &mut dtypes).map_err(|e| Error::launch("linear", e))
 }
 
-/// x [N, K], w [M, K] (possibly in row chunks), b [M] → x·wᵀ + b [N, M].
+/// x [N, K] (f32), w [M, K] (a weight, possibly in row chunks), b [M] → x·wᵀ + b [N, M] (f32).
 pub fn linear(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
     let (n, k) = x.matrix();
     let (m, kw) = w.matrix();
@@ -57,11 +64,11 @@ pub fn linear(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTens
     if n > 0 && m > 0 {
         let xh = x.handle("linear")?;
         if w.parts.len() == 1 {
-            matmul_nt(gpu, xh, w.parts[0].clone(), y.parts[0].clone(), n, k, m)?;
+            matmul_nt(gpu, xh, w.parts[0].clone(), w.dtype, y.parts[0].clone(), n, k, m)?;
         } else {
             for (lo, rows, handle) in w.chunks() {
                 let part = GpuTensor::single(gpu.alloc("linear", n * rows)?, vec![n, rows]);
-                matmul_nt(gpu, xh.clone(), handle.clone(), part.parts[0].clone(), n, k, rows)?;
+                matmul_nt(gpu, xh.clone(), handle.clone(), w.dtype, part.parts[0].clone(), n, k, rows)?;
                 copy_columns(gpu, &part, &y, lo)?;
             }
         }

@@ -1,15 +1,15 @@
 use crate::backend::Backend;
 use crate::reference;
-use crate::testing::{block_on, rand_vec};
+use crate::testing::{block_on, rand_for, rand_vec};
 use crate::tolerance::{assert_close, REDUCTION_F32};
 
 fn check<B: Backend>(b: &B, n: usize, k: usize, m: usize, bias: bool) {
     let x = rand_vec(n * k, (n * 7 + k) as u32, 1.0);
-    let w = rand_vec(m * k, (m * 3 + k) as u32, 1.0 / (k as f32).sqrt());
-    let bb = rand_vec(m, 5, 0.3);
+    let w = rand_for(b, m * k, (m * 3 + k) as u32, 1.0 / (k as f32).sqrt());
+    let bb = rand_for(b, m, 5, 0.3);
     let expected = reference::linear(&x, &w, bias.then_some(&bb[..]), k);
     let y = b
-        .linear(&b.upload(&x, &[n, k]).unwrap(), &b.upload(&w, &[m, k]).unwrap(), bias.then(|| b.upload(&bb, &[m]).unwrap()).as_ref())
+        .linear(&b.upload(&x, &[n, k]).unwrap(), &b.upload_weight(w.clone(), &[m, k]).unwrap(), bias.then(|| b.upload_weight(bb.clone(), &[m]).unwrap()).as_ref())
         .unwrap();
     assert_eq!(b.shape(&y), &[n, m]);
     assert_close(&format!("linear {n}x{k} · ({m}x{k})ᵀ bias={bias}"), &block_on(b.read(&y)).unwrap(), &expected, REDUCTION_F32);

@@ -3,7 +3,8 @@
 
 use cubecl::prelude::*;
 
-use crate::gpu::{GpuBackend, GpuIds, GpuTensor};
+use crate::backend::DType;
+use crate::gpu::{launch_float, GpuBackend, GpuIds, GpuTensor};
 use crate::layernorm::{block_max, block_sum};
 use crate::{Error, Result};
 
@@ -56,8 +57,7 @@ pub fn cross_entropy(gpu: &GpuBackend, logits: &GpuTensor, labels: &GpuIds) -> R
         return Err(Error::shape("cross_entropy", format!("label {max} for {c} classes")));
     }
     let out = gpu.alloc("cross_entropy", rows)?;
-    unsafe {
-        cross_entropy_kernel::launch_unchecked::<f32>(
+    launch_float!(DType::F32, cross_entropy_kernel(
             gpu.client(),
             gpu.grid("cross_entropy", rows)?,
             CubeDim::new_1d(UNITS as u32),
@@ -66,7 +66,6 @@ pub fn cross_entropy(gpu: &GpuBackend, logits: &GpuTensor, labels: &GpuIds) -> R
             BufferArg::from_raw_parts(out.clone(), rows),
             rows,
             c,
-        )
-    };
+        ));
     Ok(GpuTensor::single(out, vec![rows, 1]))
 }

@@ -7,7 +7,8 @@
 
 use cubecl::prelude::*;
 
-use crate::gpu::{GpuBackend, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
+use crate::backend::DType;
+use crate::gpu::{launch_float, GpuBackend, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
 use crate::{Error, Result};
 
 #[cfg(test)]
@@ -51,14 +52,15 @@ fn rope_kernel<F: Float>(
             let half = hd / 2;
             let d = col % hd;
             let p = positions[row] as usize;
+            let x = f32::cast_from(qkv[i]);
             if d < half {
-                let c = cos[p * half + d];
-                let s = sin[p * half + d];
-                out[i] = qkv[i] * c - qkv[i + half] * s;
+                let c = f32::cast_from(cos[p * half + d]);
+                let s = f32::cast_from(sin[p * half + d]);
+                out[i] = F::cast_from(x * c - f32::cast_from(qkv[i + half]) * s);
             } else {
-                let c = cos[p * half + d - half];
-                let s = sin[p * half + d - half];
-                out[i] = qkv[i] * c + qkv[i - half] * s;
+                let c = f32::cast_from(cos[p * half + d - half]);
+                let s = f32::cast_from(sin[p * half + d - half]);
+                out[i] = F::cast_from(x * c + f32::cast_from(qkv[i - half]) * s);
             }
         } else {
             out[i] = qkv[i];
@@ -84,8 +86,7 @@ pub fn rope(gpu: &GpuBackend, qkv: &GpuTensor, seqs: &GpuSeqs, cos: &GpuTensor, 
     let n = t * three_h;
     let out = gpu.alloc("rope", n)?;
     let (count, dim) = gpu.elementwise("rope", n, ELEMWISE_UNITS)?;
-    unsafe {
-        rope_kernel::launch_unchecked::<f32>(
+    launch_float!(DType::F32, rope_kernel(
             gpu.client(), count, dim,
             BufferArg::from_raw_parts(qkv.handle("rope")?, n),
             BufferArg::from_raw_parts(seqs.positions.clone(), t),
@@ -93,7 +94,6 @@ pub fn rope(gpu: &GpuBackend, qkv: &GpuTensor, seqs: &GpuSeqs, cos: &GpuTensor, 
             BufferArg::from_raw_parts(sin.handle("rope")?, p_max * half),
             BufferArg::from_raw_parts(out.clone(), n),
             n, h, hd,
-        )
-    };
+        ));
     Ok(GpuTensor::single(out, qkv.shape.clone()))
 }

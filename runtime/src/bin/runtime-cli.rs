@@ -1,14 +1,22 @@
 //! `runtime-cli`: run ModernBERT-family models from Hugging Face folders. Thin: parse arguments,
 //! pick the device, call the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use kernels::device::{cuda_device, wgpu_device, AdapterChoice};
+use kernels::backend::DType;
 use kernels::{Backend, CpuBackend, GpuBackend};
 use runtime::check::check;
-use runtime::folder::ModelFolder;
+use runtime::config::Pooling;
+use runtime::deid::{decode, redact_placeholders, LabelScheme, Surrogates};
+use runtime::folder::{sentence_transformers_pooling, ModelFolder};
+use runtime::input::{read_documents, InputOptions};
+use runtime::output::{write_embeddings, Sink};
+use runtime::pipeline::{softmax, Engine, Settings};
+use runtime::progress::ProgressBar;
+use runtime::tokenize::Tokenizer;
 use runtime::weights::Checkpoint;
 use runtime::ModernBert;
 
@@ -31,32 +39,156 @@ enum Device {
     Cuda,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DTypeArg {
+    F32,
+    /// Half-precision storage, f32 arithmetic (GPUs with shader-f16).
+    F16,
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Hugging Face model folder (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    device: Device,
+    /// Storage precision of weights and activations.
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    dtype: DTypeArg,
+}
+
+#[derive(Args)]
+struct InputArgs {
+    /// A .txt file (one document), .jsonl (`text`, optional `id`), .csv (with --text-column), a
+    /// directory of .txt files, or - for standard input.
+    input: String,
+    /// One document per line of a text file.
+    #[arg(long)]
+    lines: bool,
+    /// The text column of a CSV file.
+    #[arg(long)]
+    text_column: Option<String>,
+    /// The id column of a CSV file (default: the row number).
+    #[arg(long)]
+    id_column: Option<String>,
+    /// Format of standard input: txt, jsonl or csv.
+    #[arg(long)]
+    format: Option<String>,
+    /// Skip documents that are not valid UTF-8 instead of stopping.
+    #[arg(long)]
+    skip_invalid: bool,
+}
+
+#[derive(Args)]
+struct BatchArgs {
+    /// Content tokens per window for documents longer than that (default: the model's context).
+    #[arg(long)]
+    window: Option<usize>,
+    /// Tokens shared by consecutive windows (default: an eighth of the window).
+    #[arg(long)]
+    overlap: Option<usize>,
+    /// Most tokens per batch (default: 16,384, or what the device can hold).
+    #[arg(long)]
+    batch_tokens: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PoolingArg {
+    Mean,
+    Cls,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Compare the model with reference tensors made by transformers (parity check).
-    Check {
-        /// Hugging Face model folder.
+    /// One embedding per document.
+    #[command(after_help = "Examples:\n  runtime-cli embed notes.txt --model DIR\n  runtime-cli embed notes.jsonl --model DIR --normalize -o notes.npy\n  runtime-cli embed notes.csv --text-column note --model DIR -o notes.safetensors")]
+    Embed {
+        #[command(flatten)]
+        input: InputArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        batch: BatchArgs,
+        /// Pooling (default: the folder's sentence-transformers config, else mean).
+        #[arg(long, value_enum)]
+        pooling: Option<PoolingArg>,
+        /// L2-normalise each embedding.
         #[arg(long)]
-        model: PathBuf,
+        normalize: bool,
+        /// Output file: .jsonl (default, also stdout), .npy (ids in FILE.ids.json) or .safetensors.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Predict the tokens behind every [MASK].
+    #[command(after_help = "Example:\n  runtime-cli fill-mask \"The patient denies chest [MASK].\" --model DIR --top-k 5")]
+    FillMask {
+        /// Text with one or more mask tokens.
+        text: String,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// JSON output instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find and redact protected health information with a token-classification model.
+    #[command(after_help = "Examples:\n  runtime-cli deid note.txt --model DIR\n  runtime-cli deid notes.jsonl --model DIR --surrogate --threshold 0.2 -o deid.jsonl")]
+    Deid {
+        #[command(flatten)]
+        input: InputArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        batch: BatchArgs,
+        /// A word is PHI when P(PHI) ≥ this; below 0.5 favours recall (a missed name is a leak).
+        #[arg(long, default_value_t = 0.3)]
+        threshold: f32,
+        /// Replace PHI with consistent fake values instead of [CATEGORY] placeholders.
+        #[arg(long)]
+        surrogate: bool,
+        /// Output JSONL file (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Sequence classification: a label and probabilities per document.
+    #[command(after_help = "Example:\n  runtime-cli classify notes.jsonl --model DIR -o labels.jsonl")]
+    Classify {
+        #[command(flatten)]
+        input: InputArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        batch: BatchArgs,
+        /// Pooling (default: the config's classifier_pooling).
+        #[arg(long, value_enum)]
+        pooling: Option<PoolingArg>,
+        /// Output JSONL file (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Compare the model with reference tensors made by transformers (parity check).
+    #[command(after_help = "Example:\n  runtime-cli check --model tests/fixtures/tiny-modernbert-mlm --reference tests/fixtures/reference.safetensors")]
+    Check {
+        #[command(flatten)]
+        model: ModelArgs,
         /// Reference file in the schema of tests/fixtures/reference.safetensors.
         #[arg(long)]
         reference: PathBuf,
-        #[arg(long, value_enum, default_value_t = Device::Auto)]
-        device: Device,
-        /// Largest acceptable absolute error on real tokens.
-        #[arg(long, default_value_t = 1e-4)]
-        tol: f32,
+        /// Largest acceptable absolute error on real tokens (default: 1e-4 in f32, 3e-2 in f16).
+        #[arg(long)]
+        tol: Option<f32>,
     },
     /// Describe a model folder and the device that would run it.
+    #[command(after_help = "Example:\n  runtime-cli info --model DIR")]
     Info {
-        #[arg(long)]
-        model: PathBuf,
-        #[arg(long, value_enum, default_value_t = Device::Auto)]
-        device: Device,
+        #[command(flatten)]
+        model: ModelArgs,
     },
 }
 
-/// Exit status and message of a failed command.
+/// A failed command's message (exit status 2).
 struct Failure(String);
 
 impl<E: std::fmt::Display> From<E> for Failure {
@@ -65,52 +197,264 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+type Outcome = Result<bool, Failure>;
+
 /// The backend a command runs on.
 enum Chosen {
     Cpu(CpuBackend),
     Gpu(GpuBackend),
 }
 
-fn choose(device: Device) -> Result<Chosen, Failure> {
-    match device {
-        Device::Cpu => Ok(Chosen::Cpu(CpuBackend::new())),
-        Device::Gpu => Ok(Chosen::Gpu(GpuBackend::new(wgpu_device(AdapterChoice::Default)?))),
-        Device::Cuda => Ok(Chosen::Gpu(GpuBackend::new(cuda_device(0)?))),
+fn choose(device: Device, dtype: DTypeArg) -> Result<Chosen, Failure> {
+    let dtype = match dtype {
+        DTypeArg::F32 => DType::F32,
+        DTypeArg::F16 => DType::F16,
+    };
+    let gpu = |d| -> Result<Chosen, Failure> { Ok(Chosen::Gpu(GpuBackend::new(d).with_dtype(dtype)?)) };
+    let chosen = match device {
+        Device::Cpu => Chosen::Cpu(CpuBackend::new()),
+        Device::Gpu => gpu(wgpu_device(AdapterChoice::Default)?)?,
+        Device::Cuda => gpu(cuda_device(0)?)?,
         Device::Auto => match wgpu_device(AdapterChoice::Default) {
             // A software rasteriser (lavapipe) is slower than the CPU backend.
-            Ok(d) if d.device_type != "Cpu" => Ok(Chosen::Gpu(GpuBackend::new(d))),
-            _ => Ok(Chosen::Cpu(CpuBackend::new())),
+            Ok(d) if d.device_type != "Cpu" && (dtype == DType::F32 || d.limits.f16) => gpu(d)?,
+            _ => Chosen::Cpu(CpuBackend::new()),
         },
+    };
+    if matches!(chosen, Chosen::Cpu(_)) && dtype != DType::F32 {
+        return Err(Failure("--dtype f16 needs a GPU with shader-f16; the CPU backend stores f32 (use --device gpu, or --dtype f32)".into()));
+    }
+    Ok(chosen)
+}
+
+/// Run `$body` with `$be` bound to the chosen backend.
+macro_rules! on_backend {
+    ($model:expr, |$be:ident| $body:expr) => {
+        match choose($model.device, $model.dtype)? {
+            Chosen::Cpu($be) => $body,
+            Chosen::Gpu($be) => $body,
+        }
+    };
+}
+
+/// A loaded model folder on a backend.
+struct Loaded<B: Backend> {
+    folder: ModelFolder,
+    model: ModernBert<B>,
+}
+
+fn load<B: Backend>(be: &B, dir: &Path) -> Result<Loaded<B>, Failure> {
+    let folder = ModelFolder::open(dir)?;
+    let model = ModernBert::load(be, folder.config.clone(), &folder.checkpoint)?;
+    Ok(Loaded { folder, model })
+}
+
+impl<B: Backend> Loaded<B> {
+    fn tokenizer(&self) -> Result<&Tokenizer, Failure> {
+        self.folder.tokenizer.as_ref().ok_or_else(|| Failure(format!("{}: no tokenizer.json in the model folder", self.folder.dir.display())))
+    }
+    fn engine<'a>(&'a self, be: &'a B, batch: &BatchArgs) -> Result<Engine<'a, B>, Failure> {
+        let mut engine = Engine::new(be, &self.model, self.tokenizer()?);
+        engine.settings = engine.settings.with_window(batch.window, batch.overlap)?;
+        if let Some(t) = batch.batch_tokens {
+            engine.settings.batch_tokens = t.max(engine.settings.window + 2);
+        }
+        Ok(engine)
+    }
+    fn require_classifier(&self, command: &str) -> Result<(), Failure> {
+        if self.model.classifier.is_none() {
+            return Err(Failure(format!(
+                "{}: {command} needs a classification head (classifier.weight); this checkpoint has none",
+                self.folder.dir.display()
+            )));
+        }
+        Ok(())
     }
 }
 
-fn run_check<B: Backend>(be: &B, model: &PathBuf, reference: &PathBuf, tol: f32) -> Result<bool, Failure> {
+fn device_name<B: Backend>(be: &B) -> String {
+    let i = be.device_info();
+    format!("{} ({})", i.backend, i.name)
+}
+
+fn documents(input: &InputArgs) -> Result<Vec<runtime::input::Document>, Failure> {
+    let opts = InputOptions {
+        lines: input.lines,
+        text_column: input.text_column.clone(),
+        id_column: input.id_column.clone(),
+        skip_invalid: input.skip_invalid,
+        stdin_format: input.format.clone(),
+    };
+    let loaded = read_documents(&input.input, &opts)?;
+    for s in &loaded.skipped {
+        eprintln!("skipped {s}");
+    }
+    Ok(loaded.documents)
+}
+
+fn split_note<B: Backend>(engine: &Engine<B>, encs: &[runtime::tokenize::Encoded]) -> String {
+    let split = encs.iter().filter(|e| e.len() > engine.settings.window).count();
+    if split == 0 {
+        String::new()
+    } else {
+        format!("; {split} longer than the {}-token window, split into overlapping windows", engine.settings.window)
+    }
+}
+
+fn embed<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &BatchArgs, pooling: Option<PoolingArg>, normalize: bool, output: Option<&Path>) -> Outcome {
+    let docs = documents(input)?;
+    let loaded = load(be, &model.model)?;
+    let st = sentence_transformers_pooling(&model.model)?;
+    let pooling = match (pooling, st) {
+        (Some(PoolingArg::Mean), _) => Pooling::Mean,
+        (Some(PoolingArg::Cls), _) => Pooling::Cls,
+        (None, Some((p, _))) => p,
+        (None, None) => Pooling::Mean,
+    };
+    let normalize = normalize || st.is_some_and(|(_, n)| n);
+    let engine = loaded.engine(be, batch)?;
+    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    let encs = engine.tokenize(&texts)?;
+    let mut bar = ProgressBar::new("embedded");
+    let embeddings = kernels::block_on(engine.embed(&encs, pooling, normalize, &mut |p| bar.update(p)))?;
+    let ids: Vec<String> = docs.iter().map(|d| d.id.clone()).collect();
+    let meta = [("model", model.model.display().to_string()), ("pooling", format!("{pooling:?}").to_lowercase()), ("normalized", normalize.to_string())];
+    write_embeddings(output, &ids, &embeddings, &meta)?;
+    bar.finish(&device_name(be), &split_note(&engine, &encs));
+    Ok(true)
+}
+
+fn fill_mask<B: Backend>(be: &B, text: &str, model: &ModelArgs, top_k: usize, json: bool) -> Outcome {
+    let loaded = load(be, &model.model)?;
+    if loaded.model.decoder.is_none() {
+        return Err(Failure(format!("{}: fill-mask needs a masked-LM head (ModernBertForMaskedLM); this checkpoint has none", model.model.display())));
+    }
+    let engine = Engine::new(be, &loaded.model, loaded.tokenizer()?);
+    let predictions = kernels::block_on(engine.fill_mask(text, top_k.max(1)))?;
+    let mask = &loaded.tokenizer()?.names.mask;
+    for (k, p) in predictions.iter().enumerate() {
+        if json {
+            let candidates: Vec<serde_json::Value> = p
+                .candidates
+                .iter()
+                .map(|c| serde_json::json!({"token": c.token_id, "token_str": c.token.trim(), "piece": loaded.tokenizer().ok().and_then(|t| t.token(c.token_id)), "score": c.score}))
+                .collect();
+            println!("{}", serde_json::json!({"mask": k, "offset": p.char_offset, "predictions": candidates}));
+        } else {
+            println!("{mask} #{} at character {}:", k + 1, p.char_offset);
+            for c in &p.candidates {
+                println!("  {:>8.4}  {:?}", c.score, shown_token(loaded.tokenizer()?, c));
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// A candidate as text; a byte-level piece that is not whole UTF-8 on its own is shown as the
+/// vocabulary entry instead.
+fn shown_token(tokenizer: &Tokenizer, c: &runtime::pipeline::Candidate) -> String {
+    if c.token.contains('\u{FFFD}') {
+        tokenizer.token(c.token_id).unwrap_or_else(|| c.token.clone())
+    } else {
+        c.token.trim().to_string()
+    }
+}
+
+fn deid<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &BatchArgs, threshold: f32, surrogate: bool, output: Option<&Path>) -> Outcome {
+    if !(0.0..=1.0).contains(&threshold) {
+        return Err(Failure(format!("--threshold {threshold}: expected a probability between 0 and 1")));
+    }
+    let docs = documents(input)?;
+    let loaded = load(be, &model.model)?;
+    loaded.require_classifier("deid")?;
+    let scheme = LabelScheme::from_labels(&loaded.model.labels)?;
+    let engine = loaded.engine(be, batch)?;
+    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    let encs = engine.tokenize(&texts)?;
+    let mut bar = ProgressBar::new("de-identified");
+    let probs = kernels::block_on(engine.token_probabilities(&encs, &mut |p| bar.update(p)))?;
+    let mut sink = Sink::open(output)?;
+    let mut surrogates = Surrogates::new();
+    let mut n_spans = 0;
+    for ((doc, enc), p) in docs.iter().zip(&encs).zip(&probs) {
+        let spans = decode(&doc.text, enc, p, &scheme, threshold);
+        n_spans += spans.len();
+        let redacted = if surrogate { surrogates.redact(&doc.text, &spans) } else { redact_placeholders(&doc.text, &spans) };
+        let spans_json: Vec<serde_json::Value> =
+            spans.iter().map(|s| serde_json::json!({"start": s.start, "end": s.end, "label": s.label, "text": s.text, "score": s.score})).collect();
+        let line = serde_json::json!({"id": doc.id, "spans": spans_json, "redacted": redacted});
+        use std::io::Write;
+        writeln!(sink, "{line}").map_err(|e| Failure(format!("cannot write the output: {e}")))?;
+    }
+    sink.finish()?;
+    bar.finish(&device_name(be), &format!("; {n_spans} PHI spans{}", split_note(&engine, &encs)));
+    Ok(true)
+}
+
+fn classify<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &BatchArgs, pooling: Option<PoolingArg>, output: Option<&Path>) -> Outcome {
+    let docs = documents(input)?;
+    let loaded = load(be, &model.model)?;
+    loaded.require_classifier("classify")?;
+    let pooling = match pooling {
+        Some(PoolingArg::Mean) => Pooling::Mean,
+        Some(PoolingArg::Cls) => Pooling::Cls,
+        None => loaded.model.config.classifier_pooling,
+    };
+    let engine = loaded.engine(be, batch)?;
+    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    let encs = engine.tokenize(&texts)?;
+    let mut bar = ProgressBar::new("classified");
+    let logits = kernels::block_on(engine.sequence_logits(&encs, pooling, &mut |p| bar.update(p)))?;
+    let labels = &loaded.model.labels;
+    let problem = loaded.model.config.problem_type.as_deref();
+    let mut sink = Sink::open(output)?;
+    for (doc, l) in docs.iter().zip(&logits) {
+        let line = if labels.len() == 1 || problem == Some("regression") {
+            serde_json::json!({"id": doc.id, "value": l[0]})
+        } else if problem == Some("multi_label_classification") {
+            let probs: Vec<f32> = l.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect();
+            let chosen: Vec<&String> = labels.iter().zip(&probs).filter(|(_, p)| **p >= 0.5).map(|(n, _)| n).collect();
+            let scores: serde_json::Map<String, serde_json::Value> = labels.iter().zip(&probs).map(|(n, p)| (n.clone(), serde_json::json!(p))).collect();
+            serde_json::json!({"id": doc.id, "labels": chosen, "scores": scores})
+        } else {
+            let probs = softmax(l);
+            let best = (0..probs.len()).max_by(|&a, &b| probs[a].total_cmp(&probs[b])).unwrap_or(0);
+            let scores: serde_json::Map<String, serde_json::Value> = labels.iter().zip(&probs).map(|(n, p)| (n.clone(), serde_json::json!(p))).collect();
+            serde_json::json!({"id": doc.id, "label": labels[best], "score": probs[best], "scores": scores})
+        };
+        use std::io::Write;
+        writeln!(sink, "{line}").map_err(|e| Failure(format!("cannot write the output: {e}")))?;
+    }
+    sink.finish()?;
+    bar.finish(&device_name(be), &split_note(&engine, &encs));
+    Ok(true)
+}
+
+fn run_check<B: Backend>(be: &B, model: &Path, reference: &Path, tol: Option<f32>) -> Outcome {
+    let tol = tol.unwrap_or_else(|| kernels::tolerance::parity(be.dtype()));
     let folder = ModelFolder::open(model)?;
     let model = ModernBert::load(be, folder.config, &folder.checkpoint)?;
     let reference = Checkpoint::open_file(reference)?;
     let report = kernels::block_on(check(be, &model, &reference))?;
-    let info = be.device_info();
-    println!("device: {} ({})", info.backend, info.name);
+    println!("device: {} ({})", device_name(be), be.dtype().name());
     print!("{}", report.render());
-    Ok(report.max_abs_err() <= tol)
+    let ok = report.max_abs_err() <= tol;
+    if !ok {
+        eprintln!("error: an error exceeds the tolerance {tol:e}");
+    }
+    Ok(ok)
 }
 
-fn run_info<B: Backend>(be: &B, model: &PathBuf) -> Result<(), Failure> {
-    let folder = ModelFolder::open(model)?;
+fn info<B: Backend>(be: &B, model: &Path) -> Outcome {
+    let loaded = load(be, model)?;
+    let (folder, m) = (&loaded.folder, &loaded.model);
     let c = &folder.config;
     let params: usize = folder.checkpoint.names().filter_map(|n| folder.checkpoint.get(n)).map(|t| t.shape.iter().product::<usize>()).sum();
-    let model = ModernBert::load(be, folder.config.clone(), &folder.checkpoint)?;
     println!("model: {}", folder.dir.display());
     println!("architecture: {}", c.architecture.map_or("(not stated; heads found from the weights)", |a| a.hf_name()));
     println!(
         "encoder: {} layers, hidden {}, {} heads of {}, intermediate {}, vocabulary {}, context {}",
-        c.num_hidden_layers,
-        c.hidden_size,
-        c.num_attention_heads,
-        c.head_dim(),
-        c.intermediate_size,
-        c.vocab_size,
-        c.max_position_embeddings
+        c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.head_dim(), c.intermediate_size, c.vocab_size, c.max_position_embeddings
     );
     let global = c.layer_types.iter().filter(|t| **t == runtime::config::LayerType::Full).count();
     println!(
@@ -122,44 +466,43 @@ fn run_info<B: Backend>(be: &B, model: &PathBuf) -> Result<(), Failure> {
     );
     println!("parameters: {params} stored");
     let mut heads = Vec::new();
-    if model.decoder.is_some() {
+    if m.decoder.is_some() {
         heads.push("masked LM".to_string());
     }
-    if model.classifier.is_some() {
-        heads.push(format!("token / sequence classification ({} labels: {})", model.labels.len(), model.labels.join(", ")));
+    if m.classifier.is_some() {
+        heads.push(format!("token / sequence classification ({} labels: {})", m.labels.len(), m.labels.join(", ")));
     }
     println!("heads: {}", if heads.is_empty() { "none (bare encoder)".into() } else { heads.join("; ") });
     match &folder.tokenizer {
         Some(t) => println!("tokenizer: {} ({} tokens)", t.source(), t.vocab_size()),
         None => println!("tokenizer: none (no tokenizer.json)"),
     }
+    let s = Settings::for_model(be, m);
+    println!("batching: windows of {} tokens (overlap {}), up to {} tokens per batch", s.window, s.overlap, s.batch_tokens);
     let info = be.device_info();
     println!("device: {} ({})", info.backend, info.name);
     for (k, v) in &info.details {
         println!("  {k}: {v}");
     }
-    Ok(())
+    Ok(true)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match &cli.command {
-        Command::Check { model, reference, device, tol } => choose(*device).and_then(|b| match b {
-            Chosen::Cpu(be) => run_check(&be, model, reference, *tol),
-            Chosen::Gpu(be) => run_check(&be, model, reference, *tol),
-        })
-        .map(|ok| {
-            if !ok {
-                eprintln!("error: an error exceeds the tolerance {tol:e}");
-            }
-            ok
-        }),
-        Command::Info { model, device } => choose(*device).and_then(|b| match b {
-            Chosen::Cpu(be) => run_info(&be, model),
-            Chosen::Gpu(be) => run_info(&be, model),
-        })
-        .map(|()| true),
-    };
+    let result: Outcome = (|| match &cli.command {
+        Command::Embed { input, model, batch, pooling, normalize, output } => {
+            on_backend!(model, |be| embed(&be, input, model, batch, *pooling, *normalize, output.as_deref()))
+        }
+        Command::FillMask { text, model, top_k, json } => on_backend!(model, |be| fill_mask(&be, text, model, *top_k, *json)),
+        Command::Deid { input, model, batch, threshold, surrogate, output } => {
+            on_backend!(model, |be| deid(&be, input, model, batch, *threshold, *surrogate, output.as_deref()))
+        }
+        Command::Classify { input, model, batch, pooling, output } => {
+            on_backend!(model, |be| classify(&be, input, model, batch, *pooling, output.as_deref()))
+        }
+        Command::Check { model, reference, tol } => on_backend!(model, |be| run_check(&be, &model.model, reference, *tol)),
+        Command::Info { model } => on_backend!(model, |be| info(&be, &model.model)),
+    })();
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),

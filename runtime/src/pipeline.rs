@@ -316,8 +316,11 @@ impl<'a, B: Backend> Engine<'a, B> {
                     Candidate { token_id: id as u32, token, score: probs[id] }
                 })
                 .collect();
-            // Character offset of the mask in the text (the mask token's byte offset, converted).
-            let byte = enc.offsets[pos].0;
+            // Character offset of the mask in the text. The mask token may absorb the space before
+            // it (`lstrip`): point at the mask itself.
+            let (b0, b1) = enc.offsets[pos];
+            let piece = text.get(b0..b1).unwrap_or("");
+            let byte = b0 + piece.len() - piece.trim_start().len();
             out.push(MaskPrediction { char_offset: text[..byte].chars().count(), candidates });
         }
         Ok(out)

@@ -67,3 +67,16 @@ fn bad_input_is_an_error_not_a_panic() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8(out.stderr).unwrap().contains("/nonexistent: not a model folder"));
 }
+
+#[test]
+fn f16_weights_pass_at_the_f16_tolerance() {
+    let (code, stdout, stderr) = check("tiny-modernbert-tokcls", "gpu", &["--dtype", "f16"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.starts_with("device: wgpu") && stdout.lines().next().unwrap().ends_with("(f16)"), "{stdout}");
+    let (err, _) = summary(&stdout);
+    assert!(err <= kernels::tolerance::PARITY_F16, "{err}");
+    // The CPU backend stores f32 only: asking for f16 there is an error, not a silent f32 run.
+    let (code, _, stderr) = check("tiny-modernbert-tokcls", "cpu", &["--dtype", "f16"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--dtype f16 needs a GPU"), "{stderr}");
+}

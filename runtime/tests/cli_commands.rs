@@ -1,0 +1,343 @@
+//! `runtime-cli embed / fill-mask / deid / classify / info` end to end through the binary, on the
+//! fixture models, on both backends, with real clinical text (ACI-BENCH notes longer than the
+//! tiny models' 512-token context, MTS-Dialog sections of mixed lengths, the OBI demo notes).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+fn fixture(name: &str) -> String {
+    repo().join("tests/fixtures").join(name).display().to_string()
+}
+fn data(name: &str) -> String {
+    repo().join("tests/data").join(name).display().to_string()
+}
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cli-commands-{}", std::process::id())).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const MLM: &str = "tiny-modernbert-mlm";
+const TOKCLS: &str = "tiny-modernbert-tokcls";
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_runtime-cli")).args(args).output().unwrap()
+}
+
+fn ok(args: &[&str]) -> (String, String) {
+    let out = cli(args);
+    let (stdout, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
+    assert!(out.status.success(), "runtime-cli {args:?} failed:\n{stderr}");
+    (stdout, stderr)
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = cli(args);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "runtime-cli {args:?} should fail with status 2:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn jsonl(text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn embedding(v: &serde_json::Value) -> Vec<f32> {
+    v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    kernels::tolerance::cosine(a, b)
+}
+
+#[test]
+fn embed_long_notes_on_both_devices() {
+    let model = fixture(MLM);
+    let notes = data("aci-bench/valid.csv");
+    let mut per_device = Vec::new();
+    for device in ["cpu", "gpu"] {
+        let (stdout, stderr) = ok(&["embed", &notes, "--text-column", "note", "--id-column", "encounter_id", "--model", &model, "--device", device]);
+        let rows = jsonl(&stdout);
+        assert_eq!(rows.len(), 20);
+        assert_eq!(rows[0]["id"], "D2N068");
+        assert_eq!(rows[19]["id"], "D2N087");
+        assert!(rows.iter().all(|r| embedding(r).len() == 48));
+        // Every ACI-BENCH note is longer than the tiny model's context: all are windowed, and said so.
+        assert!(stderr.contains("embedded 20 documents") && stderr.contains("20 longer than the 510-token window"), "{stderr}");
+        per_device.push(rows);
+    }
+    for (a, b) in per_device[0].iter().zip(&per_device[1]) {
+        assert!(cosine(&embedding(a), &embedding(b)) >= 0.99999, "CPU and GPU embeddings differ for {}", a["id"]);
+    }
+}
+
+#[test]
+fn embedding_is_the_same_alone_and_in_any_batch() {
+    // MTS-Dialog sections: mixed lengths in one run, under two different batch budgets.
+    let model = fixture(MLM);
+    let sections = data("mts-dialog/MTS-Dialog-ValidationSet.csv");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["embed", &sections, "--text-column", "section_text", "--id-column", "ID", "--model", &model, "--device", "cpu"];
+        args.extend_from_slice(extra);
+        jsonl(&ok(&args).0)
+    };
+    let big = run(&[]);
+    let small = run(&["--batch-tokens", "600"]);
+    assert_eq!(big.len(), 100);
+    for (a, b) in big.iter().zip(&small) {
+        assert_eq!(a["id"], b["id"], "output order equals input order");
+        assert!(cosine(&embedding(a), &embedding(b)) >= 0.99999);
+    }
+    // Three documents alone (stdin, JSONL) against the same documents in the batch.
+    for k in [0usize, 41, 99] {
+        let text = std::fs::read_to_string(&sections).unwrap();
+        let mut reader = csv_rows(&text);
+        let row = reader.remove(k);
+        let line = serde_json::json!({"id": row.0, "text": row.1}).to_string();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runtime-cli"))
+            .args(["embed", "-", "--format", "jsonl", "--model", &model, "--device", "cpu"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(line.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let alone = jsonl(&String::from_utf8(out.stdout).unwrap());
+        assert_eq!(alone[0]["id"], big[k]["id"]);
+        let c = cosine(&embedding(&alone[0]), &embedding(&big[k]));
+        assert!(c >= 0.99999, "document {k}: cosine {c}");
+    }
+}
+
+/// (ID, section_text) of the MTS-Dialog CSV, parsed independently of the CLI.
+fn csv_rows(text: &str) -> Vec<(String, String)> {
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    r.records().map(|rec| { let rec = rec.unwrap(); (rec[0].to_string(), rec[2].to_string()) }).collect()
+}
+
+#[test]
+fn embed_writes_npy_and_safetensors_atomically() {
+    let dir = scratch("formats");
+    let model = fixture(MLM);
+    let notes = data("deid-sample-notes/obi_robust_deid_notes.jsonl");
+    let npy = dir.join("notes.npy");
+    ok(&["embed", &notes, "--model", &model, "--device", "cpu", "--normalize", "-o", npy.to_str().unwrap()]);
+    let bytes = std::fs::read(&npy).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert!(std::str::from_utf8(&bytes[10..10 + header_len]).unwrap().contains("'shape': (4, 48)"));
+    let first: Vec<f32> = bytes[10 + header_len..10 + header_len + 48 * 4].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let norm: f32 = first.iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5, "--normalize: norm {norm}");
+    let ids: Vec<String> = serde_json::from_str(&std::fs::read_to_string(dir.join("notes.npy.ids.json")).unwrap()).unwrap();
+    assert_eq!(ids, vec!["1", "2", "3", "4"]);
+
+    let st = dir.join("notes.safetensors");
+    ok(&["embed", &notes, "--model", &model, "--device", "cpu", "--pooling", "cls", "-o", st.to_str().unwrap()]);
+    let ckpt = runtime::weights::Checkpoint::open_file(&st).unwrap();
+    assert_eq!(ckpt.get("embeddings").unwrap().shape, &[4, 48]);
+    // The temporary files are gone.
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+    assert!(leftovers.is_empty());
+
+    // An output in a missing directory: a clear error, nothing written.
+    let bad = dir.join("missing/out.jsonl");
+    let m = fails(&["embed", &notes, "--model", &model, "--device", "cpu", "-o", bad.to_str().unwrap()]);
+    assert!(m.contains("does not exist"), "{m}");
+}
+
+#[test]
+fn fill_mask_predicts_every_mask() {
+    let model = fixture(MLM);
+    for device in ["cpu", "gpu"] {
+        let (stdout, _) = ok(&["fill-mask", "The patient denies chest [MASK] and shortness of [MASK].", "--model", &model, "--device", device, "--top-k", "4", "--json"]);
+        let rows = jsonl(&stdout);
+        assert_eq!(rows.len(), 2);
+        for r in &rows {
+            let p = r["predictions"].as_array().unwrap();
+            assert_eq!(p.len(), 4);
+            let scores: Vec<f64> = p.iter().map(|c| c["score"].as_f64().unwrap()).collect();
+            assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores.iter().sum::<f64>() <= 1.0 + 1e-6);
+        }
+        assert_eq!(rows[0]["offset"], 25);
+    }
+    let (table, _) = ok(&["fill-mask", "Blood pressure [MASK] stable.", "--model", &model, "--device", "cpu"]);
+    assert!(table.starts_with("[MASK] #1 at character 15:"), "{table}");
+    assert_eq!(table.lines().count(), 6);
+    let m = fails(&["fill-mask", "No mask here.", "--model", &model, "--device", "cpu"]);
+    assert!(m.contains("no [MASK] token"), "{m}");
+    let m = fails(&["fill-mask", "A [MASK].", "--model", &fixture(TOKCLS), "--device", "cpu"]);
+    assert!(m.contains("fill-mask needs a masked-LM head"), "{m}");
+}
+
+fn check_spans(text: &str, row: &serde_json::Value) {
+    let chars: Vec<char> = text.chars().collect();
+    let mut last_end = 0;
+    for s in row["spans"].as_array().unwrap() {
+        let (start, end) = (s["start"].as_u64().unwrap() as usize, s["end"].as_u64().unwrap() as usize);
+        assert!(start >= last_end && start < end && end <= chars.len(), "{s}");
+        assert_eq!(chars[start..end].iter().collect::<String>(), s["text"].as_str().unwrap(), "offsets are characters of the original");
+        assert!(!s["text"].as_str().unwrap().starts_with(' '));
+        let score = s["score"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&score));
+        last_end = end;
+    }
+}
+
+#[test]
+fn deid_long_notes_on_both_devices() {
+    let model = fixture(TOKCLS);
+    let notes = data("aci-bench/valid.csv");
+    let text = std::fs::read_to_string(&notes).unwrap();
+    let originals: Vec<String> = csv::Reader::from_reader(text.as_bytes()).records().map(|r| r.unwrap()[3].to_string()).collect();
+    let mut per_device = Vec::new();
+    for device in ["cpu", "gpu"] {
+        let (stdout, stderr) = ok(&["deid", &notes, "--text-column", "note", "--id-column", "encounter_id", "--model", &model, "--device", device, "--threshold", "0.6"]);
+        assert!(stderr.contains("de-identified 20 documents") && stderr.contains("longer than the 510-token window"), "{stderr}");
+        let rows = jsonl(&stdout);
+        assert_eq!(rows.len(), 20);
+        for (row, original) in rows.iter().zip(&originals) {
+            check_spans(original, row);
+            // The redaction replaces exactly the spans with [LABEL].
+            let spans: Vec<runtime::deid::Span> = row["spans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| runtime::deid::Span {
+                    start: s["start"].as_u64().unwrap() as usize,
+                    end: s["end"].as_u64().unwrap() as usize,
+                    label: s["label"].as_str().unwrap().into(),
+                    text: s["text"].as_str().unwrap().into(),
+                    score: 0.0,
+                })
+                .collect();
+            assert_eq!(row["redacted"].as_str().unwrap(), runtime::deid::redact_placeholders(original, &spans));
+        }
+        per_device.push(rows);
+    }
+    // Both backends find the same spans (scores within float noise).
+    for (a, b) in per_device[0].iter().zip(&per_device[1]) {
+        let key = |r: &serde_json::Value| r["spans"].as_array().unwrap().iter().map(|s| (s["start"].clone(), s["end"].clone(), s["label"].clone())).collect::<Vec<_>>();
+        assert_eq!(key(a), key(b), "document {}", a["id"]);
+    }
+    // Windows of 100 tokens with 30 of overlap still cover every character: same spans as long as
+    // predictions agree near the middle of windows, and every span is still a valid slice.
+    let (stdout, _) = ok(&["deid", &notes, "--text-column", "note", "--model", &model, "--device", "cpu", "--window", "100", "--overlap", "30"]);
+    for (row, original) in jsonl(&stdout).iter().zip(&originals) {
+        check_spans(original, row);
+    }
+}
+
+#[test]
+fn deid_threshold_and_surrogates() {
+    let model = fixture(TOKCLS);
+    let notes = data("deid-sample-notes/obi_robust_deid_notes.jsonl");
+    let count = |threshold: &str| -> usize {
+        jsonl(&ok(&["deid", &notes, "--model", &model, "--device", "cpu", "--threshold", threshold]).0).iter().map(|r| r["spans"].as_array().unwrap().len()).sum()
+    };
+    let (strict, lenient) = (count("0.9"), count("0.2"));
+    assert!(lenient > strict, "a lower threshold redacts more ({lenient} vs {strict})");
+    let (stdout, _) = ok(&["deid", &notes, "--model", &model, "--device", "cpu", "--surrogate"]);
+    let texts: Vec<String> = std::fs::read_to_string(&notes).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string()).collect();
+    let mut mapping = std::collections::HashMap::new();
+    for (row, text) in jsonl(&stdout).iter().zip(&texts) {
+        check_spans(text, row);
+        let redacted = row["redacted"].as_str().unwrap();
+        assert!(!redacted.contains("[PROBLEM]") && !redacted.contains("[DRUG]"));
+        for s in row["spans"].as_array().unwrap() {
+            mapping.entry(s["text"].as_str().unwrap().to_string()).or_insert(0usize);
+        }
+    }
+    assert!(!mapping.is_empty());
+    let m = fails(&["deid", &notes, "--model", &fixture(MLM), "--device", "cpu"]);
+    assert!(m.contains("deid needs a classification head"), "{m}");
+    let m = fails(&["deid", &notes, "--model", &model, "--device", "cpu", "--threshold", "1.5"]);
+    assert!(m.contains("--threshold"), "{m}");
+}
+
+#[test]
+fn classify_documents() {
+    let model = fixture(TOKCLS);
+    let sections = data("mts-dialog/MTS-Dialog-ValidationSet.csv");
+    for device in ["cpu", "gpu"] {
+        let (stdout, stderr) = ok(&["classify", &sections, "--text-column", "section_text", "--model", &model, "--device", device]);
+        let rows = jsonl(&stdout);
+        assert_eq!(rows.len(), 100);
+        for r in &rows {
+            let scores = r["scores"].as_object().unwrap();
+            assert_eq!(scores.len(), 5);
+            let total: f64 = scores.values().map(|v| v.as_f64().unwrap()).sum();
+            assert!((total - 1.0).abs() < 1e-4);
+            assert!(scores.contains_key(r["label"].as_str().unwrap()));
+        }
+        assert!(stderr.contains("classified 100 documents"), "{stderr}");
+    }
+    let m = fails(&["classify", &sections, "--text-column", "section_text", "--model", &fixture(MLM), "--device", "cpu"]);
+    assert!(m.contains("classify needs a classification head"), "{m}");
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let dir = scratch("bad");
+    let model = fixture(MLM);
+    let bad = dir.join("bad.txt");
+    std::fs::write(&bad, b"fine first line\nbroken \xff\xfe line\nlast line\n").unwrap();
+    let m = fails(&["embed", bad.to_str().unwrap(), "--lines", "--model", &model, "--device", "cpu"]);
+    assert!(m.contains("bad.txt:2: invalid UTF-8") && m.contains("--skip-invalid"), "{m}");
+    let (stdout, stderr) = ok(&["embed", bad.to_str().unwrap(), "--lines", "--skip-invalid", "--model", &model, "--device", "cpu"]);
+    assert_eq!(jsonl(&stdout).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect::<Vec<_>>(), vec!["1", "3"]);
+    assert!(stderr.contains("skipped") && stderr.contains("bad.txt:2"), "{stderr}");
+
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let m = fails(&["embed", empty.to_str().unwrap(), "--model", &model, "--device", "cpu"]);
+    assert!(m.contains("empty.txt: the input is empty"), "{m}");
+
+    let m = fails(&["embed", &data("aci-bench/valid.csv"), "--model", &model, "--device", "cpu"]);
+    assert!(m.contains("--text-column"), "{m}");
+    let m = fails(&["embed", &data("aci-bench/valid.csv"), "--text-column", "nope", "--model", &model, "--device", "cpu"]);
+    assert!(m.contains("no column \"nope\"") && m.contains("encounter_id"), "{m}");
+    let m = fails(&["embed", "/nonexistent/notes.txt", "--model", &model, "--device", "cpu"]);
+    assert!(m.contains("/nonexistent/notes.txt"), "{m}");
+
+    // A directory of .txt files, one document each.
+    let notes = dir.join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(notes.join("b.txt"), "Second note.").unwrap();
+    std::fs::write(notes.join("a.txt"), "First note.").unwrap();
+    let (stdout, _) = ok(&["embed", notes.to_str().unwrap(), "--model", &model, "--device", "cpu"]);
+    assert_eq!(jsonl(&stdout).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect::<Vec<_>>(), vec!["a.txt", "b.txt"]);
+
+    // An existing output is left untouched when a run fails.
+    let out = dir.join("keep.jsonl");
+    std::fs::write(&out, "previous results\n").unwrap();
+    fails(&["embed", empty.to_str().unwrap(), "--model", &model, "--device", "cpu", "-o", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "previous results\n");
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for cmd in ["embed", "fill-mask", "deid", "classify", "check", "info"] {
+        let (stdout, _) = ok(&[cmd, "--help"]);
+        assert!(stdout.contains("Example"), "{cmd} --help has no example:\n{stdout}");
+    }
+}
+
+#[test]
+fn info_describes_model_and_device() {
+    for (m, heads) in [(MLM, "masked LM"), (TOKCLS, "5 labels: O, B-PROBLEM, I-PROBLEM, B-DRUG, I-DRUG")] {
+        let (stdout, _) = ok(&["info", "--model", &fixture(m), "--device", "gpu"]);
+        for needle in ["architecture: ModernBert", "4 layers, hidden 48", "2 global layers", "±4 tokens", heads, "tokenizer:", "max storage binding"] {
+            assert!(stdout.contains(needle), "{needle:?} missing from:\n{stdout}");
+        }
+    }
+    let _ = Path::new("");
+}

@@ -334,10 +334,45 @@ fn every_command_has_help_with_an_example() {
 #[test]
 fn info_describes_model_and_device() {
     for (m, heads) in [(MLM, "masked LM"), (TOKCLS, "5 labels: O, B-PROBLEM, I-PROBLEM, B-DRUG, I-DRUG")] {
-        let (stdout, _) = ok(&["info", "--model", &fixture(m), "--device", "gpu"]);
-        for needle in ["architecture: ModernBert", "4 layers, hidden 48", "2 global layers", "±4 tokens", heads, "tokenizer:", "max storage binding"] {
-            assert!(stdout.contains(needle), "{needle:?} missing from:\n{stdout}");
+        for device in ["cpu", "gpu"] {
+            let (stdout, _) = ok(&["info", "--model", &fixture(m), "--device", device]);
+            for needle in ["architecture: ModernBert", "4 layers, hidden 48", "2 global layers", "±4 tokens", heads, "tokenizer:", "batching: windows of 510 tokens"] {
+                assert!(stdout.contains(needle), "{needle:?} missing from:\n{stdout}");
+            }
+            let limits = if device == "gpu" { "max storage binding" } else { "threads" };
+            assert!(stdout.contains(limits), "{stdout}");
         }
     }
-    let _ = Path::new("");
+}
+
+#[test]
+fn embed_follows_sentence_transformers_pooling() {
+    // A sentence-transformers folder: CLS pooling and a Normalize module.
+    let dir = scratch("st");
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+        std::fs::copy(Path::new(&fixture(MLM)).join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("modules.json"),
+        r#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    std::fs::write(dir.join("1_Pooling/config.json"), r#"{"word_embedding_dimension": 48, "pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}"#).unwrap();
+    let notes = data("deid-sample-notes/obi_robust_deid_notes.jsonl");
+    let st = jsonl(&ok(&["embed", &notes, "--model", dir.to_str().unwrap(), "--device", "cpu"]).0);
+    let explicit = jsonl(&ok(&["embed", &notes, "--model", &fixture(MLM), "--device", "cpu", "--pooling", "cls", "--normalize"]).0);
+    let mean = jsonl(&ok(&["embed", &notes, "--model", &fixture(MLM), "--device", "cpu"]).0);
+    for ((a, b), c) in st.iter().zip(&explicit).zip(&mean) {
+        assert!(cosine(&embedding(a), &embedding(b)) >= 0.99999);
+        let norm: f32 = embedding(a).iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5);
+        assert!(cosine(&embedding(a), &embedding(c)) < 0.9999, "CLS differs from the default mean pooling");
+    }
+    // An unsupported pooling mode is refused, naming the file.
+    std::fs::write(dir.join("1_Pooling/config.json"), r#"{"pooling_mode_max_tokens": true}"#).unwrap();
+    let m = fails(&["embed", &notes, "--model", dir.to_str().unwrap(), "--device", "cpu"]);
+    assert!(m.contains("1_Pooling/config.json") && m.contains("pooling_mode_max_tokens"), "{m}");
 }

@@ -373,7 +373,7 @@ mod tests {
         let scheme = LabelScheme::from_labels(&labels(&["O", "B-NAME", "I-NAME"])).unwrap();
         let text = "seen by  John Smith today";
         // Byte-level offsets: each word carries the space(s) before it.
-        let offsets = [(0, 4), (4, 7), (7, 12), (12, 18), (18, 24)];
+        let offsets = [(0, 4), (4, 7), (7, 13), (13, 19), (19, 25)];
         let enc = Encoded { ids: vec![0; 5], offsets: offsets.to_vec(), special: vec![false; 5], words: (0..5).map(Some).collect() };
         let probs: Vec<f32> = [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]].concat();
         let spans = decode(text, &enc, &probs, &scheme, 0.5);

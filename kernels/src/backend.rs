@@ -14,6 +14,8 @@ pub enum DType {
     F32,
     /// IEEE half precision storage (GPU adapters with `shader-f16`).
     F16,
+    /// bfloat16 storage (the CPU backend; products at twice the f32 rate with AVX512-BF16).
+    BF16,
 }
 
 impl DType {
@@ -21,13 +23,14 @@ impl DType {
     pub fn size(self) -> usize {
         match self {
             DType::F32 => 4,
-            DType::F16 => 2,
+            DType::F16 | DType::BF16 => 2,
         }
     }
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
             DType::F16 => "f16",
+            DType::BF16 => "bf16",
         }
     }
 }

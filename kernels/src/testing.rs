@@ -58,8 +58,10 @@ pub fn rand_for<B: crate::backend::Backend>(b: &B, n: usize, seed: u32, scale: f
 
 /// Values rounded to a storage dtype.
 pub fn representable(dtype: crate::backend::DType, mut v: Vec<f32>) -> Vec<f32> {
-    if dtype == crate::backend::DType::F16 {
-        v.iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32());
+    match dtype {
+        crate::backend::DType::F16 => v.iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32()),
+        crate::backend::DType::BF16 => v.iter_mut().for_each(|x| *x = half::bf16::from_f32(*x).to_f32()),
+        crate::backend::DType::F32 => {}
     }
     v
 }
@@ -86,14 +88,23 @@ pub fn cu_seqlens(lengths: &[usize]) -> Vec<u32> {
     cu
 }
 
+/// The CPU backend with bf16 weights.
+pub fn cpu_bf16() -> CpuBackend {
+    CpuBackend::new().with_dtype(crate::backend::DType::BF16).expect("the CPU backend accepts bf16")
+}
+
 /// Stamp out generic test functions `fn name<B: Backend>(b: &B)` once per backend: `cpu`,
-/// `wgpu` (f32) and `wgpu_f16` modules with one `#[test]` each. Bodies take their tolerances from
-/// `tolerance::kernel(b.dtype())` and friends.
+/// `cpu_bf16`, `wgpu` (f32) and `wgpu_f16` modules with one `#[test]` each. Weights come from
+/// `rand_for` (representable in the backend's weight dtype), so only products that round their
+/// activations (bf16) need a looser tolerance (`tolerance::linear`).
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
         mod cpu {
             $( #[test] fn $name() { super::$name(&$crate::testing::cpu()); } )*
+        }
+        mod cpu_bf16 {
+            $( #[test] fn $name() { super::$name(&$crate::testing::cpu_bf16()); } )*
         }
         mod wgpu {
             $( #[test] fn $name() { super::$name(&$crate::testing::gpu()); } )*

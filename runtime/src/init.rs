@@ -3,8 +3,8 @@
 //! tests with the real configs, and by the trainer for new heads and from-scratch models.
 
 use crate::config::{Architecture, ModernBertConfig};
-use crate::weights::serialize_f32;
-use crate::Result;
+use crate::weights::{serialize_f32, WeightSource};
+use crate::{Error, Result};
 
 /// How a parameter is initialised.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -108,16 +108,57 @@ pub fn init_values(shape: &[usize], init: Init, cutoff: f64, rng: &mut Rng) -> V
     }
 }
 
+/// Fresh weights generated on demand, tensor by tensor (never all in memory at once): each
+/// tensor's values depend only on the seed and its name.
+pub struct RandomWeights {
+    params: Vec<(String, Vec<usize>, Init)>,
+    seed: u64,
+    cutoff: f64,
+}
+
+impl RandomWeights {
+    pub fn new(c: &ModernBertConfig, arch: Architecture, num_labels: usize, seed: u64) -> Self {
+        RandomWeights { params: parameters(c, arch, num_labels), seed, cutoff: c.initializer_cutoff_factor }
+    }
+    fn find(&self, name: &str) -> Option<&(String, Vec<usize>, Init)> {
+        self.params.iter().find(|(n, _, _)| n == name)
+    }
+    /// Every tensor, in `named_parameters()` order.
+    pub fn tensors(&self) -> impl Iterator<Item = (String, Vec<usize>, Vec<f32>)> + '_ {
+        self.params.iter().map(|(n, s, i)| (n.clone(), s.clone(), self.values(n, s, *i)))
+    }
+    fn values(&self, name: &str, shape: &[usize], init: Init) -> Vec<f32> {
+        // FNV-1a of the name mixed into the seed: independent of the order tensors are made in.
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+        init_values(shape, init, self.cutoff, &mut Rng::new(self.seed ^ h))
+    }
+}
+
+impl WeightSource for RandomWeights {
+    fn contains(&self, name: &str) -> bool {
+        self.find(name).is_some()
+    }
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        self.find(name).map(|p| p.1.clone())
+    }
+    fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (_, s, init) = self.find(name).ok_or_else(|| self.missing(name))?;
+        if s != shape {
+            return Err(Error::weights("random initialisation", format!("tensor \"{name}\" has shape {s:?}, expected {shape:?}")));
+        }
+        Ok(self.values(name, s, *init))
+    }
+    fn missing(&self, name: &str) -> Error {
+        Error::weights("random initialisation", format!("no tensor \"{name}\""))
+    }
+    fn location(&self, _name: &str) -> String {
+        "random initialisation".into()
+    }
+}
+
 /// A whole random checkpoint as `model.safetensors` bytes (seeded, reproducible).
 pub fn random_checkpoint(c: &ModernBertConfig, arch: Architecture, num_labels: usize, seed: u64) -> Result<Vec<u8>> {
-    let mut rng = Rng::new(seed);
-    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = parameters(c, arch, num_labels)
-        .into_iter()
-        .map(|(name, shape, init)| {
-            let values = init_values(&shape, init, c.initializer_cutoff_factor, &mut rng);
-            (name, shape, values)
-        })
-        .collect();
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = RandomWeights::new(c, arch, num_labels, seed).tensors().collect();
     let meta = [("format".to_string(), "pt".to_string())].into_iter().collect();
     serialize_f32(&tensors, Some(meta))
 }

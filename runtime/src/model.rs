@@ -11,7 +11,7 @@ use kernels::rope::rope_tables;
 use kernels::Backend;
 
 use crate::config::{Architecture, LayerType, ModernBertConfig, Pooling};
-use crate::weights::Checkpoint;
+use crate::weights::WeightSource;
 use crate::{Error, Result};
 
 /// Named intermediate tensors, collected when a caller asks for them (the parity check).
@@ -116,14 +116,14 @@ pub struct ModernBert<B: Backend> {
 }
 
 /// Reads tensors out of a checkpoint onto a backend, checking every shape against the config.
-struct Loader<'a, B: Backend> {
+struct Loader<'a, B: Backend, S: WeightSource> {
     be: &'a B,
-    ckpt: &'a Checkpoint,
+    ckpt: &'a S,
     /// `model.` inside task checkpoints, empty for a bare `ModernBertModel`.
     prefix: &'static str,
 }
 
-impl<B: Backend> Loader<'_, B> {
+impl<B: Backend, S: WeightSource> Loader<'_, B, S> {
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
         let values = self.ckpt.f32(name, shape)?;
         Ok(self.be.upload_weight(values, shape)?)
@@ -151,15 +151,14 @@ impl<B: Backend> Loader<'_, B> {
 impl<B: Backend> ModernBert<B> {
     /// Load from a checkpoint, with or without the `model.` prefix; every head whose tensors are
     /// present is loaded (an MLM, token or sequence classifier checkpoint, unchanged).
-    pub fn load(be: &B, config: ModernBertConfig, ckpt: &Checkpoint) -> Result<Self> {
+    pub fn load<S: WeightSource>(be: &B, config: ModernBertConfig, ckpt: &S) -> Result<Self> {
         let c = &config;
         let prefix = if ckpt.contains("model.embeddings.tok_embeddings.weight") {
             "model."
         } else if ckpt.contains("embeddings.tok_embeddings.weight") {
             ""
         } else {
-            ckpt.require("model.embeddings.tok_embeddings.weight")?;
-            unreachable!("require fails when the tensor is absent")
+            return Err(ckpt.missing("model.embeddings.tok_embeddings.weight"));
         };
         let ld = Loader { be, ckpt, prefix };
         let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
@@ -206,11 +205,11 @@ impl<B: Backend> ModernBert<B> {
         };
         let wants_classifier = matches!(arch, Some(Architecture::TokenClassification | Architecture::SequenceClassification));
         let (classifier, labels) = if ckpt.contains("classifier.weight") || wants_classifier {
-            let stored = ckpt.require("classifier.weight")?;
-            let n = stored.shape.first().copied().unwrap_or(0);
+            let shape = ckpt.shape_of("classifier.weight").ok_or_else(|| ckpt.missing("classifier.weight"))?;
+            let n = shape.first().copied().unwrap_or(0);
             if !c.labels.is_empty() && n != c.labels.len() {
                 return Err(Error::weights(
-                    stored.file,
+                    &ckpt.location("classifier.weight"),
                     format!("tensor \"classifier.weight\" has {n} rows, but {} lists {} labels in \"id2label\"", c.source, c.labels.len()),
                 ));
             }

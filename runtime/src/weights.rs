@@ -80,6 +80,40 @@ impl TensorView<'_> {
     }
 }
 
+/// Where a model's parameters come from: a checkpoint, or fresh initialisation.
+pub trait WeightSource {
+    fn contains(&self, name: &str) -> bool;
+    /// Stored shape of a tensor, if present.
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>>;
+    /// The tensor as f32, checked against the expected shape.
+    fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
+    /// The error for a tensor that is needed but absent (naming where it was looked for).
+    fn missing(&self, name: &str) -> Error;
+    /// Where the tensor is (for messages).
+    fn location(&self, name: &str) -> String;
+}
+
+impl WeightSource for Checkpoint {
+    fn contains(&self, name: &str) -> bool {
+        Checkpoint::contains(self, name)
+    }
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        self.get(name).map(|t| t.shape.to_vec())
+    }
+    fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        Checkpoint::f32(self, name, shape)
+    }
+    fn missing(&self, name: &str) -> Error {
+        match self.require(name) {
+            Err(e) => e,
+            Ok(_) => Error::weights(self.file_of(name), format!("tensor \"{name}\" is present")),
+        }
+    }
+    fn location(&self, name: &str) -> String {
+        self.file_of(name).to_string()
+    }
+}
+
 /// One checkpoint: one or more safetensors files and an index from tensor name to file.
 pub struct Checkpoint {
     files: Vec<File>,

@@ -2,11 +2,23 @@
 //! blocks of `BK` rows that intersect their window, keeping a running max and sum per row
 //! (online softmax). No score matrix larger than BQ × BK ever exists, and a local layer touches
 //! only the key blocks within ±window of its query block: O(S · window) work.
+//!
+//! With AVX-512 both products (Q·Kᵀ and P·V) run on the GEMM microkernels: K is packed into
+//! panels of 32 keys, V into panels of 32 head dimensions, once per (sequence, head).
 
 use rayon::prelude::*;
 
+use super::gemm::{tile_f32_acc_dispatch, tile_f32_dispatch, Packed, MR, NR};
+use super::isa::Isa;
+use super::math;
+
 const BQ: usize = 32;
 const BK: usize = 64;
+
+/// Query rows per block on the microkernel path (four tiles).
+const BQ_FAST: usize = 4 * MR;
+/// Keys per block on the microkernel path (four panels).
+const BK_FAST: usize = 4 * NR;
 
 /// qkv [T, 3H], cu_seqlens [B+1] → (out [T, H], lse [T, nh]).
 pub fn forward(qkv: &[f32], cu_seqlens: &[u32], nh: usize, hd: usize, window: Option<usize>) -> (Vec<f32>, Vec<f32>) {
@@ -31,7 +43,11 @@ pub fn forward(qkv: &[f32], cu_seqlens: &[u32], nh: usize, hd: usize, window: Op
                 m
             };
             let (q, k, v) = (gather(0), gather(1), gather(2));
-            head_forward(&q, &k, &v, s, hd, scale, window)
+            if Isa::get().avx512 {
+                head_forward_panels(q, &k, &v, s, hd, scale, window)
+            } else {
+                head_forward(&q, &k, &v, s, hd, scale, window)
+            }
         })
         .collect();
     let mut out = vec![0f32; t * h];
@@ -101,6 +117,97 @@ fn head_forward(q: &[f32], k: &[f32], v: &[f32], s: usize, hd: usize, scale: f32
         for r in 0..q1 - q0 {
             let inv = 1.0 / l[r];
             acc[r * hd..(r + 1) * hd].iter_mut().for_each(|a| *a *= inv);
+            lse[q0 + r] = m[r] + l[r].ln();
+        }
+    }
+    (o, lse)
+}
+
+/// One head of one sequence on the GEMM microkernels: q, k, v [S, hd] → (o [S, hd], lse [S]).
+fn head_forward_panels(mut q: Vec<f32>, k: &[f32], v: &[f32], s: usize, hd: usize, scale: f32, window: Option<usize>) -> (Vec<f32>, Vec<f32>) {
+    q.iter_mut().for_each(|x| *x *= scale);
+    // K as panels of 32 keys: panel p, dim d, lane j = K[32p + j, d].
+    let kp = Packed::f32(k, s, hd);
+    let Packed::F32 { data: kp, .. } = kp else { unreachable!() };
+    // V as panels of 32 dims: panel p, key j, lane d = V[j, 32p + d].
+    let vpanels = hd.div_ceil(NR);
+    let mut vp = vec![0f32; vpanels * s * NR];
+    for p in 0..vpanels {
+        let dims = NR.min(hd - p * NR);
+        for j in 0..s {
+            vp[(p * s + j) * NR..(p * s + j) * NR + dims].copy_from_slice(&v[j * hd + p * NR..j * hd + p * NR + dims]);
+        }
+    }
+    let mut o = vec![0f32; s * hd];
+    let mut lse = vec![0f32; s];
+    let mut scores = vec![0f32; BQ_FAST * BK_FAST];
+    for q0 in (0..s).step_by(BQ_FAST) {
+        let q1 = (q0 + BQ_FAST).min(s);
+        let rows = q1 - q0;
+        let (k_lo, k_hi) = match window {
+            Some(w) => (q0.saturating_sub(w), (q1 - 1 + w + 1).min(s)),
+            None => (0, s),
+        };
+        let mut m = [f32::NEG_INFINITY; BQ_FAST];
+        let mut l = [0f32; BQ_FAST];
+        // Key blocks start on panel boundaries; keys outside the range are masked.
+        let mut k0 = k_lo / NR * NR;
+        while k0 < k_hi {
+            let k1 = (k0 + BK_FAST).min(k_hi);
+            let nk = k1 - k0;
+            // scores[r, c] = q[q0 + r] · K[k0 + c]
+            for (pi, p) in (k0 / NR..k1.div_ceil(NR)).enumerate() {
+                let cols = NR.min(k1 - p * NR);
+                let mut r = 0;
+                while r < rows {
+                    let tile = MR.min(rows - r);
+                    unsafe {
+                        tile_f32_dispatch(tile, hd, q.as_ptr().add((q0 + r) * hd), hd, kp.as_ptr().add(p * hd * NR), scores.as_mut_ptr().add(r * BK_FAST + pi * NR), BK_FAST, cols);
+                    }
+                    r += tile;
+                }
+            }
+            // Mask, then the online softmax update of each row.
+            for r in 0..rows {
+                let i = q0 + r;
+                let (lo, hi) = match window {
+                    Some(w) => (i.saturating_sub(w).max(k_lo).max(k0), (i + w + 1).min(k_hi).min(k1)),
+                    None => (k_lo.max(k0), k_hi.min(k1)),
+                };
+                let row = &mut scores[r * BK_FAST..r * BK_FAST + nk];
+                if lo >= hi {
+                    row.fill(0.0);
+                    continue;
+                }
+                row[..lo - k0].fill(f32::NEG_INFINITY);
+                row[hi - k0..].fill(f32::NEG_INFINITY);
+                let block_max = math::max(&row[lo - k0..hi - k0]);
+                let m_new = m[r].max(block_max);
+                let correction = (m[r] - m_new).exp();
+                let sum = math::exp_shifted_sum(row, m_new);
+                l[r] = l[r] * correction + sum;
+                m[r] = m_new;
+                if correction != 1.0 {
+                    o[i * hd..(i + 1) * hd].iter_mut().for_each(|x| *x *= correction);
+                }
+            }
+            // o[q0 + r] += P[r, :nk] · V[k0..k1]
+            for p in 0..vpanels {
+                let dims = NR.min(hd - p * NR);
+                let mut r = 0;
+                while r < rows {
+                    let tile = MR.min(rows - r);
+                    unsafe {
+                        tile_f32_acc_dispatch(tile, nk, scores.as_ptr().add(r * BK_FAST), BK_FAST, vp.as_ptr().add((p * s + k0) * NR), o.as_mut_ptr().add((q0 + r) * hd + p * NR), hd, dims);
+                    }
+                    r += tile;
+                }
+            }
+            k0 = k1;
+        }
+        for r in 0..rows {
+            let inv = 1.0 / l[r];
+            o[(q0 + r) * hd..(q0 + r + 1) * hd].iter_mut().for_each(|x| *x *= inv);
             lse[q0 + r] = m[r] + l[r].ln();
         }
     }

@@ -1,34 +1,48 @@
-//! The CPU backend: SIMD GEMM from the `gemm` crate, a flash-style attention that skips the
-//! tiles outside the sliding window, and row-parallel element-wise ops on a rayon pool.
+//! The CPU backend: weight matrices packed once at load time for AVX-512 GEMM microkernels (f32,
+//! or bf16 with AVX512-BF16), the `gemm` crate on machines without AVX-512, a flash-style
+//! attention on the same microkernels that skips the tiles outside the sliding window, vectorised
+//! GELU/GeGLU/LayerNorm, and a rayon pool over rows, heads and panels.
 
 mod attention;
+pub mod gemm;
+pub mod isa;
+pub mod math;
 
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::backend::{check_concat, check_cu_seqlens, check_slice, positions, Backend, DeviceInfo};
+use crate::backend::{check_concat, check_cu_seqlens, check_slice, positions, Backend, DType, DeviceInfo};
+use gemm::Packed;
+use isa::Isa;
 use crate::{Error, Result};
 
-/// A row-major f32 tensor in host memory.
+/// A row-major f32 tensor in host memory; a weight matrix may instead be held packed for the
+/// GEMM microkernels (then `data` is empty).
 #[derive(Clone, Debug)]
 pub struct CpuTensor {
     data: Arc<Vec<f32>>,
+    packed: Option<Arc<Packed>>,
     shape: Vec<usize>,
 }
 
 impl CpuTensor {
     fn new(data: Vec<f32>, shape: Vec<usize>) -> Self {
         debug_assert_eq!(data.len(), shape.iter().product::<usize>());
-        CpuTensor { data: Arc::new(data), shape }
-    }
-    pub fn data(&self) -> &[f32] {
-        &self.data
+        CpuTensor { data: Arc::new(data), packed: None, shape }
     }
     /// (rows, last dim) of a tensor seen as a matrix.
     fn matrix(&self) -> (usize, usize) {
         let cols = *self.shape.last().unwrap_or(&1);
-        (if cols == 0 { 0 } else { self.data.len() / cols }, cols)
+        let rows = self.shape.iter().rev().skip(1).product();
+        (if cols == 0 { 0 } else { rows }, cols)
+    }
+    /// The values of an activation (or unpacked weight).
+    fn values(&self, op: &'static str) -> Result<&[f32]> {
+        if self.packed.is_some() {
+            return Err(Error::shape(op, format!("a packed weight matrix {:?} cannot be used as an activation", self.shape)));
+        }
+        Ok(&self.data)
     }
 }
 
@@ -40,12 +54,62 @@ pub struct CpuSeqs {
 }
 
 /// The CPU backend. Work is spread over the global rayon pool.
-#[derive(Clone, Debug, Default)]
-pub struct CpuBackend;
+#[derive(Clone, Debug)]
+pub struct CpuBackend {
+    /// How weight matrices are stored: f32, or bf16 (activations stay f32 and are rounded to bf16
+    /// where they enter a bf16 product; accumulation is f32).
+    dtype: DType,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Every op allocates its output. glibc would hand large freed buffers back to the kernel and
+/// fault fresh zeroed pages in on the next op (a fifth of the run time at 1,024 tokens); keep
+/// them in the heap instead: buffers up to 32 MiB (glibc's limit) come from the heap, and the heap
+/// is not trimmed below 1 GiB of free space.
+fn keep_freed_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        });
+    }
+}
 
 impl CpuBackend {
     pub fn new() -> Self {
-        CpuBackend
+        keep_freed_buffers();
+        CpuBackend { dtype: DType::F32 }
+    }
+
+    /// Weight storage: f32 or bf16 (f16 is a GPU format). Without AVX512-BF16 the bf16 mode still
+    /// rounds every weight to bf16, and multiplies in f32.
+    pub fn with_dtype(mut self, dtype: DType) -> Result<Self> {
+        if dtype == DType::F16 {
+            return Err(Error::Device("the CPU backend stores weights as f32 or bf16, not f16".into()));
+        }
+        self.dtype = dtype;
+        Ok(self)
+    }
+
+    /// Pack a weight matrix for this machine.
+    fn pack(&self, data: Vec<f32>, m: usize, k: usize) -> CpuTensor {
+        let isa = Isa::get();
+        let shape = vec![m, k];
+        let round = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| half::bf16::from_f32(x).to_f32()).collect() };
+        match (self.dtype, isa.avx512, isa.avx512_bf16) {
+            (DType::BF16, true, true) => CpuTensor { data: Arc::new(Vec::new()), packed: Some(Arc::new(Packed::bf16(&data, m, k))), shape },
+            (DType::BF16, true, false) => CpuTensor { data: Arc::new(Vec::new()), packed: Some(Arc::new(Packed::f32(&round(data), m, k))), shape },
+            (DType::BF16, false, _) => CpuTensor::new(round(data), shape),
+            (_, true, _) => CpuTensor { data: Arc::new(Vec::new()), packed: Some(Arc::new(Packed::f32(&data, m, k))), shape },
+            (_, false, _) => CpuTensor::new(data, shape),
+        }
     }
 }
 
@@ -68,21 +132,37 @@ where
     y
 }
 
-fn gelu(z: f32) -> f32 {
-    0.5 * z * (1.0 + libm::erff(z * std::f32::consts::FRAC_1_SQRT_2))
-}
 
 impl Backend for CpuBackend {
     type Tensor = CpuTensor;
     type Ids = Arc<Vec<u32>>;
     type Seqs = CpuSeqs;
 
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn upload_weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<CpuTensor> {
+        if data.len() != shape.iter().product::<usize>() {
+            return Err(Error::shape("upload", format!("{} values for shape {shape:?}", data.len())));
+        }
+        // Matrices are packed (and rounded to bf16 in bf16 mode); vectors stay f32.
+        if shape.len() == 2 && shape[0] > 0 && shape[1] > 0 {
+            return Ok(self.pack(data, shape[0], shape[1]));
+        }
+        Ok(CpuTensor::new(data, shape.to_vec()))
+    }
+
     fn device_info(&self) -> DeviceInfo {
         DeviceInfo {
             backend: "cpu",
             name: "host CPU".into(),
             max_binding_bytes: usize::MAX,
-            details: vec![("threads".into(), rayon::current_num_threads().to_string())],
+            details: vec![
+                ("threads".into(), rayon::current_num_threads().to_string()),
+                ("instruction set".into(), Isa::get().describe().into()),
+                ("weights stored as".into(), self.dtype.name().into()),
+            ],
         }
     }
 
@@ -114,7 +194,10 @@ impl Backend for CpuBackend {
     }
 
     async fn read(&self, t: &CpuTensor) -> Result<Vec<f32>> {
-        Ok(t.data.to_vec())
+        Ok(match &t.packed {
+            Some(p) => p.unpack(),
+            None => t.data.to_vec(),
+        })
     }
 
     fn embedding(&self, table: &CpuTensor, ids: &Self::Ids) -> Result<CpuTensor> {
@@ -123,8 +206,9 @@ impl Backend for CpuBackend {
             return Err(Error::shape("embedding", format!("token id {bad} outside the table of {v} rows")));
         }
         let mut y = vec![0f32; ids.len() * h];
-        y.par_chunks_mut(h.max(1)).zip(ids.par_iter()).for_each(|(row, &id)| {
-            row.copy_from_slice(&table.data[id as usize * h..(id as usize + 1) * h]);
+        y.par_chunks_mut(h.max(1)).zip(ids.par_iter()).for_each(|(row, &id)| match &table.packed {
+            Some(p) => p.row(id as usize, row),
+            None => row.copy_from_slice(&table.data[id as usize * h..(id as usize + 1) * h]),
         });
         Ok(CpuTensor::new(y, vec![ids.len(), h]))
     }
@@ -140,25 +224,26 @@ impl Backend for CpuBackend {
                 return Err(Error::shape("linear", format!("bias {:?} for {m} outputs", b.shape)));
             }
         }
+        let x_values = x.values("linear")?;
         let mut y = vec![0f32; n * m];
-        if n > 0 && m > 0 && k > 0 {
-            let threads = rayon::current_num_threads();
-            let par = if threads > 1 && n * m * k > 1 << 16 {
-                gemm::Parallelism::Rayon(threads)
-            } else {
-                gemm::Parallelism::None
-            };
-            // SAFETY: all pointers cover the stated shapes: y [n, m] (row stride m), x [n, k]
-            // (row stride k), and wᵀ viewed as [k, m] with element (p, o) at w[o·k + p].
-            unsafe {
-                gemm::gemm(
-                    n, m, k,
-                    y.as_mut_ptr(), 1, m as isize, false,
-                    x.data.as_ptr(), 1, k as isize,
-                    w.data.as_ptr(), k as isize, 1,
-                    0.0, 1.0, false, false, false, par,
-                );
+        match &w.packed {
+            Some(p) => gemm::matmul(x_values, n, p, &mut y, m),
+            None if n > 0 && m > 0 && k > 0 => {
+                let threads = rayon::current_num_threads();
+                let par = if threads > 1 && n * m * k > 1 << 16 { ::gemm::Parallelism::Rayon(threads) } else { ::gemm::Parallelism::None };
+                // SAFETY: all pointers cover the stated shapes: y [n, m] (row stride m), x [n, k]
+                // (row stride k), and wᵀ viewed as [k, m] with element (p, o) at w[o·k + p].
+                unsafe {
+                    ::gemm::gemm(
+                        n, m, k,
+                        y.as_mut_ptr(), 1, m as isize, false,
+                        x_values.as_ptr(), 1, k as isize,
+                        w.data.as_ptr(), k as isize, 1,
+                        0.0, 1.0, false, false, false, par,
+                    );
+                }
             }
+            None => {}
         }
         if let Some(b) = b {
             y.par_chunks_mut(m.max(1)).for_each(|row| row.iter_mut().zip(b.data.iter()).for_each(|(v, bb)| *v += bb));
@@ -175,11 +260,20 @@ impl Backend for CpuBackend {
         }
         let (w, b) = (&w.data, b.map(|b| &b.data));
         let y = rows_par(&x.data, h, h, |xr, yr| {
-            let mean = xr.iter().sum::<f32>() / h as f32;
-            let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
+            let mean = math::sum(xr) / h as f32;
+            let var = math::sum_sq_dev(xr, mean) / h as f32;
             let rstd = 1.0 / (var + eps).sqrt();
-            for j in 0..h {
-                yr[j] = (xr[j] - mean) * rstd * w[j] + b.map_or(0.0, |b| b[j]);
+            match b {
+                Some(b) => {
+                    for j in 0..h {
+                        yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
+                    }
+                }
+                None => {
+                    for j in 0..h {
+                        yr[j] = (xr[j] - mean) * rstd * w[j];
+                    }
+                }
             }
         });
         Ok(CpuTensor::new(y, x.shape.clone()))
@@ -194,7 +288,8 @@ impl Backend for CpuBackend {
     }
 
     fn gelu(&self, x: &CpuTensor) -> Result<CpuTensor> {
-        Ok(CpuTensor::new(x.data.par_iter().map(|&z| gelu(z)).collect(), x.shape.clone()))
+        let y = rows_par(&x.data, x.matrix().1, x.matrix().1, math::gelu);
+        Ok(CpuTensor::new(y, x.shape.clone()))
     }
 
     fn geglu(&self, u: &CpuTensor) -> Result<CpuTensor> {
@@ -203,11 +298,7 @@ impl Backend for CpuBackend {
             return Err(Error::shape("geglu", format!("input {:?} has an odd last dimension", u.shape)));
         }
         let i = two_i / 2;
-        let y = rows_par(&u.data, two_i, i, |ur, yr| {
-            for j in 0..i {
-                yr[j] = gelu(ur[j]) * ur[i + j];
-            }
-        });
+        let y = rows_par(&u.data, two_i, i, math::geglu);
         Ok(CpuTensor::new(y, vec![n, i]))
     }
 

@@ -111,6 +111,7 @@ macro_rules! launch_float {
         match $dtype {
             $crate::backend::DType::F32 => unsafe { $kernel::launch_unchecked::<f32>($($arg),*) },
             $crate::backend::DType::F16 => unsafe { $kernel::launch_unchecked::<half::f16>($($arg),*) },
+            $crate::backend::DType::BF16 => unreachable!("GpuBackend::with_dtype refuses bf16"),
         }
     };
 }
@@ -122,6 +123,7 @@ macro_rules! launch_weighted {
         match $wdtype {
             $crate::backend::DType::F32 => unsafe { $kernel::launch_unchecked::<f32, f32>($($arg),*) },
             $crate::backend::DType::F16 => unsafe { $kernel::launch_unchecked::<f32, half::f16>($($arg),*) },
+            $crate::backend::DType::BF16 => unreachable!("GpuBackend::with_dtype refuses bf16"),
         }
     };
 }
@@ -136,6 +138,9 @@ impl GpuBackend {
 
     /// Store weights as `dtype`; f16 needs an adapter with `shader-f16`.
     pub fn with_dtype(mut self, dtype: DType) -> Result<Self> {
+        if dtype == DType::BF16 {
+            return Err(Error::Device("WGSL has no bf16: the GPU backend stores weights as f32 or f16".into()));
+        }
         if dtype == DType::F16 && !self.device.limits.f16 {
             return Err(Error::Device(format!("{} has no shader-f16 support; use f32", self.device.adapter_name)));
         }
@@ -199,6 +204,7 @@ impl GpuBackend {
                 let halves: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
                 self.client().create_from_slice(half::f16::as_bytes(&halves))
             }
+            DType::BF16 => unreachable!("GpuBackend::with_dtype refuses bf16"),
         }
     }
 }
@@ -303,6 +309,7 @@ impl Backend for GpuBackend {
             match t.dtype {
                 DType::F32 => out.extend_from_slice(f32::from_bytes(b)),
                 DType::F16 => out.extend(half::f16::from_bytes(b).iter().map(|v| v.to_f32())),
+                DType::BF16 => unreachable!("GpuBackend::with_dtype refuses bf16"),
             }
         }
         out.truncate(t.len());

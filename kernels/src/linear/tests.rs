@@ -12,7 +12,7 @@ fn check<B: Backend>(b: &B, n: usize, k: usize, m: usize, bias: bool) {
         .linear(&b.upload(&x, &[n, k]).unwrap(), &b.upload_weight(w.clone(), &[m, k]).unwrap(), bias.then(|| b.upload_weight(bb.clone(), &[m]).unwrap()).as_ref())
         .unwrap();
     assert_eq!(b.shape(&y), &[n, m]);
-    assert_close(&format!("linear {n}x{k} · ({m}x{k})ᵀ bias={bias}"), &block_on(b.read(&y)).unwrap(), &expected, REDUCTION_F32);
+    assert_close(&format!("linear {n}x{k} · ({m}x{k})ᵀ bias={bias}"), &block_on(b.read(&y)).unwrap(), &expected, crate::tolerance::linear(b.dtype()));
 }
 
 fn linear_shapes<B: Backend>(b: &B) {

@@ -53,9 +53,12 @@ struct ModelArgs {
     model: PathBuf,
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     device: Device,
-    /// Storage precision of weights and activations.
+    /// Storage precision of the weights (activations and arithmetic stay f32).
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     dtype: DTypeArg,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Args)]
@@ -186,6 +189,29 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Time the encoder: median tokens/s, useful GFLOP/s and peak memory.
+    #[command(after_help = "Examples:\n  runtime-cli bench --config tests/data/modernbert-configs/ModernBERT-base.config.json --batch 8 --seq 128 --threads 1\n  runtime-cli bench --model DIR --batch 1 --seq 8192 --device gpu")]
+    Bench {
+        /// A model folder, or --config for random seeded weights.
+        #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+        model: Option<PathBuf>,
+        /// A config.json: the model is built with random seeded weights.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        batch: usize,
+        #[arg(long)]
+        seq: usize,
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
+        #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+        dtype: DTypeArg,
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Timed forward passes (after one warm-up).
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+    },
 }
 
 /// A failed command's message (exit status 2).
@@ -230,7 +256,7 @@ fn choose(device: Device, dtype: DTypeArg) -> Result<Chosen, Failure> {
 /// Run `$body` with `$be` bound to the chosen backend.
 macro_rules! on_backend {
     ($model:expr, |$be:ident| $body:expr) => {
-        match choose($model.device, $model.dtype)? {
+        match { set_threads($model.threads)?; choose($model.device, $model.dtype)? } {
             Chosen::Cpu($be) => $body,
             Chosen::Gpu($be) => $body,
         }
@@ -487,6 +513,86 @@ fn info<B: Backend>(be: &B, model: &Path) -> Outcome {
     Ok(true)
 }
 
+/// Size the CPU thread pool (before anything uses it).
+fn set_threads(threads: Option<usize>) -> Result<(), Failure> {
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err(Failure("--threads: expected at least 1".into()));
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| Failure(format!("--threads {n}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Peak resident memory of this process, in MiB (Linux; 0 elsewhere).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Useful forward FLOPs of the encoder on `batch` sequences of `seq` tokens (spec §10): the
+/// linear layers, and attention over the keys each query may see (all for global layers, the
+/// ±window for local ones).
+fn useful_flops(c: &runtime::ModernBertConfig, batch: usize, seq: usize) -> f64 {
+    let (h, i) = (c.hidden_size as f64, c.intermediate_size as f64);
+    let linear = c.num_hidden_layers as f64 * 2.0 * (4.0 * h * h + 3.0 * h * i);
+    let w = c.window();
+    let local_keys: f64 = (0..seq).map(|q| (q.min(w) + (seq - 1 - q).min(w) + 1) as f64).sum();
+    let global = c.layer_types.iter().filter(|t| **t == runtime::config::LayerType::Full).count() as f64;
+    let local = c.num_hidden_layers as f64 - global;
+    let attention = 4.0 * h * (global * (seq * seq) as f64 + local * local_keys);
+    batch as f64 * (seq as f64 * linear + attention)
+}
+
+fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, batch: usize, seq: usize, iters: usize) -> Outcome {
+    if batch == 0 || seq == 0 || iters == 0 {
+        return Err(Failure("--batch, --seq and --iters must be at least 1".into()));
+    }
+    let m = match (model, config) {
+        (Some(dir), _) => load(be, dir)?.model,
+        (None, Some(cfg)) => {
+            let mut c = runtime::ModernBertConfig::from_file(cfg)?;
+            c.architecture = Some(runtime::config::Architecture::Model); // the encoder alone, like ModernBertModel
+            let weights = runtime::init::RandomWeights::new(&c, runtime::config::Architecture::Model, 0, 42);
+            ModernBert::load(be, c, &weights)?
+        }
+        (None, None) => return Err(Failure("give --model DIR or --config FILE".into())),
+    };
+    let c = &m.config;
+    if seq > c.max_position_embeddings {
+        return Err(Failure(format!("--seq {seq} exceeds the model's context of {}", c.max_position_embeddings)));
+    }
+    let ids: Vec<Vec<u32>> = (0..batch).map(|b| kernels::testing::rand_ids(seq, b as u32 + 1, (c.vocab_size as u32).min(50_000))).collect();
+    let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let run = || -> Result<f64, Failure> {
+        let t0 = std::time::Instant::now();
+        let b = m.batch(be, &seqs)?;
+        let h = m.encode(be, &b, None)?;
+        kernels::block_on(be.read(&h))?;
+        Ok(t0.elapsed().as_secs_f64())
+    };
+    run()?; // warm-up: kernel compilation, allocator, caches
+    let mut times = (0..iters).map(|_| run()).collect::<Result<Vec<f64>, Failure>>()?;
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let tokens = (batch * seq) as f64;
+    let flops = useful_flops(c, batch, seq);
+    println!(
+        "{} {} ({}), {}, batch {batch} x {seq}, {} thread(s): median {:.3} s, {:.1} GFLOP/s useful",
+        be.device_info().backend,
+        be.device_info().name,
+        be.dtype().name(),
+        model.or(config).map(|p| p.display().to_string()).unwrap_or_default(),
+        rayon::current_num_threads(),
+        median,
+        flops / median / 1e9
+    );
+    println!("tokens_per_s={:.1} peak_rss_mib={:.0}", tokens / median, peak_rss_mib());
+    Ok(true)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Outcome = (|| match &cli.command {
@@ -502,6 +608,10 @@ fn main() -> ExitCode {
         }
         Command::Check { model, reference, tol } => on_backend!(model, |be| run_check(&be, &model.model, reference, *tol)),
         Command::Info { model } => on_backend!(model, |be| info(&be, &model.model)),
+        Command::Bench { model, config, batch, seq, device, dtype, threads, iters } => {
+            let args = ModelArgs { model: PathBuf::new(), device: *device, dtype: *dtype, threads: *threads };
+            on_backend!(args, |be| bench(&be, model.as_deref(), config.as_deref(), *batch, *seq, *iters))
+        }
     })();
     match result {
         Ok(true) => ExitCode::SUCCESS,

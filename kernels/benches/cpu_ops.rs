@@ -24,14 +24,20 @@ fn time<F: FnMut()>(mut f: F) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with('-')).collect();
     let t: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1024);
-    let b = CpuBackend::new();
+    let b = match std::env::var("CPU_DTYPE").as_deref() {
+        Ok("bf16") => CpuBackend::new().with_dtype(kernels::backend::DType::BF16).unwrap(),
+        _ => CpuBackend::new(),
+    };
     let (h, i, nh) = (768usize, 1152usize, 12usize);
-    println!("CPU ops at ModernBERT-base shapes, T = {t}, {} threads", rayon::current_num_threads());
+    println!("CPU ops at ModernBERT-base shapes, T = {t}, {} threads, weights {}", rayon::current_num_threads(), b.dtype().name());
     let x = b.upload(&rand_vec(t * h, 1, 1.0), &[t, h]).unwrap();
     let w = b.upload_weight(rand_vec(h, 2, 1.0), &[h]).unwrap();
+    let only: Option<String> = args.get(2).cloned();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     let report = |name: &str, secs: f64, flops: f64, bytes: f64| {
         println!("{name:<28} {:>9.3} ms {:>8.1} GFLOP/s {:>8.1} GB/s", secs * 1e3, flops / secs / 1e9, bytes / secs / 1e9);
     };
+    if wanted("linear") {
     for (name, m, k) in [("linear Wqkv [T,768]x[2304,768]", 3 * h, h), ("linear Wo [T,768]x[768,768]", h, h), ("linear Wi [T,768]x[2304,768]", 2 * i, h), ("linear mlp.Wo [T,1152]x[768,1152]", h, i)] {
         let xin = b.upload(&rand_vec(t * k, 3, 1.0), &[t, k]).unwrap();
         let wt = b.upload_weight(rand_vec(m * k, 4, 0.05), &[m, k]).unwrap();
@@ -40,6 +46,8 @@ fn main() {
         });
         report(name, s, 2.0 * (t * m * k) as f64, 4.0 * (t * k + m * k + t * m) as f64);
     }
+    }
+    if wanted("packed") {
     for (name, m, k) in [("packed f32 [T,768]x[2304,768]", 3 * h, h), ("packed f32 [T,1152]x[768,1152]", h, i)] {
         let xin = rand_vec(t * k, 3, 1.0);
         let wv = rand_vec(m * k, 4, 0.05);
@@ -48,6 +56,7 @@ fn main() {
             let s = time(|| kernels::cpu::gemm::matmul(&xin, t, &packed, &mut y, m));
             report(&format!("{name}{kind}"), s, 2.0 * (t * m * k) as f64, 0.0);
         }
+    }
     }
     let s = time(|| {
         b.layer_norm(&x, &w, None, 1e-5).unwrap();
@@ -62,6 +71,9 @@ fn main() {
         b.add(&x, &x).unwrap();
     });
     report("add", s, 0.0, 12.0 * (t * h) as f64);
+    if !wanted("attention") {
+        return;
+    }
     for (lengths, window) in [(vec![128; t / 128], None), (vec![128; t / 128], Some(64)), (vec![t], None), (vec![t], Some(64))] {
         let cu = cu_seqlens(&lengths);
         let seqs = b.seqs(&cu).unwrap();

@@ -28,9 +28,12 @@ pub const PARITY_F32: f32 = 1e-4;
 /// Measured on lavapipe; every structural mistake the fixtures list moves logits by more than 3.
 pub const PARITY_F16: f32 = 5e-2;
 
-/// Parity with bf16 weights and bf16 products (f32 accumulation): 8 bits of mantissa instead of
-/// f16's 11, so about eight times f16's deviation on this sensitive fixture.
-pub const PARITY_BF16: f32 = 3e-1;
+/// Parity with bf16 weights and bf16 products (f32 accumulation; the CPU backend's bf16 mode):
+/// 8 bits of mantissa instead of f16's 11 and the activations rounded too, on the fixture whose
+/// sharp attention amplifies every perturbation: measured 0.38 on layer 3's residual stream
+/// (values up to 13), 0.30 on logits. What bf16 must preserve is checked on a real configuration
+/// instead (embeddings within cosine 0.999 of f32).
+pub const PARITY_BF16: f32 = 0.5;
 
 /// Two embeddings of the same document, bf16 mode against f32 (issue goal: cosine ≥ 0.999).
 pub const BF16_EMBEDDING_COSINE: f64 = 0.999;
@@ -51,6 +54,18 @@ pub fn linear(dtype: DType) -> Tolerance {
     match dtype {
         DType::F32 | DType::F16 => REDUCTION_F32,
         DType::BF16 => LINEAR_BF16,
+    }
+}
+
+/// Attention whose two products take bf16 inputs (q·k scores, then probabilities and values):
+/// about 2^-9 relative per rounded operand, averaged over the keys.
+pub const ATTENTION_BF16: Tolerance = Tolerance::new(2e-2, 2e-2);
+
+/// Tolerance of `attention` against its reference for a backend's weight dtype.
+pub fn attention(dtype: DType) -> Tolerance {
+    match dtype {
+        DType::F32 | DType::F16 => REDUCTION_F32,
+        DType::BF16 => ATTENTION_BF16,
     }
 }
 

@@ -75,8 +75,12 @@ fn f16_weights_pass_at_the_f16_tolerance() {
     assert!(stdout.starts_with("device: wgpu") && stdout.lines().next().unwrap().ends_with("(f16)"), "{stdout}");
     let (err, _) = summary(&stdout);
     assert!(err <= kernels::tolerance::PARITY_F16, "{err}");
-    // The CPU backend stores f32 only: asking for f16 there is an error, not a silent f32 run.
+    // The CPU backend stores f32 or bf16: asking for f16 there is an error, not a silent f32 run.
     let (code, _, stderr) = check("tiny-modernbert-tokcls", "cpu", &["--dtype", "f16"]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("--dtype f16 needs a GPU"), "{stderr}");
+    assert!(stderr.contains("not f16"), "{stderr}");
+    // And WGSL has no bf16.
+    let (code, _, stderr) = check("tiny-modernbert-tokcls", "gpu", &["--dtype", "bf16"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no bf16"), "{stderr}");
 }

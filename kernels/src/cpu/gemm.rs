@@ -22,7 +22,7 @@ pub enum Packed {
     Bf16 { data: Vec<u16>, m: usize, k: usize },
 }
 
-fn bf16_bits(v: f32) -> u16 {
+pub(crate) fn bf16_bits(v: f32) -> u16 {
     half::bf16::from_f32(v).to_bits()
 }
 
@@ -129,9 +129,9 @@ pub fn matmul(x: &[f32], n: usize, w: &Packed, y: &mut [f32], ldy: usize) {
             // Activations to bf16 pairs (k padded to even with a zero).
             let kp = k.div_ceil(2) * 2;
             let mut xb = vec![0u16; n * kp];
-            xb.par_chunks_mut(kp).zip(x.par_chunks(k)).for_each(|(dst, src)| {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = bf16_bits(s);
+            xb.par_chunks_mut(kp * 64).zip(x.par_chunks(k * 64)).for_each(|(dst, src)| {
+                for (d, s) in dst.chunks_mut(kp).zip(src.chunks(k)) {
+                    super::math::to_bf16(s, &mut d[..k]);
                 }
             });
             let pairs = kp / 2;
@@ -216,6 +216,15 @@ pub unsafe fn tile_f32_acc_dispatch(rows: usize, k: usize, a: *const f32, lda: u
     dispatch_rows!(rows, tile_f32_acc(k, a, lda, b, c, ldc, cols))
 }
 
+/// C [rows, cols] += A pairs [rows, pairs] · B bf16 pair panel (accumulating into C).
+///
+/// # Safety
+/// As [`tile_bf16_dispatch`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn tile_bf16_acc_dispatch(rows: usize, pairs: usize, a: *const u32, lda: usize, b: *const u16, c: *mut f32, ldc: usize, cols: usize) {
+    dispatch_rows!(rows, tile_bf16_acc(pairs, a, lda, b, c, ldc, cols))
+}
+
 /// C [rows, cols] = A pairs [rows, pairs] (u32 = two bf16) · B bf16 pair panel.
 ///
 /// # Safety
@@ -283,6 +292,32 @@ mod x86 {
     pub unsafe fn tile_bf16<const R: usize>(pairs: usize, a: *const u32, lda: usize, b: *const u16, c: *mut f32, ldc: usize, cols: usize) {
         let mut acc0 = [_mm512_setzero_ps(); R];
         let mut acc1 = [_mm512_setzero_ps(); R];
+        kernel_bf16::<R>(pairs, a, lda, b, &mut acc0, &mut acc1);
+        let (m0, m1) = masks(cols);
+        for r in 0..R {
+            _mm512_mask_storeu_ps(c.add(r * ldc), m0, acc0[r]);
+            _mm512_mask_storeu_ps(c.add(r * ldc + 16), m1, acc1[r]);
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn tile_bf16_acc<const R: usize>(pairs: usize, a: *const u32, lda: usize, b: *const u16, c: *mut f32, ldc: usize, cols: usize) {
+        let (m0, m1) = masks(cols);
+        let mut acc0 = [_mm512_setzero_ps(); R];
+        let mut acc1 = [_mm512_setzero_ps(); R];
+        for r in 0..R {
+            acc0[r] = _mm512_maskz_loadu_ps(m0, c.add(r * ldc));
+            acc1[r] = _mm512_maskz_loadu_ps(m1, c.add(r * ldc + 16));
+        }
+        kernel_bf16::<R>(pairs, a, lda, b, &mut acc0, &mut acc1);
+        for r in 0..R {
+            _mm512_mask_storeu_ps(c.add(r * ldc), m0, acc0[r]);
+            _mm512_mask_storeu_ps(c.add(r * ldc + 16), m1, acc1[r]);
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn kernel_bf16<const R: usize>(pairs: usize, a: *const u32, lda: usize, b: *const u16, acc0: &mut [__m512; R], acc1: &mut [__m512; R]) {
         for q in 0..pairs {
             let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR * 2) as *const _));
             let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR * 2 + 32) as *const _));
@@ -292,16 +327,11 @@ mod x86 {
                 acc1[r] = _mm512_dpbf16_ps(acc1[r], av, b1);
             }
         }
-        let (m0, m1) = masks(cols);
-        for r in 0..R {
-            _mm512_mask_storeu_ps(c.add(r * ldc), m0, acc0[r]);
-            _mm512_mask_storeu_ps(c.add(r * ldc + 16), m1, acc1[r]);
-        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-use x86::{tile_bf16, tile_f32, tile_f32_acc};
+use x86::{tile_bf16, tile_bf16_acc, tile_f32, tile_f32_acc};
 
 #[cfg(not(target_arch = "x86_64"))]
 mod portable {
@@ -315,9 +345,12 @@ mod portable {
     pub unsafe fn tile_bf16<const R: usize>(_: usize, _: *const u32, _: usize, _: *const u16, _: *mut f32, _: usize, _: usize) {
         unreachable!("AVX-512 kernels on a non-x86 target")
     }
+    pub unsafe fn tile_bf16_acc<const R: usize>(_: usize, _: *const u32, _: usize, _: *const u16, _: *mut f32, _: usize, _: usize) {
+        unreachable!("AVX-512 kernels on a non-x86 target")
+    }
 }
 #[cfg(not(target_arch = "x86_64"))]
-use portable::{tile_bf16, tile_f32, tile_f32_acc};
+use portable::{tile_bf16, tile_bf16_acc, tile_f32, tile_f32_acc};
 
 /// Whether the packed f32 path can run here.
 pub fn packed_f32_available() -> bool {

@@ -1,4 +1,4 @@
-//! What the CPU can do, detected once at run time: AVX-512F (f32 microkernels), AVX512-BF16
+//! What the CPU can do, detected once at run time: AVX-512 F/BW/VL (f32 microkernels), AVX512-BF16
 //! (bf16 dot products at twice the f32 rate). Without them the backend falls back to the `gemm`
 //! crate (AVX2/FMA or scalar) and scalar loops.
 
@@ -29,7 +29,9 @@ impl Isa {
 
     #[cfg(target_arch = "x86_64")]
     fn detect() -> Isa {
-        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl");
         Isa { avx512, avx512_bf16: avx512 && std::arch::is_x86_feature_detected!("avx512bf16") }
     }
 

@@ -44,8 +44,23 @@ pub fn exp_shifted_sum(x: &mut [f32], shift: f32) -> f32 {
     sum
 }
 
+/// f32 → bf16 bits, round to nearest even (AVX512-BF16 when available).
+pub fn to_bf16(src: &[f32], dst: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::get().avx512_bf16 {
+        return unsafe { x86::to_bf16(src, dst) };
+    }
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = half::bf16::from_f32(v).to_bits();
+    }
+}
+
 /// Largest element (−∞ for an empty slice).
 pub fn max(x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::get().avx512 {
+        return unsafe { x86::max(x) };
+    }
     let mut lanes = [f32::NEG_INFINITY; 16];
     let mut chunks = x.chunks_exact(16);
     for c in &mut chunks {
@@ -155,6 +170,32 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f")]
+    pub unsafe fn max(x: &[f32]) -> f32 {
+        let n = x.len();
+        let mut acc = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i < n {
+            let m = tail_mask(n - i);
+            acc = _mm512_mask_max_ps(acc, m, acc, _mm512_maskz_loadu_ps(m, x.as_ptr().add(i)));
+            i += 16;
+        }
+        _mm512_reduce_max_ps(acc)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub unsafe fn to_bf16(src: &[f32], dst: &mut [u16]) {
+        let n = src.len().min(dst.len());
+        let mut i = 0;
+        while i < n {
+            let m = tail_mask(n - i);
+            let v = _mm512_maskz_loadu_ps(m, src.as_ptr().add(i));
+            let b: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
+            _mm256_mask_storeu_epi16(dst.as_mut_ptr().add(i) as *mut i16, m, b);
+            i += 16;
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
     pub unsafe fn exp_shifted_sum(x: &mut [f32], shift: f32) -> f32 {
         let n = x.len();
         let s = _mm512_set1_ps(shift);
@@ -190,6 +231,19 @@ mod tests {
         let mut g = vec![0f32; 37];
         geglu(&u, &mut g);
         assert_close("geglu", &g, &reference::geglu(&u, 37), KERNEL_F32);
+    }
+
+    #[test]
+    fn bf16_conversion_rounds_to_nearest_even() {
+        let mut x = rand_vec(1003, 9, 100.0);
+        // Ties at 1 + 1/256 and 1 + 3/256 round to even. (Denormals are left out: the hardware
+        // conversion flushes them to zero, the software one keeps them.)
+        x.extend_from_slice(&[0.0, -0.0, 1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, f32::INFINITY]);
+        let mut got = vec![0u16; x.len()];
+        to_bf16(&x, &mut got);
+        for (i, (&v, &g)) in x.iter().zip(&got).enumerate() {
+            assert_eq!(g, half::bf16::from_f32(v).to_bits(), "element {i} ({v})");
+        }
     }
 
     #[test]

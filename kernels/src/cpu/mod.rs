@@ -69,14 +69,14 @@ impl Default for CpuBackend {
 
 /// Every op allocates its output. glibc would hand large freed buffers back to the kernel and
 /// fault fresh zeroed pages in on the next op (a fifth of the run time at 1,024 tokens); keep
-/// them in the heap instead: buffers up to 32 MiB (glibc's limit) come from the heap, and the heap
-/// is not trimmed below 1 GiB of free space.
+/// them in the heap instead: no allocation is served by its own mmap, and the heap is not trimmed
+/// below 1 GiB of free space, so the buffers of one forward pass are reused by the next.
 fn keep_freed_buffers() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_MMAP_MAX, 0);
             libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         });
     }
@@ -338,7 +338,7 @@ impl Backend for CpuBackend {
         if three_h % 3 != 0 || nh == 0 || h % nh != 0 || t != seqs.positions.len() {
             return Err(Error::shape("attention", format!("qkv {:?} with {nh} heads over {} tokens", qkv.shape, seqs.positions.len())));
         }
-        let (out, lse) = attention::forward(&qkv.data, &seqs.cu_seqlens, nh, h / nh, window);
+        let (out, lse) = attention::forward(qkv.values("attention")?, &seqs.cu_seqlens, nh, h / nh, window, self.dtype == DType::BF16);
         Ok((CpuTensor::new(out, vec![t, h]), CpuTensor::new(lse, vec![t, nh])))
     }
 

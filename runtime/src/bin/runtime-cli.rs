@@ -42,8 +42,11 @@ enum Device {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum DTypeArg {
     F32,
-    /// Half-precision storage, f32 arithmetic (GPUs with shader-f16).
+    /// Half-precision weight matrices, f32 arithmetic (GPUs with shader-f16).
     F16,
+    /// bfloat16 weights and products, f32 accumulation (the CPU backend; twice the f32 rate with
+    /// AVX512-BF16).
+    Bf16,
 }
 
 #[derive(Args)]
@@ -235,21 +238,23 @@ fn choose(device: Device, dtype: DTypeArg) -> Result<Chosen, Failure> {
     let dtype = match dtype {
         DTypeArg::F32 => DType::F32,
         DTypeArg::F16 => DType::F16,
+        DTypeArg::Bf16 => DType::BF16,
     };
     let gpu = |d| -> Result<Chosen, Failure> { Ok(Chosen::Gpu(GpuBackend::new(d).with_dtype(dtype)?)) };
+    let cpu = || -> Result<Chosen, Failure> { Ok(Chosen::Cpu(CpuBackend::new().with_dtype(dtype)?)) };
     let chosen = match device {
-        Device::Cpu => Chosen::Cpu(CpuBackend::new()),
+        Device::Cpu => cpu()?,
         Device::Gpu => gpu(wgpu_device(AdapterChoice::Default)?)?,
         Device::Cuda => gpu(cuda_device(0)?)?,
         Device::Auto => match wgpu_device(AdapterChoice::Default) {
             // A software rasteriser (lavapipe) is slower than the CPU backend.
-            Ok(d) if d.device_type != "Cpu" && (dtype == DType::F32 || d.limits.f16) => gpu(d)?,
-            _ => Chosen::Cpu(CpuBackend::new()),
+            Ok(d) if d.device_type != "Cpu" && (dtype == DType::F32 || (dtype == DType::F16 && d.limits.f16)) => gpu(d)?,
+            _ if dtype == DType::F16 => {
+                return Err(Failure("--dtype f16 needs a GPU with shader-f16; the CPU backend stores f32 or bf16 (use --device gpu, or --dtype f32/bf16)".into()))
+            }
+            _ => cpu()?,
         },
     };
-    if matches!(chosen, Chosen::Cpu(_)) && dtype != DType::F32 {
-        return Err(Failure("--dtype f16 needs a GPU with shader-f16; the CPU backend stores f32 (use --device gpu, or --dtype f32)".into()));
-    }
     Ok(chosen)
 }
 

@@ -211,6 +211,10 @@ enum Command {
         dtype: DTypeArg,
         #[arg(long)]
         threads: Option<usize>,
+        /// Also time one GEMM the size of the model's fused QKV projection on 1,024 tokens and
+        /// print its rate: the machine's matmul peak, measured in the same run.
+        #[arg(long)]
+        matmul_peak: bool,
         /// Timed forward passes (after one warm-up).
         #[arg(long, default_value_t = 5)]
         iters: usize,
@@ -551,7 +555,23 @@ fn useful_flops(c: &runtime::ModernBertConfig, batch: usize, seq: usize) -> f64 
     batch as f64 * (seq as f64 * linear + attention)
 }
 
-fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, batch: usize, seq: usize, iters: usize) -> Outcome {
+/// Best rate, in GFLOP/s, of `x[1024, h] · Wᵀ[h, 3h]` on this backend (the fused QKV projection
+/// of a model of width `h`): the matmul peak the encoder's figures are compared with.
+fn matmul_peak<B: Backend>(be: &B, h: usize) -> Result<f64, Failure> {
+    let rows = 1024;
+    let x = be.upload_vec(kernels::testing::rand_vec(rows * h, 1, 1.0), &[rows, h])?;
+    let w = be.upload_weight(kernels::testing::rand_vec(3 * h * h, 2, 0.05), &[3 * h, h])?;
+    let mut best = f64::INFINITY;
+    for _ in 0..6 {
+        let t0 = std::time::Instant::now();
+        let y = be.linear(&x, &w, None)?;
+        kernels::block_on(be.read(&y))?;
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (rows * h * 3 * h) as f64 / best / 1e9)
+}
+
+fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, batch: usize, seq: usize, iters: usize, peak: bool) -> Outcome {
     if batch == 0 || seq == 0 || iters == 0 {
         return Err(Failure("--batch, --seq and --iters must be at least 1".into()));
     }
@@ -594,7 +614,11 @@ fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, batch:
         median,
         flops / median / 1e9
     );
-    println!("tokens_per_s={:.1} peak_rss_mib={:.0}", tokens / median, peak_rss_mib());
+    let rss = peak_rss_mib(); // before the matmul-peak buffers
+    if peak {
+        println!("matmul peak {:.1} GFLOP/s ({} x {} x {}, best of 6)", matmul_peak(be, c.hidden_size)?, 1024, c.hidden_size, 3 * c.hidden_size);
+    }
+    println!("tokens_per_s={:.1} peak_rss_mib={:.0}", tokens / median, rss);
     Ok(true)
 }
 
@@ -613,9 +637,9 @@ fn main() -> ExitCode {
         }
         Command::Check { model, reference, tol } => on_backend!(model, |be| run_check(&be, &model.model, reference, *tol)),
         Command::Info { model } => on_backend!(model, |be| info(&be, &model.model)),
-        Command::Bench { model, config, batch, seq, device, dtype, threads, iters } => {
+        Command::Bench { model, config, batch, seq, device, dtype, threads, matmul_peak, iters } => {
             let args = ModelArgs { model: PathBuf::new(), device: *device, dtype: *dtype, threads: *threads };
-            on_backend!(args, |be| bench(&be, model.as_deref(), config.as_deref(), *batch, *seq, *iters))
+            on_backend!(args, |be| bench(&be, model.as_deref(), config.as_deref(), *batch, *seq, *iters, *matmul_peak))
         }
     })();
     match result {

@@ -23,19 +23,43 @@ def main():
     p.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--attn", default="sdpa")
+    p.add_argument("--train", action="store_true", help="time training steps: MLM loss on 30%% of the tokens, backward, AdamW")
     a = p.parse_args()
 
     import torch
-    from transformers import ModernBertConfig, ModernBertModel
+    from transformers import ModernBertConfig, ModernBertForMaskedLM, ModernBertModel
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     config = ModernBertConfig.from_json_file(a.config)
     config._attn_implementation = a.attn
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
-    model = ModernBertModel(config).to(dtype).eval()
     ids = torch.randint(0, 50000, (a.batch, a.seq))
     mask = torch.ones_like(ids)
+    if a.train:
+        model = ModernBertForMaskedLM(config).to(dtype).train()
+        labels = torch.full_like(ids, -100)
+        pos = (torch.arange(a.batch * a.seq) % 10 < 3).view(a.batch, a.seq)
+        labels[pos] = ids[pos]
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=1e-5)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+            opt.step()
+
+        step()
+        times = []
+        for _ in range(a.iters):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        tps = a.batch * a.seq / statistics.median(times)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"torch {torch.__version__} transformers, {a.attn}, {a.dtype}, training, {a.threads} thread(s), batch {a.batch} x {a.seq}")
+        print(f"tokens_per_s={tps:.1f} peak_rss_mib={rss:.0f}")
+        return
+    model = ModernBertModel(config).to(dtype).eval()
     with torch.inference_mode():
         model(input_ids=ids, attention_mask=mask)  # warm-up
         times = []

@@ -115,6 +115,75 @@ pub trait Backend {
     fn mean_pool(&self, x: &Self::Tensor, seqs: &Self::Seqs) -> Result<Self::Tensor>;
     /// Per-row cross-entropy: logits [N, C], labels [N] (each < C) → loss [N] (as [N, 1]).
     fn cross_entropy(&self, logits: &Self::Tensor, labels: &Self::Ids) -> Result<Self::Tensor>;
+
+    // ---- Training: the backward of every op above, the optimizers, reductions. ----
+    // Inputs are the forward's f32 tensors (parameters uploaded with `upload`/`upload_vec`, not
+    // `upload_weight`); gradients are f32 with the shape of what they differentiate.
+
+    /// a [N, K] · b [K, M] → [N, M] (the input gradient of `linear`: dy [N, M] · w [M, K]).
+    fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    /// aᵀ · b: a [N, M], b [N, K] → [M, K] (the weight gradient of `linear`: dyᵀ · x).
+    fn matmul_tn(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Column sums: x [N, C] → [C] (bias gradients).
+    fn sum_rows(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Element-wise a · s.
+    fn scale(&self, a: &Self::Tensor, s: f32) -> Result<Self::Tensor>;
+    /// Backward of `layer_norm` (no bias term: its gradient is `sum_rows(dy)`):
+    /// x [N, H], w [H], dy [N, H] → (dx [N, H], dw [H]).
+    fn layer_norm_backward(&self, x: &Self::Tensor, w: &Self::Tensor, dy: &Self::Tensor, eps: f32) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// Backward of `gelu`: x [N], dy [N] → dx [N].
+    fn gelu_backward(&self, x: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Backward of `geglu`: u [N, 2I], dy [N, I] → du [N, 2I].
+    fn geglu_backward(&self, u: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Backward of `rope`: the inverse rotation of the q and k blocks of dqkv [T, 3H].
+    fn rope_backward(&self, dqkv: &Self::Tensor, seqs: &Self::Seqs, cos: &Self::Tensor, sin: &Self::Tensor, nh: usize) -> Result<Self::Tensor>;
+    /// Backward of `attention`, recomputing the probabilities from the saved row log-sum-exp
+    /// (no S×S buffer): qkv [T, 3H] (rotated), out [T, H] and lse [T, nh] from the forward,
+    /// dout [T, H] → dqkv [T, 3H].
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        qkv: &Self::Tensor,
+        out: &Self::Tensor,
+        lse: &Self::Tensor,
+        dout: &Self::Tensor,
+        seqs: &Self::Seqs,
+        nh: usize,
+        window: Option<usize>,
+    ) -> Result<Self::Tensor>;
+    /// Backward of `embedding`, a scatter-add: ids [T] (as given to the forward, host copy),
+    /// dy [T, H] → dtable [V, H], zero in the rows no id selects.
+    fn embedding_backward(&self, ids: &[u32], dy: &Self::Tensor, vocab: usize) -> Result<Self::Tensor>;
+    /// Backward of `mean_pool`: dy [B, H] → dx [T, H].
+    fn mean_pool_backward(&self, dy: &Self::Tensor, seqs: &Self::Seqs) -> Result<Self::Tensor>;
+    /// Backward of `gather_rows` for distinct rows: dy [R, H] → dx [n, H], dy's rows placed at
+    /// `rows`, zero elsewhere.
+    fn scatter_rows(&self, dy: &Self::Tensor, rows: &Self::Ids, n: usize) -> Result<Self::Tensor>;
+    /// Backward of `cross_entropy` with every row weighted by `scale` (1/N for a mean):
+    /// logits [N, C], labels [N] → dlogits [N, C] = scale · (softmax − onehot).
+    fn cross_entropy_backward(&self, logits: &Self::Tensor, labels: &Self::Ids, scale: f32) -> Result<Self::Tensor>;
+    /// Σ x² over all elements → [1] (gradient norms).
+    fn sum_squares(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+    /// One AdamW or StableAdamW step of a parameter tensor (see `crate::optim`): p, g, m, v of one
+    /// shape → the updated (p, m, v) and, for StableAdamW, the update RMS [1].
+    fn adam_step(
+        &self,
+        p: &Self::Tensor,
+        g: &Self::Tensor,
+        m: &Self::Tensor,
+        v: &Self::Tensor,
+        step: &crate::optim::AdamStep,
+    ) -> Result<AdamUpdate<Self::Tensor>>;
+}
+
+/// What `Backend::adam_step` returns.
+#[derive(Clone)]
+pub struct AdamUpdate<T> {
+    pub param: T,
+    pub m: T,
+    pub v: T,
+    /// StableAdamW's update RMS of the tensor [1]; `None` for AdamW.
+    pub rms: Option<T>,
 }
 
 /// Validate `cu_seqlens`: starts at 0, strictly increasing, at least one sequence.

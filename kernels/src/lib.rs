@@ -17,6 +17,7 @@ pub mod gpu;
 pub mod layernorm;
 pub mod linear;
 pub mod loss;
+pub mod optim;
 pub mod reference;
 pub mod rope;
 #[cfg(not(target_family = "wasm"))]

@@ -114,3 +114,17 @@ macro_rules! backend_tests {
         }
     };
 }
+
+/// Like `backend_tests!`, for the training ops (f32 parameters and activations): `cpu` and `wgpu`
+/// modules.
+#[macro_export]
+macro_rules! training_backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod cpu_training {
+            $( #[test] fn $name() { super::$name(&$crate::testing::cpu()); } )*
+        }
+        mod wgpu_training {
+            $( #[test] fn $name() { super::$name(&$crate::testing::gpu()); } )*
+        }
+    };
+}

@@ -152,3 +152,12 @@ pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], tol: Tolerance
         c.mean_abs
     );
 }
+
+/// A backward reference against float64 central finite differences of its forward reference
+/// (step 1e-2 on inputs of order 1): truncation O(h²) and the forward's float32 output rounding
+/// divided by 2h stay below 1e-3 of the gradient's largest value; a wrong formula is O(1) off.
+pub const FINITE_DIFFERENCE_REL: f64 = 2e-3;
+
+/// Gradients of the whole model against transformers' (fixtures): per tensor,
+/// max |Δ| ≤ 1e-4 · max |reference| (the fixtures' float32-vs-float64 noise floor is 7.4e-6).
+pub const GRAD_REL_F32: f32 = 1e-4;

@@ -3,7 +3,7 @@
 //!
 //! The WGSL is the exact text cubecl hands to wgpu: this test runs every op of the GPU backend on
 //! awkward shapes (every comptime variant the model uses: head dims 12 and 64, windowed and
-//! global attention, with and without biases) and captures each module from cubecl-wgpu's trace
+//! global attention, with and without biases; and every training op, forward and backward) and captures each module from cubecl-wgpu's trace
 //! log. Each module must then
 //! - parse and validate with naga with no optional capability (no subgroups, no f64; f16 only
 //!   in the f16 variants, which need WebGPU's `shader-f16`),
@@ -79,6 +79,57 @@ fn exercise_every_op(b: kernels::GpuBackend) {
     block_on(chunked.read(&y)).unwrap();
 }
 
+/// The training ops (f32 only), on the same awkward shapes: both attention backward variants at
+/// both head dims, both optimizer rules, tensors in row chunks.
+fn exercise_training_ops(b: kernels::GpuBackend) {
+    use kernels::optim::{AdamStep, Rule};
+    let up = |v: &[f32], s: &[usize]| b.upload(v, s).unwrap();
+    for (nh, hd) in [(4usize, 12usize), (2, 64)] {
+        let h = nh * hd;
+        let lengths = [1usize, 5, 70, 130];
+        let cu = cu_seqlens(&lengths);
+        let t = *cu.last().unwrap() as usize;
+        let seqs = b.seqs(&cu).unwrap();
+        let x = up(&rand_vec(t * h, 1, 1.0), &[t, h]);
+        let w = up(&rand_vec(h, 2, 1.0), &[h]);
+        b.layer_norm_backward(&x, &w, &x, 1e-5).unwrap();
+        let qkv = up(&rand_vec(t * 3 * h, 4, 1.0), &[t, 3 * h]);
+        let (cos, sin) = kernels::rope::rope_tables(10_000.0, hd, 256);
+        b.rope_backward(&qkv, &seqs, &up(&cos, &[256, hd / 2]), &up(&sin, &[256, hd / 2]), nh).unwrap();
+        for window in [None, Some(4)] {
+            let (out, lse) = b.attention(&qkv, &seqs, nh, window).unwrap();
+            b.attention_backward(&qkv, &out, &lse, &x, &seqs, nh, window).unwrap();
+        }
+        let wqkv = up(&rand_vec(3 * h * h, 5, 0.1), &[3 * h, h]);
+        b.matmul(&qkv, &wqkv).unwrap();
+        b.matmul_tn(&qkv, &x).unwrap();
+        b.sum_rows(&qkv).unwrap();
+        b.sum_squares(&qkv).unwrap();
+        b.scale(&x, 0.5).unwrap();
+        b.gelu_backward(&x, &x).unwrap();
+        b.geglu_backward(&up(&rand_vec(t * 2 * h, 6, 1.0), &[t, 2 * h]), &x).unwrap();
+        b.mean_pool_backward(&up(&rand_vec(lengths.len() * h, 7, 1.0), &[lengths.len(), h]), &seqs).unwrap();
+        b.scatter_rows(&up(&rand_vec(2 * h, 8, 1.0), &[2, h]), &b.upload_ids(&[0, 3]).unwrap(), t).unwrap();
+        b.embedding_backward(&rand_ids(t, 9, 320), &x, 320).unwrap();
+        let logits = up(&rand_vec(7 * 320, 10, 3.0), &[7, 320]);
+        b.cross_entropy_backward(&logits, &b.upload_ids(&rand_ids(7, 11, 320)).unwrap(), 1.0 / 7.0).unwrap();
+    }
+    // Parameters and gradients in row chunks, both optimizer rules.
+    let chunked = b.clone().with_max_binding_bytes(100 * 48 * 4);
+    let p = chunked.upload(&rand_vec(320 * 48, 12, 1.0), &[320, 48]).unwrap();
+    let dy = chunked.upload(&rand_vec(9 * 320, 13, 1.0), &[9, 320]).unwrap();
+    let g = chunked.matmul_tn(&dy, &chunked.upload(&rand_vec(9 * 48, 14, 1.0), &[9, 48]).unwrap()).unwrap();
+    chunked.matmul(&dy, &p).unwrap();
+    let g = chunked.add(&g, &chunked.embedding_backward(&rand_ids(40, 15, 320), &chunked.upload(&rand_vec(40 * 48, 16, 1.0), &[40, 48]).unwrap(), 320).unwrap()).unwrap();
+    let zeros = chunked.upload(&vec![0.0; 320 * 48], &[320, 48]).unwrap();
+    for rule in [Rule::AdamW, Rule::StableAdamW { max_lr: 1e-3 }] {
+        let step = AdamStep { rule, lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 1e-2, step: 1 };
+        let up = chunked.adam_step(&p, &g, &zeros, &zeros, &step).unwrap();
+        block_on(chunked.read(&up.param)).unwrap();
+    }
+    block_on(chunked.read(&chunked.sum_squares(&g).unwrap())).unwrap();
+}
+
 fn workgroup_size(module: &naga::Module) -> u32 {
     module.entry_points.iter().map(|e| e.workgroup_size.iter().product::<u32>()).max().unwrap_or(0)
 }
@@ -90,10 +141,15 @@ fn every_kernel_validates_as_webgpu_wgsl() {
     log::set_max_level(log::LevelFilter::Trace);
     exercise_every_op(gpu());
     exercise_every_op(kernels::testing::gpu_f16());
+    exercise_training_ops(gpu());
     let modules = MODULES.lock().unwrap().clone();
     let names: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
     assert!(modules.iter().any(|(_, s)| s.contains("enable f16;")), "no f16 module was compiled");
-    for expected in ["layer_norm", "rope", "attention", "geglu", "gelu", "add_kernel", "mean_pool", "gather", "copy", "cross_entropy", "add_bias", "matmul"] {
+    for expected in ["layer_norm", "rope", "attention", "geglu", "gelu", "add_kernel", "mean_pool", "gather", "copy", "cross_entropy", "add_bias", "matmul",
+        // Training.
+        "layer_norm_backward", "layer_norm_dw", "attention_delta", "attention_dkv", "attention_dq", "column_sum", "flat_sum",
+        "scale", "fill", "gelu_backward", "geglu_backward", "embedding_backward", "mean_pool_backward", "scatter_rows",
+        "cross_entropy_backward", "take_columns", "adamw", "stable_moments", "stable_rms", "stable_params"] {
         assert!(names.iter().any(|n| n.contains(expected)), "no module for {expected}; captured {names:?}");
     }
     let mut failures = Vec::new();

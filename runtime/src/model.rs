@@ -121,12 +121,15 @@ struct Loader<'a, B: Backend, S: WeightSource> {
     ckpt: &'a S,
     /// `model.` inside task checkpoints, empty for a bare `ModernBertModel`.
     prefix: &'static str,
+    /// Plain f32 tensors that training ops can read and replace (`upload_vec`), instead of the
+    /// backend's inference storage (`upload_weight`: packed, f16, bf16).
+    trainable: bool,
 }
 
 impl<B: Backend, S: WeightSource> Loader<'_, B, S> {
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
         let values = self.ckpt.f32(name, shape)?;
-        Ok(self.be.upload_weight(values, shape)?)
+        Ok(if self.trainable { self.be.upload_vec(values, shape)? } else { self.be.upload_weight(values, shape)? })
     }
     fn encoder(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
         self.tensor(&format!("{}{name}", self.prefix), shape)
@@ -152,6 +155,15 @@ impl<B: Backend> ModernBert<B> {
     /// Load from a checkpoint, with or without the `model.` prefix; every head whose tensors are
     /// present is loaded (an MLM, token or sequence classifier checkpoint, unchanged).
     pub fn load<S: WeightSource>(be: &B, config: ModernBertConfig, ckpt: &S) -> Result<Self> {
+        Self::load_as(be, config, ckpt, false)
+    }
+
+    /// Load for training: every parameter a plain f32 tensor (see `parameters_mut`).
+    pub fn load_trainable<S: WeightSource>(be: &B, config: ModernBertConfig, ckpt: &S) -> Result<Self> {
+        Self::load_as(be, config, ckpt, true)
+    }
+
+    fn load_as<S: WeightSource>(be: &B, config: ModernBertConfig, ckpt: &S, trainable: bool) -> Result<Self> {
         let c = &config;
         let prefix = if ckpt.contains("model.embeddings.tok_embeddings.weight") {
             "model."
@@ -160,7 +172,7 @@ impl<B: Backend> ModernBert<B> {
         } else {
             return Err(ckpt.missing("model.embeddings.tok_embeddings.weight"));
         };
-        let ld = Loader { be, ckpt, prefix };
+        let ld = Loader { be, ckpt, prefix, trainable };
         let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
         let eps = c.norm_eps;
 
@@ -238,6 +250,56 @@ impl<B: Backend> ModernBert<B> {
             labels,
             config,
         })
+    }
+
+    /// Every parameter tensor with its checkpoint name, in transformers' `named_parameters()`
+    /// order: `model.`-prefixed encoder (no prefix for a bare encoder), then `head.*`, the
+    /// untied `decoder.weight` if any, `decoder.bias`, `classifier.*`. The tied decoder is the
+    /// token embedding and is not listed twice.
+    pub fn parameters_mut(&mut self) -> Vec<(String, &mut B::Tensor)> {
+        let p = if self.head.is_some() || self.decoder.is_some() || self.classifier.is_some() { "model." } else { "" };
+        let mut out: Vec<(String, &mut B::Tensor)> = Vec::new();
+        fn norm<'a, B: Backend>(out: &mut Vec<(String, &'a mut B::Tensor)>, name: String, n: &'a mut LayerNorm<B>) {
+            out.push((format!("{name}.weight"), &mut n.weight));
+            if let Some(b) = n.bias.as_mut() {
+                out.push((format!("{name}.bias"), b));
+            }
+        }
+        fn linear<'a, B: Backend>(out: &mut Vec<(String, &'a mut B::Tensor)>, name: String, l: &'a mut Linear<B>) {
+            out.push((format!("{name}.weight"), &mut l.weight));
+            if let Some(b) = l.bias.as_mut() {
+                out.push((format!("{name}.bias"), b));
+            }
+        }
+        out.push((format!("{p}embeddings.tok_embeddings.weight"), &mut self.embeddings.tok_embeddings));
+        norm(&mut out, format!("{p}embeddings.norm"), &mut self.embeddings.norm);
+        for (n, layer) in self.layers.iter_mut().enumerate() {
+            if let Some(an) = layer.attn_norm.as_mut() {
+                norm(&mut out, format!("{p}layers.{n}.attn_norm"), an);
+            }
+            linear(&mut out, format!("{p}layers.{n}.attn.Wqkv"), &mut layer.attn.Wqkv);
+            linear(&mut out, format!("{p}layers.{n}.attn.Wo"), &mut layer.attn.Wo);
+            norm(&mut out, format!("{p}layers.{n}.mlp_norm"), &mut layer.mlp_norm);
+            linear(&mut out, format!("{p}layers.{n}.mlp.Wi"), &mut layer.mlp.Wi);
+            linear(&mut out, format!("{p}layers.{n}.mlp.Wo"), &mut layer.mlp.Wo);
+        }
+        norm(&mut out, format!("{p}final_norm"), &mut self.final_norm);
+        if let Some(head) = self.head.as_mut() {
+            linear(&mut out, "head.dense".into(), &mut head.dense);
+            norm(&mut out, "head.norm".into(), &mut head.norm);
+        }
+        if let Some(d) = self.decoder.as_mut() {
+            if let Some(w) = d.weight.as_mut() {
+                out.push(("decoder.weight".into(), w));
+            }
+            if let Some(b) = d.bias.as_mut() {
+                out.push(("decoder.bias".into(), b));
+            }
+        }
+        if let Some(c) = self.classifier.as_mut() {
+            linear(&mut out, "classifier".into(), c);
+        }
+        out
     }
 
     /// The RoPE cos/sin tables [P, hd/2] of a layer type.

@@ -39,6 +39,8 @@ struct File {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoredDtype {
     F32,
+    /// Reference files only (learning rates); read with `to_f64`.
+    F64,
     F16,
     BF16,
     I64,
@@ -61,12 +63,20 @@ impl TensorView<'_> {
         let b = self.bytes;
         Ok(match self.dtype {
             StoredDtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            StoredDtype::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
             StoredDtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             StoredDtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             other => {
                 return Err(Error::weights(self.file, format!("tensor \"{}\": expected a floating-point tensor, found {other:?}", self.name)))
             }
         })
+    }
+    /// The values as f64 (f64 exactly, narrower floats widened).
+    pub fn to_f64(&self) -> Result<Vec<f64>> {
+        if self.dtype == StoredDtype::F64 {
+            return Ok(self.bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect());
+        }
+        Ok(self.to_f32()?.into_iter().map(f64::from).collect())
     }
     /// The values as i64 (integer tensors of reference files).
     pub fn to_i64(&self) -> Result<Vec<i64>> {
@@ -133,6 +143,7 @@ fn parse_file(name: String, buffer: Buffer) -> Result<File> {
 fn dtype_of(d: Dtype) -> Option<StoredDtype> {
     Some(match d {
         Dtype::F32 => StoredDtype::F32,
+        Dtype::F64 => StoredDtype::F64,
         Dtype::F16 => StoredDtype::F16,
         Dtype::BF16 => StoredDtype::BF16,
         Dtype::I64 => StoredDtype::I64,

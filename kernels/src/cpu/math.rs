@@ -9,6 +9,13 @@ pub fn gelu_scalar(z: f32) -> f32 {
     0.5 * z * (1.0 + libm::erff(z * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// d GELU(z)/dz = Φ(z) + z·φ(z).
+pub fn gelu_grad(z: f32) -> f32 {
+    let cdf = 0.5 * (1.0 + libm::erff(z * std::f32::consts::FRAC_1_SQRT_2));
+    let pdf = (-0.5 * z * z).exp() * 0.398_942_3; // 1/√(2π)
+    cdf + z * pdf
+}
+
 /// y = GELU(x).
 pub fn gelu(x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]

@@ -7,12 +7,13 @@ mod attention;
 pub mod gemm;
 pub mod isa;
 pub mod math;
+mod train;
 
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::backend::{check_concat, check_cu_seqlens, check_slice, positions, Backend, DType, DeviceInfo};
+use crate::backend::{check_concat, check_cu_seqlens, check_slice, positions, AdamUpdate, Backend, DType, DeviceInfo};
 use gemm::Packed;
 use isa::Isa;
 use crate::{Error, Result};
@@ -401,5 +402,175 @@ impl Backend for CpuBackend {
             })
             .collect();
         Ok(CpuTensor::new(y, vec![n, 1]))
+    }
+
+    // ---- Training ----
+
+    fn matmul(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        let ((n, k), (kb, m)) = (a.matrix(), b.matrix());
+        if k != kb || a.shape.len() != 2 || b.shape.len() != 2 {
+            return Err(Error::shape("matmul", format!("{:?} · {:?}: inner sizes differ", a.shape, b.shape)));
+        }
+        Ok(CpuTensor::new(train::matmul(a.values("matmul")?, b.values("matmul")?, n, k, m), vec![n, m]))
+    }
+
+    fn matmul_tn(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        let ((n, m), (nb, k)) = (a.matrix(), b.matrix());
+        if n != nb || a.shape.len() != 2 || b.shape.len() != 2 {
+            return Err(Error::shape("matmul_tn", format!("{:?}ᵀ · {:?}: row counts differ", a.shape, b.shape)));
+        }
+        Ok(CpuTensor::new(train::matmul_tn(a.values("matmul_tn")?, b.values("matmul_tn")?, n, m, k), vec![m, k]))
+    }
+
+    fn sum_rows(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        let (_, c) = x.matrix();
+        Ok(CpuTensor::new(train::sum_rows(x.values("sum_rows")?, c), vec![c]))
+    }
+
+    fn scale(&self, a: &CpuTensor, s: f32) -> Result<CpuTensor> {
+        Ok(CpuTensor::new(a.values("scale")?.par_iter().map(|v| v * s).collect(), a.shape.clone()))
+    }
+
+    fn layer_norm_backward(&self, x: &CpuTensor, w: &CpuTensor, dy: &CpuTensor, eps: f32) -> Result<(CpuTensor, CpuTensor)> {
+        let (_, h) = x.matrix();
+        if w.data.len() != h || dy.shape != x.shape {
+            return Err(Error::shape("layer_norm_backward", format!("x {:?}, weight {:?}, dy {:?}", x.shape, w.shape, dy.shape)));
+        }
+        let (dx, dw) = train::layer_norm_backward(x.values("layer_norm_backward")?, w.values("layer_norm_backward")?, &dy.data, eps, h);
+        Ok((CpuTensor::new(dx, x.shape.clone()), CpuTensor::new(dw, vec![h])))
+    }
+
+    fn gelu_backward(&self, x: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
+        if x.shape != dy.shape {
+            return Err(Error::shape("gelu_backward", format!("x {:?}, dy {:?}", x.shape, dy.shape)));
+        }
+        let y = x.data.par_iter().zip(dy.data.par_iter()).map(|(&z, &d)| d * math::gelu_grad(z)).collect();
+        Ok(CpuTensor::new(y, x.shape.clone()))
+    }
+
+    fn geglu_backward(&self, u: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
+        let ((n, two_i), (nd, i)) = (u.matrix(), dy.matrix());
+        if two_i != 2 * i || n != nd {
+            return Err(Error::shape("geglu_backward", format!("u {:?}, dy {:?}", u.shape, dy.shape)));
+        }
+        let mut du = vec![0f32; n * two_i];
+        du.par_chunks_mut(two_i.max(1)).zip(u.data.par_chunks(two_i.max(1)).zip(dy.data.par_chunks(i.max(1)))).for_each(|(out, (row, d))| {
+            for j in 0..i {
+                let a = row[j];
+                out[j] = d[j] * row[i + j] * math::gelu_grad(a);
+                out[i + j] = d[j] * math::gelu_scalar(a);
+            }
+        });
+        Ok(CpuTensor::new(du, u.shape.clone()))
+    }
+
+    fn rope_backward(&self, dqkv: &CpuTensor, seqs: &CpuSeqs, cos: &CpuTensor, sin: &CpuTensor, nh: usize) -> Result<CpuTensor> {
+        // The inverse rotation is the forward one with the angle negated.
+        let neg_sin = CpuTensor::new(sin.values("rope_backward")?.iter().map(|v| -v).collect(), sin.shape.clone());
+        self.rope(dqkv, seqs, cos, &neg_sin, nh)
+    }
+
+    fn attention_backward(&self, qkv: &CpuTensor, out: &CpuTensor, lse: &CpuTensor, dout: &CpuTensor, seqs: &CpuSeqs, nh: usize, window: Option<usize>) -> Result<CpuTensor> {
+        let (t, three_h) = qkv.matrix();
+        let h = three_h / 3;
+        if three_h % 3 != 0 || nh == 0 || h % nh != 0 || t != seqs.positions.len() || out.shape != [t, h] || dout.shape != [t, h] || lse.shape != [t, nh] {
+            return Err(Error::shape(
+                "attention_backward",
+                format!("qkv {:?}, out {:?}, lse {:?}, dout {:?} with {nh} heads over {} tokens", qkv.shape, out.shape, lse.shape, dout.shape, seqs.positions.len()),
+            ));
+        }
+        let d = train::attention_backward(qkv.values("attention_backward")?, &out.data, &lse.data, &dout.data, &seqs.cu_seqlens, nh, h / nh, window);
+        Ok(CpuTensor::new(d, vec![t, three_h]))
+    }
+
+    fn embedding_backward(&self, ids: &[u32], dy: &CpuTensor, vocab: usize) -> Result<CpuTensor> {
+        let (t, h) = dy.matrix();
+        if t != ids.len() {
+            return Err(Error::shape("embedding_backward", format!("{} ids for dy {:?}", ids.len(), dy.shape)));
+        }
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::shape("embedding_backward", format!("token id {bad} outside the table of {vocab} rows")));
+        }
+        let mut table = vec![0f32; vocab * h];
+        for (row, &id) in dy.data.chunks(h.max(1)).zip(ids) {
+            table[id as usize * h..(id as usize + 1) * h].iter_mut().zip(row).for_each(|(a, b)| *a += b);
+        }
+        Ok(CpuTensor::new(table, vec![vocab, h]))
+    }
+
+    fn mean_pool_backward(&self, dy: &CpuTensor, seqs: &CpuSeqs) -> Result<CpuTensor> {
+        let (b, h) = dy.matrix();
+        if b + 1 != seqs.cu_seqlens.len() {
+            return Err(Error::shape("mean_pool_backward", format!("dy {:?} for {} sequences", dy.shape, seqs.cu_seqlens.len() - 1)));
+        }
+        let t = seqs.positions.len();
+        let mut dx = vec![0f32; t * h];
+        for (s, w) in seqs.cu_seqlens.windows(2).enumerate() {
+            let inv = 1.0 / (w[1] - w[0]) as f32;
+            for tok in w[0] as usize..w[1] as usize {
+                dx[tok * h..(tok + 1) * h].iter_mut().zip(&dy.data[s * h..(s + 1) * h]).for_each(|(o, v)| *o = v * inv);
+            }
+        }
+        Ok(CpuTensor::new(dx, vec![t, h]))
+    }
+
+    fn scatter_rows(&self, dy: &CpuTensor, rows: &Self::Ids, n: usize) -> Result<CpuTensor> {
+        let (r, h) = dy.matrix();
+        if r != rows.len() {
+            return Err(Error::shape("scatter_rows", format!("{} rows for dy {:?}", rows.len(), dy.shape)));
+        }
+        if let Some(&bad) = rows.iter().find(|&&row| row as usize >= n) {
+            return Err(Error::shape("scatter_rows", format!("row {bad} of a tensor with {n} rows")));
+        }
+        let mut dx = vec![0f32; n * h];
+        for (src, &row) in dy.data.chunks(h.max(1)).zip(rows.iter()) {
+            dx[row as usize * h..(row as usize + 1) * h].copy_from_slice(src);
+        }
+        Ok(CpuTensor::new(dx, vec![n, h]))
+    }
+
+    fn cross_entropy_backward(&self, logits: &CpuTensor, labels: &Self::Ids, scale: f32) -> Result<CpuTensor> {
+        let (n, c) = logits.matrix();
+        if labels.len() != n {
+            return Err(Error::shape("cross_entropy_backward", format!("{} labels for logits {:?}", labels.len(), logits.shape)));
+        }
+        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= c) {
+            return Err(Error::shape("cross_entropy_backward", format!("label {bad} for {c} classes")));
+        }
+        let mut d = vec![0f32; n * c];
+        d.par_chunks_mut(c.max(1)).zip(logits.data.par_chunks(c.max(1)).zip(labels.par_iter())).for_each(|(out, (row, &label))| {
+            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o = (v - max).exp();
+                sum += *o;
+            }
+            let k = scale / sum;
+            out.iter_mut().for_each(|o| *o *= k);
+            out[label as usize] -= scale;
+        });
+        Ok(CpuTensor::new(d, logits.shape.clone()))
+    }
+
+    fn sum_squares(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        Ok(CpuTensor::new(vec![train::sum_squares(x.values("sum_squares")?) as f32], vec![1]))
+    }
+
+    fn adam_step(&self, p: &CpuTensor, g: &CpuTensor, m: &CpuTensor, v: &CpuTensor, step: &crate::optim::AdamStep) -> Result<AdamUpdate<CpuTensor>> {
+        if g.shape != p.shape || m.shape != p.shape || v.shape != p.shape {
+            return Err(Error::shape("adam_step", format!("param {:?}, grad {:?}, m {:?}, v {:?}", p.shape, g.shape, m.shape, v.shape)));
+        }
+        if step.step == 0 {
+            return Err(Error::shape("adam_step", "steps count from 1"));
+        }
+        let (mut pn, mut mn, mut vn) = (p.values("adam_step")?.to_vec(), m.data.to_vec(), v.data.to_vec());
+        let rms = train::adam_step(&mut pn, g.values("adam_step")?, &mut mn, &mut vn, step);
+        let shape = p.shape.clone();
+        Ok(AdamUpdate {
+            param: CpuTensor::new(pn, shape.clone()),
+            m: CpuTensor::new(mn, shape.clone()),
+            v: CpuTensor::new(vn, shape),
+            rms: matches!(step.rule, crate::optim::Rule::StableAdamW { .. }).then(|| CpuTensor::new(vec![rms], vec![1])),
+        })
     }
 }

@@ -53,3 +53,104 @@ fn slice_and_concat_rows<B: Backend>(b: &B) {
 }
 
 crate::backend_tests!(add_matches, add_beyond_one_grid_dimension, gelu_matches, geglu_matches, slice_and_concat_rows);
+
+// ---- Training ----
+
+use crate::tolerance::REDUCTION_F32;
+
+fn scale_matches<B: Backend>(b: &B) {
+    for &(n, s) in &[(1usize, 0.5f32), (255, -3.0), (257, 1e-3), (100_003, 7.25)] {
+        let x = rand_vec(n, n as u32, 2.0);
+        let out = b.scale(&b.upload(&x, &[n]).unwrap(), s).unwrap();
+        assert_eq!(b.shape(&out), &[n]);
+        let expected: Vec<f32> = x.iter().map(|v| v * s).collect();
+        assert_close(&format!("scale n={n} s={s}"), &block_on(b.read(&out)).unwrap(), &expected, KERNEL_F32);
+    }
+}
+
+fn gelu_backward_matches<B: Backend>(b: &B) {
+    let mut x = rand_vec(4099, 13, 6.0);
+    x.extend_from_slice(&[0.0, -0.0, 1e-6, -1e-6, 10.0, -10.0, 30.0, -30.0]);
+    let n = x.len();
+    let dy = rand_vec(n, 14, 2.0);
+    let out = b.gelu_backward(&b.upload(&x, &[n]).unwrap(), &b.upload(&dy, &[n]).unwrap()).unwrap();
+    assert_close("gelu_backward", &block_on(b.read(&out)).unwrap(), &reference::gelu_backward(&x, &dy), KERNEL_F32);
+    assert!(b.gelu_backward(&b.upload(&[0.0; 4], &[4]).unwrap(), &b.upload(&[0.0; 3], &[3]).unwrap()).is_err());
+}
+
+fn geglu_backward_matches<B: Backend>(b: &B) {
+    for &(rows, i) in &[(1usize, 1usize), (3, 72), (17, 1152), (130, 5)] {
+        let u = rand_vec(rows * 2 * i, rows as u32 + 20, 4.0);
+        let dy = rand_vec(rows * i, rows as u32 + 21, 1.0);
+        let du = b.geglu_backward(&b.upload(&u, &[rows, 2 * i]).unwrap(), &b.upload(&dy, &[rows, i]).unwrap()).unwrap();
+        assert_eq!(b.shape(&du), &[rows, 2 * i]);
+        assert_close(&format!("geglu_backward rows={rows} I={i}"), &block_on(b.read(&du)).unwrap(), &reference::geglu_backward(&u, &dy, i), KERNEL_F32);
+    }
+    assert!(b.geglu_backward(&b.upload(&[0.0; 8], &[2, 4]).unwrap(), &b.upload(&[0.0; 6], &[2, 3]).unwrap()).is_err());
+}
+
+fn sum_rows_matches<B: Backend>(b: &B) {
+    // Row counts around the 256-row block, several reduction stages (70,000 rows: 274 blocks, then
+    // 2, then 1), columns around the 64-column block.
+    for &(n, c) in &[(1usize, 1usize), (1, 300), (7, 3), (255, 65), (257, 64), (1000, 129), (70_000, 3)] {
+        let x = rand_vec(n * c, (n + c) as u32, 1.0);
+        let out = b.sum_rows(&b.upload(&x, &[n, c]).unwrap()).unwrap();
+        assert_eq!(b.shape(&out), &[c]);
+        // The bias gradient of a linear layer is the column sum of dy.
+        let (_, _, expected) = reference::linear_backward(&vec![0.0; n], &vec![0.0; c], &x, 1);
+        assert_close(&format!("sum_rows [{n}, {c}]"), &block_on(b.read(&out)).unwrap(), &expected, REDUCTION_F32);
+    }
+}
+
+/// Σ x² in f64 (the oracle of `sum_squares`: one line, no reference function needed).
+fn sum_squares_f64(x: &[f32]) -> f32 {
+    x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() as f32
+}
+
+fn sum_squares_matches<B: Backend>(b: &B) {
+    for &n in &[1usize, 4095, 4096, 4097, 1_000_003] {
+        let x = rand_vec(n, n as u32 + 5, 1.0);
+        let out = b.sum_squares(&b.upload(&x, &[n]).unwrap()).unwrap();
+        assert_eq!(b.shape(&out), &[1]);
+        let expected = sum_squares_f64(&x);
+        // A sum of n terms of order 1/3: relative tolerance on the total.
+        assert_close(&format!("sum_squares n={n}"), &block_on(b.read(&out)).unwrap(), &[expected], REDUCTION_F32);
+    }
+    let m = rand_vec(37 * 5, 9, 3.0);
+    let out = b.sum_squares(&b.upload(&m, &[37, 5]).unwrap()).unwrap();
+    assert_close("sum_squares [37, 5]", &block_on(b.read(&out)).unwrap(), &[sum_squares_f64(&m)], REDUCTION_F32);
+}
+
+fn reductions_are_deterministic<B: Backend>(b: &B) {
+    let x = rand_vec(70_000 * 3, 99, 1.0);
+    let t = b.upload(&x, &[70_000, 3]).unwrap();
+    let first = (block_on(b.read(&b.sum_rows(&t).unwrap())).unwrap(), block_on(b.read(&b.sum_squares(&t).unwrap())).unwrap());
+    for _ in 0..3 {
+        let again = (block_on(b.read(&b.sum_rows(&t).unwrap())).unwrap(), block_on(b.read(&b.sum_squares(&t).unwrap())).unwrap());
+        assert_eq!(again, first, "a reduction must give the same bits every run");
+    }
+}
+
+crate::training_backend_tests!(scale_matches, gelu_backward_matches, geglu_backward_matches, sum_rows_matches, sum_squares_matches, reductions_are_deterministic);
+
+/// Tensors in row chunks (a gradient as large as ModernBERT-base's embedding table) are scaled,
+/// added and squared-summed part by part.
+#[test]
+fn wgpu_training_chunked_elementwise() {
+    use crate::gpu::GpuBackend;
+    let (v, h) = (320, 48);
+    let gpu: GpuBackend = crate::testing::gpu().with_max_binding_bytes(100 * h * 4);
+    let a = rand_vec(v * h, 31, 1.0);
+    let c = rand_vec(v * h, 32, 1.0);
+    let (at, ct) = (gpu.upload(&a, &[v, h]).unwrap(), gpu.upload(&c, &[v, h]).unwrap());
+    assert_eq!(at.parts.len(), 4);
+    let scaled = gpu.scale(&at, -0.5).unwrap();
+    assert_eq!(scaled.parts.len(), 4);
+    assert_close("chunked scale", &block_on(gpu.read(&scaled)).unwrap(), &a.iter().map(|x| x * -0.5).collect::<Vec<_>>(), KERNEL_F32);
+    let sum = gpu.add(&at, &ct).unwrap();
+    assert_close("chunked add", &block_on(gpu.read(&sum)).unwrap(), &reference::add(&a, &c), KERNEL_F32);
+    let ss = gpu.sum_squares(&at).unwrap();
+    assert_close("chunked sum_squares", &block_on(gpu.read(&ss)).unwrap(), &[sum_squares_f64(&a)], REDUCTION_F32);
+    let whole = crate::testing::gpu().upload(&a, &[v, h]).unwrap();
+    assert!(gpu.add(&at, &whole).is_err(), "different row chunks are refused");
+}

@@ -1,9 +1,16 @@
 //! Row gathers and pooling: embedding lookup (over a table that may be split in row chunks),
 //! row gather (CLS pooling, sparse prediction) and mean pooling per sequence.
+//!
+//! Backwards: the embedding's scatter-add groups the tokens by id on the host (sorted distinct ids
+//! with offsets into a list of rows, CSR) so that one workgroup owns each distinct id and sums its
+//! rows in token order: deterministic, no atomics. The table gradient is laid out in the row
+//! chunks `upload` gives the table itself. Mean pooling and row gathers go back by broadcast and
+//! by scatter into zeros.
 
 use cubecl::prelude::*;
 
-use crate::backend::DType;
+use crate::backend::{Backend, DType};
+use crate::elementwise::fill;
 use crate::gpu::{launch_float, launch_weighted, GpuBackend, GpuIds, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
 use crate::{Error, Result};
 
@@ -89,4 +96,171 @@ pub fn mean_pool(gpu: &GpuBackend, x: &GpuTensor, seqs: &GpuSeqs) -> Result<GpuT
             n, h,
         ));
     Ok(GpuTensor::single(out, vec![b, h]))
+}
+
+/// Invocations per distinct id in the embedding backward (they split the columns).
+const SCATTER_UNITS: usize = 64;
+
+/// For distinct id u = first + CUBE_POS (of `count`): out[uniq[u] − lo, c] = Σ dy[rows[k], c] over
+/// k in offsets[u]..offsets[u + 1], in that order. out is one table chunk [part_rows, h].
+#[cube(launch_unchecked)]
+fn embedding_backward_kernel<F: Float>(
+    dy: &[F],
+    uniq: &[u32],
+    offsets: &[u32],
+    rows: &[u32],
+    out: &mut [F],
+    count: usize,
+    first: usize,
+    h: usize,
+    lo: u32,
+) {
+    let cube = CUBE_POS;
+    if cube < count {
+        let u = first + cube;
+        let id = uniq[u];
+        let k0 = offsets[u] as usize;
+        let k1 = offsets[u + 1] as usize;
+        let dst = (id - lo) as usize * h;
+        let mut c = UNIT_POS as usize;
+        while c < h {
+            let mut acc = 0.0f32;
+            for k in k0..k1 {
+                acc += f32::cast_from(dy[rows[k] as usize * h + c]);
+            }
+            out[dst + c] = F::cast_from(acc);
+            c += SCATTER_UNITS;
+        }
+    }
+}
+
+/// dx[t, c] = dy[seq(t), c] / len(seq(t)).
+#[cube(launch_unchecked)]
+fn mean_pool_backward_kernel<F: Float>(dy: &[F], cu_seqlens: &[u32], seq_ids: &[u32], dx: &mut [F], n: usize, h: usize) {
+    let i = ABSOLUTE_POS;
+    if i < n {
+        let t = i / h;
+        let c = i % h;
+        let b = seq_ids[t] as usize;
+        let len = cu_seqlens[b + 1] - cu_seqlens[b];
+        dx[i] = F::cast_from(f32::cast_from(dy[b * h + c]) / f32::cast_from(len));
+    }
+}
+
+/// out[rows[r], c] = dy[r, c] for dy [R, h] (out zeroed before).
+#[cube(launch_unchecked)]
+fn scatter_rows_kernel<F: Float>(dy: &[F], rows: &[u32], out: &mut [F], n: usize, h: usize) {
+    let i = ABSOLUTE_POS;
+    if i < n {
+        let r = i / h;
+        let c = i % h;
+        out[rows[r] as usize * h + c] = dy[i];
+    }
+}
+
+/// The tokens grouped by id: (sorted distinct ids, offsets [U + 1] into `rows`, token indices
+/// ordered by id then position).
+fn group_by_id(ids: &[u32]) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+    let mut rows: Vec<u32> = (0..ids.len() as u32).collect();
+    rows.sort_by_key(|&t| (ids[t as usize], t));
+    let mut uniq = Vec::new();
+    let mut offsets = Vec::new();
+    for (k, &t) in rows.iter().enumerate() {
+        if uniq.last() != Some(&ids[t as usize]) {
+            uniq.push(ids[t as usize]);
+            offsets.push(k as u32);
+        }
+    }
+    offsets.push(rows.len() as u32);
+    (uniq, offsets, rows)
+}
+
+/// ids [T] (host), dy [T, H] → dtable [V, H] (zero in rows no id selects), in the row chunks
+/// `upload` would use for a [V, H] f32 tensor.
+pub fn embedding_backward(gpu: &GpuBackend, ids: &[u32], dy: &GpuTensor, vocab: usize) -> Result<GpuTensor> {
+    let op = "embedding_backward";
+    let (t, h) = dy.matrix();
+    if t != ids.len() || dy.shape.len() != 2 {
+        return Err(Error::shape(op, format!("{} ids with dy {:?}", ids.len(), dy.shape)));
+    }
+    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+        return Err(Error::shape(op, format!("index {bad} outside a table of {vocab} rows")));
+    }
+    let dyh = dy.handle(op)?;
+    let out = gpu.alloc_parts(op, &[vocab, h])?;
+    let (uniq, offsets, rows) = group_by_id(ids);
+    let uniq_h = gpu.upload_ids(&uniq)?;
+    let offsets_h = gpu.upload_ids(&offsets)?;
+    let rows_h = gpu.upload_ids(&rows)?;
+    for (lo, part_rows, handle) in out.chunks() {
+        fill(gpu, handle, part_rows * h, 0.0)?;
+        let first = uniq.partition_point(|&id| (id as usize) < lo);
+        let end = uniq.partition_point(|&id| (id as usize) < lo + part_rows);
+        if end == first || h == 0 {
+            continue;
+        }
+        launch_float!(DType::F32, embedding_backward_kernel(
+                gpu.client(),
+                gpu.grid(op, end - first)?,
+                CubeDim::new_1d(SCATTER_UNITS as u32),
+                BufferArg::from_raw_parts(dyh.clone(), t * h),
+                BufferArg::from_raw_parts(uniq_h.handle.clone(), uniq.len()),
+                BufferArg::from_raw_parts(offsets_h.handle.clone(), offsets.len()),
+                BufferArg::from_raw_parts(rows_h.handle.clone(), rows.len()),
+                BufferArg::from_raw_parts(handle.clone(), part_rows * h),
+                end - first,
+                first,
+                h,
+                lo as u32,
+            ));
+    }
+    Ok(out)
+}
+
+/// dy [B, H] → dx [T, H]: every row of sequence b gets dy[b] / len(b).
+pub fn mean_pool_backward(gpu: &GpuBackend, dy: &GpuTensor, seqs: &GpuSeqs) -> Result<GpuTensor> {
+    let op = "mean_pool_backward";
+    let (b, h) = dy.matrix();
+    if b != seqs.cu_seqlens.len() - 1 || dy.shape.len() != 2 {
+        return Err(Error::shape(op, format!("dy {:?} for {} sequences", dy.shape, seqs.cu_seqlens.len() - 1)));
+    }
+    let t = seqs.tokens;
+    let n = t * h;
+    let out = gpu.alloc(op, n)?;
+    let (count, dim) = gpu.elementwise(op, n, ELEMWISE_UNITS)?;
+    launch_float!(DType::F32, mean_pool_backward_kernel(
+            gpu.client(), count, dim,
+            BufferArg::from_raw_parts(dy.handle(op)?, b * h),
+            BufferArg::from_raw_parts(seqs.cu.clone(), b + 1),
+            BufferArg::from_raw_parts(seqs.seq_ids.clone(), t),
+            BufferArg::from_raw_parts(out.clone(), n),
+            n, h,
+        ));
+    Ok(GpuTensor::single(out, vec![t, h]))
+}
+
+/// dy [R, H], rows [R] (distinct, each < n) → dx [n, H]: dy's rows at `rows`, zero elsewhere.
+pub fn scatter_rows(gpu: &GpuBackend, dy: &GpuTensor, rows: &GpuIds, n: usize) -> Result<GpuTensor> {
+    let op = "scatter_rows";
+    let (r, h) = dy.matrix();
+    if r != rows.len || dy.shape.len() != 2 {
+        return Err(Error::shape(op, format!("{} rows for dy {:?}", rows.len, dy.shape)));
+    }
+    if let Some(max) = rows.max.filter(|&m| m as usize >= n) {
+        return Err(Error::shape(op, format!("row {max} outside {n} rows")));
+    }
+    let out = gpu.alloc(op, n * h)?;
+    fill(gpu, &out, n * h, 0.0)?;
+    let elems = r * h;
+    if elems > 0 {
+        let (count, dim) = gpu.elementwise(op, elems, ELEMWISE_UNITS)?;
+        launch_float!(DType::F32, scatter_rows_kernel(
+                gpu.client(), count, dim,
+                BufferArg::from_raw_parts(dy.handle(op)?, elems),
+                BufferArg::from_raw_parts(rows.handle.clone(), r),
+                BufferArg::from_raw_parts(out.clone(), n * h),
+                elems, h,
+            ));
+    }
+    Ok(GpuTensor::single(out, vec![n, h]))
 }

@@ -1,7 +1,7 @@
 use crate::backend::Backend;
 use crate::reference;
 use crate::testing::{block_on, cu_seqlens, rand_for, rand_ids, rand_vec};
-use crate::tolerance::{assert_close, KERNEL_F32};
+use crate::tolerance::{assert_close, KERNEL_F32, REDUCTION_F32};
 
 fn embedding_gathers<B: Backend>(b: &B) {
     let (v, h) = (320, 48);
@@ -53,4 +53,69 @@ fn wgpu_chunked_table() {
     assert_eq!(block_on(gpu.read(&t)).unwrap(), table, "a chunked tensor reads back whole");
     let too_many: Vec<u32> = (0..101).collect();
     assert!(gpu.embedding(&t, &gpu.upload_ids(&too_many).unwrap()).is_err(), "an output above the binding limit is refused");
+}
+
+// ---- Training ----
+
+fn embedding_backward_scatter_adds<B: Backend>(b: &B) {
+    for &(v, h, t) in &[(1usize, 1usize, 1usize), (320, 48, 77), (50, 65, 2000), (1000, 7, 3)] {
+        let mut ids = rand_ids(t, t as u32 + 7, v as u32);
+        if t > 10 {
+            ids[3] = v as u32 - 1;
+            ids[4] = 0;
+            ids[5] = ids[6];
+        }
+        let dy = rand_vec(t * h, t as u32 + 8, 1.0);
+        let d = b.embedding_backward(&ids, &b.upload(&dy, &[t, h]).unwrap(), v).unwrap();
+        assert_eq!(b.shape(&d), &[v, h]);
+        // Ids repeated up to ~40 times (2000 tokens over 50 ids): sums of that many rows.
+        assert_close(&format!("embedding_backward V={v} H={h} T={t}"), &block_on(b.read(&d)).unwrap(), &reference::embedding_backward(&ids, &dy, v, h), REDUCTION_F32);
+    }
+    // More distinct ids than one grid dimension holds (65,535 workgroups).
+    let (v, t) = (70_000usize, 70_000usize);
+    let ids: Vec<u32> = (0..t as u32).rev().collect();
+    let dy = rand_vec(t, 9, 1.0);
+    let d = b.embedding_backward(&ids, &b.upload(&dy, &[t, 1]).unwrap(), v).unwrap();
+    assert_close("embedding_backward 70,000 distinct ids", &block_on(b.read(&d)).unwrap(), &reference::embedding_backward(&ids, &dy, v, 1), KERNEL_F32);
+    assert!(b.embedding_backward(&[3], &b.upload(&[0.0; 4], &[1, 4]).unwrap(), 3).is_err(), "an id past the table");
+    assert!(b.embedding_backward(&[0, 1], &b.upload(&[0.0; 4], &[1, 4]).unwrap(), 3).is_err(), "ids and rows differ");
+}
+
+fn mean_pool_backward_broadcasts<B: Backend>(b: &B) {
+    for lengths in [&[1usize][..], &[40, 27, 13], &[1, 300, 2]] {
+        let cu = cu_seqlens(lengths);
+        let t = *cu.last().unwrap() as usize;
+        let dy = rand_vec(lengths.len() * 48, t as u32 + 1, 2.0);
+        let dx = b.mean_pool_backward(&b.upload(&dy, &[lengths.len(), 48]).unwrap(), &b.seqs(&cu).unwrap()).unwrap();
+        assert_eq!(b.shape(&dx), &[t, 48]);
+        assert_close("mean_pool_backward", &block_on(b.read(&dx)).unwrap(), &reference::mean_pool_backward(&dy, &cu, 48), KERNEL_F32);
+    }
+    assert!(b.mean_pool_backward(&b.upload(&[0.0; 8], &[2, 4]).unwrap(), &b.seqs(&cu_seqlens(&[3])).unwrap()).is_err());
+}
+
+fn scatter_rows_places<B: Backend>(b: &B) {
+    for &(n, h, ref rows) in &[(1usize, 3usize, vec![0u32]), (10, 7, vec![9, 0, 3]), (500, 65, (0..500).rev().step_by(3).collect::<Vec<u32>>())] {
+        let dy = rand_vec(rows.len() * h, n as u32, 1.0);
+        let dx = b.scatter_rows(&b.upload(&dy, &[rows.len(), h]).unwrap(), &b.upload_ids(rows).unwrap(), n).unwrap();
+        assert_eq!(b.shape(&dx), &[n, h]);
+        assert_close("scatter_rows", &block_on(b.read(&dx)).unwrap(), &reference::scatter_rows(&dy, rows, n, h), KERNEL_F32);
+    }
+    assert!(b.scatter_rows(&b.upload(&[0.0; 7], &[1, 7]).unwrap(), &b.upload_ids(&[10]).unwrap(), 10).is_err());
+}
+
+crate::training_backend_tests!(embedding_backward_scatter_adds, mean_pool_backward_broadcasts, scatter_rows_places);
+
+/// The gradient of a table larger than one binding comes back in the table's own row chunks.
+#[test]
+fn wgpu_training_chunked_embedding_backward() {
+    use crate::gpu::GpuBackend;
+    let (v, h, t) = (320, 48, 90);
+    let gpu: GpuBackend = crate::testing::gpu().with_max_binding_bytes(100 * h * 4);
+    let mut ids = rand_ids(t, 5, v as u32);
+    ids.extend_from_slice(&[99, 100, 199, 200, 299, 300, 0, 319, 100]);
+    let dy = rand_vec(ids.len() * h, 6, 1.0);
+    let d = gpu.embedding_backward(&ids, &gpu.upload(&dy, &[ids.len(), h]).unwrap(), v).unwrap();
+    let table = gpu.upload(&vec![0.0; v * h], &[v, h]).unwrap();
+    assert_eq!((d.parts.len(), d.part_rows), (table.parts.len(), table.part_rows));
+    assert_close("chunked embedding_backward", &block_on(gpu.read(&d)).unwrap(), &reference::embedding_backward(&ids, &dy, v, h), REDUCTION_F32);
 }

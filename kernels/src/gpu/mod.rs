@@ -8,6 +8,12 @@
 //! An activation must fit one binding: an op whose output would not is refused with a `Limit`
 //! error. The model runs the MLP in row chunks where its [T, 2I] intermediate could exceed a
 //! binding; callers keep batches within the device's budget (`pipeline::Settings`).
+//!
+//! Training: parameters are uploaded f32 (in row chunks like any tensor above one binding), and the
+//! outputs that can be as large as a parameter (the gradients of `embedding_backward` and
+//! `matmul_tn`, and `adam_step`'s p, m, v) come in the same row chunks (`alloc_parts`);
+//! `add`, `scale`, `sum_squares`, `adam_step` and `read` walk them part by part, and `matmul`
+//! accepts a chunked right operand. Every other op needs its tensors in one binding.
 
 use cubecl::prelude::*;
 use cubecl::server::Handle;
@@ -88,6 +94,8 @@ pub struct GpuSeqs {
     pub(crate) cu: Handle,
     /// Position of each token in its sequence [T].
     pub(crate) positions: Handle,
+    /// Index of each token's sequence [T].
+    pub(crate) seq_ids: Handle,
     /// Attention work list, one (seq_start, seq_end, first_query) triple per query block [n, 3].
     pub(crate) attn_blocks: Handle,
     pub(crate) n_attn_blocks: usize,
@@ -213,24 +221,67 @@ impl GpuBackend {
 pub(crate) const ELEMWISE_UNITS: u32 = 256;
 
 impl GpuBackend {
+    /// Rows per part of a tensor of `shape` stored as `dtype`: every row when it fits one binding,
+    /// else as many as one binding holds (`None` when not even one row fits, or it is not a matrix).
+    fn rows_per_part(&self, shape: &[usize], dtype: DType) -> Option<usize> {
+        let elems: usize = shape.iter().product();
+        let rows = shape.iter().rev().skip(1).product::<usize>();
+        if elems * dtype.size() <= self.max_binding_bytes {
+            return Some(rows.max(1));
+        }
+        let row_bytes = shape.last().copied().unwrap_or(1).max(1) * dtype.size();
+        (row_bytes <= self.max_binding_bytes && shape.len() >= 2).then(|| self.max_binding_bytes / row_bytes)
+    }
+
     /// A tensor stored as `dtype`, in row chunks when it exceeds one binding.
     fn upload_as(&self, data: &[f32], shape: &[usize], dtype: DType) -> Result<GpuTensor> {
         if data.len() != shape.iter().product::<usize>() {
             return Err(Error::shape("upload", format!("{} values for shape {shape:?}", data.len())));
         }
         let cols = *shape.last().unwrap_or(&1);
-        let row_bytes = cols.max(1) * dtype.size();
         if data.len() * dtype.size() <= self.max_binding_bytes {
             let mut t = GpuTensor::single(self.upload_bytes(data, dtype), shape.to_vec());
             t.dtype = dtype;
             return Ok(t);
         }
-        if row_bytes > self.max_binding_bytes || shape.len() < 2 {
+        let Some(part_rows) = self.rows_per_part(shape, dtype) else {
+            let row_bytes = cols.max(1) * dtype.size();
             return Err(Error::limit("upload", format!("one row of {shape:?} ({row_bytes} bytes) exceeds the device's {} bytes per binding", self.max_binding_bytes)));
-        }
-        let part_rows = self.max_binding_bytes / row_bytes;
+        };
         let parts = data.chunks(part_rows * cols).map(|c| self.upload_bytes(c, dtype)).collect();
         Ok(GpuTensor { parts, part_rows, shape: shape.to_vec(), dtype })
+    }
+
+    /// A new (uninitialised) f32 tensor laid out like `upload` lays out one of this shape: one
+    /// buffer when it fits a binding, else row chunks. For outputs that may be as large as a
+    /// parameter (gradients, optimizer states); the element-wise ops accept such tensors part by
+    /// part.
+    pub(crate) fn alloc_parts(&self, op: &'static str, shape: &[usize]) -> Result<GpuTensor> {
+        let elems: usize = shape.iter().product();
+        if elems * 4 <= self.max_binding_bytes {
+            return Ok(GpuTensor::single(self.alloc(op, elems)?, shape.to_vec()));
+        }
+        let part_rows = self.rows_per_part(shape, DType::F32).ok_or_else(|| Error::limit(op, format!("one row of {shape:?} exceeds the device's {} bytes per binding", self.max_binding_bytes)))?;
+        let cols = *shape.last().unwrap_or(&1);
+        let rows: usize = shape.iter().rev().skip(1).product();
+        let parts = (0..rows.div_ceil(part_rows)).map(|i| self.client().empty((part_rows.min(rows - i * part_rows) * cols * 4).max(4))).collect();
+        Ok(GpuTensor { parts, part_rows, shape: shape.to_vec(), dtype: DType::F32 })
+    }
+}
+
+impl GpuTensor {
+    /// The f32 parts of a tensor that element-wise ops walk: (handle, element count) per part.
+    pub(crate) fn f32_parts(&self, op: &'static str) -> Result<Vec<(Handle, usize)>> {
+        if self.dtype != DType::F32 {
+            return Err(Error::shape(op, format!("expected an f32 tensor, got a {} tensor {:?}", self.dtype.name(), self.shape)));
+        }
+        let (_, cols) = self.matrix();
+        Ok(self.chunks().map(|(_, rows, h)| (h.clone(), rows * cols)).collect())
+    }
+
+    /// Whether two tensors have the same shape and the same row chunks.
+    pub(crate) fn same_layout(&self, other: &GpuTensor) -> bool {
+        self.shape == other.shape && self.parts.len() == other.parts.len() && (self.parts.len() == 1 || self.part_rows == other.part_rows)
     }
 }
 
@@ -287,10 +338,12 @@ impl Backend for GpuBackend {
         check_cu_seqlens(cu_seqlens)?;
         let blocks = crate::attention::query_blocks(cu_seqlens);
         let pos = positions(cu_seqlens);
+        let seq_ids: Vec<u32> = cu_seqlens.windows(2).enumerate().flat_map(|(b, w)| std::iter::repeat_n(b as u32, (w[1] - w[0]) as usize)).collect();
         Ok(GpuSeqs {
             cu_seqlens: cu_seqlens.to_vec(),
             cu: self.upload_ids(cu_seqlens)?.handle,
             positions: self.upload_ids(&pos)?.handle,
+            seq_ids: self.upload_ids(&seq_ids)?.handle,
             n_attn_blocks: blocks.len() / 3,
             attn_blocks: self.upload_ids(&blocks)?.handle,
             tokens: pos.len(),
@@ -366,5 +419,52 @@ impl Backend for GpuBackend {
     }
     fn cross_entropy(&self, logits: &GpuTensor, labels: &GpuIds) -> Result<GpuTensor> {
         crate::loss::cross_entropy(self, logits, labels)
+    }
+
+    // ---- Training ops. ----
+    fn matmul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        crate::linear::matmul(self, a, b)
+    }
+    fn matmul_tn(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        crate::linear::matmul_tn(self, a, b)
+    }
+    fn sum_rows(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        crate::elementwise::sum_rows(self, x)
+    }
+    fn scale(&self, a: &GpuTensor, s: f32) -> Result<GpuTensor> {
+        crate::elementwise::scale(self, a, s)
+    }
+    fn layer_norm_backward(&self, x: &GpuTensor, w: &GpuTensor, dy: &GpuTensor, eps: f32) -> Result<(GpuTensor, GpuTensor)> {
+        crate::layernorm::layer_norm_backward(self, x, w, dy, eps)
+    }
+    fn gelu_backward(&self, x: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+        crate::elementwise::gelu_backward(self, x, dy)
+    }
+    fn geglu_backward(&self, u: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+        crate::elementwise::geglu_backward(self, u, dy)
+    }
+    fn rope_backward(&self, dqkv: &GpuTensor, seqs: &GpuSeqs, cos: &GpuTensor, sin: &GpuTensor, nh: usize) -> Result<GpuTensor> {
+        crate::rope::rope_backward(self, dqkv, seqs, cos, sin, nh)
+    }
+    fn attention_backward(&self, qkv: &GpuTensor, out: &GpuTensor, lse: &GpuTensor, dout: &GpuTensor, seqs: &GpuSeqs, nh: usize, window: Option<usize>) -> Result<GpuTensor> {
+        crate::attention::attention_backward(self, qkv, out, lse, dout, seqs, nh, window)
+    }
+    fn embedding_backward(&self, ids: &[u32], dy: &GpuTensor, vocab: usize) -> Result<GpuTensor> {
+        crate::embedding::embedding_backward(self, ids, dy, vocab)
+    }
+    fn mean_pool_backward(&self, dy: &GpuTensor, seqs: &GpuSeqs) -> Result<GpuTensor> {
+        crate::embedding::mean_pool_backward(self, dy, seqs)
+    }
+    fn scatter_rows(&self, dy: &GpuTensor, rows: &GpuIds, n: usize) -> Result<GpuTensor> {
+        crate::embedding::scatter_rows(self, dy, rows, n)
+    }
+    fn cross_entropy_backward(&self, logits: &GpuTensor, labels: &GpuIds, scale: f32) -> Result<GpuTensor> {
+        crate::loss::cross_entropy_backward(self, logits, labels, scale)
+    }
+    fn sum_squares(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        crate::elementwise::sum_squares(self, x)
+    }
+    fn adam_step(&self, p: &GpuTensor, g: &GpuTensor, m: &GpuTensor, v: &GpuTensor, step: &crate::optim::AdamStep) -> Result<crate::backend::AdamUpdate<GpuTensor>> {
+        crate::optim::adam_step(self, p, g, m, v, step)
     }
 }

@@ -1,9 +1,15 @@
 //! LayerNorm over the last axis (biased variance, optional bias): one workgroup per row, a
 //! two-pass mean/variance with shared-memory tree reductions.
+//!
+//! Backward: a row kernel recomputes mean and 1/σ like the forward and writes dx and the row
+//! statistics; dw = Σ_rows dy ⊙ x̂ is a column reduction (64 columns × 4 row lanes per workgroup
+//! over blocks of rows, then the partial rows summed in a fixed order), deterministic.
 
 use cubecl::prelude::*;
 
-use crate::gpu::{launch_weighted, GpuBackend, GpuTensor};
+use crate::backend::DType;
+use crate::elementwise::{column_grid, finish_column_sums, ROWS_PER_BLOCK, SUM_COLS, SUM_LANES};
+use crate::gpu::{launch_float, launch_weighted, GpuBackend, GpuTensor};
 use crate::{Error, Result};
 
 #[cfg(test)]
@@ -130,4 +136,150 @@ pub fn layer_norm(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&Gpu
             b.is_some(),
         ));
     Ok(GpuTensor::single(out, x.shape.clone()))
+}
+
+/// Per row of x [rows, h]: with x̂ = (x − μ)·r and g = dy ⊙ w,
+/// dx = r·(g − mean(g) − x̂·mean(g ⊙ x̂)); stats[row] = (μ, r).
+#[cube(launch_unchecked)]
+fn layer_norm_backward_kernel<F: Float>(
+    x: &[F],
+    w: &[F],
+    dy: &[F],
+    dx: &mut [F],
+    stats: &mut [F],
+    rows: usize,
+    h: usize,
+    eps: f32,
+) {
+    let mut s_mean = Shared::<[f32]>::new_slice(UNITS);
+    let mut s_var = Shared::<[f32]>::new_slice(UNITS);
+    let mut s_g = Shared::<[f32]>::new_slice(UNITS);
+    let mut s_gx = Shared::<[f32]>::new_slice(UNITS);
+    let row = CUBE_POS;
+    if row < rows {
+        let tid = UNIT_POS as usize;
+        let base = row * h;
+        let inv_h = 1.0f32 / f32::cast_from(h);
+
+        let mut acc = 0.0f32;
+        let mut i = tid;
+        while i < h {
+            acc += f32::cast_from(x[base + i]);
+            i += UNITS;
+        }
+        s_mean[tid] = acc;
+        block_sum(&mut s_mean);
+        let mean = s_mean[0] * inv_h;
+
+        let mut acc2 = 0.0f32;
+        let mut j = tid;
+        while j < h {
+            let d = f32::cast_from(x[base + j]) - mean;
+            acc2 += d * d;
+            j += UNITS;
+        }
+        s_var[tid] = acc2;
+        block_sum(&mut s_var);
+        let rstd = 1.0f32 / (s_var[0] * inv_h + eps).sqrt();
+
+        let mut sum_g = 0.0f32;
+        let mut sum_gx = 0.0f32;
+        let mut k = tid;
+        while k < h {
+            let g = f32::cast_from(dy[base + k]) * f32::cast_from(w[k]);
+            sum_g += g;
+            sum_gx += g * (f32::cast_from(x[base + k]) - mean) * rstd;
+            k += UNITS;
+        }
+        s_g[tid] = sum_g;
+        s_gx[tid] = sum_gx;
+        block_sum(&mut s_g);
+        block_sum(&mut s_gx);
+        let mean_g = s_g[0] * inv_h;
+        let mean_gx = s_gx[0] * inv_h;
+
+        let mut c = tid;
+        while c < h {
+            let xhat = (f32::cast_from(x[base + c]) - mean) * rstd;
+            let g = f32::cast_from(dy[base + c]) * f32::cast_from(w[c]);
+            dx[base + c] = F::cast_from(rstd * (g - mean_g - xhat * mean_gx));
+            c += UNITS;
+        }
+        if tid == 0 {
+            stats[row * 2] = F::cast_from(mean);
+            stats[row * 2 + 1] = F::cast_from(rstd);
+        }
+    }
+}
+
+/// partial[block, c] = Σ dy[r, c]·(x[r, c] − μ_r)·r_r over the `ROWS_PER_BLOCK` rows of block
+/// `CUBE_POS_Y`, for the `SUM_COLS` columns of block `CUBE_POS_X` (the first stage of dw).
+#[cube(launch_unchecked)]
+fn layer_norm_dw_kernel<F: Float>(x: &[F], dy: &[F], stats: &[F], partial: &mut [F], rows: usize, h: usize) {
+    let mut s = Shared::<[f32]>::new_slice(comptime!(SUM_COLS * SUM_LANES));
+    let tid = UNIT_POS as usize;
+    let col = CUBE_POS_X as usize * SUM_COLS + tid % SUM_COLS;
+    let lane = tid / SUM_COLS;
+    let block = CUBE_POS_Y as usize;
+    let r_end = min(block * ROWS_PER_BLOCK + ROWS_PER_BLOCK, rows);
+    let mut acc = 0.0f32;
+    if col < h {
+        let mut r = block * ROWS_PER_BLOCK + lane;
+        while r < r_end {
+            let xhat = (f32::cast_from(x[r * h + col]) - f32::cast_from(stats[r * 2])) * f32::cast_from(stats[r * 2 + 1]);
+            acc += f32::cast_from(dy[r * h + col]) * xhat;
+            r += SUM_LANES;
+        }
+    }
+    s[tid] = acc;
+    sync_cube();
+    if lane == 0 && col < h {
+        let total = s[tid] + s[tid + SUM_COLS] + s[tid + 2 * SUM_COLS] + s[tid + 3 * SUM_COLS];
+        partial[block * h + col] = F::cast_from(total);
+    }
+}
+
+/// x [N, H], w [H], dy [N, H] (all f32) → (dx [N, H], dw [H]). The bias gradient is `sum_rows(dy)`.
+pub fn layer_norm_backward(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, dy: &GpuTensor, eps: f32) -> Result<(GpuTensor, GpuTensor)> {
+    let op = "layer_norm_backward";
+    let (rows, h) = x.matrix();
+    if w.len() != h || dy.shape != x.shape {
+        return Err(Error::shape(op, format!("x {:?} with weight {:?} and dy {:?}", x.shape, w.shape, dy.shape)));
+    }
+    let (xh, wh, dyh) = (x.handle(op)?, w.handle(op)?, dy.handle(op)?);
+    let dx = gpu.alloc(op, rows * h)?;
+    if rows == 0 {
+        let dw = gpu.alloc(op, h)?;
+        crate::elementwise::fill(gpu, &dw, h, 0.0)?;
+        return Ok((GpuTensor::single(dx, x.shape.clone()), GpuTensor::single(dw, vec![h])));
+    }
+    let stats = gpu.alloc(op, rows * 2)?;
+    launch_float!(DType::F32, layer_norm_backward_kernel(
+            gpu.client(),
+            gpu.grid(op, rows)?,
+            CubeDim::new_1d(UNITS as u32),
+            BufferArg::from_raw_parts(xh.clone(), rows * h),
+            BufferArg::from_raw_parts(wh, h),
+            BufferArg::from_raw_parts(dyh.clone(), rows * h),
+            BufferArg::from_raw_parts(dx.clone(), rows * h),
+            BufferArg::from_raw_parts(stats.clone(), rows * 2),
+            rows,
+            h,
+            eps,
+        ));
+    let (count, blocks) = column_grid(gpu, op, rows, h)?;
+    let partial = gpu.alloc(op, blocks * h)?;
+    launch_float!(DType::F32, layer_norm_dw_kernel(
+            gpu.client(),
+            count,
+            CubeDim::new_1d((SUM_COLS * SUM_LANES) as u32),
+            BufferArg::from_raw_parts(xh, rows * h),
+            BufferArg::from_raw_parts(dyh, rows * h),
+            BufferArg::from_raw_parts(stats, rows * 2),
+            BufferArg::from_raw_parts(partial.clone(), blocks * h),
+            rows,
+            h,
+        ));
+    let dw = finish_column_sums(gpu, op, partial, blocks, h)?;
+    Ok((GpuTensor::single(dx, x.shape.clone()), GpuTensor::single(dw, vec![h])))
 }

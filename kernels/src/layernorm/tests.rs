@@ -41,3 +41,38 @@ fn layer_norm_rejects_mismatch<B: Backend>(b: &B) {
 }
 
 crate::backend_tests!(layer_norm_shapes, layer_norm_eps, layer_norm_rejects_mismatch);
+
+// ---- Training ----
+
+use crate::tolerance::REDUCTION_F32;
+
+fn check_backward<B: Backend>(b: &B, rows: usize, h: usize, offset: f32, eps: f32) {
+    let x: Vec<f32> = rand_vec(rows * h, 3 + rows as u32 + h as u32, 2.0).iter().map(|v| v + offset).collect();
+    let w = rand_vec(h, 4 + h as u32, 1.5);
+    let dy = rand_vec(rows * h, 5 + rows as u32, 1.0);
+    let (dx_ref, dw_ref, _) = reference::layer_norm_backward(&x, &w, &dy, eps, h);
+    let (dx, dw) = b.layer_norm_backward(&b.upload(&x, &[rows, h]).unwrap(), &b.upload(&w, &[h]).unwrap(), &b.upload(&dy, &[rows, h]).unwrap(), eps).unwrap();
+    assert_eq!(b.shape(&dx), &[rows, h]);
+    assert_eq!(b.shape(&dw), &[h]);
+    let what = format!("layer_norm_backward rows={rows} h={h} offset={offset}");
+    assert_close(&format!("{what} dx"), &block_on(b.read(&dx)).unwrap(), &dx_ref, REDUCTION_F32);
+    assert_close(&format!("{what} dw"), &block_on(b.read(&dw)).unwrap(), &dw_ref, REDUCTION_F32);
+}
+
+fn layer_norm_backward_shapes<B: Backend>(b: &B) {
+    for &(rows, h) in &[(1, 2), (1, 48), (7, 48), (3, 768), (130, 100), (2, 63), (257, 65), (600, 1024), (3000, 48)] {
+        check_backward(b, rows, h, 0.0, 1e-5);
+    }
+    // A large mean: the two-pass statistics keep their accuracy.
+    check_backward(b, 20, 96, 30.0, 1e-5);
+    // More rows than one grid dimension holds (65,535 workgroups).
+    check_backward(b, 66_000, 8, 0.0, 1e-5);
+}
+
+fn layer_norm_backward_rejects_mismatch<B: Backend>(b: &B) {
+    let x = b.upload(&[0.0; 12], &[3, 4]).unwrap();
+    assert!(b.layer_norm_backward(&x, &b.upload(&[1.0; 5], &[5]).unwrap(), &x, 1e-5).is_err());
+    assert!(b.layer_norm_backward(&x, &b.upload(&[1.0; 4], &[4]).unwrap(), &b.upload(&[0.0; 8], &[2, 4]).unwrap(), 1e-5).is_err());
+}
+
+crate::training_backend_tests!(layer_norm_backward_shapes, layer_norm_backward_rejects_mismatch);

@@ -2,6 +2,11 @@
 //! copy) and the bias added by a separate element-wise kernel. A weight stored in row chunks
 //! (a vocabulary projection larger than one binding) is multiplied chunk by chunk, each result
 //! copied into its column block of the output.
+//!
+//! Training adds the two other products of a linear layer's backward, also through cubek with
+//! strided views (no transposed copies): `matmul` (dx = dy·W) and `matmul_tn` (dW = dyᵀ·x). A
+//! weight gradient larger than one binding (the tied decoder's [V, H]) is produced in the row
+//! chunks `upload` would give the parameter, and `matmul` accepts such a [K, M] operand.
 
 use cubecl::prelude::*;
 use cubecl::server::Handle;
@@ -12,7 +17,7 @@ use cubek::matmul::strategy::Strategy;
 use cubek::std::InputBinding;
 
 use crate::backend::DType;
-use crate::elementwise::{add_bias_in_place, copy_columns};
+use crate::elementwise::{add, add_bias_in_place, copy_columns, fill, take_columns};
 use crate::gpu::{GpuBackend, GpuTensor};
 use crate::{Error, Result};
 
@@ -76,6 +81,80 @@ pub fn linear(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTens
     }
     if let Some(b) = b {
         add_bias_in_place(gpu, &y, b)?;
+    }
+    Ok(y)
+}
+
+/// A matrix operand: (buffer, shape, strides) of an f32 view.
+type View = (Handle, [usize; 2], [usize; 2]);
+
+/// out [rows, cols] = lhs · rhs, f32 everywhere, accumulated in f32.
+fn gemm(gpu: &GpuBackend, op: &'static str, lhs: View, rhs: View, out: Handle) -> Result<()> {
+    let (rows, cols) = (lhs.1[0], rhs.1[1]);
+    if lhs.1[1] == 0 {
+        return fill(gpu, &out, rows * cols, 0.0);
+    }
+    let lhs = InputBinding::Normal(binding(lhs.0, lhs.1, lhs.2), elem(DType::F32));
+    let rhs = InputBinding::Normal(binding(rhs.0, rhs.1, rhs.2), elem(DType::F32));
+    let out = binding(out, [rows, cols], [cols, 1]);
+    let f = elem(DType::F32);
+    let mut dtypes = MatmulElems::from_globals(&MatmulGlobalElems { lhs: f, rhs: f, out: f });
+    launch_ref(&strategy(), gpu.client(), lhs, rhs, out, &mut dtypes).map_err(|e| Error::launch(op, e))
+}
+
+/// a [N, K] · b [K, M] → [N, M], f32. `b` may be in row chunks (a parameter or gradient larger than
+/// one binding): then each chunk multiplies its column block of `a` and the products are summed.
+pub fn matmul(gpu: &GpuBackend, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+    let (n, k) = a.matrix();
+    let (kb, m) = b.matrix();
+    if a.shape.len() != 2 || b.shape.len() != 2 || kb != k {
+        return Err(Error::shape("matmul", format!("a {:?} · b {:?}: inner sizes differ", a.shape, b.shape)));
+    }
+    b.f32_parts("matmul")?;
+    let ah = a.handle("matmul")?;
+    let y = GpuTensor::single(gpu.alloc("matmul", n * m)?, vec![n, m]);
+    if n == 0 || m == 0 {
+        return Ok(y);
+    }
+    if b.parts.len() == 1 {
+        gemm(gpu, "matmul", (ah, [n, k], [k, 1]), (b.parts[0].clone(), [k, m], [m, 1]), y.parts[0].clone())?;
+        return Ok(y);
+    }
+    let mut sum: Option<GpuTensor> = None;
+    for (lo, rows, handle) in b.chunks() {
+        let a_block = take_columns(gpu, a, lo, rows)?;
+        let part = GpuTensor::single(gpu.alloc("matmul", n * m)?, vec![n, m]);
+        gemm(gpu, "matmul", (a_block.parts[0].clone(), [n, rows], [rows, 1]), (handle.clone(), [rows, m], [m, 1]), part.parts[0].clone())?;
+        sum = Some(match sum {
+            None => part,
+            Some(s) => add(gpu, &s, &part)?,
+        });
+    }
+    Ok(sum.unwrap_or(y))
+}
+
+/// aᵀ · b: a [N, M], b [N, K] → [M, K], f32, with aᵀ a strided view of a. An output larger than one
+/// binding is returned in the row chunks `upload` would use for that shape, each chunk computed
+/// from its column block of `a`.
+pub fn matmul_tn(gpu: &GpuBackend, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+    let (n, m) = a.matrix();
+    let (nb, k) = b.matrix();
+    if a.shape.len() != 2 || b.shape.len() != 2 || nb != n {
+        return Err(Error::shape("matmul_tn", format!("a {:?}ᵀ · b {:?}: row counts differ", a.shape, b.shape)));
+    }
+    let ah = a.handle("matmul_tn")?;
+    let bh = b.handle("matmul_tn")?;
+    let y = gpu.alloc_parts("matmul_tn", &[m, k])?;
+    if m == 0 || k == 0 {
+        return Ok(y);
+    }
+    if y.parts.len() == 1 {
+        gemm(gpu, "matmul_tn", (ah, [m, n], [1, m]), (bh, [n, k], [k, 1]), y.parts[0].clone())?;
+        return Ok(y);
+    }
+    for (lo, rows, handle) in y.chunks() {
+        let a_block = take_columns(gpu, a, lo, rows)?;
+        gemm(gpu, "matmul_tn", (a_block.parts[0].clone(), [rows, n], [1, rows]), (bh.clone(), [n, k], [k, 1]), handle.clone())?;
     }
     Ok(y)
 }

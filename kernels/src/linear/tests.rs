@@ -46,3 +46,59 @@ fn wgpu_chunked_weight() {
     let y = gpu.linear(&gpu.upload(&x, &[n, k]).unwrap(), &wt, Some(&gpu.upload(&bb, &[m]).unwrap())).unwrap();
     assert_close("chunked linear", &block_on(gpu.read(&y)).unwrap(), &reference::linear(&x, &w, Some(&bb), k), REDUCTION_F32);
 }
+
+// ---- Training: the two other products of a linear layer's backward. ----
+
+fn check_backward<B: Backend>(b: &B, n: usize, k: usize, m: usize) {
+    let x = rand_vec(n * k, (n * 11 + k) as u32, 1.0);
+    let w = rand_vec(m * k, (m * 5 + k) as u32, 1.0 / (k as f32).sqrt());
+    let dy = rand_vec(n * m, (n + m * 3) as u32, 1.0);
+    let (dx_ref, dw_ref, _) = reference::linear_backward(&x, &w, &dy, k);
+    let dyt = b.upload(&dy, &[n, m]).unwrap();
+    let dx = b.matmul(&dyt, &b.upload(&w, &[m, k]).unwrap()).unwrap();
+    assert_eq!(b.shape(&dx), &[n, k]);
+    assert_close(&format!("matmul dy [{n}, {m}] · w [{m}, {k}]"), &block_on(b.read(&dx)).unwrap(), &dx_ref, REDUCTION_F32);
+    let dw = b.matmul_tn(&dyt, &b.upload(&x, &[n, k]).unwrap()).unwrap();
+    assert_eq!(b.shape(&dw), &[m, k]);
+    assert_close(&format!("matmul_tn dy [{n}, {m}]ᵀ · x [{n}, {k}]"), &block_on(b.read(&dw)).unwrap(), &dw_ref, REDUCTION_F32);
+}
+
+fn matmul_shapes<B: Backend>(b: &B) {
+    check_backward(b, 1, 1, 1);
+    check_backward(b, 1, 48, 144);
+    check_backward(b, 13, 48, 72);
+    check_backward(b, 3, 13, 7); // no vectorisation possible
+    check_backward(b, 130, 100, 65);
+    check_backward(b, 257, 64, 33);
+    check_backward(b, 300, 256, 200);
+}
+
+fn matmul_rejects_mismatch<B: Backend>(b: &B) {
+    let a = b.upload(&[0.0; 12], &[3, 4]).unwrap();
+    let c = b.upload(&[0.0; 10], &[2, 5]).unwrap();
+    assert!(b.matmul(&a, &c).is_err(), "a [3, 4] · b [2, 5]");
+    assert!(b.matmul_tn(&a, &c).is_err(), "a [3, 4]ᵀ · b [2, 5]");
+}
+
+crate::training_backend_tests!(matmul_shapes, matmul_rejects_mismatch);
+
+/// A weight gradient larger than one binding comes back in the row chunks of its parameter, and a
+/// chunked [K, M] operand multiplies like a whole one.
+#[test]
+fn wgpu_training_chunked_products() {
+    use crate::gpu::GpuBackend;
+    let (n, k, m) = (9, 48, 320);
+    let gpu: GpuBackend = crate::testing::gpu().with_max_binding_bytes(100 * k * 4);
+    let x = rand_vec(n * k, 1, 1.0);
+    let w = rand_vec(m * k, 2, 0.2);
+    let dy = rand_vec(n * m, 3, 1.0);
+    let (dx_ref, dw_ref, _) = reference::linear_backward(&x, &w, &dy, k);
+    let dyt = gpu.upload(&dy, &[n, m]).unwrap();
+    let dw = gpu.matmul_tn(&dyt, &gpu.upload(&x, &[n, k]).unwrap()).unwrap();
+    let wt = gpu.upload(&w, &[m, k]).unwrap();
+    assert_eq!((dw.parts.len(), dw.part_rows), (wt.parts.len(), wt.part_rows), "the gradient is split like its parameter");
+    assert_eq!(dw.parts.len(), 4);
+    assert_close("chunked matmul_tn", &block_on(gpu.read(&dw)).unwrap(), &dw_ref, REDUCTION_F32);
+    let dx = gpu.matmul(&dyt, &wt).unwrap();
+    assert_close("matmul with a chunked operand", &block_on(gpu.read(&dx)).unwrap(), &dx_ref, REDUCTION_F32);
+}

@@ -1,5 +1,6 @@
 //! Cross-entropy, fused with the softmax: one workgroup per row computes the row max, the sum of
 //! exponentials and logsumexp − logit[label], numerically stable for any vocabulary size.
+//! The backward is the same row walk writing scale·(softmax − onehot).
 
 use cubecl::prelude::*;
 
@@ -68,4 +69,67 @@ pub fn cross_entropy(gpu: &GpuBackend, logits: &GpuTensor, labels: &GpuIds) -> R
             c,
         ));
     Ok(GpuTensor::single(out, vec![rows, 1]))
+}
+
+/// dlogits[r, j] = scale · (softmax(logits[r])_j − [j = labels[r]]) for logits [rows, c].
+#[cube(launch_unchecked)]
+fn cross_entropy_backward_kernel<F: Float>(logits: &[F], labels: &[u32], dlogits: &mut [F], rows: usize, c: usize, scale: f32) {
+    let mut s_max = Shared::<[f32]>::new_slice(UNITS);
+    let mut s_sum = Shared::<[f32]>::new_slice(UNITS);
+    let row = CUBE_POS;
+    if row < rows {
+        let tid = UNIT_POS as usize;
+        let base = row * c;
+        let mut m = f32::min_value();
+        let mut i = tid;
+        while i < c {
+            m = max(m, f32::cast_from(logits[base + i]));
+            i += UNITS;
+        }
+        s_max[tid] = m;
+        block_max(&mut s_max);
+        let row_max = s_max[0];
+        let mut acc = 0.0f32;
+        let mut j = tid;
+        while j < c {
+            acc += (f32::cast_from(logits[base + j]) - row_max).exp();
+            j += UNITS;
+        }
+        s_sum[tid] = acc;
+        block_sum(&mut s_sum);
+        let sum = s_sum[0];
+        let label = labels[row] as usize;
+        let mut k = tid;
+        while k < c {
+            let p = (f32::cast_from(logits[base + k]) - row_max).exp() / sum;
+            let onehot = select(k == label, 1.0f32, 0.0f32);
+            dlogits[base + k] = F::cast_from(scale * (p - onehot));
+            k += UNITS;
+        }
+    }
+}
+
+/// logits [N, C], labels [N] (each < C) → dlogits [N, C] = scale · (softmax − onehot).
+pub fn cross_entropy_backward(gpu: &GpuBackend, logits: &GpuTensor, labels: &GpuIds, scale: f32) -> Result<GpuTensor> {
+    let op = "cross_entropy_backward";
+    let (rows, c) = logits.matrix();
+    if labels.len != rows {
+        return Err(Error::shape(op, format!("{} labels for logits {:?}", labels.len, logits.shape)));
+    }
+    if let Some(max) = labels.max.filter(|&m| m as usize >= c) {
+        return Err(Error::shape(op, format!("label {max} for {c} classes")));
+    }
+    let out = gpu.alloc(op, rows * c)?;
+    launch_float!(DType::F32, cross_entropy_backward_kernel(
+            gpu.client(),
+            gpu.grid(op, rows)?,
+            CubeDim::new_1d(UNITS as u32),
+            BufferArg::from_raw_parts(logits.handle(op)?, rows * c),
+            BufferArg::from_raw_parts(labels.handle.clone(), rows),
+            BufferArg::from_raw_parts(out.clone(), rows * c),
+            rows,
+            c,
+            scale,
+        ));
+    Ok(GpuTensor::single(out, logits.shape.clone()))
 }

@@ -27,3 +27,31 @@ pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| x + y).collect()
 }
+
+/// d GELU(z) / dz = Φ(z) + z·φ(z), in f64.
+pub fn gelu_grad_scalar(z: f64) -> f64 {
+    let cdf = 0.5 * (1.0 + libm::erf(z / std::f64::consts::SQRT_2));
+    let pdf = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    cdf + z * pdf
+}
+
+/// Backward of `gelu`: x [N], dy [N] → dx [N] = dy · GELU′(x).
+pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert_eq!(x.len(), dy.len());
+    x.iter().zip(dy).map(|(&z, &d)| (d as f64 * gelu_grad_scalar(z as f64)) as f32).collect()
+}
+
+/// Backward of `geglu`: u [N, 2I], dy [N, I] → du [N, 2I] with
+/// du[n, j] = dy[n, j] · u[n, I + j] · GELU′(u[n, j]) and du[n, I + j] = dy[n, j] · GELU(u[n, j]).
+pub fn geglu_backward(u: &[f32], dy: &[f32], i: usize) -> Vec<f32> {
+    assert_eq!(u.len(), 2 * dy.len());
+    let mut du = vec![0f32; u.len()];
+    for ((row, drow), out) in u.chunks(2 * i).zip(dy.chunks(i)).zip(du.chunks_mut(2 * i)) {
+        for j in 0..i {
+            let (a, gate, d) = (row[j] as f64, row[i + j] as f64, drow[j] as f64);
+            out[j] = (d * gate * gelu_grad_scalar(a)) as f32;
+            out[i + j] = (d * gelu_scalar(a)) as f32;
+        }
+    }
+    du
+}

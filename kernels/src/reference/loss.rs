@@ -16,3 +16,24 @@ pub fn cross_entropy(logits: &[f32], labels: &[i64], c: usize, ignore: i64) -> V
         })
         .collect()
 }
+
+/// Backward of `cross_entropy` with every row's loss weighted by `scale` (1/N for a mean over N
+/// labelled rows): dlogits[n] = scale · (softmax(logits[n]) − onehot(label[n])); zero on ignored
+/// rows. logits [N, C], labels [N] → dlogits [N, C].
+pub fn cross_entropy_backward(logits: &[f32], labels: &[i64], c: usize, ignore: i64, scale: f32) -> Vec<f32> {
+    assert_eq!(logits.len(), labels.len() * c);
+    let mut d = vec![0f32; logits.len()];
+    for ((row, &label), out) in logits.chunks(c).zip(labels).zip(d.chunks_mut(c)) {
+        if label == ignore {
+            continue;
+        }
+        let max = row.iter().map(|&v| v as f64).fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+        for j in 0..c {
+            let p = (row[j] as f64 - max).exp() / sum;
+            let onehot = if j as i64 == label { 1.0 } else { 0.0 };
+            out[j] = (scale as f64 * (p - onehot)) as f32;
+        }
+    }
+    d
+}

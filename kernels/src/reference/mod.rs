@@ -12,17 +12,21 @@
 mod attention;
 mod elementwise;
 mod embedding;
+#[cfg(test)]
+mod gradcheck;
 mod layernorm;
 mod linear;
 mod loss;
+mod optim;
 mod pool;
 mod rope;
 
-pub use attention::attention;
-pub use elementwise::{add, gelu, gelu_scalar, geglu};
-pub use embedding::embedding;
-pub use layernorm::layer_norm;
-pub use linear::linear;
-pub use loss::cross_entropy;
-pub use pool::{gather_rows, mean_pool};
-pub use rope::rope;
+pub use attention::{attention, attention_backward};
+pub use elementwise::{add, geglu, geglu_backward, gelu, gelu_backward, gelu_grad_scalar, gelu_scalar};
+pub use embedding::{embedding, embedding_backward};
+pub use layernorm::{layer_norm, layer_norm_backward};
+pub use linear::{linear, linear_backward};
+pub use loss::{cross_entropy, cross_entropy_backward};
+pub use optim::adam_step;
+pub use pool::{gather_rows, mean_pool, mean_pool_backward, scatter_rows};
+pub use rope::{rope, rope_backward};

@@ -25,3 +25,27 @@ pub fn rope(qkv: &[f32], positions: &[u32], cos: &[f32], sin: &[f32], nh: usize,
     }
     y
 }
+
+/// Backward of `rope`: the rotation's transpose (the angle negated) applied to dy [T, 3H];
+/// the v block passes through.
+pub fn rope_backward(dy: &[f32], positions: &[u32], cos: &[f32], sin: &[f32], nh: usize, hd: usize) -> Vec<f32> {
+    let h = nh * hd;
+    let half = hd / 2;
+    assert_eq!(dy.len(), positions.len() * 3 * h);
+    let mut dx = dy.to_vec();
+    for (t, &p) in positions.iter().enumerate() {
+        let p = p as usize;
+        for which in 0..2 {
+            for head in 0..nh {
+                let base = t * 3 * h + which * h + head * hd;
+                for j in 0..half {
+                    let (c, s) = (cos[p * half + j] as f64, sin[p * half + j] as f64);
+                    let (a, b) = (dy[base + j] as f64, dy[base + j + half] as f64);
+                    dx[base + j] = (a * c + b * s) as f32;
+                    dx[base + j + half] = (b * c - a * s) as f32;
+                }
+            }
+        }
+    }
+    dx
+}

@@ -32,6 +32,7 @@ pub fn rope_tables(theta: f64, hd: usize, positions: usize) -> (Vec<f32>, Vec<f3
 }
 
 /// One invocation per element of qkv [T, 3H]: q and k elements are rotated, v is copied.
+/// `inverse` rotates by the negated angle (the backward: the rotation's transpose).
 #[cube(launch_unchecked)]
 fn rope_kernel<F: Float>(
     qkv: &[F],
@@ -42,6 +43,7 @@ fn rope_kernel<F: Float>(
     n: usize,
     h: usize,
     hd: usize,
+    #[comptime] inverse: bool,
 ) {
     let i = ABSOLUTE_POS;
     if i < n {
@@ -55,11 +57,17 @@ fn rope_kernel<F: Float>(
             let x = f32::cast_from(qkv[i]);
             if d < half {
                 let c = f32::cast_from(cos[p * half + d]);
-                let s = f32::cast_from(sin[p * half + d]);
+                let mut s = f32::cast_from(sin[p * half + d]);
+                if inverse {
+                    s = -s;
+                }
                 out[i] = F::cast_from(x * c - f32::cast_from(qkv[i + half]) * s);
             } else {
                 let c = f32::cast_from(cos[p * half + d - half]);
-                let s = f32::cast_from(sin[p * half + d - half]);
+                let mut s = f32::cast_from(sin[p * half + d - half]);
+                if inverse {
+                    s = -s;
+                }
                 out[i] = F::cast_from(x * c + f32::cast_from(qkv[i - half]) * s);
             }
         } else {
@@ -70,30 +78,40 @@ fn rope_kernel<F: Float>(
 
 /// qkv [T, 3H], cos/sin [P, hd/2] → qkv with q, k rotated [T, 3H].
 pub fn rope(gpu: &GpuBackend, qkv: &GpuTensor, seqs: &GpuSeqs, cos: &GpuTensor, sin: &GpuTensor, nh: usize) -> Result<GpuTensor> {
+    rotate(gpu, "rope", qkv, seqs, cos, sin, nh, false)
+}
+
+/// Backward of `rope`: dqkv [T, 3H] → the q and k blocks rotated back (angle negated), v copied.
+pub fn rope_backward(gpu: &GpuBackend, dqkv: &GpuTensor, seqs: &GpuSeqs, cos: &GpuTensor, sin: &GpuTensor, nh: usize) -> Result<GpuTensor> {
+    rotate(gpu, "rope_backward", dqkv, seqs, cos, sin, nh, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rotate(gpu: &GpuBackend, op: &'static str, qkv: &GpuTensor, seqs: &GpuSeqs, cos: &GpuTensor, sin: &GpuTensor, nh: usize, inverse: bool) -> Result<GpuTensor> {
     let (t, three_h) = qkv.matrix();
     let h = three_h / 3;
-    let hd = if nh == 0 { 0 } else { h / nh };
+    let hd = h.checked_div(nh).unwrap_or(0);
     if three_h != 3 * nh * hd || hd == 0 || hd % 2 != 0 || t != seqs.tokens {
-        return Err(Error::shape("rope", format!("qkv {:?} with {nh} heads over {} tokens", qkv.shape, seqs.tokens)));
+        return Err(Error::shape(op, format!("qkv {:?} with {nh} heads over {} tokens", qkv.shape, seqs.tokens)));
     }
     let (p_max, half) = cos.matrix();
     if half != hd / 2 || sin.shape != cos.shape {
-        return Err(Error::shape("rope", format!("tables {:?} / {:?} for head dim {hd}", cos.shape, sin.shape)));
+        return Err(Error::shape(op, format!("tables {:?} / {:?} for head dim {hd}", cos.shape, sin.shape)));
     }
     if seqs.longest > p_max {
-        return Err(Error::limit("rope", format!("a sequence of {} tokens needs tables of that many positions, have {p_max}", seqs.longest)));
+        return Err(Error::limit(op, format!("a sequence of {} tokens needs tables of that many positions, have {p_max}", seqs.longest)));
     }
     let n = t * three_h;
-    let out = gpu.alloc("rope", n)?;
-    let (count, dim) = gpu.elementwise("rope", n, ELEMWISE_UNITS)?;
+    let out = gpu.alloc(op, n)?;
+    let (count, dim) = gpu.elementwise(op, n, ELEMWISE_UNITS)?;
     launch_float!(DType::F32, rope_kernel(
             gpu.client(), count, dim,
-            BufferArg::from_raw_parts(qkv.handle("rope")?, n),
+            BufferArg::from_raw_parts(qkv.handle(op)?, n),
             BufferArg::from_raw_parts(seqs.positions.clone(), t),
-            BufferArg::from_raw_parts(cos.handle("rope")?, p_max * half),
-            BufferArg::from_raw_parts(sin.handle("rope")?, p_max * half),
+            BufferArg::from_raw_parts(cos.handle(op)?, p_max * half),
+            BufferArg::from_raw_parts(sin.handle(op)?, p_max * half),
             BufferArg::from_raw_parts(out.clone(), n),
-            n, h, hd,
+            n, h, hd, inverse,
         ));
     Ok(GpuTensor::single(out, qkv.shape.clone()))
 }

@@ -43,3 +43,45 @@ fn tables_follow_the_formula() {
 }
 
 crate::backend_tests!(rope_mixed_batches, rope_refuses_short_tables);
+
+// ---- Training ----
+
+fn check_backward<B: Backend>(b: &B, lengths: &[usize], nh: usize, hd: usize, theta: f64) {
+    let cu = cu_seqlens(lengths);
+    let t = *cu.last().unwrap() as usize;
+    let h = nh * hd;
+    let dy = rand_vec(t * 3 * h, 3 + t as u32 + hd as u32, 1.0);
+    let p = lengths.iter().max().copied().unwrap() + 1;
+    let (cos, sin) = rope_tables(theta, hd, p);
+    let expected = reference::rope_backward(&dy, &positions(&cu), &cos, &sin, nh, hd);
+    let seqs = b.seqs(&cu).unwrap();
+    let dx = b
+        .rope_backward(&b.upload(&dy, &[t, 3 * h]).unwrap(), &seqs, &b.upload(&cos, &[p, hd / 2]).unwrap(), &b.upload(&sin, &[p, hd / 2]).unwrap(), nh)
+        .unwrap();
+    assert_eq!(b.shape(&dx), &[t, 3 * h]);
+    assert_close(&format!("rope_backward {lengths:?} nh={nh} hd={hd}"), &block_on(b.read(&dx)).unwrap(), &expected, KERNEL_F32);
+}
+
+fn rope_backward_mixed_batches<B: Backend>(b: &B) {
+    check_backward(b, &[1], 4, 12, 10_000.0);
+    check_backward(b, &[2], 4, 12, 160_000.0);
+    check_backward(b, &[40, 27, 13], 4, 12, 160_000.0);
+    check_backward(b, &[1, 130, 2, 64], 2, 64, 10_000.0);
+    check_backward(b, &[1000], 1, 2, 10_000.0);
+}
+
+fn rope_backward_inverts_rope<B: Backend>(b: &B) {
+    // The rotation is orthogonal: its backward undoes the forward.
+    let cu = cu_seqlens(&[5, 70]);
+    let (nh, hd, t) = (2, 16, 75);
+    let x = rand_vec(t * 3 * nh * hd, 77, 1.0);
+    let (cos, sin) = rope_tables(10_000.0, hd, 70);
+    let (cos, sin) = (b.upload(&cos, &[70, hd / 2]).unwrap(), b.upload(&sin, &[70, hd / 2]).unwrap());
+    let seqs = b.seqs(&cu).unwrap();
+    let y = b.rope(&b.upload(&x, &[t, 3 * nh * hd]).unwrap(), &seqs, &cos, &sin, nh).unwrap();
+    let back = b.rope_backward(&y, &seqs, &cos, &sin, nh).unwrap();
+    assert_close("rope_backward(rope(x))", &block_on(b.read(&back)).unwrap(), &x, KERNEL_F32);
+    assert!(b.rope_backward(&y, &b.seqs(&cu_seqlens(&[5, 71])).unwrap(), &cos, &sin, nh).is_err(), "tables too short / token count differs");
+}
+
+crate::training_backend_tests!(rope_backward_mixed_batches, rope_backward_inverts_rope);

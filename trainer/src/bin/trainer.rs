@@ -1,0 +1,294 @@
+//! `trainer`: continued masked-LM pretraining, fine-tuning and parity checks of ModernBERT-family
+//! encoders, on the runtime's kernels (any GPU through wgpu, CUDA, or the CPU).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kernels::device::{cuda_device, wgpu_device, AdapterChoice};
+use kernels::{Backend, CpuBackend, GpuBackend};
+use runtime::weights::Checkpoint;
+
+#[derive(Parser)]
+#[command(name = "trainer", version, about = "Train ModernBERT-family encoders on the runtime's kernels")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Device {
+    /// The CPU backend.
+    Cpu,
+    /// The wgpu GPU backend (Vulkan, Metal, DX12), software adapters included.
+    Gpu,
+    /// NVIDIA GPUs through cubecl's CUDA runtime (builds with `--features cuda`).
+    Cuda,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TaskArg {
+    TokenClassification,
+    SequenceClassification,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tokenize text once into uint16 shards for pretraining: each document cut into
+    /// `[CLS] … [SEP]` chunks of at most --max-seq-len tokens, a held-out eval split.
+    #[command(after_help = "Example:\n  trainer prepare notes/ mimic.jsonl --tokenizer ModernBERT-base --max-seq-len 1024 --eval-fraction 0.01 -o data/clinical")]
+    Prepare {
+        /// Text files (one document each, or one per line with --lines), JSONL with a "text"
+        /// field, CSV (with --text-column), or directories of them.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// A folder with tokenizer.json (a model folder).
+        #[arg(long)]
+        tokenizer: PathBuf,
+        #[arg(long, default_value_t = 8192)]
+        max_seq_len: usize,
+        /// Fraction of documents held out for evaluation.
+        #[arg(long, default_value_t = 0.0)]
+        eval_fraction: f64,
+        #[arg(long)]
+        lines: bool,
+        #[arg(long)]
+        text_column: Option<String>,
+        /// The dataset directory to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Continued masked-LM pretraining in phases, as a TOML run file describes (see the README).
+    #[command(after_help = "Examples:\n  trainer pretrain --config run.toml\n  trainer pretrain --config run.toml --resume   # continue from the last checkpoint")]
+    Pretrain {
+        #[arg(long)]
+        config: PathBuf,
+        /// Continue from the newest checkpoint under the run's output folder.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Fine-tune a classification head from any masked-LM or task checkpoint, evaluating every
+    /// epoch (per-label precision/recall/F1) and keeping the best epoch.
+    #[command(after_help = "Examples:\n  trainer finetune --task token-classification --model BioClinical-ModernBERT-base \\\n      --train deid-train.jsonl --eval deid-valid.jsonl -o deid-model\n  trainer finetune --task sequence-classification --model DIR --train train.csv --eval valid.csv \\\n      --text-column text --label-column label -o classifier\n\nToken classification reads JSONL lines {\"text\": …, \"spans\": [{\"start\": 10, \"end\": 22, \"label\": \"NAME\"}]}\n(character offsets); sequence classification reads JSONL {\"text\", \"label\"} or CSV.")]
+    Finetune {
+        #[arg(long, value_enum)]
+        task: TaskArg,
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        train: PathBuf,
+        #[arg(long)]
+        eval: PathBuf,
+        /// The fine-tuned model folder to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+        #[arg(long, default_value_t = 2e-5)]
+        lr: f64,
+        #[arg(long, default_value_t = 0.01)]
+        weight_decay: f64,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 512)]
+        max_seq_len: usize,
+        #[arg(long, default_value_t = 0.0)]
+        warmup_ratio: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        text_column: Option<String>,
+        #[arg(long)]
+        label_column: Option<String>,
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Time training steps (forward, backward, AdamW) of the MLM with 30% of the tokens masked:
+    /// median tokens/s and peak memory; last line `tokens_per_s=<v> peak_rss_mib=<v>`.
+    #[command(after_help = "Example:\n  trainer bench --config tests/data/modernbert-configs/ModernBERT-base.config.json --batch 4 --seq 512 --threads 1")]
+    Bench {
+        /// A config.json: the model is built with random seeded weights.
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        batch: usize,
+        #[arg(long)]
+        seq: usize,
+        /// Timed steps (after one warm-up).
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Replay a transformers training fixture (gradients, optimizer steps, 10-step trajectories,
+    /// gradient accumulation, token classification) and compare every tensor.
+    #[command(after_help = "Examples:\n  trainer check --model tests/fixtures/tiny-modernbert-mlm --reference tests/fixtures/reference.safetensors\n  trainer check --model tests/fixtures/tiny-modernbert-mlm --model tests/fixtures/tiny-modernbert-tokcls \\\n      --reference tests/fixtures-training/training.safetensors --device gpu")]
+    Check {
+        /// Model folders: the masked-LM model, and the token classifier for `tokcls.*` (repeat).
+        #[arg(long, required = true)]
+        model: Vec<PathBuf>,
+        /// `reference.safetensors` (gradients, one AdamW step) or `training.safetensors`.
+        #[arg(long)]
+        reference: PathBuf,
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
+        /// CPU threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+fn check<B: Backend>(be: &B, models: &[PathBuf], reference: &PathBuf) -> Result<bool, String> {
+    let r = Checkpoint::open_file(reference).map_err(|e| e.to_string())?;
+    let report = trainer::check::run(be, &trainer::check::Models { dirs: models }, &r).map_err(|e| e.to_string())?;
+    print!("{}", report.render());
+    Ok(report.passed())
+}
+
+fn set_threads(threads: &Option<usize>) -> Result<(), String> {
+    if let Some(n) = threads {
+        rayon::ThreadPoolBuilder::new().num_threads((*n).max(1)).build_global().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn pretrain<B: Backend>(be: &B, config: &PathBuf, resume: bool) -> Result<bool, String> {
+    let c = trainer::pretrain::RunConfig::from_file(config).map_err(|e| e.to_string())?;
+    let opts = trainer::pretrain::RunOptions { resume, stop_after: None };
+    let state = trainer::pretrain::run(be, &c, &opts, |m| {
+        eprintln!(
+            "[{}] {} step {:>6} loss {:.4} top1 {:.3} top10 {:.3} lr {:.3e} mask {:.3} {:.0} tok/s",
+            m.split, m.phase, m.step, m.loss, m.top1, m.top10, m.lr, m.mask_rate, m.tokens_per_s
+        )
+    })
+    .map_err(|e| e.to_string())?;
+    println!("trained {} steps on {} tokens; model in {}", state.global_step, state.tokens, c.output.join("final").display());
+    Ok(true)
+}
+
+fn finetune<B: Backend>(be: &B, o: &trainer::finetune::FinetuneOptions) -> Result<bool, String> {
+    let r = trainer::finetune::finetune(be, o, |e| {
+        eprintln!("epoch {}: train loss {:.4}, eval loss {:.4}, F1 {:.4}, accuracy {:.4}", e.epoch, e.train_loss, e.eval_loss, e.f1, e.accuracy);
+        for l in &e.labels {
+            eprintln!("    {:<24} P {:.3}  R {:.3}  F1 {:.3}  ({})", l.label, l.precision, l.recall, l.f1, l.support);
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    if r.truncated > 0 {
+        eprintln!("note: {} documents longer than --max-seq-len were truncated for training/evaluation", r.truncated);
+    }
+    let best = &r.epochs[r.best];
+    println!("best epoch {} (F1 {:.4}) saved to {}; labels {:?}", best.epoch, best.f1, o.output.display(), r.labels);
+    Ok(true)
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn bench<B: Backend>(be: &B, config: &PathBuf, batch: usize, seq: usize, iters: usize) -> Result<bool, String> {
+    use runtime::config::Architecture;
+    use trainer::backward::{forward_backward, Grads, Target};
+    if batch == 0 || seq < 3 || iters == 0 {
+        return Err("--batch and --iters must be at least 1, --seq at least 3".into());
+    }
+    let mut c = runtime::ModernBertConfig::from_file(config).map_err(|e| e.to_string())?;
+    c.architecture = Some(Architecture::MaskedLm);
+    let weights = runtime::init::RandomWeights::new(&c, Architecture::MaskedLm, 0, 42);
+    let mut model = runtime::ModernBert::load_trainable(be, c.clone(), &weights).map_err(|e| e.to_string())?;
+    let seqs: Vec<Vec<u32>> = (0..batch).map(|b| kernels::testing::rand_ids(seq, b as u32 + 1, (c.vocab_size as u32).min(50_000))).collect();
+    let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+    // 30% of the tokens labelled (every third-ish position), like ModernBERT's pretraining.
+    let rows: Vec<u32> = (0..(batch * seq) as u32).filter(|r| r % 10 < 3).collect();
+    let ids = seqs.concat();
+    let labels: Vec<u32> = rows.iter().map(|&r| ids[r as usize]).collect();
+    let mut opt = trainer::optim::Optimizer::new(trainer::optim::OptimizerConfig { kind: trainer::optim::OptimizerKind::AdamW, lr: 1e-4, betas: (0.9, 0.98), eps: 1e-6, weight_decay: 1e-5, grad_clip: None });
+    let mut step = || -> Result<f64, String> {
+        let t0 = std::time::Instant::now();
+        let b = model.batch(be, &refs).map_err(|e| e.to_string())?;
+        let mut grads = Grads::default();
+        forward_backward(be, &model, &b, &ids, &Target::MaskedLm { rows: &rows, labels: &labels }, 1.0 / rows.len() as f32, &mut grads).map_err(|e| e.to_string())?;
+        opt.step(be, &mut model, &grads, 1e-4, false).map_err(|e| e.to_string())?;
+        Ok(t0.elapsed().as_secs_f64())
+    };
+    step()?;
+    let mut times = (0..iters).map(|_| step()).collect::<Result<Vec<f64>, String>>()?;
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    println!("{} ({}), {}, batch {batch} x {seq}, {} thread(s): median step {:.3} s (forward, backward, AdamW; 30% masked)", be.device_info().backend, be.device_info().name, config.display(), rayon::current_num_threads(), median);
+    println!("tokens_per_s={:.1} peak_rss_mib={:.0}", (batch * seq) as f64 / median, peak_rss_mib());
+    Ok(true)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Prepare { inputs, tokenizer, max_seq_len, eval_fraction, lines, text_column, output } => (|| {
+            let tok = runtime::tokenize::Tokenizer::from_dir(tokenizer).map_err(|e| e.to_string())?;
+            let opts = trainer::data::PrepareOptions { max_seq_len: *max_seq_len, eval_fraction: *eval_fraction, lines: *lines, text_column: text_column.clone(), ..Default::default() };
+            let info = trainer::data::prepare(&tok, inputs, output, &opts).map_err(|e| e.to_string())?;
+            let count = |s: &[trainer::data::ShardInfo]| (s.iter().map(|x| x.sequences).sum::<u64>(), s.iter().map(|x| x.tokens).sum::<u64>());
+            let ((ts, tt), (es, et)) = (count(&info.train), count(&info.eval));
+            println!("{} documents → train {ts} sequences / {tt} tokens, eval {es} sequences / {et} tokens ({} held-out documents) in {}", info.documents, info.eval_documents, output.display());
+            Ok(true)
+        })(),
+        Command::Finetune { task, model, train, eval, output, epochs, lr, weight_decay, batch_size, max_seq_len, warmup_ratio, seed, text_column, label_column, device, threads } => (|| {
+            set_threads(threads)?;
+            let task = match task {
+                TaskArg::TokenClassification => trainer::finetune::Task::TokenClassification,
+                TaskArg::SequenceClassification => trainer::finetune::Task::SequenceClassification,
+            };
+            let mut o = trainer::finetune::FinetuneOptions::new(task, model.clone(), train.clone(), eval.clone(), output.clone());
+            (o.epochs, o.lr, o.weight_decay, o.batch_size, o.max_seq_len, o.warmup_ratio, o.seed) = (*epochs, *lr, *weight_decay, *batch_size, *max_seq_len, *warmup_ratio, *seed);
+            (o.text_column, o.label_column) = (text_column.clone(), label_column.clone());
+            match device {
+                Device::Cpu => finetune(&CpuBackend::new(), &o),
+                Device::Gpu => finetune(&GpuBackend::new(wgpu_device(AdapterChoice::Default).map_err(|e| e.to_string())?), &o),
+                Device::Cuda => finetune(&GpuBackend::new(cuda_device(0).map_err(|e| e.to_string())?), &o),
+            }
+        })(),
+        Command::Bench { config, batch, seq, iters, device, threads } => (|| {
+            set_threads(threads)?;
+            match device {
+                Device::Cpu => bench(&CpuBackend::new(), config, *batch, *seq, *iters),
+                Device::Gpu => bench(&GpuBackend::new(wgpu_device(AdapterChoice::Default).map_err(|e| e.to_string())?), config, *batch, *seq, *iters),
+                Device::Cuda => bench(&GpuBackend::new(cuda_device(0).map_err(|e| e.to_string())?), config, *batch, *seq, *iters),
+            }
+        })(),
+        Command::Pretrain { config, resume, device, threads } => (|| {
+            set_threads(threads)?;
+            match device {
+                Device::Cpu => pretrain(&CpuBackend::new(), config, *resume),
+                Device::Gpu => pretrain(&GpuBackend::new(wgpu_device(AdapterChoice::Default).map_err(|e| e.to_string())?), config, *resume),
+                Device::Cuda => pretrain(&GpuBackend::new(cuda_device(0).map_err(|e| e.to_string())?), config, *resume),
+            }
+        })(),
+        Command::Check { model, reference, device, threads } => (|| {
+            set_threads(threads)?;
+            match device {
+                Device::Cpu => check(&CpuBackend::new(), model, reference),
+                Device::Gpu => check(&GpuBackend::new(wgpu_device(AdapterChoice::Default).map_err(|e| e.to_string())?), model, reference),
+                Device::Cuda => check(&GpuBackend::new(cuda_device(0).map_err(|e| e.to_string())?), model, reference),
+            }
+        })(),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Checkpoints: a Hugging Face model folder (`config.json`, `model.safetensors`, tokenizer files)
+//! that `runtime-cli` and transformers load unchanged, plus the optimizer's moments
+//! (`optimizer.safetensors`) and where the run was (`trainer_state.json`). A checkpoint is
+//! written into a temporary directory and renamed into place, so a crash never leaves a
+//! half-written one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use kernels::Backend;
+use runtime::weights::{serialize_f32, Checkpoint};
+use runtime::ModernBert;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{write_atomic, LoaderState};
+use crate::optim::{Moments, Optimizer};
+use crate::{Error, Result};
+
+fn io(path: &Path, e: std::io::Error) -> Error {
+    Error::Io { path: path.display().to_string(), source: e }
+}
+
+/// Where a run stands.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Index of the phase in the run configuration.
+    pub phase: usize,
+    /// Optimizer steps done in this phase.
+    pub phase_step: u64,
+    /// Optimizer steps done in the whole run.
+    pub global_step: u64,
+    /// Tokens trained on in the whole run.
+    pub tokens: u64,
+    pub loader: LoaderState,
+    /// The masking random generator's state.
+    pub mask_rng: u64,
+}
+
+/// Files copied from the model's source folder into every checkpoint.
+pub const TOKENIZER_FILES: [&str; 3] = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"];
+
+/// The model's parameters, read back, in checkpoint order.
+pub fn parameters<B: Backend>(be: &B, model: &mut ModernBert<B>) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    let mut out = Vec::new();
+    for (name, t) in model.parameters_mut() {
+        out.push((name, be.shape(t).to_vec(), kernels::block_on(be.read(t))?));
+    }
+    Ok(out)
+}
+
+/// Write a checkpoint folder `dir`: the model as a Hugging Face folder (config text as given,
+/// tokenizer files copied from `tokenizer_dir`), the optimizer and the state.
+pub fn save<B: Backend>(
+    be: &B,
+    dir: &Path,
+    config_json: &str,
+    tokenizer_dir: Option<&Path>,
+    model: &mut ModernBert<B>,
+    optimizer: Option<&Optimizer<B>>,
+    state: Option<&TrainerState>,
+) -> Result<()> {
+    let tmp = dir.with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    let params = parameters(be, model)?;
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    write_atomic(&tmp.join("model.safetensors"), &serialize_f32(&params, Some(meta))?)?;
+    write_atomic(&tmp.join("config.json"), config_json.as_bytes())?;
+    if let Some(src) = tokenizer_dir {
+        for f in TOKENIZER_FILES {
+            let from = src.join(f);
+            if from.exists() {
+                std::fs::copy(&from, tmp.join(f)).map_err(|e| io(&from, e))?;
+            }
+        }
+    }
+    if let Some(opt) = optimizer {
+        let mut tensors = Vec::new();
+        let mut names: Vec<&String> = opt.state.keys().collect();
+        names.sort();
+        for name in names {
+            let m = &opt.state[name];
+            let shape = be.shape(&m.m).to_vec();
+            tensors.push((format!("m.{name}"), shape.clone(), kernels::block_on(be.read(&m.m))?));
+            tensors.push((format!("v.{name}"), shape, kernels::block_on(be.read(&m.v))?));
+        }
+        let mut meta = HashMap::new();
+        meta.insert("step".to_string(), opt.step.to_string());
+        meta.insert("config".to_string(), serde_json::to_string(&opt.config).expect("serialisable"));
+        write_atomic(&tmp.join("optimizer.safetensors"), &serialize_f32(&tensors, Some(meta))?)?;
+    }
+    if let Some(s) = state {
+        write_atomic(&tmp.join("trainer_state.json"), &serde_json::to_vec_pretty(s).expect("serialisable"))?;
+    }
+    // Replace an older checkpoint of the same name only once the new one is complete.
+    if dir.exists() {
+        let old = dir.with_extension("old");
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+        }
+        std::fs::rename(dir, &old).map_err(|e| io(dir, e))?;
+        std::fs::rename(&tmp, dir).map_err(|e| io(dir, e))?;
+        std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+    } else {
+        std::fs::rename(&tmp, dir).map_err(|e| io(dir, e))?;
+    }
+    Ok(())
+}
+
+/// Restore the optimizer's moments and step from a checkpoint folder.
+pub fn load_optimizer<B: Backend>(be: &B, dir: &Path, optimizer: &mut Optimizer<B>) -> Result<()> {
+    let path = dir.join("optimizer.safetensors");
+    let ck = Checkpoint::open_file(&path)?;
+    let file = path.display().to_string();
+    let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+    let (_, meta) = safetensors_metadata(&bytes).map_err(|m| Error::file(&file, m))?;
+    optimizer.step = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| Error::file(&file, "metadata \"step\": expected an integer"))?;
+    optimizer.state.clear();
+    let names: Vec<String> = ck.names().filter_map(|n| n.strip_prefix("m.").map(str::to_string)).collect();
+    for name in names {
+        let m = ck.require(&format!("m.{name}"))?;
+        let v = ck.require(&format!("v.{name}"))?;
+        let shape = m.shape.to_vec();
+        optimizer.state.insert(name, Moments { m: be.upload_vec(m.to_f32()?, &shape)?, v: be.upload_vec(v.to_f32()?, &shape)? });
+    }
+    Ok(())
+}
+
+/// The `__metadata__` of a safetensors file.
+fn safetensors_metadata(bytes: &[u8]) -> std::result::Result<((), HashMap<String, String>), String> {
+    if bytes.len() < 8 {
+        return Err("not a safetensors file".into());
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8 + n).ok_or("truncated header")?).map_err(|e| format!("header: {e}"))?;
+    let meta = header
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+        .unwrap_or_default();
+    Ok(((), meta))
+}
+
+/// Read `trainer_state.json` of a checkpoint.
+pub fn load_state(dir: &Path) -> Result<TrainerState> {
+    let path = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::file(path.display().to_string(), format!("not a trainer state: {e}")))
+}
+
+/// The newest complete checkpoint under `root` (folders `step-NNNNNNNN` with a state file).
+pub fn latest(root: &Path) -> Result<Option<PathBuf>> {
+    if !root.exists() {
+        return Ok(None);
+    }
+    let mut best: Option<(u64, PathBuf)> = None;
+    for e in std::fs::read_dir(root).map_err(|e| io(root, e))? {
+        let p = e.map_err(|e| io(root, e))?.path();
+        let Some(n) = p.file_name().and_then(|f| f.to_str()).and_then(|f| f.strip_prefix("step-")).and_then(|s| s.parse::<u64>().ok()) else { continue };
+        if p.join("trainer_state.json").exists() && best.as_ref().is_none_or(|(b, _)| n > *b) {
+            best = Some((n, p));
+        }
+    }
+    Ok(best.map(|(_, p)| p))
+}

@@ -1,0 +1,144 @@
+//! The optimizer: AdamW or StableAdamW over every parameter of a model, one `adam_step` kernel
+//! per tensor, optional global gradient-norm clipping. Weight decay only on matrices (ndim ≥ 2)
+//! whose name does not end in `.bias`: never on norms and biases.
+
+use std::collections::HashMap;
+
+use kernels::optim::{AdamStep, Rule};
+use kernels::Backend;
+use runtime::ModernBert;
+use serde::{Deserialize, Serialize};
+
+use crate::backward::Grads;
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// torch.optim.AdamW (decay lr·wd).
+    AdamW,
+    /// optimi's StableAdamW with fully decoupled weight decay (ModernBERT's `decoupled_stableadamw`).
+    StableAdamW,
+}
+
+/// Hyper-parameters. `lr` is the peak learning rate (StableAdamW's decay is relative to it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    #[serde(default = "default_betas")]
+    pub betas: (f64, f64),
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Clip the global L2 norm of the gradient to this value.
+    #[serde(default)]
+    pub grad_clip: Option<f64>,
+}
+
+fn default_betas() -> (f64, f64) {
+    (0.9, 0.98)
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+
+impl OptimizerConfig {
+    /// ModernBERT / BioClinical ModernBERT: StableAdamW, betas (0.9, 0.98), eps 1e-6, wd 1e-5.
+    pub fn modernbert(lr: f64) -> Self {
+        OptimizerConfig { kind: OptimizerKind::StableAdamW, lr, betas: (0.9, 0.98), eps: 1e-6, weight_decay: 1e-5, grad_clip: None }
+    }
+}
+
+/// Whether a parameter decays: matrices, not norms or biases.
+pub fn decays(name: &str, shape: &[usize]) -> bool {
+    shape.len() >= 2 && !name.ends_with(".bias")
+}
+
+/// Moments of one parameter.
+pub struct Moments<B: Backend> {
+    pub m: B::Tensor,
+    pub v: B::Tensor,
+}
+
+/// What a step reports.
+#[derive(Clone, Debug, Default)]
+pub struct StepStats {
+    /// Global L2 norm of the gradient (before clipping).
+    pub grad_norm: f64,
+    /// StableAdamW's per-tensor update RMS, in parameter order.
+    pub rms: Vec<(String, f32)>,
+}
+
+pub struct Optimizer<B: Backend> {
+    pub config: OptimizerConfig,
+    /// Steps taken (the next step is `step + 1`).
+    pub step: u64,
+    pub state: HashMap<String, Moments<B>>,
+}
+
+impl<B: Backend> Optimizer<B> {
+    pub fn new(config: OptimizerConfig) -> Self {
+        Optimizer { config, step: 0, state: HashMap::new() }
+    }
+
+    /// One update of every parameter that has a gradient, at learning rate `lr`. With
+    /// `want_rms`, StableAdamW's per-tensor RMS values are read back.
+    pub fn step(&mut self, be: &B, model: &mut ModernBert<B>, grads: &Grads<B>, lr: f64, want_rms: bool) -> Result<StepStats> {
+        let c = self.config.clone();
+        let mut sq = 0f64;
+        for g in grads.tensors.values() {
+            sq += kernels::block_on(be.read(&be.sum_squares(g)?))?[0] as f64;
+        }
+        let grad_norm = sq.sqrt();
+        if !grad_norm.is_finite() {
+            return Err(Error::Input(format!("the gradient norm is {grad_norm}: the loss diverged (lower the learning rate)")));
+        }
+        let clip = match c.grad_clip {
+            Some(max) if grad_norm > max => Some((max / (grad_norm + 1e-6)) as f32),
+            _ => None,
+        };
+        self.step += 1;
+        let rule = match c.kind {
+            OptimizerKind::AdamW => Rule::AdamW,
+            OptimizerKind::StableAdamW => Rule::StableAdamW { max_lr: c.lr },
+        };
+        let mut stats = StepStats { grad_norm, rms: Vec::new() };
+        for (name, param) in model.parameters_mut() {
+            let Some(g) = grads.get(&name) else { continue };
+            let shape = be.shape(param).to_vec();
+            if be.shape(g) != shape.as_slice() {
+                return Err(Error::Input(format!("gradient of {name} has shape {:?}, the parameter {shape:?}", be.shape(g))));
+            }
+            let g = match clip {
+                Some(s) => be.scale(g, s)?,
+                None => g.clone(),
+            };
+            let n: usize = shape.iter().product();
+            let state = match self.state.remove(&name) {
+                Some(s) => s,
+                None => Moments { m: be.upload_vec(vec![0.0; n], &shape)?, v: be.upload_vec(vec![0.0; n], &shape)? },
+            };
+            let s = AdamStep {
+                rule,
+                lr,
+                beta1: c.betas.0,
+                beta2: c.betas.1,
+                eps: c.eps,
+                weight_decay: if decays(&name, &shape) { c.weight_decay } else { 0.0 },
+                step: self.step,
+            };
+            let up = be.adam_step(param, &g, &state.m, &state.v, &s)?;
+            *param = up.param;
+            if want_rms {
+                if let Some(r) = &up.rms {
+                    stats.rms.push((name.clone(), kernels::block_on(be.read(r))?[0]));
+                }
+            }
+            self.state.insert(name, Moments { m: up.m, v: up.v });
+        }
+        Ok(stats)
+    }
+}

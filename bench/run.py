@@ -4,8 +4,11 @@ same machine, in one run, the implementations interleaved case by case (the VM's
 from minute to minute, so only ratios measured together mean anything).
 
     python3 bench/run.py [--cases 8x128,4x512,1x2048,1x8192] [--threads 1,2] [--rounds 1]
-                         [--config tests/data/modernbert-configs/ModernBERT-base.config.json]
+                         [--train-cases 4x512] [--config tests/data/modernbert-configs/ModernBERT-base.config.json]
                          [--torch-bf16] [--out bench/latest.md]
+
+The training rows time a step of the masked-LM (forward, backward, AdamW; 30% of the tokens
+labelled) with `trainer bench` against the same step in PyTorch (`torch_bench.py --train`).
 
 Needs `cargo` (builds target/release/runtime-cli) and, for the baseline, a Python with torch and
 transformers (`pip install torch transformers`); without them only our numbers are printed.
@@ -23,6 +26,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = os.path.join(ROOT, "target", "release", "runtime-cli")
+TRAINER = os.path.join(ROOT, "target", "release", "trainer")
 LINE = re.compile(r"tokens_per_s=([0-9.]+) peak_rss_mib=([0-9.]+)")
 
 
@@ -42,11 +46,17 @@ def ours(config, b, s, threads, dtype, iters):
     return tps, rss, gflops, peak
 
 
-def torch_case(config, b, s, threads, dtype, iters):
+def ours_training(config, b, s, threads, iters):
+    tps, rss, _ = run([TRAINER, "bench", "--config", config, "--batch", str(b), "--seq", str(s),
+                       "--threads", str(threads), "--iters", str(iters)])
+    return tps, rss
+
+
+def torch_case(config, b, s, threads, dtype, iters, train=False):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     tps, rss, _ = run([sys.executable, os.path.join(ROOT, "bench", "torch_bench.py"), "--config", config,
                        "--batch", str(b), "--seq", str(s), "--threads", str(threads), "--dtype", dtype,
-                       "--iters", str(iters)], env)
+                       "--iters", str(iters)] + (["--train"] if train else []), env)
     return tps, rss
 
 
@@ -77,16 +87,18 @@ def main():
     p.add_argument("--cases", default="8x128,4x512,1x2048,1x8192")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--train-cases", default="4x512", help="training-step cases ('' for none)")
     p.add_argument("--config", default=os.path.join(ROOT, "tests/data/modernbert-configs/ModernBERT-base.config.json"))
     p.add_argument("--torch-bf16", action="store_true", help="also time PyTorch in bf16")
     p.add_argument("--out", default=None, help="also write the table (markdown) to this file")
     a = p.parse_args()
 
-    subprocess.run(["cargo", "build", "--release", "-p", "runtime", "--bin", "runtime-cli"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-p", "runtime", "--bin", "runtime-cli", "-p", "trainer", "--bin", "trainer"],
+                   cwd=ROOT, check=True)
     torch_ok = have_torch()
     if not torch_ok:
         print("note: torch/transformers not importable: printing this project's numbers only", file=sys.stderr)
-    cases = [tuple(int(x) for x in c.split("x")) for c in a.cases.split(",")]
+    cases = [tuple(int(x) for x in c.split("x")) for c in a.cases.split(",") if c]
     threads = [int(t) for t in a.threads.split(",")]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     flags = open("/proc/cpuinfo").read()
@@ -94,7 +106,7 @@ def main():
     started = time.strftime("%Y-%m-%d %H:%M")
 
     rows = []
-    for t in threads:
+    for t in (threads if cases else []):
         peak = torch_matmul_peak(t, "f32") if torch_ok else float("nan")
         peak_bf16 = torch_matmul_peak(t, "bf16") if torch_ok else float("nan")
         for (b, s) in cases:
@@ -124,7 +136,7 @@ def main():
              " peak RSS MiB PyTorch / f32 / bf16 |")
     if a.torch_bf16:
         head += " PyTorch bf16 tok/s |"
-    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    lines += [head, "|" + "---|" * (head.count("|") - 1)] if rows else []
     for (t, b, s, m, peak, peak_bf16) in rows:
         r32 = m["f32"] / m["torch"] if m["torch"] == m["torch"] else float("nan")
         r16 = m["bf16"] / m["torch"] if m["torch"] == m["torch"] else float("nan")
@@ -134,6 +146,25 @@ def main():
         if a.torch_bf16:
             line += f" {m['torch_bf16']:.1f} |"
         lines.append(line)
+    train_cases = [tuple(int(x) for x in c.split("x")) for c in a.train_cases.split(",") if c]
+    if train_cases:
+        lines += ["", "Training step (forward, backward, AdamW; 30% of the tokens labelled), float32:", "",
+                  "| threads | batch × seq | PyTorch tok/s | ours tok/s | ratio | peak RSS MiB PyTorch / ours |",
+                  "|---|---|---|---|---|---|"]
+        for t in threads:
+            for (b, s_) in train_cases:
+                res = {"torch": [], "torch_rss": [], "ours": [], "ours_rss": []}
+                for _ in range(a.rounds):
+                    if torch_ok:
+                        tps, rss = torch_case(a.config, b, s_, t, "f32", 2, train=True)
+                        res["torch"].append(tps); res["torch_rss"].append(rss)
+                    tps, rss = ours_training(a.config, b, s_, t, 2)
+                    res["ours"].append(tps); res["ours_rss"].append(rss)
+                m = {k: (statistics.median(v) if v else float("nan")) for k, v in res.items()}
+                print(f"[{time.strftime('%H:%M:%S')}] training {t} thread(s) {b}x{s_}: torch {m['torch']:.1f}, ours {m['ours']:.1f}",
+                      file=sys.stderr, flush=True)
+                ratio = m["ours"] / m["torch"] if m["torch"] == m["torch"] else float("nan")
+                lines.append(f"| {t} | {b} × {s_} | {m['torch']:.1f} | {m['ours']:.1f} | {ratio:.2f}× | {m['torch_rss']:.0f} / {m['ours_rss']:.0f} |")
     table = "\n".join(lines)
     print(table)
     if a.out:

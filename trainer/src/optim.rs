@@ -142,3 +142,44 @@ impl<B: Backend> Optimizer<B> {
         Ok(stats)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernels::CpuBackend;
+    use runtime::config::Architecture;
+
+    #[test]
+    fn clipping_scales_the_gradient_to_the_norm_and_decay_skips_norms() {
+        let be = CpuBackend::new();
+        let folder = runtime::folder::ModelFolder::open(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-modernbert-mlm")).unwrap();
+        let mut config = folder.config.clone();
+        config.architecture = Some(Architecture::MaskedLm);
+        let mut model = ModernBert::load_trainable(&be, config, &folder.checkpoint).unwrap();
+        // Gradients of norm 5 on two tensors: 3 on a matrix entry, 4 on a norm weight.
+        let mut grads = Grads::default();
+        let mut g1 = vec![0f32; 144 * 48];
+        g1[0] = 3.0;
+        let mut g2 = vec![0f32; 48];
+        g2[0] = 4.0;
+        grads.tensors.insert("model.layers.0.attn.Wqkv.weight".into(), be.upload_vec(g1, &[144, 48]).unwrap());
+        grads.tensors.insert("model.final_norm.weight".into(), be.upload_vec(g2, &[48]).unwrap());
+        let mut opt = Optimizer::new(OptimizerConfig { kind: OptimizerKind::AdamW, lr: 0.1, betas: (0.9, 0.98), eps: 1e-6, weight_decay: 0.5, grad_clip: Some(1.0) });
+        let before = kernels::block_on(be.read(&model.layers[0].attn.Wqkv.weight)).unwrap();
+        let norm_before = kernels::block_on(be.read(&model.final_norm.weight)).unwrap();
+        let stats = opt.step(&be, &mut model, &grads, 0.1, false).unwrap();
+        assert!((stats.grad_norm - 5.0).abs() < 1e-9);
+        // First moments hold (1 − β₁)·g·(1/5): the gradient was scaled to norm 1.
+        let m = kernels::block_on(be.read(&opt.state["model.layers.0.attn.Wqkv.weight"].m)).unwrap();
+        assert!((m[0] - 0.1 * 3.0 / 5.0).abs() < 1e-6, "{}", m[0]);
+        let m2 = kernels::block_on(be.read(&opt.state["model.final_norm.weight"].m)).unwrap();
+        assert!((m2[0] - 0.1 * 4.0 / 5.0).abs() < 1e-6, "{}", m2[0]);
+        // Weight decay: the matrix's untouched entries shrink by lr·wd, the norm's do not.
+        let after = kernels::block_on(be.read(&model.layers[0].attn.Wqkv.weight)).unwrap();
+        assert!((after[1] - before[1] * (1.0 - 0.05)).abs() < 1e-6);
+        let norm_after = kernels::block_on(be.read(&model.final_norm.weight)).unwrap();
+        assert_eq!(norm_after[1], norm_before[1]);
+        // Only tensors with gradients have state.
+        assert_eq!(opt.state.len(), 2);
+    }
+}

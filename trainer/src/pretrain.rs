@@ -257,6 +257,37 @@ impl Meter {
     }
 }
 
+/// A live progress line on stderr when it is a terminal: phase, step, loss, tokens/s, ETA.
+struct ProgressLine {
+    live: bool,
+    last: Option<Instant>,
+    started: Instant,
+}
+
+impl ProgressLine {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        ProgressLine { live: std::io::stderr().is_terminal(), last: None, started: Instant::now() }
+    }
+    fn draw(&mut self, phase: &str, step: u64, steps: u64, loss: f64, tokens: u64) {
+        if !self.live || self.last.is_some_and(|t| t.elapsed().as_millis() < 200) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let eta = (steps - step) as f64 * secs / step.max(1) as f64;
+        let width = 24;
+        let filled = (step as usize * width) / steps.max(1) as usize;
+        eprint!("\r{phase} [{}{}] step {step}/{steps}, loss {loss:.4}, {:.0} tokens/s, ETA {eta:.0} s   ", "=".repeat(filled), " ".repeat(width - filled), tokens as f64 / secs);
+        let _ = std::io::stderr().flush();
+    }
+    fn clear(&self) {
+        if self.live && self.last.is_some() {
+            eprint!("\r{}\r", " ".repeat(100));
+        }
+    }
+}
+
 /// Token ids of every term in a salience list (each term with and without a leading space).
 fn salience_ids(tok: &Tokenizer, path: &Path) -> Result<Vec<u32>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
@@ -365,6 +396,8 @@ pub fn run<B: Backend>(be: &B, c: &RunConfig, opts: &RunOptions, mut log: impl F
         };
         let peak = phase.lr.unwrap_or(c.optimizer.lr);
         let mut meter = Meter { started: Some(Instant::now()), ..Default::default() };
+        let mut progress = ProgressLine::new();
+        let mut phase_tokens = 0u64;
         while state.phase_step < phase.steps {
             let n = state.phase_step;
             let lr = phase.schedule.lr(n, phase.steps, peak);
@@ -399,11 +432,15 @@ pub fn run<B: Backend>(be: &B, c: &RunConfig, opts: &RunOptions, mut log: impl F
             state.phase_step += 1;
             state.global_step += 1;
             state.tokens += step_tokens;
+            phase_tokens += step_tokens;
+            progress.draw(&phase.name, state.phase_step, phase.steps, meter.loss_sum / meter.labels.max(1) as f64, phase_tokens);
             if state.phase_step % c.metrics_every.max(1) == 0 || state.phase_step == phase.steps {
+                progress.clear();
                 emit(&meter.metrics(&phase.name, state.phase_step, state.global_step, lr, rate, stats.grad_norm, state.tokens, "train"), &mut log)?;
                 meter = Meter { started: Some(Instant::now()), ..Default::default() };
             }
             if c.eval_every > 0 && state.phase_step % c.eval_every == 0 && !info.eval.is_empty() {
+                progress.clear();
                 let m = evaluate(be, &model, &phase.data, &info, phase.batch_tokens, c.eval_batches, &tokens, c.seed)?;
                 emit(&m.metrics(&phase.name, state.phase_step, state.global_step, lr, 0.15, 0.0, state.tokens, "eval"), &mut log)?;
             }

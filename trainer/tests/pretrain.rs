@@ -55,12 +55,12 @@ fn pretraining_lowers_loss_and_raises_accuracy() {
     let c = config(
         tmp.path(),
         &data,
-        "metrics_every = 25\neval_every = 50\neval_batches = 4",
+        "metrics_every = 25\neval_every = 100\neval_batches = 4",
         r#"
 [[phase]]
 name = "phase1"
 data = "DATA"
-steps = 100
+steps = 200
 batch_tokens = 1024
 mask_rate = 0.3
 schedule = { kind = "constant" }
@@ -68,15 +68,15 @@ schedule = { kind = "constant" }
 [[phase]]
 name = "phase2"
 data = "DATA"
-steps = 50
+steps = 100
 batch_tokens = 1024
 mask_rate = 0.15
-schedule = { kind = "warmup-stable-decay", warmup = 0, decay = 50 }
+schedule = { kind = "warmup-stable-decay", warmup = 0, decay = 100 }
 "#,
     );
     let mut lines: Vec<Metrics> = Vec::new();
     let state = run(&CpuBackend::new(), &c, &RunOptions::default(), |m| lines.push(m.clone())).unwrap();
-    assert_eq!(state.global_step, 150);
+    assert_eq!(state.global_step, 300);
     let train: Vec<&Metrics> = lines.iter().filter(|m| m.split == "train").collect();
     let eval: Vec<&Metrics> = lines.iter().filter(|m| m.split == "eval").collect();
     let (first, last) = (train[0], train[train.len() - 1]);

@@ -229,6 +229,11 @@ impl Backend for CpuBackend {
         let mut y = vec![0f32; n * m];
         match &w.packed {
             Some(p) => gemm::matmul(x_values, n, p, &mut y, m),
+            // A plain f32 weight (training's master copy): packed on the fly for the
+            // microkernels, as bf16 in bf16 mode (mixed precision).
+            None if n > 0 && m > 0 && k > 0 && (gemm::packed_f32_available() || self.dtype == DType::BF16) => {
+                y = train::matmul_nt_as(x_values, &w.data, n, k, m, self.dtype == DType::BF16);
+            }
             None if n > 0 && m > 0 && k > 0 => {
                 let threads = rayon::current_num_threads();
                 let par = if threads > 1 && n * m * k > 1 << 16 { ::gemm::Parallelism::Rayon(threads) } else { ::gemm::Parallelism::None };
@@ -411,7 +416,7 @@ impl Backend for CpuBackend {
         if k != kb || a.shape.len() != 2 || b.shape.len() != 2 {
             return Err(Error::shape("matmul", format!("{:?} · {:?}: inner sizes differ", a.shape, b.shape)));
         }
-        Ok(CpuTensor::new(train::matmul(a.values("matmul")?, b.values("matmul")?, n, k, m), vec![n, m]))
+        Ok(CpuTensor::new(train::matmul(a.values("matmul")?, b.values("matmul")?, n, k, m, self.dtype == DType::BF16), vec![n, m]))
     }
 
     fn matmul_tn(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
@@ -419,7 +424,7 @@ impl Backend for CpuBackend {
         if n != nb || a.shape.len() != 2 || b.shape.len() != 2 {
             return Err(Error::shape("matmul_tn", format!("{:?}ᵀ · {:?}: row counts differ", a.shape, b.shape)));
         }
-        Ok(CpuTensor::new(train::matmul_tn(a.values("matmul_tn")?, b.values("matmul_tn")?, n, m, k), vec![m, k]))
+        Ok(CpuTensor::new(train::matmul_tn(a.values("matmul_tn")?, b.values("matmul_tn")?, n, m, k, self.dtype == DType::BF16), vec![m, k]))
     }
 
     fn sum_rows(&self, x: &CpuTensor) -> Result<CpuTensor> {

@@ -25,18 +25,77 @@ unsafe fn gemm_view(m: usize, n: usize, k: usize, dst: &mut [f32], a: (*const f3
     ::gemm::gemm(m, n, k, dst.as_mut_ptr(), 1, n as isize, false, a.0, a.1, a.2, b.0, b.1, b.2, 0.0, 1.0, false, false, false, par);
 }
 
-/// a [n, k] · b [k, m] → [n, m].
-pub fn matmul(a: &[f32], b: &[f32], n: usize, k: usize, m: usize) -> Vec<f32> {
+/// y [n, m] = x [n, k] · wᵀ (w [m, k]): the packed AVX-512 microkernels when the machine has
+/// them (w packed on the fly: O(m·k) against the product's O(n·m·k)), else the `gemm` crate.
+pub fn matmul_nt(x: &[f32], w: &[f32], n: usize, k: usize, m: usize) -> Vec<f32> {
+    assert!(x.len() == n * k && w.len() == m * k);
+    let mut y = vec![0f32; n * m];
+    if super::gemm::packed_f32_available() && n > 0 && m > 0 && k > 0 {
+        let p = super::gemm::Packed::f32(w, m, k);
+        super::gemm::matmul(x, n, &p, &mut y, m);
+    } else {
+        // SAFETY: x is [n, k] row-major; wᵀ viewed as [k, m]: element (p, o) = w[o·k + p].
+        unsafe { gemm_view(n, m, k, &mut y, (x.as_ptr(), 1, k as isize), (w.as_ptr(), k as isize, 1)) };
+    }
+    y
+}
+
+/// `matmul_nt` with bf16 operands (f32 accumulation) when `bf16`: mixed-precision training keeps
+/// f32 master weights and rounds both operands where they enter the product (twice the f32 rate
+/// with AVX512-BF16; rounded and multiplied in f32 elsewhere, the same numbers up to summation
+/// order).
+pub fn matmul_nt_as(x: &[f32], w: &[f32], n: usize, k: usize, m: usize, bf16: bool) -> Vec<f32> {
+    if !bf16 {
+        return matmul_nt(x, w, n, k, m);
+    }
+    if super::isa::Isa::get().avx512_bf16 && n > 0 && m > 0 && k > 0 {
+        let mut y = vec![0f32; n * m];
+        super::gemm::matmul(x, n, &super::gemm::Packed::bf16(w, m, k), &mut y, m);
+        return y;
+    }
+    let round = |v: &[f32]| -> Vec<f32> { v.iter().map(|&a| half::bf16::from_f32(a).to_f32()).collect() };
+    matmul_nt(&round(x), &round(w), n, k, m)
+}
+
+/// aᵀ: a [rows, cols] → [cols, rows], in cache-sized blocks.
+pub fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const B: usize = 32;
+    let mut t = vec![0f32; rows * cols];
+    if rows == 0 || cols == 0 {
+        return t;
+    }
+    t.par_chunks_mut(rows * B).enumerate().for_each(|(cb, out)| {
+        let c0 = cb * B;
+        let cn = B.min(cols - c0);
+        for r0 in (0..rows).step_by(B) {
+            for c in 0..cn {
+                for r in r0..(r0 + B).min(rows) {
+                    out[c * rows + r] = a[r * cols + c0 + c];
+                }
+            }
+        }
+    });
+    t
+}
+
+/// a [n, k] · b [k, m] → [n, m] (operands rounded to bf16 when `bf16`).
+pub fn matmul(a: &[f32], b: &[f32], n: usize, k: usize, m: usize, bf16: bool) -> Vec<f32> {
     assert!(a.len() == n * k && b.len() == k * m);
+    if super::gemm::packed_f32_available() || bf16 {
+        return matmul_nt_as(a, &transpose(b, k, m), n, k, m, bf16);
+    }
     let mut y = vec![0f32; n * m];
     // SAFETY: a is [n, k] row-major (column stride 1, row stride k), b is [k, m] row-major.
     unsafe { gemm_view(n, m, k, &mut y, (a.as_ptr(), 1, k as isize), (b.as_ptr(), 1, m as isize)) };
     y
 }
 
-/// aᵀ · b: a [n, m], b [n, k] → [m, k].
-pub fn matmul_tn(a: &[f32], b: &[f32], n: usize, m: usize, k: usize) -> Vec<f32> {
+/// aᵀ · b: a [n, m], b [n, k] → [m, k] (operands rounded to bf16 when `bf16`).
+pub fn matmul_tn(a: &[f32], b: &[f32], n: usize, m: usize, k: usize, bf16: bool) -> Vec<f32> {
     assert!(a.len() == n * m && b.len() == n * k);
+    if super::gemm::packed_f32_available() || bf16 {
+        return matmul_nt_as(&transpose(a, n, m), &transpose(b, n, k), m, n, k, bf16);
+    }
     let mut y = vec![0f32; m * k];
     // SAFETY: aᵀ viewed as [m, n]: element (i, j) = a[j·m + i] (column stride m, row stride 1);
     // b is [n, k] row-major.
@@ -103,40 +162,68 @@ pub fn layer_norm_backward(x: &[f32], w: &[f32], dy: &[f32], eps: f32, h: usize)
 }
 
 /// Attention backward over qkv [t, 3h] (rotated), out [t, h], lse [t, nh], dout [t, h] →
-/// dqkv [t, 3h]. One task per (sequence, head); within it, each query row recomputes its
-/// probabilities over the visible keys from lse.
+/// dqkv [t, 3h]. One task per (sequence, head), flash-attention-2 style over 64 × 64 tiles: the
+/// probabilities of a tile are recomputed from lse, the five products of a tile are GEMMs, and
+/// local layers visit only the key tiles that meet the window.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(qkv: &[f32], out: &[f32], lse: &[f32], dout: &[f32], cu: &[u32], nh: usize, hd: usize, window: Option<usize>) -> Vec<f32> {
+    const BT: usize = 64;
     let h = nh * hd;
     let t = *cu.last().unwrap() as usize;
     let scale = 1.0 / (hd as f32).sqrt();
     let tasks: Vec<(usize, usize, usize)> = cu.windows(2).flat_map(|w| (0..nh).map(move |head| (w[0] as usize, w[1] as usize, head))).collect();
-    // Each task returns (dq, dk, dv) for its rows [len, hd] each.
+    // Each task returns (dq, dk, dv) for its rows, [len, hd] each.
     let results: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = tasks
         .par_iter()
         .map(|&(start, end, head)| {
             let len = end - start;
-            let q = |i: usize| &qkv[(start + i) * 3 * h + head * hd..][..hd];
-            let k = |j: usize| &qkv[(start + j) * 3 * h + h + head * hd..][..hd];
-            let v = |j: usize| &qkv[(start + j) * 3 * h + 2 * h + head * hd..][..hd];
-            let o = |i: usize| &out[(start + i) * h + head * hd..][..hd];
-            let d_o = |i: usize| &dout[(start + i) * h + head * hd..][..hd];
-            let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+            // This head's rows of a matrix, [len, hd].
+            let rows = |src: &[f32], stride: usize, offset: usize| -> Vec<f32> {
+                let mut m = Vec::with_capacity(len * hd);
+                for r in start..end {
+                    m.extend_from_slice(&src[r * stride + offset + head * hd..][..hd]);
+                }
+                m
+            };
+            let q = rows(qkv, 3 * h, 0);
+            let k = rows(qkv, 3 * h, h);
+            let v = rows(qkv, 3 * h, 2 * h);
+            let o = rows(out, h, 0);
+            let d_o = rows(dout, h, 0);
+            let l: Vec<f32> = (start..end).map(|r| lse[r * nh + head]).collect();
+            let delta: Vec<f32> = (0..len).map(|i| o[i * hd..(i + 1) * hd].iter().zip(&d_o[i * hd..(i + 1) * hd]).map(|(a, b)| a * b).sum()).collect();
             let (mut dq, mut dk, mut dv) = (vec![0f32; len * hd], vec![0f32; len * hd], vec![0f32; len * hd]);
-            for i in 0..len {
-                let (lo, hi) = match window {
-                    Some(w) => (i.saturating_sub(w), (i + w + 1).min(len)),
+            for q0 in (0..len).step_by(BT) {
+                let bq = BT.min(len - q0);
+                let (k_lo, k_hi) = match window {
+                    Some(w) => (q0.saturating_sub(w) / BT * BT, (q0 + bq + w).min(len)),
                     None => (0, len),
                 };
-                let l = lse[(start + i) * nh + head];
-                let delta = dot(d_o(i), o(i));
-                let dqi = &mut dq[i * hd..(i + 1) * hd];
-                for j in lo..hi {
-                    let p = (dot(q(i), k(j)) * scale - l).exp();
-                    let ds = p * (dot(d_o(i), v(j)) - delta) * scale;
-                    dqi.iter_mut().zip(k(j)).for_each(|(a, b)| *a += ds * b);
-                    dk[j * hd..(j + 1) * hd].iter_mut().zip(q(i)).for_each(|(a, b)| *a += ds * b);
-                    dv[j * hd..(j + 1) * hd].iter_mut().zip(d_o(i)).for_each(|(a, b)| *a += p * b);
+                let qb = &q[q0 * hd..(q0 + bq) * hd];
+                let dob = &d_o[q0 * hd..(q0 + bq) * hd];
+                let (qbt, dobt) = (transpose(qb, bq, hd), transpose(dob, bq, hd));
+                for k0 in (k_lo..k_hi).step_by(BT) {
+                    let bk = BT.min(len - k0);
+                    let kb = &k[k0 * hd..(k0 + bk) * hd];
+                    let vb = &v[k0 * hd..(k0 + bk) * hd];
+                    let s = matmul_nt(qb, kb, bq, hd, bk); // [bq, bk]
+                    let dp = matmul_nt(dob, vb, bq, hd, bk); // [bq, bk]
+                    let mut p = s;
+                    let mut ds = dp;
+                    for i in 0..bq {
+                        for j in 0..bk {
+                            let (qi, kj) = (q0 + i, k0 + j);
+                            let visible = window.is_none_or(|w| qi.abs_diff(kj) <= w);
+                            let e = if visible { (p[i * bk + j] * scale - l[qi]).exp() } else { 0.0 };
+                            p[i * bk + j] = e;
+                            ds[i * bk + j] = e * (ds[i * bk + j] - delta[qi]) * scale;
+                        }
+                    }
+                    let (pt, dst) = (transpose(&p, bq, bk), transpose(&ds, bq, bk));
+                    let add = |acc: &mut [f32], x: Vec<f32>| acc.iter_mut().zip(x).for_each(|(a, b)| *a += b);
+                    add(&mut dv[k0 * hd..(k0 + bk) * hd], matmul_nt(&pt, &dobt, bk, bq, hd)); // Pᵀ·dO
+                    add(&mut dk[k0 * hd..(k0 + bk) * hd], matmul_nt(&dst, &qbt, bk, bq, hd)); // dSᵀ·Q
+                    add(&mut dq[q0 * hd..(q0 + bq) * hd], matmul_nt(&ds, &transpose(kb, bk, hd), bq, bk, hd)); // dS·K
                 }
             }
             (dq, dk, dv)

@@ -227,7 +227,7 @@ fn head_backward<B: Backend>(be: &B, model: &ModernBert<B>, hc: &HeadCache<B>, d
 }
 
 /// Rank of each row's label among its logits (how many classes score strictly higher).
-fn label_ranks(logits: &[f32], labels: &[u32]) -> Vec<u32> {
+pub fn label_ranks(logits: &[f32], labels: &[u32]) -> Vec<u32> {
     let c = logits.len() / labels.len().max(1);
     logits.chunks(c.max(1)).zip(labels).map(|(row, &l)| row.iter().filter(|&&v| v > row[l as usize]).count() as u32).collect()
 }

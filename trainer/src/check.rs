@@ -209,16 +209,6 @@ fn ref_batch(r: &Checkpoint, prefix: &str, labels: &str, rows: Option<std::ops::
     Ok(out)
 }
 
-/// Parameters of a model, read back, by name (checkpoint order).
-fn read_params<B: Backend>(be: &B, model: &mut ModernBert<B>) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
-    let mut out = Vec::new();
-    for (name, t) in model.parameters_mut() {
-        let shape = be.shape(t).to_vec();
-        out.push((name, shape, kernels::block_on(be.read(t))?));
-    }
-    Ok(out)
-}
-
 /// Run the check on whichever schema `reference` holds.
 pub fn run<B: Backend>(be: &B, models: &Models, reference: &Checkpoint) -> Result<Report> {
     let mut report = Report::default();
@@ -252,19 +242,19 @@ fn check_oracle<B: Backend>(be: &B, models: &Models, r: &Checkpoint, report: &mu
     let up = batch.upload(be, &model)?;
     let out = forward_backward(be, &model, &up, &batch.ids(), &Target::MaskedLm { rows: &rows, labels: &labels }, 1.0 / labels.len() as f32, &mut grads)?;
     report.compare("mlm_loss", &[1], &[(out.loss_sum / labels.len() as f64) as f32], &floats(r, "mlm_loss")?, tol::SMALL_LOSS);
-    for (name, shape, _) in read_params(be, &mut model)? {
+    for (name, shape, _) in crate::checkpoint::parameters(be, &mut model)? {
         let g = grads.get(&name).ok_or_else(|| Error::Input(format!("no gradient for {name}")))?;
         report.compare(&format!("grad.{name}"), &shape, &kernels::block_on(be.read(g))?, &floats(r, &format!("grad.{name}"))?, tol::GRAD);
     }
     // One AdamW step from the stored gradients (the optimizer alone): lr 1e-2, betas (0.9,
     // 0.98), eps 1e-6, weight decay 0.1 on matrices (fixtures/README.md).
     let mut ref_grads = Grads::default();
-    for (name, shape, _) in read_params(be, &mut model)? {
+    for (name, shape, _) in crate::checkpoint::parameters(be, &mut model)? {
         ref_grads.tensors.insert(name.clone(), be.upload_vec(floats(r, &format!("grad.{name}"))?, &shape)?);
     }
     let mut opt = Optimizer::new(OptimizerConfig { kind: OptimizerKind::AdamW, lr: 1e-2, betas: (0.9, 0.98), eps: 1e-6, weight_decay: 0.1, grad_clip: None });
     opt.step(be, &mut model, &ref_grads, 1e-2, false)?;
-    for (name, shape, values) in read_params(be, &mut model)? {
+    for (name, shape, values) in crate::checkpoint::parameters(be, &mut model)? {
         report.compare(&format!("adamw.{name}"), &shape, &values, &floats(r, &format!("adamw.{name}"))?, tol::ADAMW_ONE_STEP);
     }
     Ok(())
@@ -369,7 +359,7 @@ fn trajectory<B: Backend>(be: &B, models: &Models, r: &Checkpoint, report: &mut 
     }
     let mut all_actual = Vec::new();
     let mut all_expected = Vec::new();
-    for (name, shape, values) in read_params(be, &mut model)? {
+    for (name, shape, values) in crate::checkpoint::parameters(be, &mut model)? {
         let expected = floats(r, &format!("{key}.final.{name}"))?;
         match kind {
             OptimizerKind::StableAdamW => report.compare(&format!("{key}.final.{name}"), &shape, &values, &expected, tol::STABLE_FINAL),
@@ -406,7 +396,7 @@ fn accumulation<B: Backend>(be: &B, models: &Models, r: &Checkpoint, report: &mu
         micro.push((out.loss_sum / total as f64) as f32);
     }
     report.compare("accum.micro_loss", &[2], &micro, &floats(r, "accum.micro_loss")?, tol::SMALL_LOSS);
-    for (name, shape, _) in read_params(be, &mut model)? {
+    for (name, shape, _) in crate::checkpoint::parameters(be, &mut model)? {
         let g = grads.get(&name).ok_or_else(|| Error::Input(format!("no gradient for {name}")))?;
         report.compare(&format!("accum.grad.{name}"), &shape, &kernels::block_on(be.read(g))?, &floats(r, &format!("accum.grad.{name}"))?, tol::GRAD);
     }
@@ -422,7 +412,7 @@ fn token_classification<B: Backend>(be: &B, folder: &ModelFolder, r: &Checkpoint
     let up = batch.upload(be, &model)?;
     let out = forward_backward(be, &model, &up, &batch.ids(), &Target::Tokens { rows: &rows, labels: &labels }, 1.0 / labels.len() as f32, &mut grads)?;
     report.compare("tokcls.loss", &[1], &[(out.loss_sum / labels.len() as f64) as f32], &floats(r, "tokcls.loss")?, tol::SMALL_LOSS);
-    for (name, shape, _) in read_params(be, &mut model)? {
+    for (name, shape, _) in crate::checkpoint::parameters(be, &mut model)? {
         let g = grads.get(&name).ok_or_else(|| Error::Input(format!("no gradient for {name}")))?;
         report.compare(&format!("tokcls.grad.{name}"), &shape, &kernels::block_on(be.read(g))?, &floats(r, &format!("tokcls.grad.{name}"))?, tol::GRAD);
     }

@@ -52,7 +52,7 @@ use runtime::weights::Checkpoint;
 use runtime::{ModernBert, ModernBertConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::backward::{forward_backward, Grads, Target};
+use crate::backward::{forward_backward, label_ranks, Grads, Target};
 use crate::checkpoint::{self, TrainerState};
 use crate::data::{self, Loader, LoaderState};
 use crate::mask::{mask_batch, MaskTokens, Selection};
@@ -235,6 +235,7 @@ impl Meter {
         }
         self.tokens += tokens;
     }
+    #[allow(clippy::too_many_arguments)]
     fn metrics(&self, phase: &str, step: u64, global: u64, lr: f64, rate: f64, grad_norm: f64, total_tokens: u64, split: &str) -> Metrics {
         let n = self.labels.max(1) as f64;
         let secs = self.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
@@ -474,7 +475,7 @@ pub fn run<B: Backend>(be: &B, c: &RunConfig, opts: &RunOptions, mut log: impl F
 
 /// Held-out masked-LM loss and top-k accuracy at 15% masking, on the first `batches`
 /// micro-batches of the eval split (the same positions every time: a fixed seed).
-fn evaluate<B: Backend>(be: &B, model: &ModernBert<B>, dir: &Path, info: &data::DatasetInfo, budget: usize, batches: usize, tokens: &MaskTokens, seed: u64) -> Result<MeterOut> {
+fn evaluate<B: Backend>(be: &B, model: &ModernBert<B>, dir: &Path, info: &data::DatasetInfo, budget: usize, batches: usize, tokens: &MaskTokens, seed: u64) -> Result<Meter> {
     let mut loader = Loader::new(dir, info, true, LoaderState::default())?;
     let mut rng = Rng::new(seed ^ 0xE7A1);
     let mut meter = Meter { started: Some(Instant::now()), ..Default::default() };
@@ -496,20 +497,8 @@ fn evaluate<B: Backend>(be: &B, model: &ModernBert<B>, dir: &Path, info: &data::
         let rows = be.gather_rows(&hidden, &be.upload_ids(&m.rows)?)?;
         let logits = model.mlm_logits(be, &rows)?;
         let per_row = kernels::block_on(be.read(&be.cross_entropy(&logits, &be.upload_ids(&m.labels)?)?))?;
-        let values = kernels::block_on(be.read(&logits))?;
-        let c = values.len() / m.labels.len();
-        let ranks: Vec<u32> = values.chunks(c).zip(&m.labels).map(|(row, &l)| row.iter().filter(|&&v| v > row[l as usize]).count() as u32).collect();
+        let ranks = label_ranks(&kernels::block_on(be.read(&logits))?, &m.labels);
         meter.add(per_row.iter().map(|&v| v as f64).sum(), &ranks, m.sequences.iter().map(|s| s.len() as u64).sum());
     }
-    Ok(MeterOut(meter))
-}
-
-/// An evaluation's accumulated counts.
-struct MeterOut(Meter);
-
-impl MeterOut {
-    #[allow(clippy::too_many_arguments)]
-    fn metrics(&self, phase: &str, step: u64, global: u64, lr: f64, rate: f64, grad_norm: f64, tokens: u64, split: &str) -> Metrics {
-        self.0.metrics(phase, step, global, lr, rate, grad_norm, tokens, split)
-    }
+    Ok(meter)
 }

@@ -119,6 +119,9 @@ pub trait Backend {
     // ---- Training: the backward of every op above, the optimizers, reductions. ----
     // Inputs are the forward's f32 tensors (parameters uploaded with `upload`/`upload_vec`, not
     // `upload_weight`); gradients are f32 with the shape of what they differentiate.
+    // Mixed precision: on a backend whose `dtype` is not f32 (CPU bf16, GPU f16), `linear` and
+    // `matmul` multiply an f32 parameter as its rounding to `dtype` (the f32 tensor stays the
+    // master copy the optimizer updates); every other op, gradient and optimizer state is f32.
 
     /// a [N, K] · b [K, M] → [N, M] (the input gradient of `linear`: dy [N, M] · w [M, K]).
     fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;

@@ -130,6 +130,17 @@ fn exercise_training_ops(b: kernels::GpuBackend) {
     block_on(chunked.read(&chunked.sum_squares(&g).unwrap())).unwrap();
 }
 
+/// Mixed-precision training on an f16 backend: f32 master weights cast to f16 for `linear` and
+/// `matmul`, whole and in row chunks.
+fn exercise_mixed_precision(b: kernels::GpuBackend) {
+    for bytes in [usize::MAX, 100 * 48 * 4] {
+        let b = b.clone().with_max_binding_bytes(bytes);
+        let w = b.upload(&rand_vec(320 * 48, 1, 0.1), &[320, 48]).unwrap();
+        b.linear(&b.upload(&rand_vec(9 * 48, 2, 1.0), &[9, 48]).unwrap(), &w, None).unwrap();
+        block_on(b.read(&b.matmul(&b.upload(&rand_vec(9 * 320, 3, 1.0), &[9, 320]).unwrap(), &w).unwrap())).unwrap();
+    }
+}
+
 fn workgroup_size(module: &naga::Module) -> u32 {
     module.entry_points.iter().map(|e| e.workgroup_size.iter().product::<u32>()).max().unwrap_or(0)
 }
@@ -142,6 +153,7 @@ fn every_kernel_validates_as_webgpu_wgsl() {
     exercise_every_op(gpu());
     exercise_every_op(kernels::testing::gpu_f16());
     exercise_training_ops(gpu());
+    exercise_mixed_precision(kernels::testing::gpu_f16());
     let modules = MODULES.lock().unwrap().clone();
     let names: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
     assert!(modules.iter().any(|(_, s)| s.contains("enable f16;")), "no f16 module was compiled");
@@ -149,7 +161,7 @@ fn every_kernel_validates_as_webgpu_wgsl() {
         // Training.
         "layer_norm_backward", "layer_norm_dw", "attention_delta", "attention_dkv", "attention_dq", "column_sum", "flat_sum",
         "scale", "fill", "gelu_backward", "geglu_backward", "embedding_backward", "mean_pool_backward", "scatter_rows",
-        "cross_entropy_backward", "take_columns", "adamw", "stable_moments", "stable_rms", "stable_params"] {
+        "cross_entropy_backward", "take_columns", "adamw", "stable_moments", "stable_rms", "stable_params", "cast"] {
         assert!(names.iter().any(|n| n.contains(expected)), "no module for {expected}; captured {names:?}");
     }
     let mut failures = Vec::new();

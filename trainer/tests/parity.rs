@@ -103,59 +103,93 @@ fn check_command_output_and_exit_codes() {
     assert!(stderr.contains("model.safetensors") && stderr.contains("neither"), "{stderr}");
 }
 
-/// Mixed precision on the CPU (bf16 products, f32 master weights and optimizer): the first loss
-/// equals f32's to bf16 rounding, the gradients point the same way, and ten steps on the ten
-/// fixture batches follow the f32 trajectory's losses closely.
-#[test]
-fn cpu_bf16_mixed_precision_tracks_f32() {
+/// Losses of ten StableAdamW steps on the ten fixture batches, and the first step's gradient of
+/// layers.1.attn.Wqkv, trained from the tiny MLM fixture on `be`.
+fn ten_steps<B: Backend>(be: &B) -> (Vec<f64>, Vec<f32>) {
     use trainer::backward::{forward_backward, Grads, Target};
     use trainer::optim::{Optimizer, OptimizerConfig, OptimizerKind};
     let r = Checkpoint::open_file(&root().join("tests/fixtures-training/training.safetensors")).unwrap();
     let folder = runtime::folder::ModelFolder::open(&root().join("tests/fixtures/tiny-modernbert-mlm")).unwrap();
-    let losses = |be: &kernels::CpuBackend| -> (Vec<f64>, Vec<f32>) {
-        let mut model = runtime::ModernBert::load_trainable(be, folder.config.clone(), &folder.checkpoint).unwrap();
-        let mut opt = Optimizer::new(OptimizerConfig { kind: OptimizerKind::StableAdamW, lr: 1e-3, betas: (0.9, 0.98), eps: 1e-6, weight_decay: 1e-5, grad_clip: None });
-        let mut out = Vec::new();
-        let mut first_grad = Vec::new();
-        for k in 0..10 {
-            let ids = r.require(&format!("batch{k}.input_ids")).unwrap().to_i64().unwrap();
-            let mask = r.require(&format!("batch{k}.attention_mask")).unwrap().to_i64().unwrap();
-            let labels = r.require(&format!("batch{k}.labels")).unwrap().to_i64().unwrap();
-            let (mut seqs, mut rows, mut lab) = (Vec::new(), Vec::new(), Vec::new());
-            let mut t = 0u32;
-            for row in 0..3 {
-                let mut s = Vec::new();
-                for col in 0..32 {
-                    let i = row * 32 + col;
-                    if mask[i] == 1 {
-                        s.push(ids[i] as u32);
-                        if labels[i] >= 0 {
-                            rows.push(t);
-                            lab.push(labels[i] as u32);
-                        }
-                        t += 1;
+    let mut model = runtime::ModernBert::load_trainable(be, folder.config.clone(), &folder.checkpoint).unwrap();
+    let mut opt = Optimizer::new(OptimizerConfig { kind: OptimizerKind::StableAdamW, lr: 1e-3, betas: (0.9, 0.98), eps: 1e-6, weight_decay: 1e-5, grad_clip: None });
+    let mut out = Vec::new();
+    let mut first_grad = Vec::new();
+    for k in 0..10 {
+        let ids = r.require(&format!("batch{k}.input_ids")).unwrap().to_i64().unwrap();
+        let mask = r.require(&format!("batch{k}.attention_mask")).unwrap().to_i64().unwrap();
+        let labels = r.require(&format!("batch{k}.labels")).unwrap().to_i64().unwrap();
+        let (mut seqs, mut rows, mut lab) = (Vec::new(), Vec::new(), Vec::new());
+        let mut t = 0u32;
+        for row in 0..3 {
+            let mut s = Vec::new();
+            for col in 0..32 {
+                let i = row * 32 + col;
+                if mask[i] == 1 {
+                    s.push(ids[i] as u32);
+                    if labels[i] >= 0 {
+                        rows.push(t);
+                        lab.push(labels[i] as u32);
                     }
+                    t += 1;
                 }
-                seqs.push(s);
             }
-            let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-            let batch = model.batch(be, &refs).unwrap();
-            let mut grads = Grads::default();
-            let o = forward_backward(be, &model, &batch, &seqs.concat(), &Target::MaskedLm { rows: &rows, labels: &lab }, 1.0 / lab.len() as f32, &mut grads).unwrap();
-            out.push(o.loss_sum / lab.len() as f64);
-            if k == 0 {
-                first_grad = testing::block_on(be.read(grads.get("model.layers.1.attn.Wqkv.weight").unwrap())).unwrap();
-            }
-            opt.step(be, &mut model, &grads, 1e-3, false).unwrap();
+            seqs.push(s);
         }
-        (out, first_grad)
-    };
-    let (f32_losses, f32_grad) = losses(&testing::cpu());
-    let (bf16_losses, bf16_grad) = losses(&testing::cpu_bf16());
-    let c = kernels::tolerance::cosine(&f32_grad, &bf16_grad);
-    assert!(c > 0.99, "gradient cosine {c}");
-    for (k, (a, b)) in f32_losses.iter().zip(&bf16_losses).enumerate() {
-        assert!((a - b).abs() < 0.05 * a, "step {k}: f32 loss {a}, bf16 {b}");
+        let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+        let batch = model.batch(be, &refs).unwrap();
+        let mut grads = Grads::default();
+        let o = forward_backward(be, &model, &batch, &seqs.concat(), &Target::MaskedLm { rows: &rows, labels: &lab }, 1.0 / lab.len() as f32, &mut grads).unwrap();
+        out.push(o.loss_sum / lab.len() as f64);
+        if k == 0 {
+            first_grad = testing::block_on(be.read(grads.get("model.layers.1.attn.Wqkv.weight").unwrap())).unwrap();
+        }
+        opt.step(be, &mut model, &grads, 1e-3, false).unwrap();
     }
-    assert!(f32_losses != bf16_losses, "the bf16 run must round something");
+    (out, first_grad)
+}
+
+/// A mixed-precision run (`mixed`) against the f32 run on the same kind of device: the gradients
+/// point the same way, ten steps follow the f32 trajectory's losses closely, and something was
+/// rounded.
+fn tracks_f32(name: &str, (f32_losses, f32_grad): (Vec<f64>, Vec<f32>), (mixed_losses, mixed_grad): (Vec<f64>, Vec<f32>)) {
+    let c = kernels::tolerance::cosine(&f32_grad, &mixed_grad);
+    assert!(c > 0.99, "{name}: gradient cosine {c}");
+    for (k, (a, b)) in f32_losses.iter().zip(&mixed_losses).enumerate() {
+        assert!((a - b).abs() < 0.05 * a, "{name} step {k}: f32 loss {a}, mixed {b}");
+    }
+    assert!(f32_losses != mixed_losses, "{name}: the mixed-precision run must round something");
+}
+
+/// Mixed precision on the CPU: bf16 products, f32 master weights, gradients and optimizer.
+#[test]
+fn cpu_bf16_mixed_precision_tracks_f32() {
+    tracks_f32("cpu bf16", ten_steps(&testing::cpu()), ten_steps(&testing::cpu_bf16()));
+}
+
+/// Mixed precision on the GPU: f16 copies of the f32 master weights in the products.
+#[test]
+fn wgpu_f16_mixed_precision_tracks_f32() {
+    tracks_f32("wgpu f16", ten_steps(&testing::gpu()), ten_steps(&testing::gpu_f16()));
+}
+
+/// `--dtype` on the command line: f16 trains on a GPU, bf16 on the CPU, and each is refused on the
+/// other kind of device with a message saying which to use.
+#[test]
+fn cli_mixed_precision_dtypes() {
+    let bin = env!("CARGO_BIN_EXE_trainer");
+    let config = root().join("tests/fixtures/tiny-modernbert-mlm/config.json");
+    let bench = |device: &str, dtype: &str| {
+        let out = Command::new(bin)
+            .args(["bench", "--batch", "2", "--seq", "24", "--iters", "1", "--device", device, "--dtype", dtype, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, stdout, stderr) = bench("gpu", "f16");
+    assert!(ok && stdout.contains("tokens_per_s="), "{stdout}{stderr}");
+    let (ok, _, stderr) = bench("cpu", "f16");
+    assert!(!ok && stderr.contains("--dtype f16 trains on a GPU"), "{stderr}");
+    let (ok, _, stderr) = bench("gpu", "bf16");
+    assert!(!ok && stderr.contains("--dtype bf16 trains on the CPU"), "{stderr}");
 }

@@ -196,6 +196,41 @@ pub(crate) fn copy_range(gpu: &GpuBackend, src: &Handle, dst: &Handle, src_off: 
     Ok(())
 }
 
+/// out[i] = x[i] converted to `W`. f32 → f16 gives one of the two nearest f16 values (WGSL leaves
+/// the choice to the implementation; tests allow either); values beyond ±65504 overflow.
+#[cube(launch_unchecked)]
+fn cast_kernel<A: Float, W: Float>(x: &[A], out: &mut [W], n: usize) {
+    let i = ABSOLUTE_POS;
+    if i < n {
+        out[i] = W::cast_from(x[i]);
+    }
+}
+
+/// t [*] (f32, one buffer or row chunks) → the same values stored as `dtype`, in the same row
+/// chunks (a narrower type always fits where the f32 chunk did). Mixed-precision training uses it
+/// to give the products an f16 copy of an f32 master weight.
+pub(crate) fn cast(gpu: &GpuBackend, t: &GpuTensor, dtype: DType) -> Result<GpuTensor> {
+    if dtype == DType::BF16 {
+        return Err(Error::Device("WGSL has no bf16: the GPU backend stores weights as f32 or f16".into()));
+    }
+    let mut parts = Vec::with_capacity(t.parts.len());
+    for (h, n) in t.f32_parts("cast")? {
+        // Buffer sizes stay multiples of 4 bytes (an odd number of f16 values is padded).
+        let out = gpu.client().empty((n * dtype.size()).next_multiple_of(4).max(4));
+        if n > 0 {
+            let (count, dim) = gpu.elementwise("cast", n, ELEMWISE_UNITS)?;
+            launch_weighted!(dtype, cast_kernel(
+                    gpu.client(), count, dim,
+                    BufferArg::from_raw_parts(h, n),
+                    BufferArg::from_raw_parts(out.clone(), n),
+                    n,
+                ));
+        }
+        parts.push(out);
+    }
+    Ok(GpuTensor { parts, part_rows: t.part_rows, shape: t.shape.clone(), dtype })
+}
+
 // ---- Training: backwards, scaling, deterministic reductions. ----
 
 /// d GELU(z)/dz in f32: Φ(z) + z·φ(z).

@@ -154,3 +154,25 @@ fn wgpu_training_chunked_elementwise() {
     let whole = crate::testing::gpu().upload(&a, &[v, h]).unwrap();
     assert!(gpu.add(&at, &whole).is_err(), "different row chunks are refused");
 }
+
+/// f32 → f16 on the device gives one of the two f16 values nearest each input (WGSL's rule), for
+/// normal and subnormal magnitudes, exact values, halfway points and the largest finite f16.
+#[test]
+fn wgpu_cast_to_f16_rounds_to_a_neighbour() {
+    use half::f16;
+    let gpu = crate::testing::gpu_f16();
+    let mut x = rand_vec(1001, 7, 3.0); // odd: the f16 buffer is padded to 4 bytes
+    x.extend([0.0, -0.0, 1.0, 65504.0, -65504.0, 6.0e-8, 3.0e-5, 1.0 + 1.0 / 2048.0, 1.0 + 3.0 / 2048.0]);
+    let t = gpu.upload(&x, &[x.len()]).unwrap();
+    let h = super::cast(&gpu, &t, crate::backend::DType::F16).unwrap();
+    assert_eq!(h.dtype, crate::backend::DType::F16);
+    let got = block_on(gpu.read(&h)).unwrap();
+    for (i, (&v, &g)) in x.iter().zip(&got).enumerate() {
+        let near = f16::from_f32(v);
+        let n = near.to_f32();
+        // The other neighbour lies on the far side of v from the nearest one.
+        let other = [near.to_bits().wrapping_sub(1), near.to_bits().wrapping_add(1)].map(|b| f16::from_bits(b).to_f32());
+        let ok = g == n || other.iter().any(|&o| g == o && (o - v) * (n - v) < 0.0);
+        assert!(ok, "value {i}: {v} became {g}; nearest f16 is {n}");
+    }
+}

@@ -7,6 +7,11 @@
 //! strided views (no transposed copies): `matmul` (dx = dy·W) and `matmul_tn` (dW = dyᵀ·x). A
 //! weight gradient larger than one binding (the tied decoder's [V, H]) is produced in the row
 //! chunks `upload` would give the parameter, and `matmul` accepts such a [K, M] operand.
+//!
+//! Mixed precision: on a backend whose weight dtype is f16, an f32 weight operand (a trainable
+//! parameter, the f32 master copy) is first cast to an f16 copy, used for that one product and
+//! dropped, so `linear` and `matmul` multiply f32 activations by f16 weights with f32
+//! accumulation, as inference with f16 weights does. Gradients and the optimizer stay f32.
 
 use cubecl::prelude::*;
 use cubecl::server::Handle;
@@ -17,7 +22,9 @@ use cubek::matmul::strategy::Strategy;
 use cubek::std::InputBinding;
 
 use crate::backend::DType;
-use crate::elementwise::{add, add_bias_in_place, copy_columns, fill, take_columns};
+use std::borrow::Cow;
+
+use crate::elementwise::{add, add_bias_in_place, cast, copy_columns, fill, take_columns};
 use crate::gpu::{GpuBackend, GpuTensor};
 use crate::{Error, Result};
 
@@ -57,6 +64,16 @@ fn matmul_nt(gpu: &GpuBackend, x: Handle, w: Handle, wd: DType, y: Handle, n: us
     launch_ref(&strategy(), gpu.client(), lhs, rhs, out, &mut dtypes).map_err(|e| Error::launch("linear", e))
 }
 
+/// A weight operand in the backend's precision: an f32 matrix on an f16 backend becomes an f16 copy
+/// (same row chunks); anything else is used as stored.
+fn in_weight_dtype<'a>(gpu: &GpuBackend, w: &'a GpuTensor) -> Result<Cow<'a, GpuTensor>> {
+    if gpu.dtype == DType::F16 && w.dtype == DType::F32 && w.shape.len() == 2 {
+        Ok(Cow::Owned(cast(gpu, w, DType::F16)?))
+    } else {
+        Ok(Cow::Borrowed(w))
+    }
+}
+
 /// x [N, K] (f32), w [M, K] (a weight, possibly in row chunks), b [M] → x·wᵀ + b [N, M] (f32).
 pub fn linear(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
     let (n, k) = x.matrix();
@@ -69,6 +86,7 @@ pub fn linear(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTens
     let y = GpuTensor::single(gpu.alloc("linear", n * m)?, shape);
     if n > 0 && m > 0 {
         let xh = x.handle("linear")?;
+        let w = in_weight_dtype(gpu, w)?;
         if w.parts.len() == 1 {
             matmul_nt(gpu, xh, w.parts[0].clone(), w.dtype, y.parts[0].clone(), n, k, m)?;
         } else {
@@ -85,46 +103,47 @@ pub fn linear(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTens
     Ok(y)
 }
 
-/// A matrix operand: (buffer, shape, strides) of an f32 view.
+/// A matrix operand: (buffer, shape, strides) of a view.
 type View = (Handle, [usize; 2], [usize; 2]);
 
-/// out [rows, cols] = lhs · rhs, f32 everywhere, accumulated in f32.
-fn gemm(gpu: &GpuBackend, op: &'static str, lhs: View, rhs: View, out: Handle) -> Result<()> {
+/// out [rows, cols] (f32) = lhs (f32) · rhs (stored as `rd`), accumulated in f32.
+fn gemm(gpu: &GpuBackend, op: &'static str, lhs: View, rhs: View, rd: DType, out: Handle) -> Result<()> {
     let (rows, cols) = (lhs.1[0], rhs.1[1]);
     if lhs.1[1] == 0 {
         return fill(gpu, &out, rows * cols, 0.0);
     }
-    let lhs = InputBinding::Normal(binding(lhs.0, lhs.1, lhs.2), elem(DType::F32));
-    let rhs = InputBinding::Normal(binding(rhs.0, rhs.1, rhs.2), elem(DType::F32));
-    let out = binding(out, [rows, cols], [cols, 1]);
     let f = elem(DType::F32);
-    let mut dtypes = MatmulElems::from_globals(&MatmulGlobalElems { lhs: f, rhs: f, out: f });
+    let lhs = InputBinding::Normal(binding(lhs.0, lhs.1, lhs.2), f);
+    let rhs = InputBinding::Normal(binding(rhs.0, rhs.1, rhs.2), elem(rd));
+    let out = binding(out, [rows, cols], [cols, 1]);
+    let mut dtypes = MatmulElems::from_globals(&MatmulGlobalElems { lhs: f, rhs: elem(rd), out: f });
     launch_ref(&strategy(), gpu.client(), lhs, rhs, out, &mut dtypes).map_err(|e| Error::launch(op, e))
 }
 
-/// a [N, K] · b [K, M] → [N, M], f32. `b` may be in row chunks (a parameter or gradient larger than
-/// one binding): then each chunk multiplies its column block of `a` and the products are summed.
+/// a [N, K] · b [K, M] → [N, M], f32. `b` is a weight (multiplied in the backend's weight dtype)
+/// and may be in row chunks (a parameter larger than one binding): then each chunk multiplies its
+/// column block of `a` and the products are summed.
 pub fn matmul(gpu: &GpuBackend, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
     let (n, k) = a.matrix();
     let (kb, m) = b.matrix();
     if a.shape.len() != 2 || b.shape.len() != 2 || kb != k {
         return Err(Error::shape("matmul", format!("a {:?} · b {:?}: inner sizes differ", a.shape, b.shape)));
     }
-    b.f32_parts("matmul")?;
     let ah = a.handle("matmul")?;
+    let b = in_weight_dtype(gpu, b)?;
     let y = GpuTensor::single(gpu.alloc("matmul", n * m)?, vec![n, m]);
     if n == 0 || m == 0 {
         return Ok(y);
     }
     if b.parts.len() == 1 {
-        gemm(gpu, "matmul", (ah, [n, k], [k, 1]), (b.parts[0].clone(), [k, m], [m, 1]), y.parts[0].clone())?;
+        gemm(gpu, "matmul", (ah, [n, k], [k, 1]), (b.parts[0].clone(), [k, m], [m, 1]), b.dtype, y.parts[0].clone())?;
         return Ok(y);
     }
     let mut sum: Option<GpuTensor> = None;
     for (lo, rows, handle) in b.chunks() {
         let a_block = take_columns(gpu, a, lo, rows)?;
         let part = GpuTensor::single(gpu.alloc("matmul", n * m)?, vec![n, m]);
-        gemm(gpu, "matmul", (a_block.parts[0].clone(), [n, rows], [rows, 1]), (handle.clone(), [rows, m], [m, 1]), part.parts[0].clone())?;
+        gemm(gpu, "matmul", (a_block.parts[0].clone(), [n, rows], [rows, 1]), (handle.clone(), [rows, m], [m, 1]), b.dtype, part.parts[0].clone())?;
         sum = Some(match sum {
             None => part,
             Some(s) => add(gpu, &s, &part)?,
@@ -149,12 +168,12 @@ pub fn matmul_tn(gpu: &GpuBackend, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTe
         return Ok(y);
     }
     if y.parts.len() == 1 {
-        gemm(gpu, "matmul_tn", (ah, [m, n], [1, m]), (bh, [n, k], [k, 1]), y.parts[0].clone())?;
+        gemm(gpu, "matmul_tn", (ah, [m, n], [1, m]), (bh, [n, k], [k, 1]), DType::F32, y.parts[0].clone())?;
         return Ok(y);
     }
     for (lo, rows, handle) in y.chunks() {
         let a_block = take_columns(gpu, a, lo, rows)?;
-        gemm(gpu, "matmul_tn", (a_block.parts[0].clone(), [rows, n], [1, rows]), (bh.clone(), [n, k], [k, 1]), handle.clone())?;
+        gemm(gpu, "matmul_tn", (a_block.parts[0].clone(), [rows, n], [1, rows]), (bh.clone(), [n, k], [k, 1]), DType::F32, handle.clone())?;
     }
     Ok(y)
 }

@@ -102,3 +102,31 @@ fn wgpu_training_chunked_products() {
     let dx = gpu.matmul(&dyt, &wt).unwrap();
     assert_close("matmul with a chunked operand", &block_on(gpu.read(&dx)).unwrap(), &dx_ref, REDUCTION_F32);
 }
+
+/// Mixed precision on an f16 backend: an f32 weight (the trainer's master copy) is multiplied as
+/// its f16 rounding, by `linear` and by `matmul`, whole or in row chunks, and stays f32 itself.
+#[test]
+fn wgpu_f16_products_round_f32_master_weights() {
+    let (n, k, m) = (9, 48, 320);
+    let x = rand_vec(n * k, 1, 1.0);
+    let w = rand_vec(m * k, 2, 0.2);
+    let dy = rand_vec(n * m, 3, 1.0);
+    let w16: Vec<f32> = w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    let y_ref = reference::linear(&x, &w16, None, k);
+    let (dx_ref, _, _) = reference::linear_backward(&x, &w16, &dy, k);
+    let y_f32 = reference::linear(&x, &w, None, k);
+    assert!(y_ref.iter().zip(&y_f32).any(|(a, b)| (a - b).abs() > 1e-4), "the f16 rounding must show in the product");
+    for (max_binding, parts) in [(None, 1), (Some(100 * k * 4), 4)] {
+        let mut gpu = crate::testing::gpu_f16();
+        if let Some(bytes) = max_binding {
+            gpu = gpu.with_max_binding_bytes(bytes);
+        }
+        let wt = gpu.upload(&w, &[m, k]).unwrap();
+        assert_eq!(wt.parts.len(), parts);
+        let y = gpu.linear(&gpu.upload(&x, &[n, k]).unwrap(), &wt, None).unwrap();
+        assert_close(&format!("linear, f32 master weight in {parts} part(s)"), &block_on(gpu.read(&y)).unwrap(), &y_ref, REDUCTION_F32);
+        let dx = gpu.matmul(&gpu.upload(&dy, &[n, m]).unwrap(), &wt).unwrap();
+        assert_close(&format!("matmul, f32 master weight in {parts} part(s)"), &block_on(gpu.read(&dx)).unwrap(), &dx_ref, REDUCTION_F32);
+        assert_eq!(block_on(gpu.read(&wt)).unwrap(), w, "the master copy stays f32");
+    }
+}

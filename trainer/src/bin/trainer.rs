@@ -32,6 +32,9 @@ enum DTypeArg {
     /// Mixed precision on the CPU: bf16 products (twice the f32 rate with AVX512-BF16), f32
     /// master weights, gradients and optimizer state.
     Bf16,
+    /// Mixed precision on the GPU (adapters with shader-f16): the products take f16 copies of
+    /// the f32 master weights; activations, gradients and optimizer state stay f32.
+    F16,
 }
 
 /// Run `$body` with `$be` bound to the chosen backend.
@@ -40,19 +43,21 @@ macro_rules! on_device {
         let dtype = match $dtype {
             DTypeArg::F32 => kernels::backend::DType::F32,
             DTypeArg::Bf16 => kernels::backend::DType::BF16,
+            DTypeArg::F16 => kernels::backend::DType::F16,
         };
         match $device {
+            Device::Cpu if dtype == kernels::backend::DType::F16 => Err("--dtype f16 trains on a GPU; on the CPU use --dtype bf16 (or f32)".to_string()),
             Device::Cpu => {
                 let $be = CpuBackend::new().with_dtype(dtype).map_err(|e| e.to_string())?;
                 $body
             }
-            _ if dtype != kernels::backend::DType::F32 => Err("--dtype bf16 trains on the CPU backend; on the GPU use --dtype f32".to_string()),
+            _ if dtype == kernels::backend::DType::BF16 => Err("--dtype bf16 trains on the CPU backend; on a GPU use --dtype f16 (or f32)".to_string()),
             Device::Gpu => {
-                let $be = GpuBackend::new(wgpu_device(AdapterChoice::Default).map_err(|e| e.to_string())?);
+                let $be = GpuBackend::new(wgpu_device(AdapterChoice::Default).map_err(|e| e.to_string())?).with_dtype(dtype).map_err(|e| e.to_string())?;
                 $body
             }
             Device::Cuda => {
-                let $be = GpuBackend::new(cuda_device(0).map_err(|e| e.to_string())?);
+                let $be = GpuBackend::new(cuda_device(0).map_err(|e| e.to_string())?).with_dtype(dtype).map_err(|e| e.to_string())?;
                 $body
             }
         }

@@ -165,7 +165,11 @@ pub trait Backend {
     /// Backward of `cross_entropy` with every row weighted by `scale` (1/N for a mean):
     /// logits [N, C], labels [N] → dlogits [N, C] = scale · (softmax − onehot).
     fn cross_entropy_backward(&self, logits: &Self::Tensor, labels: &Self::Ids, scale: f32) -> Result<Self::Tensor>;
-    /// Σ x² over all elements → [1] (gradient norms).
+    /// Rank of each row's label among its logits, for top-k accuracy without reading the logits
+    /// back: logits [N, C], labels [N] (each < C) → [N, 1], the number of classes scoring strictly
+    /// higher than the label (0 = top-1), as f32 (exact below 2²⁴ classes).
+    fn label_rank(&self, logits: &Self::Tensor, labels: &Self::Ids) -> Result<Self::Tensor>;
+    /// Σ x² over all elements → [1, 1] (gradient norms; per-tensor sums stack with `concat_rows`).
     fn sum_squares(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
     /// One AdamW or StableAdamW step of a parameter tensor (see `crate::optim`): p, g, m, v of one
     /// shape → the updated (p, m, v) and, for StableAdamW, the update RMS [1].

@@ -113,6 +113,7 @@ fn exercise_training_ops(b: kernels::GpuBackend) {
         b.embedding_backward(&rand_ids(t, 9, 320), &x, 320).unwrap();
         let logits = up(&rand_vec(7 * 320, 10, 3.0), &[7, 320]);
         b.cross_entropy_backward(&logits, &b.upload_ids(&rand_ids(7, 11, 320)).unwrap(), 1.0 / 7.0).unwrap();
+        b.label_rank(&logits, &b.upload_ids(&rand_ids(7, 12, 320)).unwrap()).unwrap();
     }
     // Parameters and gradients in row chunks, both optimizer rules.
     let chunked = b.clone().with_max_binding_bytes(100 * 48 * 4);
@@ -161,7 +162,7 @@ fn every_kernel_validates_as_webgpu_wgsl() {
         // Training.
         "layer_norm_backward", "layer_norm_dw", "attention_delta", "attention_dkv", "attention_dq", "column_sum", "flat_sum",
         "scale", "fill", "gelu_backward", "geglu_backward", "embedding_backward", "mean_pool_backward", "scatter_rows",
-        "cross_entropy_backward", "take_columns", "adamw", "stable_moments", "stable_rms", "stable_params", "cast"] {
+        "cross_entropy_backward", "take_columns", "adamw", "stable_moments", "stable_rms", "stable_params", "cast", "label_rank"] {
         assert!(names.iter().any(|n| n.contains(expected)), "no module for {expected}; captured {names:?}");
     }
     let mut failures = Vec::new();

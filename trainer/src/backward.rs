@@ -226,10 +226,13 @@ fn head_backward<B: Backend>(be: &B, model: &ModernBert<B>, hc: &HeadCache<B>, d
     linear_backward(be, &head.dense, "head.dense", &hc.x, &dd, grads)
 }
 
-/// Rank of each row's label among its logits (how many classes score strictly higher).
-pub fn label_ranks(logits: &[f32], labels: &[u32]) -> Vec<u32> {
-    let c = logits.len() / labels.len().max(1);
-    logits.chunks(c.max(1)).zip(labels).map(|(row, &l)| row.iter().filter(|&&v| v > row[l as usize]).count() as u32).collect()
+/// Σ cross-entropy over logits [N, C] against `labels` [N], and each label's rank among its
+/// logits (how many classes score strictly higher), computed on the device: 2·N numbers come
+/// back, never the N × C logits.
+pub fn loss_and_ranks<B: Backend>(be: &B, logits: &B::Tensor, labels: &B::Ids) -> Result<(f64, Vec<u32>)> {
+    let per_row = kernels::block_on(be.read(&be.cross_entropy(logits, labels)?))?;
+    let ranks = kernels::block_on(be.read(&be.label_rank(logits, labels)?))?;
+    Ok((per_row.iter().map(|&v| v as f64).sum(), ranks.into_iter().map(|r| r as u32).collect()))
 }
 
 /// Forward and backward of one micro-batch. The loss is Σ CE over the target's labelled items,
@@ -275,9 +278,7 @@ pub fn forward_backward<B: Backend>(
         return Err(Error::Input(format!("label {bad} outside the model's {classes} classes")));
     }
     let label_ids = be.upload_ids(labels)?;
-    let per_row = kernels::block_on(be.read(&be.cross_entropy(&logits, &label_ids)?))?;
-    let loss_sum = per_row.iter().map(|&v| v as f64).sum();
-    let label_ranks = label_ranks(&kernels::block_on(be.read(&logits))?, labels);
+    let (loss_sum, label_ranks) = loss_and_ranks(be, &logits, &label_ids)?;
 
     // Backward, the forward in reverse.
     let dlogits = be.cross_entropy_backward(&logits, &label_ids, scale)?;

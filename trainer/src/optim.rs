@@ -88,10 +88,9 @@ impl<B: Backend> Optimizer<B> {
     /// `want_rms`, StableAdamW's per-tensor RMS values are read back.
     pub fn step(&mut self, be: &B, model: &mut ModernBert<B>, grads: &Grads<B>, lr: f64, want_rms: bool) -> Result<StepStats> {
         let c = self.config.clone();
-        let mut sq = 0f64;
-        for g in grads.tensors.values() {
-            sq += kernels::block_on(be.read(&be.sum_squares(g)?))?[0] as f64;
-        }
+        // One Σg² per tensor on the device, gathered into one vector: a single read-back.
+        let per_tensor = grads.tensors.values().map(|g| be.sum_squares(g)).collect::<kernels::Result<Vec<_>>>()?;
+        let sq: f64 = if per_tensor.is_empty() { 0.0 } else { kernels::block_on(be.read(&be.concat_rows(&per_tensor)?))?.iter().map(|&v| v as f64).sum() };
         let grad_norm = sq.sqrt();
         if !grad_norm.is_finite() {
             return Err(Error::Input(format!("the gradient norm is {grad_norm}: the loss diverged (lower the learning rate)")));

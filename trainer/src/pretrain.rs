@@ -52,7 +52,7 @@ use runtime::weights::Checkpoint;
 use runtime::{ModernBert, ModernBertConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::backward::{forward_backward, label_ranks, Grads, Target};
+use crate::backward::{forward_backward, loss_and_ranks, Grads, Target};
 use crate::checkpoint::{self, TrainerState};
 use crate::data::{self, Loader, LoaderState};
 use crate::mask::{mask_batch, MaskTokens, Selection};
@@ -496,9 +496,8 @@ fn evaluate<B: Backend>(be: &B, model: &ModernBert<B>, dir: &Path, info: &data::
         let hidden = model.encode(be, &batch, None)?;
         let rows = be.gather_rows(&hidden, &be.upload_ids(&m.rows)?)?;
         let logits = model.mlm_logits(be, &rows)?;
-        let per_row = kernels::block_on(be.read(&be.cross_entropy(&logits, &be.upload_ids(&m.labels)?)?))?;
-        let ranks = label_ranks(&kernels::block_on(be.read(&logits))?, &m.labels);
-        meter.add(per_row.iter().map(|&v| v as f64).sum(), &ranks, m.sequences.iter().map(|s| s.len() as u64).sum());
+        let (loss_sum, ranks) = loss_and_ranks(be, &logits, &be.upload_ids(&m.labels)?)?;
+        meter.add(loss_sum, &ranks, m.sequences.iter().map(|s| s.len() as u64).sum());
     }
     Ok(meter)
 }

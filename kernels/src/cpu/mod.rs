@@ -534,6 +534,23 @@ impl Backend for CpuBackend {
         Ok(CpuTensor::new(dx, vec![n, h]))
     }
 
+    fn label_rank(&self, logits: &CpuTensor, labels: &Self::Ids) -> Result<CpuTensor> {
+        let (n, c) = logits.matrix();
+        if labels.len() != n {
+            return Err(Error::shape("label_rank", format!("{} labels for logits {:?}", labels.len(), logits.shape)));
+        }
+        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= c) {
+            return Err(Error::shape("label_rank", format!("label {bad} for {c} classes")));
+        }
+        let ranks: Vec<f32> = logits
+            .data
+            .par_chunks(c.max(1))
+            .zip(labels.par_iter())
+            .map(|(row, &l)| row.iter().filter(|&&v| v > row[l as usize]).count() as f32)
+            .collect();
+        Ok(CpuTensor::new(ranks, vec![n, 1]))
+    }
+
     fn cross_entropy_backward(&self, logits: &CpuTensor, labels: &Self::Ids, scale: f32) -> Result<CpuTensor> {
         let (n, c) = logits.matrix();
         if labels.len() != n {
@@ -558,7 +575,7 @@ impl Backend for CpuBackend {
     }
 
     fn sum_squares(&self, x: &CpuTensor) -> Result<CpuTensor> {
-        Ok(CpuTensor::new(vec![train::sum_squares(x.values("sum_squares")?) as f32], vec![1]))
+        Ok(CpuTensor::new(vec![train::sum_squares(x.values("sum_squares")?) as f32], vec![1, 1]))
     }
 
     fn adam_step(&self, p: &CpuTensor, g: &CpuTensor, m: &CpuTensor, v: &CpuTensor, step: &crate::optim::AdamStep) -> Result<AdamUpdate<CpuTensor>> {

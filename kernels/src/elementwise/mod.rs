@@ -507,14 +507,14 @@ pub fn sum_squares(gpu: &GpuBackend, x: &GpuTensor) -> Result<GpuTensor> {
     if blocks == 0 {
         let out = gpu.alloc("sum_squares", 1)?;
         fill(gpu, &out, 1, 0.0)?;
-        return Ok(GpuTensor::single(out, vec![1]));
+        return Ok(GpuTensor::single(out, vec![1, 1]));
     }
     let partial = gpu.alloc("sum_squares", blocks)?;
     let mut offset = 0;
     for (h, n) in &parts {
         offset += flat_partial_sums(gpu, "sum_squares", h, *n, &partial, blocks, offset, true)?;
     }
-    Ok(GpuTensor::single(flat_total(gpu, "sum_squares", partial, blocks)?, vec![1]))
+    Ok(GpuTensor::single(flat_total(gpu, "sum_squares", partial, blocks)?, vec![1, 1]))
 }
 
 /// dst [rows, m] = columns col0..col0+m of src [rows, ld].

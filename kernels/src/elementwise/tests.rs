@@ -111,7 +111,7 @@ fn sum_squares_matches<B: Backend>(b: &B) {
     for &n in &[1usize, 4095, 4096, 4097, 1_000_003] {
         let x = rand_vec(n, n as u32 + 5, 1.0);
         let out = b.sum_squares(&b.upload(&x, &[n]).unwrap()).unwrap();
-        assert_eq!(b.shape(&out), &[1]);
+        assert_eq!(b.shape(&out), &[1, 1]);
         let expected = sum_squares_f64(&x);
         // A sum of n terms of order 1/3: relative tolerance on the total.
         assert_close(&format!("sum_squares n={n}"), &block_on(b.read(&out)).unwrap(), &[expected], REDUCTION_F32);

@@ -461,6 +461,9 @@ impl Backend for GpuBackend {
     fn cross_entropy_backward(&self, logits: &GpuTensor, labels: &GpuIds, scale: f32) -> Result<GpuTensor> {
         crate::loss::cross_entropy_backward(self, logits, labels, scale)
     }
+    fn label_rank(&self, logits: &GpuTensor, labels: &GpuIds) -> Result<GpuTensor> {
+        crate::loss::label_rank(self, logits, labels)
+    }
     fn sum_squares(&self, x: &GpuTensor) -> Result<GpuTensor> {
         crate::elementwise::sum_squares(self, x)
     }

@@ -1,6 +1,8 @@
 //! Cross-entropy, fused with the softmax: one workgroup per row computes the row max, the sum of
 //! exponentials and logsumexp − logit[label], numerically stable for any vocabulary size.
-//! The backward is the same row walk writing scale·(softmax − onehot).
+//! The backward is the same row walk writing scale·(softmax − onehot). `label_rank` counts, per
+//! row, the classes scoring above the label, so training metrics (top-k accuracy) need N numbers
+//! from the device instead of the N × C logits.
 
 use cubecl::prelude::*;
 
@@ -132,4 +134,54 @@ pub fn cross_entropy_backward(gpu: &GpuBackend, logits: &GpuTensor, labels: &Gpu
             scale,
         ));
     Ok(GpuTensor::single(out, logits.shape.clone()))
+}
+
+/// rank[r] = #{j : logits[r, j] > logits[r, labels[r]]} for logits [rows, c], counted in f32
+/// (exact below 2²⁴ classes), one workgroup per row.
+#[cube(launch_unchecked)]
+fn label_rank_kernel<F: Float>(logits: &[F], labels: &[u32], rank: &mut [F], rows: usize, c: usize) {
+    let mut s_count = Shared::<[f32]>::new_slice(UNITS);
+    let row = CUBE_POS;
+    if row < rows {
+        let tid = UNIT_POS as usize;
+        let base = row * c;
+        let target = f32::cast_from(logits[base + labels[row] as usize]);
+        let mut count = 0.0f32;
+        let mut i = tid;
+        while i < c {
+            count += select(f32::cast_from(logits[base + i]) > target, 1.0f32, 0.0f32);
+            i += UNITS;
+        }
+        s_count[tid] = count;
+        block_sum(&mut s_count);
+        if tid == 0 {
+            rank[row] = F::cast_from(s_count[0]);
+        }
+    }
+}
+
+/// logits [N, C], labels [N] (each < C) → rank of each label [N, 1] (0 = top-1).
+pub fn label_rank(gpu: &GpuBackend, logits: &GpuTensor, labels: &GpuIds) -> Result<GpuTensor> {
+    let op = "label_rank";
+    let (rows, c) = logits.matrix();
+    if labels.len != rows {
+        return Err(Error::shape(op, format!("{} labels for logits {:?}", labels.len, logits.shape)));
+    }
+    if let Some(max) = labels.max.filter(|&m| m as usize >= c) {
+        return Err(Error::shape(op, format!("label {max} for {c} classes")));
+    }
+    let out = gpu.alloc(op, rows)?;
+    if rows > 0 {
+        launch_float!(DType::F32, label_rank_kernel(
+                gpu.client(),
+                gpu.grid(op, rows)?,
+                CubeDim::new_1d(UNITS as u32),
+                BufferArg::from_raw_parts(logits.handle(op)?, rows * c),
+                BufferArg::from_raw_parts(labels.handle.clone(), rows),
+                BufferArg::from_raw_parts(out.clone(), rows),
+                rows,
+                c,
+            ));
+    }
+    Ok(GpuTensor::single(out, vec![rows, 1]))
 }

@@ -33,4 +33,22 @@ fn cross_entropy_backward_rows<B: Backend>(b: &B) {
     assert!(b.cross_entropy_backward(&b.upload(&[0.0; 10], &[2, 5]).unwrap(), &b.upload_ids(&[1]).unwrap(), 1.0).is_err());
 }
 
-crate::training_backend_tests!(cross_entropy_backward_rows);
+crate::training_backend_tests!(cross_entropy_backward_rows, label_rank_rows);
+
+/// Label ranks against the reference, on random logits (vocabulary-sized rows included) and on
+/// rows with ties (equal logits do not count against the label).
+fn label_rank_rows<B: Backend>(b: &B) {
+    for &(n, c, spread) in &[(1usize, 5usize, 1.0f32), (19, 320, 6.0), (3, 50_368, 10.0), (7, 1, 1.0), (300, 3, 30.0)] {
+        let logits = rand_vec(n * c, c as u32 + 2, spread);
+        let labels = rand_ids(n, n as u32 + 2, c as u32);
+        let r = b.label_rank(&b.upload(&logits, &[n, c]).unwrap(), &b.upload_ids(&labels).unwrap()).unwrap();
+        assert_eq!(b.shape(&r), &[n, 1]);
+        let expected: Vec<f32> = reference::label_rank(&logits, &labels, c).into_iter().map(|v| v as f32).collect();
+        assert_eq!(block_on(b.read(&r)).unwrap(), expected, "label_rank n={n} c={c}");
+    }
+    // Ties: [2, 2, 1, 3] → label 0 is beaten only by the 3; label 3 is top-1; label 2 is last.
+    let t = b.upload(&[2.0, 2.0, 1.0, 3.0, 2.0, 2.0, 1.0, 3.0, 2.0, 2.0, 1.0, 3.0], &[3, 4]).unwrap();
+    assert_eq!(block_on(b.read(&b.label_rank(&t, &b.upload_ids(&[0, 3, 2]).unwrap()).unwrap())).unwrap(), vec![1.0, 0.0, 3.0]);
+    assert!(b.label_rank(&b.upload(&[0.0; 10], &[2, 5]).unwrap(), &b.upload_ids(&[1, 5]).unwrap()).is_err());
+    assert!(b.label_rank(&b.upload(&[0.0; 10], &[2, 5]).unwrap(), &b.upload_ids(&[1]).unwrap()).is_err());
+}

@@ -37,3 +37,10 @@ pub fn cross_entropy_backward(logits: &[f32], labels: &[i64], c: usize, ignore: 
     }
     d
 }
+
+/// Rank of each row's label among its logits: how many classes score strictly higher (0 = the
+/// label is the top-1 prediction; ties count in the label's favour). logits [N, C], labels [N] → [N].
+pub fn label_rank(logits: &[f32], labels: &[u32], c: usize) -> Vec<u32> {
+    assert_eq!(logits.len(), labels.len() * c);
+    logits.chunks(c.max(1)).zip(labels).map(|(row, &l)| row.iter().filter(|&&v| v > row[l as usize]).count() as u32).collect()
+}

@@ -26,7 +26,7 @@ pub use elementwise::{add, geglu, geglu_backward, gelu, gelu_backward, gelu_grad
 pub use embedding::{embedding, embedding_backward};
 pub use layernorm::{layer_norm, layer_norm_backward};
 pub use linear::{linear, linear_backward};
-pub use loss::{cross_entropy, cross_entropy_backward};
+pub use loss::{cross_entropy, cross_entropy_backward, label_rank};
 pub use optim::adam_step;
 pub use pool::{gather_rows, mean_pool, mean_pool_backward, scatter_rows};
 pub use rope::{rope, rope_backward};

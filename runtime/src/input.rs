@@ -155,8 +155,19 @@ fn parse_jsonl(name: &str, bytes: &[u8], opts: &InputOptions) -> Result<Loaded> 
 }
 
 fn parse_csv(name: &str, bytes: &[u8], opts: &InputOptions) -> Result<Loaded> {
+    let mut documents = Vec::new();
+    let skipped = stream_csv(name, bytes, opts, |d| {
+        documents.push(d);
+        Ok(())
+    })?;
+    Ok(Loaded { documents, skipped })
+}
+
+/// The documents of a CSV stream (a header row, then records), handed to `f` one row at a time
+/// so that a file of any size is read in constant memory. Returns what was skipped.
+pub fn stream_csv<R: std::io::Read>(name: &str, reader: R, opts: &InputOptions, mut f: impl FnMut(Document) -> Result<()>) -> Result<Vec<String>> {
     let column = opts.text_column.as_deref().ok_or_else(|| Error::Input(format!("{name}: a CSV input needs --text-column NAME")))?;
-    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(bytes);
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(reader);
     let headers = reader.byte_headers().map_err(|e| Error::Input(format!("{name}: cannot read the CSV header ({e})")))?.clone();
     let find = |col: &str| -> Result<usize> {
         headers.iter().position(|h| h == col.as_bytes()).ok_or_else(|| {
@@ -166,17 +177,19 @@ fn parse_csv(name: &str, bytes: &[u8], opts: &InputOptions) -> Result<Loaded> {
     };
     let text_idx = find(column)?;
     let id_idx = opts.id_column.as_deref().map(find).transpose()?;
-    let mut l = Loaded::default();
-    for (row, record) in reader.byte_records().enumerate() {
-        let record = record.map_err(|e| Error::Input(format!("{name}: {e}")))?;
+    let mut skipped = Loaded::default();
+    let mut record = csv::ByteRecord::new();
+    let mut row = 0usize;
+    while reader.read_byte_record(&mut record).map_err(|e| Error::Input(format!("{name}: {e}")))? {
         let line = record.position().map_or(row + 2, |p| p.line() as usize);
         let field = |i: usize| record.get(i).unwrap_or_default();
         match (utf8(name, field(text_idx), line), id_idx.map(|i| utf8(name, field(i), line)).transpose()) {
-            (Ok(text), Ok(id)) => l.documents.push(Document { id: id.map_or_else(|| (row + 1).to_string(), str::to_string), text: text.to_string() }),
-            (Err(m), _) | (_, Err(m)) => l.invalid(m, opts)?,
+            (Ok(text), Ok(id)) => f(Document { id: id.map_or_else(|| (row + 1).to_string(), str::to_string), text: text.to_string() })?,
+            (Err(m), _) | (_, Err(m)) => skipped.invalid(m, opts)?,
         }
+        row += 1;
     }
-    Ok(l)
+    Ok(skipped.skipped)
 }
 
 fn read_dir(dir: &Path, opts: &InputOptions) -> Result<Loaded> {

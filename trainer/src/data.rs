@@ -151,7 +151,7 @@ pub fn chunk_document(tok: &Tokenizer, text: &str, max_len: usize) -> Result<Vec
 }
 
 /// Documents of one input, streamed in blocks (JSONL and line-per-document text are read line
-/// by line; a CSV or a single text file is read whole).
+/// by line, CSV row by row; a single-document text file is one document and is read whole).
 fn for_each_block(path: &Path, opts: &PrepareOptions, mut f: impl FnMut(Vec<String>) -> Result<()>) -> Result<()> {
     const BLOCK: usize = 1024;
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
@@ -189,6 +189,31 @@ fn for_each_block(path: &Path, opts: &PrepareOptions, mut f: impl FnMut(Vec<Stri
                     f(std::mem::take(&mut block))?;
                 }
             }
+            if !block.is_empty() {
+                f(block)?;
+            }
+            Ok(())
+        }
+        Some("csv") => {
+            let reader = BufReader::new(std::fs::File::open(path).map_err(|e| io(path, e))?);
+            let io_opts = runtime::input::InputOptions { text_column: opts.text_column.clone(), ..Default::default() };
+            let mut block = Vec::new();
+            // An error of `f` stops the stream and is returned as it is.
+            let mut failed = None;
+            let streamed = runtime::input::stream_csv(&name, reader, &io_opts, |d| {
+                block.push(d.text);
+                if block.len() == BLOCK {
+                    if let Err(e) = f(std::mem::take(&mut block)) {
+                        failed = Some(e);
+                        return Err(runtime::Error::Input("stopped".into()));
+                    }
+                }
+                Ok(())
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            streamed?;
             if !block.is_empty() {
                 f(block)?;
             }

@@ -8,6 +8,10 @@ use crate::init::Rng;
 use crate::tokenize::Encoded;
 use crate::{Error, Result};
 
+/// The default decision threshold: P(PHI) ≥ 0.3 marks a word, favouring recall (a missed name is
+/// a leak; an extra redaction is an inconvenience). `runtime-cli deid` and the web page share it.
+pub const DEFAULT_THRESHOLD: f32 = 0.3;
+
 /// A span of protected health information.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Span {
@@ -158,6 +162,24 @@ pub fn decode(text: &str, enc: &Encoded, probs: &[f32], scheme: &LabelScheme, th
     }
     close(&mut current, &mut spans);
     spans
+}
+
+impl Span {
+    /// `{"start", "end", "label", "text", "score"}`, as `runtime-cli deid` and the web page write it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"start": self.start, "end": self.end, "label": self.label, "text": self.text, "score": self.score})
+    }
+}
+
+/// Spans and redacted text of one document, from its per-token probabilities: the one decision
+/// path of `runtime-cli deid` and the browser page.
+pub fn deidentify(text: &str, enc: &Encoded, probs: &[f32], scheme: &LabelScheme, threshold: f32, surrogates: Option<&mut Surrogates>) -> (Vec<Span>, String) {
+    let spans = decode(text, enc, probs, scheme, threshold);
+    let redacted = match surrogates {
+        Some(s) => s.redact(text, &spans),
+        None => redact_placeholders(text, &spans),
+    };
+    (spans, redacted)
 }
 
 /// Replace every span by `[LABEL]`.

@@ -16,6 +16,8 @@ pub mod output;
 pub mod pipeline;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod progress;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod serve;
 pub mod tokenize;
 pub mod weights;
 

@@ -376,3 +376,43 @@ fn embed_follows_sentence_transformers_pooling() {
     let m = fails(&["embed", &notes, "--model", dir.to_str().unwrap(), "--device", "cpu"]);
     assert!(m.contains("1_Pooling/config.json") && m.contains("pooling_mode_max_tokens"), "{m}");
 }
+
+/// `serve-web` serves the page and the model folder over HTTP on loopback, nothing outside them,
+/// and refuses to start without a built page or with an incomplete model folder.
+#[test]
+fn serve_web_serves_the_page_and_the_model() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let root = scratch("serve-web");
+    std::fs::write(root.join("index.html"), "<!doctype html><title>page</title>").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runtime-cli"))
+        .args(["serve-web", "--port", "0", "--model", &fixture(TOKCLS), "--root"])
+        .arg(&root)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.split("http://").nth(1).and_then(|r| r.split('/').next()).unwrap_or_else(|| panic!("no address in {line:?}")).to_string();
+    let get = |path: &str| -> (String, Vec<u8>) {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        (String::from_utf8_lossy(&raw[..split]).into_owned(), raw[split + 4..].to_vec())
+    };
+    let (head, body) = get("/");
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("text/html"), "{head}");
+    assert_eq!(body, b"<!doctype html><title>page</title>");
+    let (head, body) = get("/models/deid/model.safetensors");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, std::fs::read(Path::new(&fixture(TOKCLS)).join("model.safetensors")).unwrap());
+    assert!(get("/../Cargo.toml").0.starts_with("HTTP/1.1 404"));
+    assert!(get("/models/deid/../config.json").0.starts_with("HTTP/1.1 404"));
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    let empty = scratch("serve-web-empty");
+    assert!(fails(&["serve-web", "--root", &empty.display().to_string()]).contains("no index.html"));
+    assert!(fails(&["serve-web", "--root", &root.display().to_string(), "--model", &empty.display().to_string()]).contains("no config.json"));
+}

@@ -2,6 +2,7 @@
 //! 16 lanes at a time with AVX-512, scalar elsewhere. exp is Cephes' polynomial (≈1 ulp); erf is
 //! Abramowitz–Stegun 7.1.26 (absolute error ≤ 1.5e-7), the same as cubecl's GPU polyfill.
 
+#[cfg(target_arch = "x86_64")]
 use super::isa::Isa;
 
 /// Scalar exact GELU.

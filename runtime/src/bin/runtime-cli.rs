@@ -10,7 +10,7 @@ use kernels::backend::DType;
 use kernels::{Backend, CpuBackend, GpuBackend};
 use runtime::check::check;
 use runtime::config::Pooling;
-use runtime::deid::{decode, redact_placeholders, LabelScheme, Surrogates};
+use runtime::deid::{deidentify, LabelScheme, Span, Surrogates};
 use runtime::folder::{sentence_transformers_pooling, ModelFolder};
 use runtime::input::{read_documents, InputOptions};
 use runtime::output::{write_embeddings, Sink};
@@ -149,7 +149,7 @@ enum Command {
         #[command(flatten)]
         batch: BatchArgs,
         /// A word is PHI when P(PHI) ≥ this; below 0.5 favours recall (a missed name is a leak).
-        #[arg(long, default_value_t = 0.3)]
+        #[arg(long, default_value_t = runtime::deid::DEFAULT_THRESHOLD)]
         threshold: f32,
         /// Replace PHI with consistent fake values instead of [CATEGORY] placeholders.
         #[arg(long)]
@@ -191,6 +191,22 @@ enum Command {
     Info {
         #[command(flatten)]
         model: ModelArgs,
+    },
+    /// Serve the browser de-identification page (built by web/build.sh) on this machine, with a
+    /// model folder as the page's default model. Notes pasted into the page stay in the browser.
+    #[command(after_help = "Examples:\n  web/build.sh && runtime-cli serve-web --model DIR\n  runtime-cli serve-web --root web/dist --port 8080   # pick a folder in the page")]
+    ServeWeb {
+        /// A token-classification model folder, served at /models/deid/ (the page loads it).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// The built page.
+        #[arg(long, default_value = "web/dist")]
+        root: PathBuf,
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+        /// Listen on every interface instead of loopback only.
+        #[arg(long)]
+        public: bool,
     },
     /// Time the encoder: median tokens/s, useful GFLOP/s and peak memory.
     #[command(after_help = "Examples:\n  runtime-cli bench --config tests/data/modernbert-configs/ModernBERT-base.config.json --batch 8 --seq 128 --threads 1\n  runtime-cli bench --model DIR --batch 1 --seq 8192 --device gpu")]
@@ -412,12 +428,9 @@ fn deid<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &BatchA
     let mut surrogates = Surrogates::new();
     let mut n_spans = 0;
     for ((doc, enc), p) in docs.iter().zip(&encs).zip(&probs) {
-        let spans = decode(&doc.text, enc, p, &scheme, threshold);
+        let (spans, redacted) = deidentify(&doc.text, enc, p, &scheme, threshold, surrogate.then_some(&mut surrogates));
         n_spans += spans.len();
-        let redacted = if surrogate { surrogates.redact(&doc.text, &spans) } else { redact_placeholders(&doc.text, &spans) };
-        let spans_json: Vec<serde_json::Value> =
-            spans.iter().map(|s| serde_json::json!({"start": s.start, "end": s.end, "label": s.label, "text": s.text, "score": s.score})).collect();
-        let line = serde_json::json!({"id": doc.id, "spans": spans_json, "redacted": redacted});
+        let line = serde_json::json!({"id": doc.id, "spans": spans.iter().map(Span::to_json).collect::<Vec<_>>(), "redacted": redacted});
         use std::io::Write;
         writeln!(sink, "{line}").map_err(|e| Failure(format!("cannot write the output: {e}")))?;
     }
@@ -622,6 +635,26 @@ fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, batch:
     Ok(true)
 }
 
+fn serve_web(model: Option<&Path>, root: &Path, port: u16, public: bool) -> Outcome {
+    if !root.join("index.html").is_file() {
+        return Err(Failure(format!("{}: no index.html; build the page first with web/build.sh (or pass --root)", root.display())));
+    }
+    if let Some(m) = model {
+        for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+            if !m.join(f).is_file() {
+                return Err(Failure(format!("{}: no {f}; --model expects a Hugging Face model folder", m.display())));
+            }
+        }
+    }
+    let host = if public { "0.0.0.0" } else { "127.0.0.1" };
+    let listener = std::net::TcpListener::bind((host, port)).map_err(|e| Failure(format!("cannot listen on {host}:{port}: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| Failure(e.to_string()))?;
+    eprintln!("serving {} at http://{addr}/{}", root.display(), model.map(|m| format!(" with model {}", m.display())).unwrap_or_default());
+    let site = runtime::serve::Site { root: root.to_path_buf(), model: model.map(Path::to_path_buf) };
+    site.serve(listener).map_err(|e| Failure(e.to_string()))?;
+    Ok(true)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Outcome = (|| match &cli.command {
@@ -637,6 +670,7 @@ fn main() -> ExitCode {
         }
         Command::Check { model, reference, tol } => on_backend!(model, |be| run_check(&be, &model.model, reference, *tol)),
         Command::Info { model } => on_backend!(model, |be| info(&be, &model.model)),
+        Command::ServeWeb { model, root, port, public } => serve_web(model.as_deref(), root, *port, *public),
         Command::Bench { model, config, batch, seq, device, dtype, threads, matmul_peak, iters } => {
             let args = ModelArgs { model: PathBuf::new(), device: *device, dtype: *dtype, threads: *threads };
             on_backend!(args, |be| bench(&be, model.as_deref(), config.as_deref(), *batch, *seq, *iters, *matmul_peak))

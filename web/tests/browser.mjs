@@ -1,0 +1,97 @@
+// The de-identification page in a real browser (Debian's Chromium, headless): once with WebGPU on
+// SwiftShader, once with WebGPU off (the CPU backend compiled to wasm). For each, the page loads
+// the fixture token-classification model from `runtime-cli serve-web`, `window.deid` runs on
+// several notes (one longer than 4,000 tokens, cut into windows), and its spans and redacted text
+// must equal `runtime-cli deid` on the same model and notes; no request may follow the model
+// load; the UI path (paste, click, highlight) is exercised and a screenshot saved.
+//
+// Environment: RUNTIME_CLI (the binary), MODEL (the model folder), NOTES (sample notes, JSONL),
+// ROOT (web/dist), OUT (screenshots), CHROMIUM (default /usr/bin/chromium).
+import { spawn, execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { chromium } from 'playwright-core';
+
+const env = (k, d) => process.env[k] ?? d ?? (() => { throw new Error(`set ${k}`); })();
+const cli = env('RUNTIME_CLI'), model = env('MODEL'), notesFile = env('NOTES'), root = env('ROOT', 'web/dist'), out = env('OUT', 'target/web-test');
+const THRESHOLD = 0.3;
+mkdirSync(out, { recursive: true });
+
+// The sample notes, one with non-ASCII text (offsets count code points), and one long note
+// (over 6,000 characters of digit-heavy text, at least 4,000 tokens: many windows of the model).
+const samples = readFileSync(notesFile, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l).text);
+let long = '';
+while (long.length < 6_000) long += samples.join('\n\n') + '\n\n';
+const notes = [...samples, 'Patiënt José Müller (DOB 03/04/1950) – seen 2× for “chest pain”; metoprolol 25 mg 🙂 daily.', long];
+const notesPath = `${out}/notes.jsonl`;
+writeFileSync(notesPath, notes.map((text) => JSON.stringify({ text })).join('\n') + '\n');
+const expected = execFileSync(cli, ['deid', notesPath, '--model', model, '--device', 'cpu', '--threshold', String(THRESHOLD)], { maxBuffer: 1 << 28 })
+  .toString().split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
+
+function fail(msg) { throw new Error(msg); }
+
+function compare(kind, i, got, want) {
+  const where = `${kind}, note ${i}`;
+  if (got.redacted !== want.redacted) fail(`${where}: redacted text differs from runtime-cli deid`);
+  if (got.spans.length !== want.spans.length) fail(`${where}: ${got.spans.length} spans, runtime-cli found ${want.spans.length}`);
+  got.spans.forEach((s, k) => {
+    const w = want.spans[k];
+    if (s.start !== w.start || s.end !== w.end || s.label !== w.label || s.text !== w.text) fail(`${where}, span ${k}: ${JSON.stringify(s)} vs ${JSON.stringify(w)}`);
+    if (Math.abs(s.score - w.score) > 1e-3) fail(`${where}, span ${k}: score ${s.score} vs ${w.score}`);
+  });
+}
+
+const server = spawn(cli, ['serve-web', '--model', model, '--root', root, '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+const base = await new Promise((resolve, reject) => {
+  let err = '';
+  server.stderr.on('data', (d) => { err += d; const m = err.match(/at (http:\/\/[^/\s]+\/)/); if (m) resolve(m[1]); });
+  server.on('exit', (code) => reject(new Error(`serve-web exited (${code}): ${err}`)));
+});
+
+const common = ['--headless=new', '--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'];
+try {
+  for (const [kind, args] of [['webgpu', ['--enable-unsafe-webgpu']], ['cpu', ['--disable-webgpu']]]) {
+    const t0 = Date.now();
+    const browser = await chromium.launch({ executablePath: env('CHROMIUM', '/usr/bin/chromium'), args: [...common, ...args] });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const logs = [];
+    page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
+    page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+    let loaded = false;
+    const late = [];
+    page.on('request', (r) => { if (loaded) late.push(r.url()); });
+    await page.goto(base);
+    try {
+      await page.evaluate(() => window.modelReady, null, { timeout: 300_000 });
+    } catch (e) {
+      fail(`${kind}: the model did not load: ${e.message}\n${logs.join('\n')}`);
+    }
+    loaded = true;
+    const device = await page.textContent('#info-device');
+    if (kind === 'webgpu' && !device.startsWith('WebGPU')) fail(`webgpu run: the page runs on "${device}"\n${logs.join('\n')}`);
+    if (kind === 'cpu' && !device.startsWith('CPU')) fail(`cpu run: the page runs on "${device}"`);
+    if (kind === 'cpu' && await page.isHidden('#device-note')) fail('cpu run: the page does not say that WebGPU is missing');
+    for (const [i, text] of notes.entries()) {
+      const got = await page.evaluate(([t, th]) => window.deid(t, { threshold: th }), [text, THRESHOLD]);
+      compare(kind, i, got, expected[i]);
+    }
+    // The UI path, with the long note: paste, run (keyboard: Ctrl+Enter), see highlights and
+    // the redacted text, and the token count of the long note.
+    const k = notes.length - 1;
+    await page.fill('#note', notes[k]);
+    await page.focus('#note');
+    await page.keyboard.press('Control+Enter');
+    await page.waitForFunction(() => !document.querySelector('#output').hidden && !document.querySelector('#run').disabled, null, { timeout: 300_000 });
+    if ((await page.inputValue('#redacted')) !== expected[k].redacted) fail(`${kind}: the page's redacted text differs`);
+    const marks = await page.locator('#highlighted mark').count();
+    if (marks !== expected[k].spans.length) fail(`${kind}: ${marks} highlights for ${expected[k].spans.length} spans`);
+    const timing = await page.textContent('#timing');
+    const tokens = Number((timing.match(/(\d+) tokens in/) || [])[1]);
+    if (!(tokens >= 4000)) fail(`${kind}: the long note has ${tokens} tokens (${timing}); the test wants at least 4,000`);
+    await page.screenshot({ path: `${out}/deid-${kind}.png` });
+    if (late.length) fail(`${kind}: requests after the model was loaded: ${late.join(', ')}`);
+    console.log(`${kind}: ${notes.length} notes match runtime-cli deid (${device}); the ${tokens}-token note in the page: ${marks} highlights; no request after load; ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+    await browser.close();
+  }
+} finally {
+  server.kill();
+}

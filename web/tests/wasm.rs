@@ -1,0 +1,72 @@
+//! The `web` crate in the browser (wasm-bindgen-test in headless Chromium): loading from bytes,
+//! clear errors for incomplete folders and models without a token-classification head, and the
+//! same spans on WebGPU (when the browser offers it) as on the CPU backend compiled to wasm.
+#![cfg(target_arch = "wasm32")]
+
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_test::*;
+use web::DeidModel;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const NOTE: &str = "Physician Discharge Summary Admit date: 10/12/1982. Patient Jack Reacher, 54 y.o. male, seen by Roger C Kelly, MD; metoprolol 25 mg daily.";
+
+fn files(folder: &[(&str, &[u8])]) -> js_sys::Map {
+    let m = js_sys::Map::new();
+    for (name, bytes) in folder {
+        m.set(&JsValue::from_str(name), &js_sys::Uint8Array::from(*bytes));
+    }
+    m
+}
+
+macro_rules! fixture {
+    ($dir:literal, $name:literal) => {
+        ($name, &include_bytes!(concat!("../../tests/fixtures/", $dir, "/", $name))[..])
+    };
+}
+
+fn tokcls() -> Vec<(&'static str, &'static [u8])> {
+    vec![
+        fixture!("tiny-modernbert-tokcls", "config.json"),
+        fixture!("tiny-modernbert-tokcls", "model.safetensors"),
+        fixture!("tiny-modernbert-tokcls", "tokenizer.json"),
+        fixture!("tiny-modernbert-tokcls", "tokenizer_config.json"),
+    ]
+}
+
+async fn load_err(folder: &[(&str, &[u8])]) -> String {
+    match DeidModel::load(files(folder), "cpu".into()).await {
+        Ok(_) => panic!("loaded"),
+        Err(e) => JsValue::from(e).dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).unwrap_or_default(),
+    }
+}
+
+#[wasm_bindgen_test]
+async fn incomplete_folders_and_wrong_heads_are_named() {
+    let mut no_tokenizer = tokcls();
+    no_tokenizer.retain(|(n, _)| *n != "tokenizer.json");
+    assert!(load_err(&no_tokenizer).await.contains("no tokenizer.json"));
+    let mlm = [
+        fixture!("tiny-modernbert-mlm", "config.json"),
+        fixture!("tiny-modernbert-mlm", "model.safetensors"),
+        fixture!("tiny-modernbert-mlm", "tokenizer.json"),
+    ];
+    assert!(load_err(&mlm).await.contains("token-classification head"));
+}
+
+#[wasm_bindgen_test]
+async fn webgpu_and_cpu_give_the_same_spans() {
+    let cpu = DeidModel::load(files(&tokcls()), "cpu".into()).await.map_err(JsValue::from).unwrap();
+    let auto = DeidModel::load(files(&tokcls()), "auto".into()).await.map_err(JsValue::from).unwrap();
+    // webdriver.json enables WebGPU (SwiftShader): `auto` must have taken it.
+    let info: serde_json::Value = serde_json::from_str(&auto.info()).unwrap();
+    assert_eq!(info["backend"], "wgpu", "{info}");
+    let a = cpu.analyze_note(NOTE.into()).await.unwrap();
+    let b = auto.analyze_note(NOTE.into()).await.unwrap();
+    assert!(a.tokens() > 20);
+    let (ra, rb) = (a.result(0.3, false).map_err(JsValue::from).unwrap(), b.result(0.3, false).map_err(JsValue::from).unwrap());
+    let (ja, jb): (serde_json::Value, serde_json::Value) = (serde_json::from_str(&ra).unwrap(), serde_json::from_str(&rb).unwrap());
+    assert_eq!(ja["redacted"], jb["redacted"], "{}", auto.info());
+    assert!(!ja["spans"].as_array().unwrap().is_empty());
+    assert!(a.result(1.5, false).is_err(), "a threshold above 1 is refused");
+}

@@ -89,7 +89,10 @@ try {
     if (!(tokens >= 4000)) fail(`${kind}: the long note has ${tokens} tokens (${timing}); the test wants at least 4,000`);
     await page.screenshot({ path: `${out}/deid-${kind}.png` });
     if (late.length) fail(`${kind}: requests after the model was loaded: ${late.join(', ')}`);
-    console.log(`${kind}: ${notes.length} notes match runtime-cli deid (${device}); the ${tokens}-token note in the page: ${marks} highlights; no request after load; ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+    // And the page has told the browser to refuse any: a fetch of its own index fails.
+    const probe = await page.evaluate(() => fetch('/index.html').then(() => 'fetched', () => 'refused'));
+    if (probe !== 'refused') fail(`${kind}: a fetch after loading was not refused by the page's policy`);
+    console.log(`${kind}: ${notes.length} notes match runtime-cli deid (${device}); the ${tokens}-token note in the page: ${marks} highlights; no request after load (and fetches refused); ${((Date.now() - t0) / 1000).toFixed(0)} s`);
     await browser.close();
   }
 } finally {

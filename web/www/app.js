@@ -109,9 +109,21 @@ async function load(files, name) {
   $('info-labels').textContent = info.categories.join(', ');
   $('info-device').textContent = info.backend === 'cpu' ? 'CPU (WebAssembly)' : `WebGPU${info.adapter ? ': ' + info.adapter : ' (the browser does not name the adapter)'}`;
   $('model-info').hidden = false;
+  lockNetwork();
   status('Model ready. Nothing you paste is sent anywhere.');
   $('run').disabled = false;
   buildLegend();
+}
+
+// After the model is loaded the page needs the network no more: a second policy (policies only
+// ever tighten) makes the browser refuse any fetch from now on.
+function lockNetwork() {
+  if ($('csp-lock')) return;
+  const m = document.createElement('meta');
+  m.id = 'csp-lock';
+  m.httpEquiv = 'Content-Security-Policy';
+  m.content = "connect-src 'none'";
+  document.head.append(m);
 }
 
 function showDeviceNote(text) {

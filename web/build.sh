@@ -12,12 +12,13 @@ rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown || r
 want=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)
 if ! command -v wasm-bindgen >/dev/null || [ "$(wasm-bindgen --version | awk '{print $2}')" != "$want" ]; then
   echo "[web] installing wasm-bindgen-cli $want" >&2
+  # Not --locked: one of its locked dependencies is not in this registry (see PLATFORM notes).
   cargo install wasm-bindgen-cli --version "$want"
 fi
 
 cargo build -p web --lib --target wasm32-unknown-unknown --profile "$profile"
 rm -rf web/dist.tmp && mkdir -p web/dist.tmp/pkg
-wasm-bindgen --target web --no-typescript --out-dir web/dist.tmp/pkg --out-name web "target/wasm32-unknown-unknown/$dir/web.wasm"
-cp web/www/* web/dist.tmp/
+wasm-bindgen --target web --no-typescript --out-dir web/dist.tmp/pkg --out-name web "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/$dir/web.wasm"
+cp -R web/www/. web/dist.tmp/
 rm -rf web/dist && mv web/dist.tmp web/dist
 echo "[web] built web/dist ($(du -sh web/dist | cut -f1)); serve it with: runtime-cli serve-web --model DIR" >&2

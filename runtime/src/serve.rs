@@ -1,10 +1,15 @@
 //! `runtime-cli serve-web`: a small static file server for the browser page (`web/dist`), with a
-//! model folder mounted at `/models/deid/` (the page's default model). Loopback by default, GET
-//! and HEAD only, no directory listings, nothing outside the two folders.
+//! model folder mounted at `/models/deid/` (the page's default model). Loopback by default (and
+//! then only for requests naming a loopback host, against DNS rebinding), GET and HEAD only, no
+//! directory listings, nothing outside the two folders (symbolic links included), bounded request
+//! heads, timeouts and a cap on simultaneous connections.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// What is served.
 #[derive(Clone, Debug)]
@@ -13,7 +18,15 @@ pub struct Site {
     pub root: PathBuf,
     /// A model folder served at `/models/deid/`.
     pub model: Option<PathBuf>,
+    /// Listening on loopback only: requests must then name a loopback host.
+    pub loopback: bool,
 }
+
+/// Longest request head read (request line and headers).
+const MAX_HEAD: u64 = 16 * 1024;
+/// Connections served at once; more get 503.
+const MAX_CONNECTIONS: usize = 64;
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The URL prefix of the mounted model folder.
 pub const MODEL_PREFIX: &str = "/models/deid/";
@@ -50,13 +63,24 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The relative path `rest` under `base`, refusing anything that could leave it.
+/// The relative path `rest` under `base`, refusing anything that could leave it, by its
+/// components or through a symbolic link.
 fn under(base: &Path, rest: &str) -> Option<PathBuf> {
     let rel = Path::new(rest);
-    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+    if rest.contains('\\') || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
         return None;
     }
-    Some(base.join(rel))
+    let file = base.join(rel).canonicalize().ok()?;
+    file.starts_with(base.canonicalize().ok()?).then_some(file)
+}
+
+/// Whether a `Host` header names this machine's loopback interface.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    matches!(name.to_ascii_lowercase().as_str(), "localhost" | "127.0.0.1" | "::1")
 }
 
 impl Site {
@@ -73,24 +97,37 @@ impl Site {
     }
 
     fn respond(&self, stream: TcpStream) -> std::io::Result<()> {
-        let mut reader = BufReader::new(stream.try_clone()?);
-        let mut request = String::new();
-        reader.read_line(&mut request)?;
+        stream.set_read_timeout(Some(TIMEOUT))?;
+        stream.set_write_timeout(Some(TIMEOUT))?;
+        let mut reader = BufReader::new(stream.try_clone()?.take(MAX_HEAD));
+        let mut out = std::io::BufWriter::new(stream);
+        let simple = |out: &mut dyn Write, status: &str| write!(out, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nAllow: GET, HEAD\r\nConnection: close\r\n\r\n");
+        // The request head, as bytes (a bad client gets 400, not a closed connection).
+        let mut lines = Vec::new();
         loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header)? == 0 || header == "\r\n" || header == "\n" {
+            let mut line = Vec::new();
+            if reader.read_until(b'\n', &mut line)? == 0 || !line.ends_with(b"\n") {
+                return simple(&mut out, "400 Bad Request");
+            }
+            if line == b"\r\n" || line == b"\n" {
                 break;
             }
+            lines.push(String::from_utf8_lossy(&line).trim_end().to_string());
         }
-        let mut out = std::io::BufWriter::new(stream);
+        let request = lines.first().cloned().unwrap_or_default();
         let mut parts = request.split_whitespace();
         let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let simple = |out: &mut dyn Write, status: &str| write!(out, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        if self.loopback {
+            let host = lines.iter().skip(1).find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("host")).map(|(_, v)| v.trim().to_string()));
+            if !host.as_deref().is_some_and(loopback_host) {
+                return simple(&mut out, "403 Forbidden");
+            }
+        }
         if method != "GET" && method != "HEAD" {
             return simple(&mut out, "405 Method Not Allowed");
         }
         let Some(path) = self.resolve(target) else { return simple(&mut out, "404 Not Found") };
-        let mut file = std::fs::File::open(&path)?;
+        let Ok(mut file) = std::fs::File::open(&path) else { return simple(&mut out, "500 Internal Server Error") };
         let len = file.metadata()?.len();
         write!(out, "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {len}\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n", content_type(&path))?;
         if method == "GET" {
@@ -99,15 +136,22 @@ impl Site {
         out.flush()
     }
 
-    /// Serve until the process ends, one thread per connection.
+    /// Serve until the process ends, one thread per connection (at most `MAX_CONNECTIONS`).
     pub fn serve(self, listener: TcpListener) -> std::io::Result<()> {
-        let site = std::sync::Arc::new(self);
+        let site = Arc::new(self);
+        let open = Arc::new(AtomicUsize::new(0));
         for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let site = site.clone();
+            let Ok(mut stream) = stream else { continue };
+            if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                open.fetch_sub(1, Ordering::SeqCst);
+                let _ = stream.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                continue;
+            }
+            let (site, open) = (site.clone(), open.clone());
             std::thread::spawn(move || {
                 // A client that goes away mid-response is not an error of the server.
                 let _ = site.respond(stream);
+                open.fetch_sub(1, Ordering::SeqCst);
             });
         }
         Ok(())
@@ -127,14 +171,27 @@ mod tests {
         for f in [root.join("index.html"), root.join("pkg/web.js"), model.join("config.json"), dir.path().join("secret.txt")] {
             std::fs::write(f, "x").unwrap();
         }
-        let site = Site { root: root.clone(), model: Some(model.clone()) };
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("link.txt")).unwrap();
+        let site = Site { root: root.clone(), model: Some(model.clone()), loopback: true };
+        let (root, model) = (root.canonicalize().unwrap(), model.canonicalize().unwrap());
         assert_eq!(site.resolve("/"), Some(root.join("index.html")));
         assert_eq!(site.resolve("/?model=x"), Some(root.join("index.html")));
         assert_eq!(site.resolve("/pkg/web.js"), Some(root.join("pkg/web.js")));
         assert_eq!(site.resolve("/models/deid/config.json"), Some(model.join("config.json")));
-        for bad in ["/../secret.txt", "/%2e%2e/secret.txt", "/models/deid/../../secret.txt", "/pkg", "/missing", "relative", "/%zz"] {
+        for bad in ["/../secret.txt", "/%2e%2e/secret.txt", "/..%2fsecret.txt", "/%2e%2e%5csecret.txt", "//etc/passwd", "/models/deid/../../secret.txt", "/link.txt", "/pkg", "/missing", "relative", "/%zz"] {
             assert_eq!(site.resolve(bad), None, "{bad}");
         }
-        assert_eq!(Site { root, model: None }.resolve("/models/deid/config.json"), None);
+        assert_eq!(Site { root: root.clone(), model: None, loopback: true }.resolve("/models/deid/config.json"), None);
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for ok in ["127.0.0.1:8000", "localhost:8000", "LOCALHOST", "[::1]:8000", "127.0.0.1"] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for bad in ["attacker.example:8000", "127.0.0.1.attacker.example", "[::2]:80", ""] {
+            assert!(!loopback_host(bad), "{bad}");
+        }
     }
 }

@@ -395,7 +395,7 @@ fn serve_web_serves_the_page_and_the_model() {
     let addr = line.split("http://").nth(1).and_then(|r| r.split('/').next()).unwrap_or_else(|| panic!("no address in {line:?}")).to_string();
     let get = |path: &str| -> (String, Vec<u8>) {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).unwrap();
         let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
@@ -409,6 +409,12 @@ fn serve_web_serves_the_page_and_the_model() {
     assert_eq!(body, std::fs::read(Path::new(&fixture(TOKCLS)).join("model.safetensors")).unwrap());
     assert!(get("/../Cargo.toml").0.starts_with("HTTP/1.1 404"));
     assert!(get("/models/deid/../config.json").0.starts_with("HTTP/1.1 404"));
+    // A page on another site reaching this server through DNS rebinding names its own host.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: attacker.example:80\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
     child.kill().unwrap();
     let _ = child.wait();
 

@@ -3,7 +3,9 @@
 // the fixture token-classification model from `runtime-cli serve-web`, `window.deid` runs on
 // several notes (one longer than 4,000 tokens, cut into windows), and its spans and redacted text
 // must equal `runtime-cli deid` on the same model and notes; no request may follow the model
-// load; the UI path (paste, click, highlight) is exercised and a screenshot saved.
+// load, and the page's policy must refuse one; the UI path (paste, Ctrl+Enter, highlights) is
+// exercised and a screenshot saved; on the CPU run, folders are picked with the file input (a
+// masked-LM folder refused with its reason, then the token-classification folder).
 //
 // Environment: RUNTIME_CLI (the binary), MODEL (the model folder), NOTES (sample notes, JSONL),
 // ROOT (web/dist), OUT (screenshots), CHROMIUM (default /usr/bin/chromium).
@@ -92,6 +94,20 @@ try {
     // And the page has told the browser to refuse any: a fetch of its own index fails.
     const probe = await page.evaluate(() => fetch('/index.html').then(() => 'fetched', () => 'refused'));
     if (probe !== 'refused') fail(`${kind}: a fetch after loading was not refused by the page's policy`);
+    if (kind === 'cpu') {
+      // A folder picked on the computer: a masked-LM folder is refused with the reason and the
+      // loaded model stays usable; the token-classification folder then replaces it.
+      const fixtures = model.replace(/\/[^/]+\/?$/, '');
+      await page.setInputFiles('#folder', `${fixtures}/tiny-modernbert-mlm`);
+      await page.waitForFunction(() => document.querySelector('#model-status').className === 'error', null, { timeout: 120_000 });
+      const msg = await page.textContent('#model-status');
+      if (!msg.includes('token-classification head') || !msg.includes('previous model stays loaded')) fail(`cpu: picking an MLM folder says "${msg}"`);
+      if (await page.isDisabled('#run')) fail('cpu: a refused folder disabled the loaded model');
+      await page.setInputFiles('#folder', model);
+      await page.waitForFunction(() => document.querySelector('#model-status').textContent.startsWith('Model ready'), null, { timeout: 120_000 });
+      if ((await page.textContent('#info-name')) !== 'tiny-modernbert-tokcls') fail('cpu: the picked folder is not named');
+      compare('cpu, picked folder', 0, await page.evaluate(([t, th]) => window.deid(t, { threshold: th }), [notes[0], THRESHOLD]), expected[0]);
+    }
     console.log(`${kind}: ${notes.length} notes match runtime-cli deid (${device}); the ${tokens}-token note in the page: ${marks} highlights; no request after load (and fetches refused); ${((Date.now() - t0) / 1000).toFixed(0)} s`);
     await browser.close();
   }

@@ -14,9 +14,23 @@ const device = params.get('device') || 'auto';
 let model = null;      // DeidModel
 let info = null;       // its description
 let current = null;    // the Analysis shown
+let loads = 0;          // the latest load wins; older ones are discarded
+let runs = 0;           // likewise for runs
+let ready = 'pending';  // what window.modelReady says
 let resolveReady, rejectReady;
 window.modelReady = new Promise((res, rej) => { resolveReady = res; rejectReady = rej; });
 window.modelReady.catch(() => {});
+
+function markReady() {
+  if (ready === 'rejected') window.modelReady = Promise.resolve();
+  else resolveReady();
+  ready = 'resolved';
+}
+function markFailed(e) {
+  if (ready !== 'pending') return;
+  ready = 'rejected';
+  rejectReady(e);
+}
 
 function status(text, kind = '') {
   const s = $('model-status');
@@ -26,8 +40,8 @@ function status(text, kind = '') {
 
 function mib(bytes) { return (bytes / 1048576).toFixed(1) + ' MiB'; }
 
-async function fetchBytes(url, onProgress) {
-  const r = await fetch(url);
+async function fetchBytes(url, onProgress, signal) {
+  const r = await fetch(url, { signal });
   if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
   const total = Number(r.headers.get('content-length')) || 0;
   if (!r.body) return new Uint8Array(await r.arrayBuffer());
@@ -47,7 +61,7 @@ async function fetchBytes(url, onProgress) {
   return out;
 }
 
-async function fetchFolder(base) {
+async function fetchFolder(base, signal) {
   const root = new URL(base.endsWith('/') ? base : base + '/', location.href);
   const files = new Map();
   const bar = $('model-progress');
@@ -56,43 +70,52 @@ async function fetchFolder(base) {
     files.set(name, await fetchBytes(new URL(name, root), (got, total) => {
       status(`Downloading ${name}: ${mib(got)}${total ? ' of ' + mib(total) : ''}`);
       if (total) { bar.max = total; bar.value = got; } else { bar.removeAttribute('value'); }
-    }));
+    }, signal));
   }
   for (const name of OPTIONAL) {
-    const r = await fetch(new URL(name, root)).catch(() => null);
+    const r = await fetch(new URL(name, root), { signal }).catch(() => null);
+    if (signal?.aborted) throw new DOMException('superseded', 'AbortError');
     if (r && r.ok) files.set(name, new Uint8Array(await r.arrayBuffer()));
   }
   bar.hidden = true;
   return files;
 }
 
+// The model files directly inside the chosen folder (not in its subfolders, such as a
+// checkpoint-500/ or onnx/ copy). `list` holds {file, depth}: 0 for a file dropped by itself.
 async function filesFromList(list) {
   const files = new Map();
-  for (const f of list) {
-    const name = f.name;
-    if (REQUIRED.includes(name) || OPTIONAL.includes(name)) files.set(name, new Uint8Array(await f.arrayBuffer()));
+  for (const { file, depth } of list) {
+    const name = file.name;
+    if (depth > 1) continue;
+    if (!(REQUIRED.includes(name) || OPTIONAL.includes(name))) continue;
+    if (files.has(name)) throw new Error(`two files named ${name}: choose one model folder`);
+    files.set(name, new Uint8Array(await file.arrayBuffer()));
   }
   const missing = REQUIRED.filter((n) => !files.has(n));
   if (missing.length) throw new Error(`the chosen folder has no ${missing.join(', ')}`);
   return files;
 }
 
-// Every file under a dropped directory entry.
-function entryFiles(entry) {
-  if (entry.isFile) return new Promise((res, rej) => entry.file((f) => res([f]), rej));
-  const reader = entry.createReader();
-  return new Promise((res, rej) => {
-    const all = [];
-    const next = () => reader.readEntries(async (batch) => {
-      if (!batch.length) return res((await Promise.all(all.map(entryFiles))).flat());
-      all.push(...batch);
-      next();
-    }, rej);
-    next();
-  });
+function entryFile(entry) {
+  return new Promise((res, rej) => entry.file(res, rej));
 }
 
-async function load(files, name) {
+// A dropped file ({file, depth: 0}), or the files directly inside a dropped folder (depth 1).
+async function droppedFiles(entry) {
+  if (entry.isFile) return [{ file: await entryFile(entry), depth: 0 }];
+  const reader = entry.createReader();
+  const children = [];
+  for (;;) {
+    const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
+    if (!batch.length) break;
+    children.push(...batch);
+  }
+  return Promise.all(children.filter((c) => c.isFile).map(async (c) => ({ file: await entryFile(c), depth: 1 })));
+}
+
+// Load a model from its files; `ticket` is this load's number (a newer load makes it moot).
+async function load(files, name, ticket) {
   $('run').disabled = true;
   status(`Starting the model (${name})…`);
   let dev = device;
@@ -100,8 +123,19 @@ async function load(files, name) {
     dev = 'cpu';
     showDeviceNote('This browser does not offer WebGPU, so the model runs on the CPU (compiled to WebAssembly): correct, but slower.');
   }
-  const m = await DeidModel.load(files, dev);
+  let m;
+  try {
+    m = await DeidModel.load(files, dev);
+  } finally {
+    $('run').disabled = !model;
+  }
+  if (ticket !== loads) { m.free(); return false; }
+  const old = model;
   model = m;
+  old?.free();  // analyses under way keep what they need
+  if (current) { current.analysis.free(); current = null; }
+  $('output').hidden = true;
+  $('timing').textContent = '';
   info = JSON.parse(m.info());
   if (info.fallback) showDeviceNote(`${info.fallback}. Results are the same; it is slower.`);
   $('info-name').textContent = name;
@@ -113,6 +147,8 @@ async function load(files, name) {
   status('Model ready. Nothing you paste is sent anywhere.');
   $('run').disabled = false;
   buildLegend();
+  markReady();
+  return true;
 }
 
 // After the model is loaded the page needs the network no more: a second policy (policies only
@@ -188,17 +224,21 @@ function render() {
 async function run() {
   const text = $('note').value;
   if (!text.trim()) { $('timing').textContent = 'Paste or drop a note first.'; return; }
+  const ticket = ++runs;
   $('run').disabled = true;
   $('timing').textContent = 'Running…';
+  // Let "Running…" paint: on the CPU path the work below blocks this thread.
+  await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
   try {
     const analysis = await model.analyze(text);
+    if (ticket !== runs) { analysis.free(); return; }
     if (current) current.analysis.free();
     current = { text, analysis };
     render();
   } catch (e) {
-    $('timing').textContent = `Error: ${e.message || e}`;
+    if (ticket === runs) $('timing').textContent = `Error: ${e.message || e}`;
   } finally {
-    $('run').disabled = false;
+    if (ticket === runs) $('run').disabled = !model;
   }
 }
 
@@ -223,49 +263,86 @@ function wire() {
     a.click();
     setTimeout(() => URL.revokeObjectURL(url), 1000);
   });
+  // A file dropped anywhere else must not replace the page (and the note with it).
+  const hasFiles = (e) => [...(e.dataTransfer?.types || [])].includes('Files');
+  window.addEventListener('dragover', (e) => { if (hasFiles(e)) e.preventDefault(); });
+  window.addEventListener('drop', (e) => { if (hasFiles(e)) e.preventDefault(); });
   const note = $('note');
-  note.addEventListener('dragover', (e) => { e.preventDefault(); note.classList.add('dragover'); });
+  note.addEventListener('dragover', (e) => { if (hasFiles(e)) { e.preventDefault(); note.classList.add('dragover'); } });
   note.addEventListener('dragleave', () => note.classList.remove('dragover'));
   note.addEventListener('drop', async (e) => {
-    e.preventDefault();
     note.classList.remove('dragover');
+    if (!hasFiles(e)) return;  // dropped text goes in as usual
+    e.preventDefault();
+    e.stopPropagation();
     const f = e.dataTransfer.files[0];
-    if (f) note.value = await f.text();
-  });
-  $('folder').addEventListener('change', async (e) => {
     try {
-      const list = [...e.target.files];
-      const name = (list[0]?.webkitRelativePath || '').split('/')[0] || 'local folder';
-      await load(await filesFromList(list), name);
-      resolveReady();
-    } catch (err) { status(`Cannot load the folder: ${err.message || err}`, 'error'); }
+      if (f) note.value = await f.text();
+    } catch (err) {
+      $('timing').textContent = `Cannot read ${f.name}: ${err.message || err}`;
+    }
+  });
+  // A local folder replaces whatever is loading or loaded.
+  const local = async (what, list, name) => {
+    const ticket = ++loads;
+    downloading?.abort();
+    try {
+      await load(await filesFromList(list), name, ticket);
+    } catch (err) {
+      if (ticket !== loads) return;
+      status(`Cannot load the ${what}: ${err.message || err}${model ? ' (the previous model stays loaded)' : ''}`, 'error');
+    }
+  };
+  $('folder').addEventListener('change', (e) => {
+    const list = [...e.target.files].map((file) => ({ file, depth: (file.webkitRelativePath || file.name).split('/').length - 1 }));
+    const name = (e.target.files[0]?.webkitRelativePath || '').split('/')[0] || 'local folder';
+    local('folder', list, name);
   });
   const section = $('model');
-  section.addEventListener('dragover', (e) => e.preventDefault());
+  section.addEventListener('dragover', (e) => { if (hasFiles(e)) e.preventDefault(); });
   section.addEventListener('drop', async (e) => {
+    if (!hasFiles(e)) return;
     e.preventDefault();
+    e.stopPropagation();
+    const entries = [...e.dataTransfer.items].map((i) => i.webkitGetAsEntry()).filter(Boolean);
+    let list;
     try {
-      const entries = [...e.dataTransfer.items].map((i) => i.webkitGetAsEntry()).filter(Boolean);
-      const files = (await Promise.all(entries.map(entryFiles))).flat();
-      await load(await filesFromList(files), entries[0]?.name || 'dropped folder');
-      resolveReady();
-    } catch (err) { status(`Cannot load the dropped folder: ${err.message || err}`, 'error'); }
+      list = (await Promise.all(entries.map(droppedFiles))).flat();
+    } catch (err) {
+      status(`Cannot read the dropped folder: ${err.message || err}`, 'error');
+      return;
+    }
+    local('dropped folder', list, entries.length === 1 && entries[0].isDirectory ? entries[0].name : 'dropped files');
   });
 }
 
+let downloading = null;  // the AbortController of the URL download, while it runs
+
 async function main() {
-  await init();
+  try {
+    await init();
+  } catch (e) {
+    status(`This browser cannot start the page's WebAssembly module: ${e.message || e}`, 'error');
+    markFailed(e);
+    return;
+  }
   wire();
   const url = params.get('model') || DEFAULT_MODEL;
+  const ticket = ++loads;
+  downloading = new AbortController();
   try {
-    const files = await fetchFolder(url);
-    await load(files, url.replace(/\/$/, '').split('/').pop() || url);
-    resolveReady();
+    const files = await fetchFolder(url, downloading.signal);
+    if (ticket !== loads) return;
+    await load(files, url.replace(/\/$/, '').split('/').pop() || url, ticket);
   } catch (e) {
+    if (ticket !== loads) return;  // superseded by a local folder
     const hint = params.get('model') ? '' : ' Pick a model folder below, or open this page with ?model=<URL of a model folder>.';
     status(`Cannot load the model from ${url}: ${e.message || e}.${hint}`, 'error');
     // A model asked for in the URL failed: say so to automation. Without one, wait for a folder.
-    if (params.get('model')) rejectReady(e);
+    if (params.get('model')) markFailed(e);
+  } finally {
+    downloading = null;
+    $('model-progress').hidden = true;
   }
 }
 

@@ -650,7 +650,7 @@ fn serve_web(model: Option<&Path>, root: &Path, port: u16, public: bool) -> Outc
     let listener = std::net::TcpListener::bind((host, port)).map_err(|e| Failure(format!("cannot listen on {host}:{port}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| Failure(e.to_string()))?;
     eprintln!("serving {} at http://{addr}/{}", root.display(), model.map(|m| format!(" with model {}", m.display())).unwrap_or_default());
-    let site = runtime::serve::Site { root: root.to_path_buf(), model: model.map(Path::to_path_buf) };
+    let site = runtime::serve::Site { root: root.to_path_buf(), model: model.map(Path::to_path_buf), loopback: !public };
     site.serve(listener).map_err(|e| Failure(e.to_string()))?;
     Ok(true)
 }

@@ -134,6 +134,18 @@ where
 }
 
 
+/// (rows, classes) of logits [N, C] whose labels [N] are one per row and each < C.
+fn check_labels(op: &'static str, logits: &CpuTensor, labels: &[u32]) -> Result<(usize, usize)> {
+    let (n, c) = logits.matrix();
+    if labels.len() != n {
+        return Err(Error::shape(op, format!("{} labels for logits {:?}", labels.len(), logits.shape)));
+    }
+    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= c) {
+        return Err(Error::shape(op, format!("label {bad} for {c} classes")));
+    }
+    Ok((n, c))
+}
+
 impl Backend for CpuBackend {
     type Tensor = CpuTensor;
     type Ids = Arc<Vec<u32>>;
@@ -389,13 +401,7 @@ impl Backend for CpuBackend {
     }
 
     fn cross_entropy(&self, logits: &CpuTensor, labels: &Self::Ids) -> Result<CpuTensor> {
-        let (n, c) = logits.matrix();
-        if labels.len() != n {
-            return Err(Error::shape("cross_entropy", format!("{} labels for logits {:?}", labels.len(), logits.shape)));
-        }
-        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= c) {
-            return Err(Error::shape("cross_entropy", format!("label {bad} for {c} classes")));
-        }
+        let (n, c) = check_labels("cross_entropy", logits, labels)?;
         let y = logits
             .data
             .par_chunks(c.max(1))
@@ -535,13 +541,7 @@ impl Backend for CpuBackend {
     }
 
     fn label_rank(&self, logits: &CpuTensor, labels: &Self::Ids) -> Result<CpuTensor> {
-        let (n, c) = logits.matrix();
-        if labels.len() != n {
-            return Err(Error::shape("label_rank", format!("{} labels for logits {:?}", labels.len(), logits.shape)));
-        }
-        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= c) {
-            return Err(Error::shape("label_rank", format!("label {bad} for {c} classes")));
-        }
+        let (n, c) = check_labels("label_rank", logits, labels)?;
         let ranks: Vec<f32> = logits
             .data
             .par_chunks(c.max(1))
@@ -552,13 +552,7 @@ impl Backend for CpuBackend {
     }
 
     fn cross_entropy_backward(&self, logits: &CpuTensor, labels: &Self::Ids, scale: f32) -> Result<CpuTensor> {
-        let (n, c) = logits.matrix();
-        if labels.len() != n {
-            return Err(Error::shape("cross_entropy_backward", format!("{} labels for logits {:?}", labels.len(), logits.shape)));
-        }
-        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= c) {
-            return Err(Error::shape("cross_entropy_backward", format!("label {bad} for {c} classes")));
-        }
+        let (n, c) = check_labels("cross_entropy_backward", logits, labels)?;
         let mut d = vec![0f32; n * c];
         d.par_chunks_mut(c.max(1)).zip(logits.data.par_chunks(c.max(1)).zip(labels.par_iter())).for_each(|(out, (row, &label))| {
             let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);

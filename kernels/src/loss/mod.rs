@@ -16,6 +16,18 @@ mod tests;
 
 const UNITS: usize = 64;
 
+/// (rows, classes) of logits [N, C] whose labels [N] are one per row and each < C.
+fn check_labels(op: &'static str, logits: &GpuTensor, labels: &GpuIds) -> Result<(usize, usize)> {
+    let (rows, c) = logits.matrix();
+    if labels.len != rows {
+        return Err(Error::shape(op, format!("{} labels for logits {:?}", labels.len, logits.shape)));
+    }
+    if let Some(max) = labels.max.filter(|&m| m as usize >= c) {
+        return Err(Error::shape(op, format!("label {max} for {c} classes")));
+    }
+    Ok((rows, c))
+}
+
 /// loss[r] = logsumexp(logits[r, :]) − logits[r, labels[r]] for logits [rows, c].
 #[cube(launch_unchecked)]
 fn cross_entropy_kernel<F: Float>(logits: &[F], labels: &[u32], loss: &mut [F], rows: usize, c: usize) {
@@ -52,13 +64,7 @@ fn cross_entropy_kernel<F: Float>(logits: &[F], labels: &[u32], loss: &mut [F], 
 
 /// logits [N, C], labels [N] → per-row loss [N, 1].
 pub fn cross_entropy(gpu: &GpuBackend, logits: &GpuTensor, labels: &GpuIds) -> Result<GpuTensor> {
-    let (rows, c) = logits.matrix();
-    if labels.len != rows {
-        return Err(Error::shape("cross_entropy", format!("{} labels for logits {:?}", labels.len, logits.shape)));
-    }
-    if let Some(max) = labels.max.filter(|&m| m as usize >= c) {
-        return Err(Error::shape("cross_entropy", format!("label {max} for {c} classes")));
-    }
+    let (rows, c) = check_labels("cross_entropy", logits, labels)?;
     let out = gpu.alloc("cross_entropy", rows)?;
     launch_float!(DType::F32, cross_entropy_kernel(
             gpu.client(),
@@ -114,13 +120,7 @@ fn cross_entropy_backward_kernel<F: Float>(logits: &[F], labels: &[u32], dlogits
 /// logits [N, C], labels [N] (each < C) → dlogits [N, C] = scale · (softmax − onehot).
 pub fn cross_entropy_backward(gpu: &GpuBackend, logits: &GpuTensor, labels: &GpuIds, scale: f32) -> Result<GpuTensor> {
     let op = "cross_entropy_backward";
-    let (rows, c) = logits.matrix();
-    if labels.len != rows {
-        return Err(Error::shape(op, format!("{} labels for logits {:?}", labels.len, logits.shape)));
-    }
-    if let Some(max) = labels.max.filter(|&m| m as usize >= c) {
-        return Err(Error::shape(op, format!("label {max} for {c} classes")));
-    }
+    let (rows, c) = check_labels(op, logits, labels)?;
     let out = gpu.alloc(op, rows * c)?;
     launch_float!(DType::F32, cross_entropy_backward_kernel(
             gpu.client(),
@@ -163,13 +163,7 @@ fn label_rank_kernel<F: Float>(logits: &[F], labels: &[u32], rank: &mut [F], row
 /// logits [N, C], labels [N] (each < C) → rank of each label [N, 1] (0 = top-1).
 pub fn label_rank(gpu: &GpuBackend, logits: &GpuTensor, labels: &GpuIds) -> Result<GpuTensor> {
     let op = "label_rank";
-    let (rows, c) = logits.matrix();
-    if labels.len != rows {
-        return Err(Error::shape(op, format!("{} labels for logits {:?}", labels.len, logits.shape)));
-    }
-    if let Some(max) = labels.max.filter(|&m| m as usize >= c) {
-        return Err(Error::shape(op, format!("label {max} for {c} classes")));
-    }
+    let (rows, c) = check_labels(op, logits, labels)?;
     let out = gpu.alloc(op, rows)?;
     if rows > 0 {
         launch_float!(DType::F32, label_rank_kernel(

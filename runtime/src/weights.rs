@@ -287,13 +287,25 @@ pub fn shard_names(source: &str, text: &str) -> Result<Vec<String>> {
 
 /// Write tensors as a safetensors file in memory (f32, in the given order).
 pub fn serialize_f32(tensors: &[(String, Vec<usize>, Vec<f32>)], metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+    serialize(tensors, StoredDtype::F32, metadata)
+}
+
+/// Write tensors as a safetensors file in memory, stored as `dtype` (F32, F16 or BF16; values
+/// rounded to nearest even), in the given order.
+pub fn serialize(tensors: &[(String, Vec<usize>, Vec<f32>)], dtype: StoredDtype, metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
     use safetensors::tensor::TensorView as StView;
-    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let (st, encode): (Dtype, fn(&f32) -> Vec<u8>) = match dtype {
+        StoredDtype::F32 => (Dtype::F32, |x| x.to_le_bytes().to_vec()),
+        StoredDtype::F16 => (Dtype::F16, |x| half::f16::from_f32(*x).to_le_bytes().to_vec()),
+        StoredDtype::BF16 => (Dtype::BF16, |x| half::bf16::from_f32(*x).to_le_bytes().to_vec()),
+        other => return Err(Error::weights("safetensors", format!("cannot store weights as {other:?}: expected F32, F16 or BF16"))),
+    };
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| v.iter().flat_map(encode).collect()).collect();
     let views = tensors
         .iter()
         .zip(&bytes)
         .map(|((name, shape, _), b)| {
-            StView::new(Dtype::F32, shape.clone(), b).map(|v| (name.clone(), v)).map_err(|e| Error::weights(name, format!("cannot serialise: {e}")))
+            StView::new(st, shape.clone(), b).map(|v| (name.clone(), v)).map_err(|e| Error::weights(name, format!("cannot serialise: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
     safetensors::tensor::serialize(views, metadata).map_err(|e| Error::weights("safetensors", format!("cannot serialise: {e}")))

@@ -166,3 +166,39 @@ pub fn latest(root: &Path) -> Result<Option<PathBuf>> {
     }
     Ok(best.map(|(_, p)| p))
 }
+
+/// Copy a model folder to `out` with its weights stored as `dtype` (F16 or BF16 halve the size;
+/// F32 copies): `config.json`, the tokenizer files and `model.safetensors`, nothing of the
+/// optimizer. Returns the size of the written weights file in bytes.
+pub fn export(src: &Path, out: &Path, dtype: runtime::weights::StoredDtype) -> Result<u64> {
+    let ck = Checkpoint::open_dir(src)?;
+    let mut names: Vec<String> = ck.names().map(str::to_string).collect();
+    names.sort();
+    let mut tensors = Vec::with_capacity(names.len());
+    for name in names {
+        let t = ck.require(&name)?;
+        tensors.push((name, t.shape.to_vec(), t.to_f32()?));
+    }
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    let bytes = runtime::weights::serialize(&tensors, dtype, Some(meta))?;
+    let tmp = out.with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    write_atomic(&tmp.join("model.safetensors"), &bytes)?;
+    for f in std::iter::once("config.json").chain(TOKENIZER_FILES) {
+        let from = src.join(f);
+        if from.exists() {
+            std::fs::copy(&from, tmp.join(f)).map_err(|e| io(&from, e))?;
+        } else if f == "config.json" {
+            return Err(Error::Input(format!("{}: no config.json (expected a model folder)", src.display())));
+        }
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(|e| io(out, e))?;
+    }
+    std::fs::rename(&tmp, out).map_err(|e| io(out, e))?;
+    Ok(bytes.len() as u64)
+}

@@ -64,11 +64,14 @@ pub struct PrepareOptions {
     pub text_column: Option<String>,
     /// A `.txt` file holds one document per line.
     pub lines: bool,
+    /// Files whose documents all go to the eval split (a held-out file made apart), in
+    /// addition to the `eval_fraction` of `inputs`.
+    pub eval_inputs: Vec<PathBuf>,
 }
 
 impl Default for PrepareOptions {
     fn default() -> Self {
-        PrepareOptions { max_seq_len: 8192, eval_fraction: 0.0, shard_tokens: 1 << 24, text_column: None, lines: false }
+        PrepareOptions { max_seq_len: 8192, eval_fraction: 0.0, shard_tokens: 1 << 24, text_column: None, lines: false, eval_inputs: Vec::new() }
     }
 }
 
@@ -275,11 +278,13 @@ pub fn prepare(tok: &Tokenizer, inputs: &[PathBuf], out: &Path, opts: &PrepareOp
     if files.is_empty() {
         return Err(Error::Input("no input files (.txt, .jsonl, .csv) found".into()));
     }
-    for file in &files {
+    let eval_files: Vec<PathBuf> = opts.eval_inputs.iter().map(|p| expand(p)).collect::<Result<Vec<_>>>()?.concat();
+    let all: Vec<(&PathBuf, bool)> = files.iter().map(|f| (f, false)).chain(eval_files.iter().map(|f| (f, true))).collect();
+    for (file, eval_file) in all {
         for_each_block(file, opts, |block| {
             let chunks: Vec<Vec<Vec<u32>>> = block.par_iter().map(|t| chunk_document(tok, t, opts.max_seq_len)).collect::<Result<_>>()?;
             for doc in chunks {
-                let held_out = is_eval(documents, opts.eval_fraction);
+                let held_out = eval_file || is_eval(documents, opts.eval_fraction);
                 documents += 1;
                 eval_documents += held_out as u64;
                 for seq in doc {
@@ -299,7 +304,7 @@ pub fn prepare(tok: &Tokenizer, inputs: &[PathBuf], out: &Path, opts: &PrepareOp
         max_seq_len: opts.max_seq_len,
         vocab_size: tok.vocab_size(),
         tokenizer: tok.source().to_string(),
-        inputs: files.iter().map(|p| p.display().to_string()).collect(),
+        inputs: files.iter().chain(&eval_files).map(|p| p.display().to_string()).collect(),
         documents,
         eval_documents,
         train: train.done,

@@ -4,12 +4,15 @@
 pub mod backward;
 pub mod check;
 pub mod checkpoint;
+pub mod corpus;
 pub mod data;
+pub mod deid_eval;
 mod error;
 pub mod finetune;
 pub mod mask;
 pub mod optim;
 pub mod pretrain;
 pub mod schedule;
+pub mod synth;
 
 pub use error::{Error, Result};

@@ -473,6 +473,34 @@ pub fn run<B: Backend>(be: &B, c: &RunConfig, opts: &RunOptions, mut log: impl F
     Ok(state)
 }
 
+/// The model a run starts from (its `init` folder, or random weights from its seed) and the
+/// run's tokenizer: the baseline of a run's held-out report.
+pub fn initial_model<B: Backend>(be: &B, c: &RunConfig) -> Result<(ModernBert<B>, Tokenizer)> {
+    let s = start(be, c, None)?;
+    Ok((s.model, s.tokenizer))
+}
+
+/// A model folder's masked-LM model and tokenizer.
+pub fn load_masked_lm<B: Backend>(be: &B, dir: &Path) -> Result<(ModernBert<B>, Tokenizer)> {
+    let folder = ModelFolder::open(dir)?;
+    let tokenizer = folder.tokenizer.ok_or_else(|| Error::Input(format!("{}: no tokenizer.json", dir.display())))?;
+    let mut config = folder.config;
+    config.architecture = Some(Architecture::MaskedLm);
+    Ok((ModernBert::load_trainable(be, config, &folder.checkpoint)?, tokenizer))
+}
+
+/// Masked-token loss and top-1/5/10/25 accuracy on the whole eval split of a dataset at 15%
+/// masking (the positions fixed by `seed`: the same for every model).
+pub fn heldout_metrics<B: Backend>(be: &B, model: &ModernBert<B>, tokenizer: &Tokenizer, data: &Path, batch_tokens: usize, seed: u64) -> Result<Metrics> {
+    let info = data::open(data)?;
+    if info.eval.is_empty() {
+        return Err(Error::Input(format!("{}: the dataset has no eval split (prepare it with --eval-input or --eval-fraction)", data.display())));
+    }
+    let tokens = mask_tokens(tokenizer, model.config.vocab_size)?;
+    let m = evaluate(be, model, data, &info, batch_tokens.max(info.max_seq_len), usize::MAX, &tokens, seed)?;
+    Ok(m.metrics("heldout", 0, 0, 0.0, 0.15, 0.0, m.tokens, "eval"))
+}
+
 /// Held-out masked-LM loss and top-k accuracy at 15% masking, on the first `batches`
 /// micro-batches of the eval split (the same positions every time: a fixed seed).
 fn evaluate<B: Backend>(be: &B, model: &ModernBert<B>, dir: &Path, info: &data::DatasetInfo, budget: usize, batches: usize, tokens: &MaskTokens, seed: u64) -> Result<Meter> {

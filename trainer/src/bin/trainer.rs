@@ -65,6 +65,19 @@ macro_rules! on_device {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum SplitArg {
+    Train,
+    Test,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StoreArg {
+    F32,
+    F16,
+    Bf16,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum TaskArg {
     TokenClassification,
     SequenceClassification,
@@ -92,7 +105,99 @@ enum Command {
         lines: bool,
         #[arg(long)]
         text_column: Option<String>,
+        /// Inputs held out whole (every document to the eval split), e.g. `trainer corpus`'s
+        /// heldout.jsonl.
+        #[arg(long)]
+        eval_input: Vec<PathBuf>,
         /// The dataset directory to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Assemble the bundled models' public clinical corpus (ACI-BENCH, MTS-Dialog, NegEx, ICD-9
+    /// descriptions) from the repository's data/ folder into train.jsonl and heldout.jsonl.
+    #[command(after_help = "Example:\n  trainer corpus --data data -o target/models/corpus")]
+    Corpus {
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        /// Fraction of documents held out (a seeded hash of each document's source).
+        #[arg(long, default_value_t = 0.05)]
+        heldout_fraction: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Train a byte-level BPE tokenizer (ModernBERT's layout and special tokens) on the "text"
+    /// fields of a JSONL file.
+    #[command(after_help = "Example:\n  trainer tokenizer target/models/corpus/train.jsonl --vocab-size 8192 -o target/models/tokenizer")]
+    Tokenizer {
+        input: PathBuf,
+        #[arg(long, default_value_t = 8192)]
+        vocab_size: usize,
+        /// The folder to write tokenizer.json, tokenizer_config.json and special_tokens_map.json to.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Masked-token loss and top-1/5/10/25 accuracy on a prepared dataset's eval split (15%
+    /// masking at seeded positions), for a model folder or for a run's untrained initialisation.
+    #[command(after_help = "Examples:\n  trainer evaluate --model runs/small/final --data target/models/dataset\n  trainer evaluate --init-of models/clinical-small.toml --data target/models/dataset")]
+    Evaluate {
+        #[arg(long, conflicts_with = "init_of", required_unless_present = "init_of")]
+        model: Option<PathBuf>,
+        /// A pretraining run file: evaluate the model it starts from.
+        #[arg(long)]
+        init_of: Option<PathBuf>,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 8192)]
+        batch_tokens: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Generate synthetic clinical notes with PHI inserted and its character offsets (JSONL
+    /// `{"text", "spans"}`), for training and testing de-identification; seeded.
+    #[command(after_help = "Example:\n  trainer synth-deid --split train --notes 3000 --seed 1 -o target/models/deid-train.jsonl")]
+    SynthDeid {
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        /// `test` draws notes, names, streets and cities from parts the train split never uses.
+        #[arg(long, value_enum)]
+        split: SplitArg,
+        #[arg(long)]
+        notes: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Score a de-identification model on span-annotated notes as `runtime-cli deid` runs it:
+    /// per-category precision/recall/F1 and the fraction of PHI characters left unredacted.
+    #[command(after_help = "Example:\n  trainer eval-deid --model models/deid-small --data target/models/deid-test.jsonl")]
+    EvalDeid {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = runtime::deid::DEFAULT_THRESHOLD)]
+        threshold: f32,
+        /// Also write the report (Markdown) and its JSON next to it (`.json`).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Copy a model folder with its weights stored in f16 or bf16 (half the size) or f32.
+    #[command(after_help = "Example:\n  trainer export runs/small/final --dtype f16 -o models/clinical-small")]
+    Export {
+        model: PathBuf,
+        #[arg(long, value_enum, default_value_t = StoreArg::F16)]
+        dtype: StoreArg,
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -234,6 +339,39 @@ fn finetune<B: Backend>(be: &B, o: &trainer::finetune::FinetuneOptions) -> Resul
     Ok(true)
 }
 
+fn evaluate<B: Backend>(be: &B, model: Option<&std::path::Path>, init_of: Option<&std::path::Path>, data: &PathBuf, batch_tokens: usize, seed: u64) -> Result<bool, String> {
+    let (m, tok, what) = match (model, init_of) {
+        (Some(dir), _) => {
+            let (m, t) = trainer::pretrain::load_masked_lm(be, dir).map_err(|e| e.to_string())?;
+            (m, t, dir.display().to_string())
+        }
+        (None, Some(run)) => {
+            let c = trainer::pretrain::RunConfig::from_file(run).map_err(|e| e.to_string())?;
+            let (m, t) = trainer::pretrain::initial_model(be, &c).map_err(|e| e.to_string())?;
+            (m, t, format!("the initialisation of {}", run.display()))
+        }
+        (None, None) => return Err("give --model DIR or --init-of RUN.toml".into()),
+    };
+    let r = trainer::pretrain::heldout_metrics(be, &m, &tok, data, batch_tokens, seed).map_err(|e| e.to_string())?;
+    println!("{what}: held-out masked tokens (15%): loss {:.4}, top-1 {:.4}, top-5 {:.4}, top-10 {:.4}, top-25 {:.4}", r.loss, r.top1, r.top5, r.top10, r.top25);
+    println!("{}", serde_json::json!({"model": what, "loss": r.loss, "top1": r.top1, "top5": r.top5, "top10": r.top10, "top25": r.top25}));
+    Ok(true)
+}
+
+fn eval_deid<B: Backend>(be: &B, model: &std::path::Path, data: &std::path::Path, threshold: f32, output: Option<&std::path::Path>) -> Result<bool, String> {
+    if !(0.0..=1.0).contains(&threshold) {
+        return Err(format!("--threshold {threshold}: expected a probability between 0 and 1"));
+    }
+    let r = trainer::deid_eval::evaluate(be, model, data, threshold).map_err(|e| e.to_string())?;
+    let text = format!("De-identification scores of {} on {}\n\n{}", model.display(), data.display(), r.render());
+    print!("{text}");
+    if let Some(path) = output {
+        trainer::data::write_atomic(path, text.as_bytes()).map_err(|e| e.to_string())?;
+        trainer::data::write_atomic(&path.with_extension("json"), &serde_json::to_vec_pretty(&r).expect("json")).map_err(|e| e.to_string())?;
+    }
+    Ok(true)
+}
+
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -278,9 +416,51 @@ fn bench<B: Backend>(be: &B, config: &PathBuf, batch: usize, seq: usize, iters: 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Prepare { inputs, tokenizer, max_seq_len, eval_fraction, lines, text_column, output } => (|| {
+        Command::Corpus { data, heldout_fraction, seed, output } => (|| {
+            let r = trainer::corpus::build(data, output, *heldout_fraction, *seed).map_err(|e| e.to_string())?;
+            for (source, n) in &r.sources {
+                println!("{n:>6} documents from {source}");
+            }
+            println!("train {} documents ({} characters), held out {} documents ({} characters) in {}", r.train_documents, r.train_chars, r.heldout_documents, r.heldout_chars, output.display());
+            Ok(true)
+        })(),
+        Command::Tokenizer { input, vocab_size, output } => (|| {
+            let n = trainer::corpus::train_tokenizer(input, *vocab_size, output).map_err(|e| e.to_string())?;
+            println!("{n} tokens in {}", output.join("tokenizer.json").display());
+            Ok(true)
+        })(),
+        Command::Evaluate { model, init_of, data, batch_tokens, seed, device, threads } => (|| {
+            set_threads(threads)?;
+            on_device!(device, DTypeArg::F32, |be| evaluate(&be, model.as_deref(), init_of.as_deref(), data, *batch_tokens, *seed))
+        })(),
+        Command::SynthDeid { data, split, notes, seed, output } => (|| {
+            let split = match split {
+                SplitArg::Train => trainer::synth::Split::Train,
+                SplitArg::Test => trainer::synth::Split::Test,
+            };
+            let v = trainer::synth::generate(data, split, *notes, *seed).map_err(|e| e.to_string())?;
+            trainer::synth::write_jsonl(output, &v).map_err(|e| e.to_string())?;
+            let spans: usize = v.iter().map(|n| n.spans.len()).sum();
+            println!("{} notes, {spans} PHI spans in {}", v.len(), output.display());
+            Ok(true)
+        })(),
+        Command::EvalDeid { model, data, threshold, output, device, threads } => (|| {
+            set_threads(threads)?;
+            on_device!(device, DTypeArg::F32, |be| eval_deid(&be, model, data, *threshold, output.as_deref()))
+        })(),
+        Command::Export { model, dtype, output } => (|| {
+            let d = match dtype {
+                StoreArg::F32 => runtime::weights::StoredDtype::F32,
+                StoreArg::F16 => runtime::weights::StoredDtype::F16,
+                StoreArg::Bf16 => runtime::weights::StoredDtype::BF16,
+            };
+            let bytes = trainer::checkpoint::export(model, output, d).map_err(|e| e.to_string())?;
+            println!("{} ({:.1} MB of weights)", output.display(), bytes as f64 / 1e6);
+            Ok(true)
+        })(),
+        Command::Prepare { inputs, tokenizer, max_seq_len, eval_fraction, lines, text_column, eval_input, output } => (|| {
             let tok = runtime::tokenize::Tokenizer::from_dir(tokenizer).map_err(|e| e.to_string())?;
-            let opts = trainer::data::PrepareOptions { max_seq_len: *max_seq_len, eval_fraction: *eval_fraction, lines: *lines, text_column: text_column.clone(), ..Default::default() };
+            let opts = trainer::data::PrepareOptions { max_seq_len: *max_seq_len, eval_fraction: *eval_fraction, lines: *lines, text_column: text_column.clone(), eval_inputs: eval_input.clone(), ..Default::default() };
             let info = trainer::data::prepare(&tok, inputs, output, &opts).map_err(|e| e.to_string())?;
             let count = |s: &[trainer::data::ShardInfo]| (s.iter().map(|x| x.sequences).sum::<u64>(), s.iter().map(|x| x.tokens).sum::<u64>());
             let ((ts, tt), (es, et)) = (count(&info.train), count(&info.eval));

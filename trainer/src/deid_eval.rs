@@ -1,0 +1,183 @@
+//! Scores of a de-identification model on span-annotated notes (JSONL `{"text", "spans"}`),
+//! through the same path as `runtime-cli deid`: windows, per-token probabilities, the decoder at
+//! a threshold. Per category: exact-span precision, recall and F1 (same start, end and
+//! category), and the fraction of the category's characters covered by any predicted span;
+//! overall: the fraction of PHI characters left unredacted.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use kernels::Backend;
+use runtime::deid::{deidentify, LabelScheme};
+use runtime::folder::ModelFolder;
+use runtime::pipeline::Engine;
+use runtime::ModernBert;
+use serde::Serialize;
+
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CategoryScore {
+    pub label: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    /// Gold spans of the category.
+    pub support: usize,
+    /// Characters of the category's gold spans inside some predicted span (of any category).
+    pub char_recall: f64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct DeidReport {
+    pub notes: usize,
+    pub threshold: f32,
+    pub categories: Vec<CategoryScore>,
+    /// Over all categories (exact spans).
+    pub micro: CategoryScore,
+    pub phi_chars: usize,
+    /// PHI characters not inside any predicted span, over all PHI characters.
+    pub unredacted_fraction: f64,
+}
+
+fn f1(p: f64, r: f64) -> f64 {
+    if p + r > 0.0 {
+        2.0 * p * r / (p + r)
+    } else {
+        0.0
+    }
+}
+
+/// Spans of a note: (start, end, category), character offsets.
+pub type Gold = Vec<(usize, usize, String)>;
+
+/// Notes with their gold spans from JSONL `{"text", "spans": [{"start", "end", "label"}]}`.
+pub fn read_notes(path: &Path) -> Result<Vec<(String, Gold)>> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: name.clone(), source: e })?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let at = |m: &str| Error::file(&name, format!("line {}: {m}", n + 1));
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| at(&e.to_string()))?;
+        let t = v.get("text").and_then(|t| t.as_str()).ok_or_else(|| at("expected a string field \"text\""))?.to_string();
+        let len = t.chars().count();
+        let mut gold = Vec::new();
+        for s in v.get("spans").and_then(|s| s.as_array()).ok_or_else(|| at("expected an array field \"spans\""))? {
+            let num = |k: &str| s.get(k).and_then(|x| x.as_u64()).map(|x| x as usize).ok_or_else(|| at(&format!("spans: expected an integer \"{k}\"")));
+            let (start, end) = (num("start")?, num("end")?);
+            let label = s.get("label").and_then(|x| x.as_str()).ok_or_else(|| at("spans: expected a string \"label\""))?;
+            if start >= end || end > len {
+                return Err(at(&format!("span {start}..{end} does not lie within the text's {len} characters")));
+            }
+            gold.push((start, end, label.to_string()));
+        }
+        out.push((t, gold));
+    }
+    Ok(out)
+}
+
+/// Score `model_dir` on the notes of `data` at `threshold`.
+pub fn evaluate<B: Backend>(be: &B, model_dir: &Path, data: &Path, threshold: f32) -> Result<DeidReport> {
+    let notes = read_notes(data)?;
+    let folder = ModelFolder::open(model_dir)?;
+    let tokenizer = folder.tokenizer.ok_or_else(|| Error::Input(format!("{}: no tokenizer.json", model_dir.display())))?;
+    let model = ModernBert::load(be, folder.config, &folder.checkpoint)?;
+    if model.classifier.is_none() {
+        return Err(Error::Input(format!("{}: not a token-classification model (no classifier)", model_dir.display())));
+    }
+    let scheme = LabelScheme::from_labels(&model.labels)?;
+    let engine = Engine::new(be, &model, &tokenizer);
+    let texts: Vec<&str> = notes.iter().map(|(t, _)| t.as_str()).collect();
+    let encs = engine.tokenize(&texts)?;
+    let probs = kernels::block_on(engine.token_probabilities(&encs, &mut |_| {}))?;
+    let predicted: Vec<Vec<(usize, usize, String)>> = notes
+        .iter()
+        .zip(encs.iter().zip(&probs))
+        .map(|((text, _), (enc, p))| deidentify(text, enc, p, &scheme, threshold, None).0.into_iter().map(|s| (s.start, s.end, s.label)).collect())
+        .collect();
+    Ok(score(&notes, &predicted, threshold))
+}
+
+/// Scores of predicted spans against the gold spans of each note (character offsets).
+pub fn score(notes: &[(String, Gold)], predicted: &[Gold], threshold: f32) -> DeidReport {
+    // (tp, predicted, gold, gold chars, covered chars) per category.
+    let mut counts: BTreeMap<String, [usize; 5]> = BTreeMap::new();
+    for ((text, gold), spans) in notes.iter().zip(predicted) {
+        let exact: HashSet<(usize, usize, &str)> = spans.iter().map(|(s, e, l)| (*s, *e, l.as_str())).collect();
+        let mut covered = vec![false; text.chars().count()];
+        for (start, end, label) in spans {
+            let n = covered.len();
+            covered[(*start).min(n)..(*end).min(n)].iter_mut().for_each(|c| *c = true);
+            counts.entry(label.clone()).or_default()[1] += 1;
+        }
+        for (start, end, label) in gold {
+            let c = counts.entry(label.clone()).or_default();
+            c[2] += 1;
+            c[0] += exact.contains(&(*start, *end, label.as_str())) as usize;
+            c[3] += end - start;
+            c[4] += covered[*start..*end].iter().filter(|&&x| x).count();
+        }
+    }
+    let score = |label: &str, c: &[usize; 5]| {
+        let precision = if c[1] > 0 { c[0] as f64 / c[1] as f64 } else { 0.0 };
+        let recall = if c[2] > 0 { c[0] as f64 / c[2] as f64 } else { 0.0 };
+        CategoryScore { label: label.to_string(), precision, recall, f1: f1(precision, recall), support: c[2], char_recall: if c[3] > 0 { c[4] as f64 / c[3] as f64 } else { 0.0 } }
+    };
+    let mut total = [0usize; 5];
+    let categories: Vec<CategoryScore> = counts
+        .iter()
+        .map(|(l, c)| {
+            for (t, x) in total.iter_mut().zip(c) {
+                *t += x;
+            }
+            score(l, c)
+        })
+        .collect();
+    DeidReport {
+        notes: notes.len(),
+        threshold,
+        categories,
+        micro: score("micro", &total),
+        phi_chars: total[3],
+        unredacted_fraction: if total[3] > 0 { 1.0 - total[4] as f64 / total[3] as f64 } else { 0.0 },
+    }
+}
+
+impl DeidReport {
+    /// A Markdown table.
+    pub fn render(&self) -> String {
+        let mut s = format!("{} notes, threshold {}\n\n| category | precision | recall | F1 | gold spans | PHI characters redacted |\n|---|---|---|---|---|---|\n", self.notes, self.threshold);
+        for c in self.categories.iter().chain(std::iter::once(&self.micro)) {
+            s += &format!("| {} | {:.3} | {:.3} | {:.3} | {} | {:.3} |\n", c.label, c.precision, c.recall, c.f1, c.support, c.char_recall);
+        }
+        s += &format!("\nPHI characters left unredacted: {:.4} ({} of {})\n", self.unredacted_fraction, (self.unredacted_fraction * self.phi_chars as f64).round(), self.phi_chars);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(s: usize, e: usize, l: &str) -> (usize, usize, String) {
+        (s, e, l.to_string())
+    }
+
+    #[test]
+    fn exact_spans_and_covered_characters() {
+        // "Seen by John Smith on 03/04/2020 at Mercy."
+        let text = "Seen by John Smith on 03/04/2020 at Mercy.".to_string();
+        let gold = vec![span(8, 18, "NAME"), span(22, 32, "DATE"), span(36, 41, "LOCATION")];
+        // NAME exact; DATE cut short (8 of 10 characters covered); LOCATION missed; an extra
+        // prediction on "Seen".
+        let pred = vec![span(0, 4, "NAME"), span(8, 18, "NAME"), span(22, 30, "DATE")];
+        let r = score(&[(text, gold)], &[pred], 0.3);
+        let get = |l: &str| r.categories.iter().find(|c| c.label == l).unwrap().clone();
+        assert_eq!((get("NAME").precision, get("NAME").recall), (0.5, 1.0));
+        assert_eq!((get("DATE").precision, get("DATE").recall, get("DATE").char_recall), (0.0, 0.0, 0.8));
+        assert_eq!((get("LOCATION").recall, get("LOCATION").char_recall, get("LOCATION").support), (0.0, 0.0, 1));
+        assert_eq!(r.phi_chars, 25);
+        assert!((r.unredacted_fraction - 7.0 / 25.0).abs() < 1e-12);
+        assert!((r.micro.precision - 1.0 / 3.0).abs() < 1e-12 && (r.micro.recall - 1.0 / 3.0).abs() < 1e-12);
+    }
+}

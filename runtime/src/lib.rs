@@ -1,6 +1,7 @@
 //! The ModernBERT runtime: config, weights, tokenizer, the encoder and its heads over any
 //! [`kernels::Backend`], and the parity check against transformers' reference tensors.
 
+pub mod bundled;
 pub mod check;
 pub mod config;
 pub mod deid;

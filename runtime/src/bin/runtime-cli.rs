@@ -51,9 +51,10 @@ enum DTypeArg {
 
 #[derive(Args)]
 struct ModelArgs {
-    /// Hugging Face model folder (config.json, model.safetensors, tokenizer.json).
+    /// Hugging Face model folder (config.json, model.safetensors, tokenizer.json); embed,
+    /// fill-mask, info and deid default to the small models bundled in models/.
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     device: Device,
     /// Storage precision of the weights (activations and arithmetic stay f32).
@@ -62,6 +63,17 @@ struct ModelArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+}
+
+impl ModelArgs {
+    /// The model folder: `--model`, or the bundled model of the command.
+    fn dir(&self, bundled: Option<&str>) -> Result<PathBuf, Failure> {
+        match (&self.model, bundled) {
+            (Some(dir), _) => Ok(dir.clone()),
+            (None, Some(name)) => runtime::bundled::locate(name).map_err(|e| Failure(e.to_string())),
+            (None, None) => Err(Failure("--model DIR is required: a Hugging Face model folder (no bundled model fits this command)".into())),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -108,7 +120,7 @@ enum PoolingArg {
 #[derive(Subcommand)]
 enum Command {
     /// One embedding per document.
-    #[command(after_help = "Examples:\n  runtime-cli embed notes.txt --model DIR\n  runtime-cli embed notes.jsonl --model DIR --normalize -o notes.npy\n  runtime-cli embed notes.csv --text-column note --model DIR -o notes.safetensors")]
+    #[command(after_help = "Examples:\n  runtime-cli embed examples/notes.txt            # the bundled clinical-small\n  runtime-cli embed notes.txt --model DIR\n  runtime-cli embed notes.jsonl --model DIR --normalize -o notes.npy\n  runtime-cli embed notes.csv --text-column note --model DIR -o notes.safetensors")]
     Embed {
         #[command(flatten)]
         input: InputArgs,
@@ -127,7 +139,7 @@ enum Command {
         output: Option<PathBuf>,
     },
     /// Predict the tokens behind every [MASK].
-    #[command(after_help = "Example:\n  runtime-cli fill-mask \"The patient denies chest [MASK].\" --model DIR --top-k 5")]
+    #[command(after_help = "Examples:\n  runtime-cli fill-mask \"The patient denies chest [MASK].\"\n  runtime-cli fill-mask \"The patient denies chest [MASK].\" --model DIR --top-k 5")]
     FillMask {
         /// Text with one or more mask tokens.
         text: String,
@@ -140,7 +152,7 @@ enum Command {
         json: bool,
     },
     /// Find and redact protected health information with a token-classification model.
-    #[command(after_help = "Examples:\n  runtime-cli deid note.txt --model DIR\n  runtime-cli deid notes.jsonl --model DIR --surrogate --threshold 0.2 -o deid.jsonl")]
+    #[command(after_help = "Examples:\n  runtime-cli deid examples/notes.txt             # the bundled deid-small\n  runtime-cli deid note.txt --model DIR\n  runtime-cli deid notes.jsonl --model DIR --surrogate --threshold 0.2 -o deid.jsonl")]
     Deid {
         #[command(flatten)]
         input: InputArgs,
@@ -194,11 +206,14 @@ enum Command {
     },
     /// Serve the browser de-identification page (built by web/build.sh) on this machine, with a
     /// model folder as the page's default model. Notes pasted into the page stay in the browser.
-    #[command(after_help = "Examples:\n  web/build.sh && runtime-cli serve-web --model DIR\n  runtime-cli serve-web --root web/dist --port 8080   # pick a folder in the page")]
+    #[command(after_help = "Examples:\n  web/build.sh && runtime-cli serve-web            # the bundled deid-small as the page's model\n  runtime-cli serve-web --model DIR\n  runtime-cli serve-web --no-model --port 8080     # pick a folder in the page")]
     ServeWeb {
-        /// A token-classification model folder, served at /models/deid/ (the page loads it).
-        #[arg(long)]
+        /// A token-classification model folder, served at /models/deid/ (the page loads it);
+        /// default: the bundled deid-small. `--no-model` serves the page alone.
+        #[arg(long, conflicts_with = "no_model")]
         model: Option<PathBuf>,
+        #[arg(long)]
+        no_model: bool,
         /// The built page.
         #[arg(long, default_value = "web/dist")]
         root: PathBuf,
@@ -354,8 +369,9 @@ fn split_note<B: Backend>(engine: &Engine<B>, encs: &[runtime::tokenize::Encoded
 
 fn embed<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &BatchArgs, pooling: Option<PoolingArg>, normalize: bool, output: Option<&Path>) -> Outcome {
     let docs = documents(input)?;
-    let loaded = load(be, &model.model)?;
-    let st = sentence_transformers_pooling(&model.model)?;
+    let dir = model.dir(Some(runtime::bundled::CLINICAL_SMALL))?;
+    let loaded = load(be, &dir)?;
+    let st = sentence_transformers_pooling(&dir)?;
     let pooling = match (pooling, st) {
         (Some(PoolingArg::Mean), _) => Pooling::Mean,
         (Some(PoolingArg::Cls), _) => Pooling::Cls,
@@ -369,16 +385,17 @@ fn embed<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &Batch
     let mut bar = ProgressBar::new("embedded");
     let embeddings = kernels::block_on(engine.embed(&encs, pooling, normalize, &mut |p| bar.update(p)))?;
     let ids: Vec<String> = docs.iter().map(|d| d.id.clone()).collect();
-    let meta = [("model", model.model.display().to_string()), ("pooling", format!("{pooling:?}").to_lowercase()), ("normalized", normalize.to_string())];
+    let meta = [("model", dir.display().to_string()), ("pooling", format!("{pooling:?}").to_lowercase()), ("normalized", normalize.to_string())];
     write_embeddings(output, &ids, &embeddings, &meta)?;
     bar.finish(&device_name(be), &split_note(&engine, &encs));
     Ok(true)
 }
 
 fn fill_mask<B: Backend>(be: &B, text: &str, model: &ModelArgs, top_k: usize, json: bool) -> Outcome {
-    let loaded = load(be, &model.model)?;
+    let dir = model.dir(Some(runtime::bundled::CLINICAL_SMALL))?;
+    let loaded = load(be, &dir)?;
     if loaded.model.decoder.is_none() {
-        return Err(Failure(format!("{}: fill-mask needs a masked-LM head (ModernBertForMaskedLM); this checkpoint has none", model.model.display())));
+        return Err(Failure(format!("{}: fill-mask needs a masked-LM head (ModernBertForMaskedLM); this checkpoint has none", dir.display())));
     }
     let engine = Engine::new(be, &loaded.model, loaded.tokenizer()?);
     let predictions = kernels::block_on(engine.fill_mask(text, top_k.max(1)))?;
@@ -416,7 +433,7 @@ fn deid<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &BatchA
         return Err(Failure(format!("--threshold {threshold}: expected a probability between 0 and 1")));
     }
     let docs = documents(input)?;
-    let loaded = load(be, &model.model)?;
+    let loaded = load(be, &model.dir(Some(runtime::bundled::DEID_SMALL))?)?;
     loaded.require_classifier("deid")?;
     let scheme = LabelScheme::from_labels(&loaded.model.labels)?;
     let engine = loaded.engine(be, batch)?;
@@ -441,7 +458,7 @@ fn deid<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &BatchA
 
 fn classify<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &BatchArgs, pooling: Option<PoolingArg>, output: Option<&Path>) -> Outcome {
     let docs = documents(input)?;
-    let loaded = load(be, &model.model)?;
+    let loaded = load(be, &model.dir(None)?)?;
     loaded.require_classifier("classify")?;
     let pooling = match pooling {
         Some(PoolingArg::Mean) => Pooling::Mean,
@@ -668,11 +685,18 @@ fn main() -> ExitCode {
         Command::Classify { input, model, batch, pooling, output } => {
             on_backend!(model, |be| classify(&be, input, model, batch, *pooling, output.as_deref()))
         }
-        Command::Check { model, reference, tol } => on_backend!(model, |be| run_check(&be, &model.model, reference, *tol)),
-        Command::Info { model } => on_backend!(model, |be| info(&be, &model.model)),
-        Command::ServeWeb { model, root, port, public } => serve_web(model.as_deref(), root, *port, *public),
+        Command::Check { model, reference, tol } => on_backend!(model, |be| run_check(&be, &model.dir(None)?, reference, *tol)),
+        Command::Info { model } => on_backend!(model, |be| info(&be, &model.dir(Some(runtime::bundled::CLINICAL_SMALL))?)),
+        Command::ServeWeb { model, no_model, root, port, public } => {
+            let model = match (model, no_model) {
+                (Some(m), _) => Some(m.clone()),
+                (None, true) => None,
+                (None, false) => Some(runtime::bundled::locate(runtime::bundled::DEID_SMALL).map_err(|e| Failure(e.to_string()))?),
+            };
+            serve_web(model.as_deref(), root, *port, *public)
+        }
         Command::Bench { model, config, batch, seq, device, dtype, threads, matmul_peak, iters } => {
-            let args = ModelArgs { model: PathBuf::new(), device: *device, dtype: *dtype, threads: *threads };
+            let args = ModelArgs { model: None, device: *device, dtype: *dtype, threads: *threads };
             on_backend!(args, |be| bench(&be, model.as_deref(), config.as_deref(), *batch, *seq, *iters, *matmul_peak))
         }
     })();

@@ -19,4 +19,5 @@ cargo test --workspace --no-run -q
 (cd web && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund; })
 RUNTIME_CLI=$PWD/target/debug/runtime-cli MODEL=$PWD/tests/fixtures/tiny-modernbert-tokcls \
   NOTES=$PWD/tests/data/deid-sample-notes/obi_robust_deid_notes.jsonl ROOT=$PWD/web/dist OUT=$PWD/target/web-test \
+  EXAMPLE=$PWD/examples/notes.txt \
   node web/tests/browser.mjs

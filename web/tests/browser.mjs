@@ -5,7 +5,9 @@
 // must equal `runtime-cli deid` on the same model and notes; no request may follow the model
 // load, and the page's policy must refuse one; the UI path (paste, Ctrl+Enter, highlights) is
 // exercised and a screenshot saved; on the CPU run, folders are picked with the file input (a
-// masked-LM folder refused with its reason, then the token-classification folder).
+// masked-LM folder refused with its reason, then the token-classification folder). Last, with
+// `serve-web` given no model, the page loads the bundled deid-small by default and redacts the
+// example note exactly as `runtime-cli deid` does with its own default.
 //
 // Environment: RUNTIME_CLI (the binary), MODEL (the model folder), NOTES (sample notes, JSONL),
 // ROOT (web/dist), OUT (screenshots), CHROMIUM (default /usr/bin/chromium).
@@ -113,4 +115,34 @@ try {
   }
 } finally {
   server.kill();
+}
+
+// The defaults: serve-web without --model serves models/deid-small; the page loads it on its own.
+{
+  const example = readFileSync(env('EXAMPLE'), 'utf8');
+  const want = JSON.parse(execFileSync(cli, ['deid', env('EXAMPLE'), '--device', 'cpu', '--threshold', String(THRESHOLD)]).toString().split('\n')[0]);
+  const bundled = spawn(cli, ['serve-web', '--root', root, '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  try {
+    const url = await new Promise((resolve, reject) => {
+      let err = '';
+      bundled.stderr.on('data', (d) => { err += d; const m = err.match(/at (http:\/\/[^/\s]+\/)/); if (m) resolve(m[1]); });
+      bundled.on('exit', (code) => reject(new Error(`serve-web exited (${code}): ${err}`)));
+    });
+    const browser = await chromium.launch({ executablePath: env('CHROMIUM', '/usr/bin/chromium'), args: [...common, '--enable-unsafe-webgpu'] });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.goto(url);
+    await page.evaluate(() => window.modelReady, null, { timeout: 300_000 });
+    const params = await page.textContent('#info-params'), labels = await page.textContent('#info-labels');
+    if (!params.includes('6 layers, hidden 256') || !labels.includes('PROFESSION')) fail(`bundled: the page's default model is not deid-small: ${params}; ${labels}`);
+    const got = await page.evaluate(([t, th]) => window.deid(t, { threshold: th }), [example, THRESHOLD]);
+    compare('bundled deid-small', 0, got, want);
+    await page.fill('#note', example);
+    await page.click('#run');
+    await page.waitForFunction(() => !document.querySelector('#output').hidden && !document.querySelector('#run').disabled, null, { timeout: 300_000 });
+    await page.screenshot({ path: `${out}/deid-bundled.png` });
+    console.log(`bundled: the page's default model is deid-small; the example note gives the same ${want.spans.length} spans as runtime-cli deid`);
+    await browser.close();
+  } finally {
+    bundled.kill();
+  }
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Rebuild the two bundled models from the public text in data/, on the CPU, in about an hour
-# and a half on 2 cores (most of it pretraining). Every step is a `trainer` command; the
+# Rebuild the two bundled models from the public text in data/, on the CPU, in about 80 minutes
+# on 2 cores (most of it pretraining). Every step is a `trainer` command; the
 # scratch files go to target/models/, the results to models/clinical-small, models/deid-small
-# and models/*.md (the reports the README quotes).
+# and models/*.md (the reports the README quotes). On this machine (2 cores): 60 minutes of
+# pretraining, 19 for everything else.
 #
 #   models/recipe/build.sh            # everything (resumes an interrupted pretraining)
 #   THREADS=4 DTYPE=f32 models/recipe/build.sh

@@ -248,7 +248,7 @@ pub fn train_tokenizer(jsonl: &Path, vocab_size: usize, out: &Path) -> Result<us
     let config = serde_json::json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": 8192,
-        "clean_up_tokenization_spaces": true,
+        "clean_up_tokenization_spaces": false,
         "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "mask_token": "[MASK]",
         "model_input_names": ["input_ids", "attention_mask"],
     });

@@ -14,12 +14,11 @@
 //! `train_tokenizer` trains a ModernBERT-style tokenizer (NFC, byte-level BPE without a prefix
 //! space, `[CLS] … [SEP]` template, `[MASK]` with lstrip) on the training file only.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::Serialize;
 
-use crate::data::write_atomic;
+use crate::data::{read_text as read, write_atomic, write_jsonl};
 use crate::{Error, Result};
 
 /// One corpus document.
@@ -41,12 +40,8 @@ pub struct CorpusReport {
     pub sources: Vec<(String, usize)>,
 }
 
-fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })
-}
-
-/// Rows of a CSV file as (line, the named columns' values).
-fn csv_rows(path: &Path, columns: &[&str]) -> Result<Vec<(usize, Vec<String>)>> {
+/// Rows of a CSV file as (line, the named columns' values, trimmed).
+pub(crate) fn csv_rows(path: &Path, columns: &[&str]) -> Result<Vec<(usize, Vec<String>)>> {
     let name = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| Error::Io { path: name.clone(), source: e })?;
     let mut reader = csv::ReaderBuilder::new().from_reader(file);
@@ -155,15 +150,6 @@ pub fn hash(s: &str, seed: u64) -> u64 {
 /// Whether a document is held out: a seeded hash of its source below `fraction`.
 pub fn is_heldout(doc: &Doc, fraction: f64, seed: u64) -> bool {
     (hash(&doc.source, seed) >> 11) as f64 / (1u64 << 53) as f64 <= fraction
-}
-
-fn write_jsonl(path: &Path, docs: &[&Doc]) -> Result<()> {
-    let mut buf = Vec::new();
-    for d in docs {
-        serde_json::to_writer(&mut buf, d).expect("serialisable");
-        buf.write_all(b"\n").expect("in memory");
-    }
-    write_atomic(path, &buf)
 }
 
 /// Write `train.jsonl` and `heldout.jsonl` under `out`.

@@ -447,6 +447,21 @@ impl Loader {
 }
 
 /// Write `bytes` to `path` atomically (temporary file, then rename).
+/// A whole text file, or an error naming it.
+pub fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| io(path, e))
+}
+
+/// Items as JSONL, one object per line (written atomically).
+pub fn write_jsonl<T: serde::Serialize>(path: &Path, items: impl IntoIterator<Item = T>) -> Result<()> {
+    let mut buf = Vec::new();
+    for item in items {
+        serde_json::to_writer(&mut buf, &item).expect("serialisable");
+        buf.push(b'\n');
+    }
+    write_atomic(path, &buf)
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("partial");
     let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;

@@ -14,6 +14,7 @@ use runtime::pipeline::Engine;
 use runtime::ModernBert;
 use serde::Serialize;
 
+use crate::finetune::{span_docs, SpanDoc};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -51,34 +52,9 @@ fn f1(p: f64, r: f64) -> f64 {
 /// Spans of a note: (start, end, category), character offsets.
 pub type Gold = Vec<(usize, usize, String)>;
 
-/// Notes with their gold spans from JSONL `{"text", "spans": [{"start", "end", "label"}]}`.
-pub fn read_notes(path: &Path) -> Result<Vec<(String, Gold)>> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: name.clone(), source: e })?;
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let at = |m: &str| Error::file(&name, format!("line {}: {m}", n + 1));
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| at(&e.to_string()))?;
-        let t = v.get("text").and_then(|t| t.as_str()).ok_or_else(|| at("expected a string field \"text\""))?.to_string();
-        let len = t.chars().count();
-        let mut gold = Vec::new();
-        for s in v.get("spans").and_then(|s| s.as_array()).ok_or_else(|| at("expected an array field \"spans\""))? {
-            let num = |k: &str| s.get(k).and_then(|x| x.as_u64()).map(|x| x as usize).ok_or_else(|| at(&format!("spans: expected an integer \"{k}\"")));
-            let (start, end) = (num("start")?, num("end")?);
-            let label = s.get("label").and_then(|x| x.as_str()).ok_or_else(|| at("spans: expected a string \"label\""))?;
-            if start >= end || end > len {
-                return Err(at(&format!("span {start}..{end} does not lie within the text's {len} characters")));
-            }
-            gold.push((start, end, label.to_string()));
-        }
-        out.push((t, gold));
-    }
-    Ok(out)
-}
-
 /// Score `model_dir` on the notes of `data` at `threshold`.
 pub fn evaluate<B: Backend>(be: &B, model_dir: &Path, data: &Path, threshold: f32) -> Result<DeidReport> {
-    let notes = read_notes(data)?;
+    let notes = span_docs(data)?;
     let folder = ModelFolder::open(model_dir)?;
     let tokenizer = folder.tokenizer.ok_or_else(|| Error::Input(format!("{}: no tokenizer.json", model_dir.display())))?;
     let model = ModernBert::load(be, folder.config, &folder.checkpoint)?;
@@ -87,22 +63,22 @@ pub fn evaluate<B: Backend>(be: &B, model_dir: &Path, data: &Path, threshold: f3
     }
     let scheme = LabelScheme::from_labels(&model.labels)?;
     let engine = Engine::new(be, &model, &tokenizer);
-    let texts: Vec<&str> = notes.iter().map(|(t, _)| t.as_str()).collect();
+    let texts: Vec<&str> = notes.iter().map(|d| d.text.as_str()).collect();
     let encs = engine.tokenize(&texts)?;
     let probs = kernels::block_on(engine.token_probabilities(&encs, &mut |_| {}))?;
-    let predicted: Vec<Vec<(usize, usize, String)>> = notes
+    let predicted: Vec<Gold> = notes
         .iter()
         .zip(encs.iter().zip(&probs))
-        .map(|((text, _), (enc, p))| deidentify(text, enc, p, &scheme, threshold, None).0.into_iter().map(|s| (s.start, s.end, s.label)).collect())
+        .map(|(d, (enc, p))| deidentify(&d.text, enc, p, &scheme, threshold, None).0.into_iter().map(|s| (s.start, s.end, s.label)).collect())
         .collect();
     Ok(score(&notes, &predicted, threshold))
 }
 
 /// Scores of predicted spans against the gold spans of each note (character offsets).
-pub fn score(notes: &[(String, Gold)], predicted: &[Gold], threshold: f32) -> DeidReport {
+pub fn score(notes: &[SpanDoc], predicted: &[Gold], threshold: f32) -> DeidReport {
     // (tp, predicted, gold, gold chars, covered chars) per category.
     let mut counts: BTreeMap<String, [usize; 5]> = BTreeMap::new();
-    for ((text, gold), spans) in notes.iter().zip(predicted) {
+    for (SpanDoc { text, spans: gold }, spans) in notes.iter().zip(predicted) {
         let exact: HashSet<(usize, usize, &str)> = spans.iter().map(|(s, e, l)| (*s, *e, l.as_str())).collect();
         let mut covered = vec![false; text.chars().count()];
         for (start, end, label) in spans {
@@ -171,7 +147,7 @@ mod tests {
         // NAME exact; DATE cut short (8 of 10 characters covered); LOCATION missed; an extra
         // prediction on "Seen".
         let pred = vec![span(0, 4, "NAME"), span(8, 18, "NAME"), span(22, 30, "DATE")];
-        let r = score(&[(text, gold)], &[pred], 0.3);
+        let r = score(&[SpanDoc { text, spans: gold }], &[pred], 0.3);
         let get = |l: &str| r.categories.iter().find(|c| c.label == l).unwrap().clone();
         assert_eq!((get("NAME").precision, get("NAME").recall), (0.5, 1.0));
         assert_eq!((get("DATE").precision, get("DATE").recall, get("DATE").char_recall), (0.0, 0.0, 0.8));

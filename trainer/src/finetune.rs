@@ -127,12 +127,14 @@ fn jsonl(path: &Path) -> Result<Vec<(usize, serde_json::Value)>> {
 }
 
 /// A span-annotated document: text and (start, end, category) in character offsets.
-struct SpanDoc {
-    text: String,
-    spans: Vec<(usize, usize, String)>,
+pub struct SpanDoc {
+    pub text: String,
+    pub spans: Vec<(usize, usize, String)>,
 }
 
-fn span_docs(path: &Path) -> Result<Vec<SpanDoc>> {
+/// Span-annotated documents of a JSONL file (`{"text", "spans": [{"start", "end", "label"}]}`),
+/// every span checked to lie inside its text.
+pub fn span_docs(path: &Path) -> Result<Vec<SpanDoc>> {
     let name = path.display().to_string();
     let mut docs = Vec::new();
     for (line, v) in jsonl(path)? {

@@ -27,6 +27,8 @@ use std::path::Path;
 use runtime::init::Rng;
 use serde::Serialize;
 
+use crate::corpus::csv_rows;
+use crate::data::read_text as read;
 use crate::{Error, Result};
 
 /// The PHI categories, in label order.
@@ -150,10 +152,6 @@ pub fn names(split: Split) -> Vec<&'static str> {
     part_names(FIRST, split).into_iter().chain(part_names(LAST, split)).copied().collect()
 }
 
-fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })
-}
-
 /// Whether a sentence of real text may hold PHI that would go unmarked: a title before a
 /// capitalised word, a listed first or last name, a date-like or phone-like number, an age over
 /// 89, an email or a web address, de-identification markup.
@@ -230,12 +228,8 @@ impl Sources {
             }
         };
         for f in mts {
-            let path = data.join("mts-dialog").join(f);
-            let file = std::fs::File::open(&path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
-            let mut r = csv::Reader::from_reader(file);
-            for rec in r.records() {
-                let rec = rec.map_err(|e| Error::file(path.display().to_string(), e.to_string()))?;
-                let header = match rec.get(1).unwrap_or("").to_ascii_uppercase().as_str() {
+            for (_, row) in csv_rows(&data.join("mts-dialog").join(f), &["section_header", "section_text"])? {
+                let header = match row[0].to_ascii_uppercase().as_str() {
                     "GENHX" => "HISTORY OF PRESENT ILLNESS",
                     "CC" => "CHIEF COMPLAINT",
                     "PASTMEDICALHX" => "PAST MEDICAL HISTORY",
@@ -248,18 +242,12 @@ impl Sources {
                     "LABS" | "IMAGING" | "PROCEDURES" => "RESULTS",
                     _ => "HOSPITAL COURSE",
                 };
-                add(header, rec.get(2).unwrap_or(""));
+                add(header, &row[1]);
             }
         }
         for f in aci {
-            let path = data.join("aci-bench").join(f);
-            let file = std::fs::File::open(&path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
-            let mut r = csv::Reader::from_reader(file);
-            let note_col = r.headers().map_err(|e| Error::file(path.display().to_string(), e.to_string()))?.iter().position(|h| h == "note");
-            let note_col = note_col.ok_or_else(|| Error::file(path.display().to_string(), "no column \"note\""))?;
-            for rec in r.records() {
-                let rec = rec.map_err(|e| Error::file(path.display().to_string(), e.to_string()))?;
-                add("ASSESSMENT AND PLAN", rec.get(note_col).unwrap_or(""));
+            for (_, row) in csv_rows(&data.join("aci-bench").join(f), &["note"])? {
+                add("ASSESSMENT AND PLAN", &row[0]);
             }
         }
         let fillers: Vec<(String, Vec<String>)> = by_header.into_iter().collect();
@@ -313,6 +301,11 @@ enum Piece {
     Phi(String, &'static str),
 }
 
+/// One item of a list, uniformly (`below` of the generator).
+fn pick_in<T: Copy>(rng: &mut Rng, xs: &[T]) -> T {
+    xs[(rng.next_u64() % xs.len().max(1) as u64) as usize]
+}
+
 /// The generator: seeded, so the same seed and split give the same notes.
 pub struct Generator<'a> {
     rng: Rng,
@@ -335,7 +328,7 @@ impl<'a> Generator<'a> {
         self.rng.uniform() < p
     }
     fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len())]
+        pick_in(&mut self.rng, xs)
     }
     fn digits(&mut self, n: usize) -> String {
         (0..n).map(|_| char::from(b'0' + self.below(10) as u8)).collect()
@@ -345,14 +338,12 @@ impl<'a> Generator<'a> {
     }
 
     fn first_name(&mut self) -> String {
-        let v = self.first.clone();
-        self.pick(&v).to_string()
+        pick_in(&mut self.rng, &self.first).to_string()
     }
     fn last_name(&mut self) -> String {
-        let v = self.last.clone();
-        let l = self.pick(&v).to_string();
+        let l = pick_in(&mut self.rng, &self.last).to_string();
         if self.chance(0.05) {
-            let m = self.pick(&v);
+            let m = pick_in(&mut self.rng, &self.last);
             format!("{l}-{m}")
         } else {
             l
@@ -415,8 +406,7 @@ impl<'a> Generator<'a> {
     }
 
     fn street(&mut self) -> String {
-        let v = self.streets.clone();
-        let name = self.pick(&v);
+        let name = pick_in(&mut self.rng, &self.streets);
         let kind = self.pick(STREET_KINDS);
         let number = 1 + self.below(9899);
         match self.below(6) {
@@ -427,8 +417,7 @@ impl<'a> Generator<'a> {
         }
     }
     fn city(&mut self) -> (&'static str, &'static str, &'static str) {
-        let v = self.cities.clone();
-        *self.pick(&v)
+        *pick_in(&mut self.rng, &self.cities)
     }
     fn zip(&mut self) -> String {
         if self.chance(0.2) {
@@ -587,8 +576,7 @@ impl<'a> Generator<'a> {
                 Phi(format!("{s}, {c}, {st} {z}"), "LOCATION")
             }
             "street_name" => {
-                let v = self.streets.clone();
-                let (n, k) = (self.pick(&v), self.pick(STREET_KINDS));
+                let (n, k) = (pick_in(&mut self.rng, &self.streets), self.pick(STREET_KINDS));
                 Phi(format!("{n} {k}"), "LOCATION")
             }
             "building_number" => Phi((1 + self.below(9899)).to_string(), "LOCATION"),
@@ -815,15 +803,6 @@ pub fn generate(data: &Path, split: Split, n: usize, seed: u64) -> Result<Vec<No
     Ok((0..n).map(|_| g.note()).collect())
 }
 
-/// Write notes as JSONL (atomically).
-pub fn write_jsonl(path: &Path, notes: &[Note]) -> Result<()> {
-    let mut buf = Vec::new();
-    for n in notes {
-        serde_json::to_writer(&mut buf, n).expect("serialisable");
-        buf.push(b'\n');
-    }
-    crate::data::write_atomic(path, &buf)
-}
 
 #[cfg(test)]
 mod tests {

@@ -185,7 +185,7 @@ fn bundled_encoder_beats_its_initialisation_on_heldout_text() {
 fn bundled_deid_model_redacts_unseen_notes() {
     let dir = scratch("deid");
     let notes = synth::generate(&repo().join("data"), Split::Test, 40, 99).unwrap();
-    synth::write_jsonl(&dir.join("test.jsonl"), &notes).unwrap();
+    data::write_jsonl(dir.join("test.jsonl").as_path(), &notes).unwrap();
     let r = deid_eval::evaluate(&CpuBackend::new(), &repo().join("models/deid-small"), &dir.join("test.jsonl"), runtime::deid::DEFAULT_THRESHOLD).unwrap();
     eprintln!("{}", r.render());
     assert!(r.micro.f1 > 0.8 && r.unredacted_fraction < 0.05, "{}", r.render());

@@ -44,12 +44,18 @@ function compare(kind, i, got, want) {
   });
 }
 
-const server = spawn(cli, ['serve-web', '--model', model, '--root', root, '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
-const base = await new Promise((resolve, reject) => {
-  let err = '';
-  server.stderr.on('data', (d) => { err += d; const m = err.match(/at (http:\/\/[^/\s]+\/)/); if (m) resolve(m[1]); });
-  server.on('exit', (code) => reject(new Error(`serve-web exited (${code}): ${err}`)));
-});
+// `runtime-cli serve-web` with these arguments; resolves to [the process, its base URL].
+async function serve(args) {
+  const proc = spawn(cli, ['serve-web', '--root', root, '--port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const url = await new Promise((resolve, reject) => {
+    let err = '';
+    proc.stderr.on('data', (d) => { err += d; const m = err.match(/at (http:\/\/[^/\s]+\/)/); if (m) resolve(m[1]); });
+    proc.on('exit', (code) => reject(new Error(`serve-web exited (${code}): ${err}`)));
+  });
+  return [proc, url];
+}
+
+const [server, base] = await serve(['--model', model]);
 
 const common = ['--headless=new', '--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'];
 try {
@@ -121,13 +127,8 @@ try {
 {
   const example = readFileSync(env('EXAMPLE'), 'utf8');
   const want = JSON.parse(execFileSync(cli, ['deid', env('EXAMPLE'), '--device', 'cpu', '--threshold', String(THRESHOLD)]).toString().split('\n')[0]);
-  const bundled = spawn(cli, ['serve-web', '--root', root, '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const [bundled, url] = await serve([]);
   try {
-    const url = await new Promise((resolve, reject) => {
-      let err = '';
-      bundled.stderr.on('data', (d) => { err += d; const m = err.match(/at (http:\/\/[^/\s]+\/)/); if (m) resolve(m[1]); });
-      bundled.on('exit', (code) => reject(new Error(`serve-web exited (${code}): ${err}`)));
-    });
     const browser = await chromium.launch({ executablePath: env('CHROMIUM', '/usr/bin/chromium'), args: [...common, '--enable-unsafe-webgpu'] });
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     await page.goto(url);

@@ -439,7 +439,7 @@ fn main() -> ExitCode {
                 SplitArg::Test => trainer::synth::Split::Test,
             };
             let v = trainer::synth::generate(data, split, *notes, *seed).map_err(|e| e.to_string())?;
-            trainer::synth::write_jsonl(output, &v).map_err(|e| e.to_string())?;
+            trainer::data::write_jsonl(output, &v).map_err(|e| e.to_string())?;
             let spans: usize = v.iter().map(|n| n.spans.len()).sum();
             println!("{} notes, {spans} PHI spans in {}", v.len(), output.display());
             Ok(true)

@@ -1,7 +1,7 @@
 //! The encoder and every head match transformers' ModernBERT on both fixture models, on both
 //! backends, to 1e-4 on real tokens; and the fixture's RoPE tables are what we compute.
 
-use kernels::tolerance::{assert_close, parity, Tolerance};
+use kernels::tolerance::{assert_close, parity, Parity, Tolerance};
 use kernels::{testing, Backend};
 use runtime::check::{check, CheckReport};
 use runtime::folder::ModelFolder;
@@ -16,13 +16,14 @@ fn run<B: Backend>(be: &B, model: &str) -> CheckReport {
     testing::block_on(check(be, &model, &reference)).unwrap()
 }
 
-fn assert_report(report: &CheckReport, expected: &[&str], tol: f32) {
+fn assert_report(report: &CheckReport, expected: &[&str], tol: Parity) {
     let names: Vec<&str> = report.rows.iter().map(|r| r.name.as_str()).collect();
     for e in expected {
         assert!(names.contains(e), "{e} was not compared; compared {names:?}");
     }
     for r in &report.rows {
-        assert!(r.max_abs_err <= tol, "{}: max abs error {:e} > {:e}\n{}", r.name, r.max_abs_err, tol, report.render());
+        let err = r.err(tol.scale);
+        assert!(err <= tol.limit, "{}: {} {:e} > {:e}\n{}", r.name, tol.scale.describe(), err, tol.limit, report.render());
     }
 }
 

@@ -91,6 +91,13 @@ pub trait Backend {
     fn linear(&self, x: &Self::Tensor, w: &Self::Tensor, b: Option<&Self::Tensor>) -> Result<Self::Tensor>;
     /// LayerNorm over the last axis, biased variance: x [N, H], w [H], b [H] → [N, H].
     fn layer_norm(&self, x: &Self::Tensor, w: &Self::Tensor, b: Option<&Self::Tensor>, eps: f32) -> Result<Self::Tensor>;
+    /// The residual add fused with the LayerNorm that follows it: x [N, H], y [N, H], w [H],
+    /// b [H] → (x + y, LayerNorm(x + y)), both [N, H]; one pass over the rows instead of two.
+    fn add_layer_norm(&self, x: &Self::Tensor, y: &Self::Tensor, w: &Self::Tensor, b: Option<&Self::Tensor>, eps: f32) -> Result<(Self::Tensor, Self::Tensor)> {
+        let s = self.add(x, y)?;
+        let n = self.layer_norm(&s, w, b, eps)?;
+        Ok((s, n))
+    }
     /// Element-wise a + b, same shapes.
     fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
     /// Exact (erf) GELU, element-wise.

@@ -21,12 +21,14 @@ use crate::backend::DType;
 
 /// Parity with transformers in float32: activations, logits and losses on real tokens.
 pub const PARITY_F32: f32 = 1e-4;
-/// Parity with weight matrices stored in f16 (vectors, activations and arithmetic f32). Rounding
-/// the weights to 11 bits changes the model itself, and the fixture's deliberately sharp attention
-/// amplifies that: rounding only the embedding table, or only Wqkv, already moves layer 3's
-/// residual stream (values up to 13) by 2.6e-2; all matrices together by 3.1e-2 (logits 2.6e-2).
-/// Measured on lavapipe; every structural mistake the fixtures list moves logits by more than 3.
-pub const PARITY_F16: f32 = 5e-2;
+/// Parity with weight matrices stored in f16 (vectors, activations and arithmetic f32), measured
+/// as |Δ| / max(1, |reference|): absolute for values up to 1, relative above (see `Parity`).
+/// Rounding the weights to 11 bits changes the model itself, and the fixture's deliberately sharp
+/// attention amplifies that: transformers itself, run in float32 on the fixture's weight matrices
+/// rounded to f16, is 3.11e-2 off its own float32 output in absolute terms on layer 3's residual
+/// stream (values up to 13), 2.85e-2 in this measure, and our f16 path is within 1e-5 of that. Every
+/// structural mistake the fixtures list moves logits by more than 3.
+pub const PARITY_F16: f32 = 3e-2;
 
 /// Parity with bf16 weights and bf16 products (f32 accumulation; the CPU backend's bf16 mode):
 /// 8 bits of mantissa instead of f16's 11 and the activations rounded too, on the fixture whose
@@ -72,12 +74,47 @@ pub fn attention(dtype: DType) -> Tolerance {
 /// Two backends on the same model: cosine similarity of the last hidden state.
 pub const BACKEND_COSINE_F32: f64 = 0.99999;
 
-/// Parity tolerance for a storage dtype.
-pub fn parity(dtype: DType) -> f32 {
+/// How a parity error is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorScale {
+    /// max |ours − reference|.
+    Absolute,
+    /// max |ours − reference| / max(1, |reference|): absolute up to 1, relative above. For
+    /// reduced-precision weights, whose rounding error grows with the values.
+    AboveOne,
+}
+
+impl ErrorScale {
+    /// The error of one element.
+    pub fn error(self, actual: f32, expected: f32) -> f32 {
+        let d = (actual - expected).abs();
+        let d = if d.is_nan() { f32::INFINITY } else { d };
+        match self {
+            ErrorScale::Absolute => d,
+            ErrorScale::AboveOne => d / expected.abs().max(1.0),
+        }
+    }
+    pub fn describe(self) -> &'static str {
+        match self {
+            ErrorScale::Absolute => "max abs error",
+            ErrorScale::AboveOne => "max |error| / max(1, |reference|)",
+        }
+    }
+}
+
+/// A parity criterion: every compared tensor's error, measured as `scale` says, at most `limit`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Parity {
+    pub limit: f32,
+    pub scale: ErrorScale,
+}
+
+/// Parity criterion for a storage dtype.
+pub fn parity(dtype: DType) -> Parity {
     match dtype {
-        DType::F32 => PARITY_F32,
-        DType::F16 => PARITY_F16,
-        DType::BF16 => PARITY_BF16,
+        DType::F32 => Parity { limit: PARITY_F32, scale: ErrorScale::Absolute },
+        DType::F16 => Parity { limit: PARITY_F16, scale: ErrorScale::AboveOne },
+        DType::BF16 => Parity { limit: PARITY_BF16, scale: ErrorScale::Absolute },
     }
 }
 

@@ -51,6 +51,7 @@ fn exercise_every_op(b: kernels::GpuBackend) {
         let bias = weight(rand_vec(h, 3, 1.0), &[h]);
         b.layer_norm(&x, &w, None, 1e-5).unwrap();
         b.layer_norm(&x, &w, Some(&bias), 1e-5).unwrap();
+        b.add_layer_norm(&x, &x, &w, Some(&bias), 1e-5).unwrap();
         let wqkv = weight(rand_vec(3 * h * h, 4, 0.1), &[3 * h, h]);
         let qkv = b.linear(&x, &wqkv, None).unwrap();
         b.linear(&x, &wqkv, Some(&weight(rand_vec(3 * h, 5, 0.1), &[3 * h]))).unwrap();
@@ -158,7 +159,7 @@ fn every_kernel_validates_as_webgpu_wgsl() {
     let modules = MODULES.lock().unwrap().clone();
     let names: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
     assert!(modules.iter().any(|(_, s)| s.contains("enable f16;")), "no f16 module was compiled");
-    for expected in ["layer_norm", "rope", "attention", "geglu", "gelu", "add_kernel", "mean_pool", "gather", "copy", "cross_entropy", "add_bias", "matmul",
+    for expected in ["layer_norm", "add_layer_norm", "rope", "attention", "geglu", "gelu", "add_kernel", "mean_pool", "gather", "copy", "cross_entropy", "add_bias", "matmul",
         // Training.
         "layer_norm_backward", "layer_norm_dw", "attention_delta", "attention_dkv", "attention_dq", "column_sum", "flat_sum",
         "scale", "fill", "gelu_backward", "geglu_backward", "embedding_backward", "mean_pool_backward", "scatter_rows",

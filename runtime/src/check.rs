@@ -2,6 +2,7 @@
 //! `tests/fixtures/reference.safetensors` (made by transformers) and compare every tensor the
 //! model can produce, on real (non-pad) tokens only.
 
+use kernels::tolerance::ErrorScale;
 use kernels::Backend;
 
 use crate::config::{LayerType, Pooling};
@@ -16,6 +17,31 @@ pub struct CheckRow {
     /// Shape of what was compared (real tokens only): [T, X], [B, X] or [1].
     pub shape: Vec<usize>,
     pub max_abs_err: f32,
+    /// max |Δ| / max(1, |reference|) (`ErrorScale::AboveOne`).
+    pub max_scaled_err: f32,
+}
+
+impl CheckRow {
+    /// Compare ours with the reference element-wise.
+    fn new(name: impl Into<String>, shape: Vec<usize>, ours: &[f32], theirs: &[f32]) -> Self {
+        let mut row = CheckRow { name: name.into(), shape, max_abs_err: 0.0, max_scaled_err: 0.0 };
+        row.merge(ours, theirs);
+        row
+    }
+    /// Fold in another block of the same tensor.
+    fn merge(&mut self, ours: &[f32], theirs: &[f32]) {
+        for (&a, &e) in ours.iter().zip(theirs) {
+            self.max_abs_err = self.max_abs_err.max(ErrorScale::Absolute.error(a, e));
+            self.max_scaled_err = self.max_scaled_err.max(ErrorScale::AboveOne.error(a, e));
+        }
+    }
+    /// The error as `scale` measures it.
+    pub fn err(&self, scale: ErrorScale) -> f32 {
+        match scale {
+            ErrorScale::Absolute => self.max_abs_err,
+            ErrorScale::AboveOne => self.max_scaled_err,
+        }
+    }
 }
 
 /// The outcome of a check.
@@ -27,17 +53,21 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    /// The largest error (infinite if any row is NaN).
+    /// The largest absolute error (infinite if any row is NaN).
     pub fn max_abs_err(&self) -> f32 {
-        self.rows.iter().map(|r| if r.max_abs_err.is_nan() { f32::INFINITY } else { r.max_abs_err }).fold(0.0, f32::max)
+        self.max_err(ErrorScale::Absolute)
+    }
+    /// The largest error as `scale` measures it (infinite if any row is NaN).
+    pub fn max_err(&self, scale: ErrorScale) -> f32 {
+        self.rows.iter().map(|r| r.err(scale)).map(|e| if e.is_nan() { f32::INFINITY } else { e }).fold(0.0, f32::max)
     }
     /// Human-readable table; the last line is `max_abs_err=<v> compared=<n>`.
     pub fn render(&self) -> String {
         let mut s = String::new();
         let w = self.rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(6);
-        s.push_str(&format!("{:<w$}  {:<14}  {}\n", "tensor", "shape", "max_abs_err"));
+        s.push_str(&format!("{:<w$}  {:<14}  {:<11}  {}\n", "tensor", "shape", "max_abs_err", "max_err/max(1,|ref|)"));
         for r in &self.rows {
-            s.push_str(&format!("{:<w$}  {:<14}  {:.3e}\n", r.name, format!("{:?}", r.shape), r.max_abs_err));
+            s.push_str(&format!("{:<w$}  {:<14}  {:<11.3e}  {:.3e}\n", r.name, format!("{:?}", r.shape), r.max_abs_err, r.max_scaled_err));
         }
         // Skipped tensors, one line per reason.
         let mut reasons: Vec<&str> = self.skipped.iter().map(|(_, why)| why.as_str()).collect();
@@ -116,10 +146,6 @@ fn real_rows(reference: &Checkpoint, name: &str, inp: &RefInputs, x: usize) -> R
     Ok(inp.flat.iter().flat_map(|&k| v[k * x..(k + 1) * x].iter().copied()).collect())
 }
 
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) })
-}
-
 fn scalar(reference: &Checkpoint, name: &str) -> Result<f32> {
     let t = reference.require(name)?;
     let v = t.to_f32()?;
@@ -146,8 +172,7 @@ fn labelled(reference: &Checkpoint, name: &str, inp: &RefInputs) -> Result<(Vec<
 
 /// A scalar loss compared with the reference's (a NaN on either side is an infinite error).
 fn loss_row(reference: &Checkpoint, name: &str, ours: f32) -> Result<CheckRow> {
-    let d = (ours - scalar(reference, name)?).abs();
-    Ok(CheckRow { name: name.to_string(), shape: vec![1], max_abs_err: if d.is_nan() { f32::INFINITY } else { d } })
+    Ok(CheckRow::new(name, vec![1], &[ours], &[scalar(reference, name)?]))
 }
 
 /// Why a reference tensor was not compared.
@@ -220,7 +245,7 @@ pub async fn check<B: Backend>(be: &B, model: &ModernBert<B>, reference: &Checkp
         }
         let ours = be.read(tensor).await?;
         let theirs = real_rows(reference, name, &inp, h)?;
-        report.rows.push(CheckRow { name: name.clone(), shape: vec![t_real, h], max_abs_err: max_abs(&ours, &theirs) });
+        report.rows.push(CheckRow::new(name.clone(), vec![t_real, h], &ours, &theirs));
     }
 
     // RoPE tables: transformers stores cos/sin [S, hd] (the half table twice); ours is [P, hd/2].
@@ -235,7 +260,7 @@ pub async fn check<B: Backend>(be: &B, model: &ModernBert<B>, reference: &Checkp
             let theirs = t.to_f32()?;
             let ours = be.read(ours).await?;
             let ours: Vec<f32> = ours.chunks(hd / 2).take(t.shape[0]).flat_map(|half| half.iter().chain(half).copied()).collect();
-            report.rows.push(CheckRow { name, shape: t.shape.to_vec(), max_abs_err: max_abs(&ours, &theirs) });
+            report.rows.push(CheckRow::new(name, t.shape.to_vec(), &ours, &theirs));
         }
     }
 
@@ -246,14 +271,14 @@ pub async fn check<B: Backend>(be: &B, model: &ModernBert<B>, reference: &Checkp
             let v = model.config.vocab_size;
             let theirs = real_rows(reference, "mlm_logits", &inp, v)?;
             let rows_per_block = (be.device_info().max_binding_bytes / (v * 4)).clamp(1, t_real);
-            let mut err = 0f32;
+            let mut row = CheckRow::new("mlm_logits", vec![t_real, v], &[], &[]);
             for start in (0..t_real).step_by(rows_per_block) {
                 let end = (start + rows_per_block).min(t_real);
                 let rows: Vec<u32> = (start as u32..end as u32).collect();
                 let ours = be.read(&model.mlm_logits(be, &be.gather_rows(&hidden, &be.upload_ids(&rows)?)?)?).await?;
-                err = err.max(max_abs(&ours, &theirs[start * v..end * v]));
+                row.merge(&ours, &theirs[start * v..end * v]);
             }
-            report.rows.push(CheckRow { name: "mlm_logits".into(), shape: vec![t_real, v], max_abs_err: err });
+            report.rows.push(row);
         }
         if reference.contains("mlm_loss") && reference.contains("mlm_labels") {
             let (rows, labels) = labelled(reference, "mlm_labels", &inp)?;
@@ -270,7 +295,7 @@ pub async fn check<B: Backend>(be: &B, model: &ModernBert<B>, reference: &Checkp
         if reference.contains("tokcls_logits") {
             let ours = be.read(&model.token_logits(be, &hidden)?).await?;
             let theirs = real_rows(reference, "tokcls_logits", &inp, c)?;
-            report.rows.push(CheckRow { name: "tokcls_logits".into(), shape: vec![t_real, c], max_abs_err: max_abs(&ours, &theirs) });
+            report.rows.push(CheckRow::new("tokcls_logits", vec![t_real, c], &ours, &theirs));
         }
         if reference.contains("tokcls_loss") && reference.contains("tokcls_labels") {
             let (rows, labels) = labelled(reference, "tokcls_labels", &inp)?;
@@ -292,7 +317,7 @@ pub async fn check<B: Backend>(be: &B, model: &ModernBert<B>, reference: &Checkp
                     return Err(Error::weights(t.file, format!("tensor \"{logits_name}\" has shape {:?}, expected {expected:?}", t.shape)));
                 }
                 let ours = be.read(&logits).await?;
-                report.rows.push(CheckRow { name: logits_name, shape: expected.to_vec(), max_abs_err: max_abs(&ours, &t.to_f32()?) });
+                report.rows.push(CheckRow::new(logits_name, expected.to_vec(), &ours, &t.to_f32()?));
             }
             if reference.contains(&loss_name) && reference.contains("seqcls_labels") {
                 let loss = sequence_loss(be, model, reference, &logits, inp.sequences.len()).await?;

@@ -40,6 +40,10 @@ impl<B: Backend> LayerNorm<B> {
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
         Ok(be.layer_norm(x, &self.weight, self.bias.as_ref(), self.eps)?)
     }
+    /// (x + y, LN(x + y)): a residual add and this norm in one pass.
+    pub fn add_forward(&self, be: &B, x: &B::Tensor, y: &B::Tensor) -> Result<(B::Tensor, B::Tensor)> {
+        Ok(be.add_layer_norm(x, y, &self.weight, self.bias.as_ref(), self.eps)?)
+    }
 }
 
 pub struct Embeddings<B: Backend> {
@@ -351,26 +355,28 @@ impl<B: Backend> ModernBert<B> {
         let mut x = be.embedding(&self.embeddings.tok_embeddings, &batch.ids)?;
         x = self.embeddings.norm.forward(be, &x)?;
         record("embeddings".into(), &x);
+        // Every residual add is fused with the LayerNorm that reads its result: the layer's
+        // mlp_norm, the next layer's attn_norm, or the final norm (`add_layer_norm`).
+        let mut h = x.clone(); // layer 0 has no attn_norm: its attention reads x itself
         for (n, layer) in self.layers.iter().enumerate() {
-            let attn_out = self.attention(be, layer, &x, batch)?;
+            let attn_out = self.attention(be, layer, &h, batch)?;
             record(format!("attn_out_{n}"), &attn_out);
-            x = be.add(&x, &attn_out)?;
-            let mlp_out = self.mlp(be, layer, &x)?;
-            x = be.add(&x, &mlp_out)?;
+            let (x1, h1) = layer.mlp_norm.add_forward(be, &x, &attn_out)?;
+            let mlp_out = self.mlp(be, layer, &h1)?;
+            let next_norm = match self.layers.get(n + 1) {
+                Some(next) => next.attn_norm.as_ref().ok_or_else(|| Error::Input(format!("{}: layer {} has no attn_norm", self.config.source, n + 1)))?,
+                None => &self.final_norm,
+            };
+            (x, h) = next_norm.add_forward(be, &x1, &mlp_out)?;
             record(format!("layer_{n}"), &x);
         }
-        let last = self.final_norm.forward(be, &x)?;
-        record("last_hidden_state".into(), &last);
-        Ok(last)
+        record("last_hidden_state".into(), &h);
+        Ok(h)
     }
 
-    /// attn_out = Wo · Attention(RoPE(Wqkv · h)), h = x in layer 0 and LN_attn(x) after.
-    fn attention(&self, be: &B, layer: &Layer<B>, x: &B::Tensor, batch: &Batch<B>) -> Result<B::Tensor> {
-        let h = match &layer.attn_norm {
-            Some(norm) => norm.forward(be, x)?,
-            None => x.clone(),
-        };
-        let qkv = layer.attn.Wqkv.forward(be, &h)?; // [T, 3H]: q | k | v, each head-major
+    /// attn_out = Wo · Attention(RoPE(Wqkv · h)); h is LN_attn(x), or x itself in layer 0.
+    fn attention(&self, be: &B, layer: &Layer<B>, h: &B::Tensor, batch: &Batch<B>) -> Result<B::Tensor> {
+        let qkv = layer.attn.Wqkv.forward(be, h)?; // [T, 3H]: q | k | v, each head-major
         let (rope, window) = match layer.kind {
             LayerType::Full => (&self.rope_full, None),
             LayerType::Sliding => (&self.rope_sliding, Some(self.config.window())),
@@ -381,26 +387,25 @@ impl<B: Backend> ModernBert<B> {
         layer.attn.Wo.forward(be, &o)
     }
 
-    /// mlp_out = Wo · (GELU(u[:, :I]) ⊙ u[:, I:]), u = Wi · LN_mlp(x). The GELU input is the first
-    /// half of Wi's output, the gate the second. Rows are processed in chunks when the [T, 2I]
-    /// intermediate would not fit one device binding (ModernBERT-large at 8,192 tokens).
-    fn mlp(&self, be: &B, layer: &Layer<B>, x: &B::Tensor) -> Result<B::Tensor> {
-        let t = be.shape(x)[0];
+    /// mlp_out = Wo · (GELU(u[:, :I]) ⊙ u[:, I:]), u = Wi · h, h = LN_mlp(x). The GELU input is
+    /// the first half of Wi's output, the gate the second. Rows are processed in chunks when the
+    /// [T, 2I] intermediate would not fit one device binding (ModernBERT-large at 8,192 tokens).
+    fn mlp(&self, be: &B, layer: &Layer<B>, h: &B::Tensor) -> Result<B::Tensor> {
+        let t = be.shape(h)[0];
         let row_bytes = 2 * self.config.intermediate_size * 4;
         let rows_per_chunk = (be.device_info().max_binding_bytes / row_bytes).max(1);
-        let run = |x: &B::Tensor| -> Result<B::Tensor> {
-            let h = layer.mlp_norm.forward(be, x)?;
-            let u = layer.mlp.Wi.forward(be, &h)?;
+        let run = |h: &B::Tensor| -> Result<B::Tensor> {
+            let u = layer.mlp.Wi.forward(be, h)?;
             let a = be.geglu(&u)?;
             layer.mlp.Wo.forward(be, &a)
         };
         if t <= rows_per_chunk {
-            return run(x);
+            return run(h);
         }
         let mut parts = Vec::new();
         for start in (0..t).step_by(rows_per_chunk) {
             let end = (start + rows_per_chunk).min(t);
-            parts.push(run(&be.slice_rows(x, start, end)?)?);
+            parts.push(run(&be.slice_rows(h, start, end)?)?);
         }
         Ok(be.concat_rows(&parts)?)
     }

@@ -70,11 +70,17 @@ fn bad_input_is_an_error_not_a_panic() {
 
 #[test]
 fn f16_weights_pass_at_the_f16_tolerance() {
-    let (code, stdout, stderr) = check("tiny-modernbert-tokcls", "gpu", &["--dtype", "f16"]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.starts_with("device: wgpu") && stdout.lines().next().unwrap().ends_with("(f16)"), "{stdout}");
-    let (err, _) = summary(&stdout);
-    assert!(err <= kernels::tolerance::PARITY_F16, "{err}");
+    for model in ["tiny-modernbert-mlm", "tiny-modernbert-tokcls"] {
+        let (code, stdout, stderr) = check(model, "gpu", &["--dtype", "f16"]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        assert!(stdout.starts_with("device: wgpu") && stdout.lines().next().unwrap().ends_with("(f16)"), "{stdout}");
+        // The f16 criterion of the tolerance module: 3e-2 of max(1, |reference|).
+        let criterion = stdout.lines().find(|l| l.starts_with("criterion:")).unwrap_or_else(|| panic!("{stdout}"));
+        assert!(criterion.contains("max(1, |reference|) ≤ 3e-2") && criterion.ends_with("pass"), "{criterion}");
+        // f16 weights cannot be as close as f32 ones: the f32 criterion would refuse them.
+        let (err, _) = summary(&stdout);
+        assert!(err > kernels::tolerance::PARITY_F32, "{model}: {err}");
+    }
     // The CPU backend stores f32 or bf16: asking for f16 there is an error, not a silent f32 run.
     let (code, _, stderr) = check("tiny-modernbert-tokcls", "cpu", &["--dtype", "f16"]);
     assert_eq!(code, 2);

@@ -297,6 +297,35 @@ impl Backend for CpuBackend {
         Ok(CpuTensor::new(y, x.shape.clone()))
     }
 
+    fn add_layer_norm(&self, x: &CpuTensor, y: &CpuTensor, w: &CpuTensor, b: Option<&CpuTensor>, eps: f32) -> Result<(CpuTensor, CpuTensor)> {
+        let (_, h) = x.matrix();
+        if x.shape != y.shape || w.data.len() != h || b.is_some_and(|b| b.data.len() != h) {
+            return Err(Error::shape("add_layer_norm", format!("x {:?}, y {:?} with weight {:?}", x.shape, y.shape, w.shape)));
+        }
+        let (w, b) = (&w.data, b.map(|b| &b.data));
+        let mut s = vec![0f32; x.data.len()];
+        let mut n = vec![0f32; x.data.len()];
+        let block = h.max(1) * ROWS_PER_TASK;
+        s.par_chunks_mut(block)
+            .zip(n.par_chunks_mut(block))
+            .zip(x.data.par_chunks(block).zip(y.data.par_chunks(block)))
+            .for_each(|((sb, nb), (xb, yb))| {
+                for (((sr, nr), xr), yr) in sb.chunks_mut(h.max(1)).zip(nb.chunks_mut(h.max(1))).zip(xb.chunks(h.max(1))).zip(yb.chunks(h.max(1))) {
+                    for j in 0..h {
+                        sr[j] = xr[j] + yr[j];
+                    }
+                    let mean = math::sum(sr) / h as f32;
+                    let var = math::sum_sq_dev(sr, mean) / h as f32;
+                    let rstd = 1.0 / (var + eps).sqrt();
+                    match b {
+                        Some(b) => (0..h).for_each(|j| nr[j] = (sr[j] - mean) * rstd * w[j] + b[j]),
+                        None => (0..h).for_each(|j| nr[j] = (sr[j] - mean) * rstd * w[j]),
+                    }
+                }
+            });
+        Ok((CpuTensor::new(s, x.shape.clone()), CpuTensor::new(n, x.shape.clone())))
+    }
+
     fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         if a.shape != b.shape {
             return Err(Error::shape("add", format!("{:?} + {:?}", a.shape, b.shape)));

@@ -378,6 +378,9 @@ impl Backend for GpuBackend {
     fn layer_norm(&self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, eps: f32) -> Result<GpuTensor> {
         crate::layernorm::layer_norm(self, x, w, b, eps)
     }
+    fn add_layer_norm(&self, x: &GpuTensor, y: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, eps: f32) -> Result<(GpuTensor, GpuTensor)> {
+        crate::layernorm::add_layer_norm(self, x, y, w, b, eps)
+    }
     fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
         crate::elementwise::add(self, a, b)
     }

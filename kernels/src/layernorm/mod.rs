@@ -1,5 +1,6 @@
 //! LayerNorm over the last axis (biased variance, optional bias): one workgroup per row, a
-//! two-pass mean/variance with shared-memory tree reductions.
+//! two-pass mean/variance with shared-memory tree reductions. `add_layer_norm` fuses the residual
+//! add that precedes every norm of the encoder into the same pass.
 //!
 //! Backward: a row kernel recomputes mean and 1/σ like the forward and writes dx and the row
 //! statistics; dw = Σ_rows dy ⊙ x̂ is a column reduction (64 columns × 4 row lanes per workgroup
@@ -136,6 +137,101 @@ pub fn layer_norm(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&Gpu
             b.is_some(),
         ));
     Ok(GpuTensor::single(out, x.shape.clone()))
+}
+
+/// s = x + y and LayerNorm(s) for each row of x, y [rows, h]: the residual add fused with the
+/// norm that follows it (one read of x and y, two writes, instead of add's read-write plus the
+/// norm's reads). Each unit re-reads only the elements of s it wrote itself.
+#[cube(launch_unchecked)]
+fn add_layer_norm_kernel<A: Float, W: Float>(
+    x: &[A],
+    y: &[A],
+    w: &[W],
+    b: &[W],
+    sum: &mut [A],
+    out: &mut [A],
+    rows: usize,
+    h: usize,
+    eps: f32,
+    #[comptime] has_bias: bool,
+) {
+    let mut s_mean = Shared::<[f32]>::new_slice(UNITS);
+    let mut s_var = Shared::<[f32]>::new_slice(UNITS);
+    let row = CUBE_POS;
+    if row < rows {
+        let tid = UNIT_POS as usize;
+        let base = row * h;
+        let inv_h = 1.0f32 / f32::cast_from(h);
+
+        let mut acc = 0.0f32;
+        let mut i = tid;
+        while i < h {
+            let v = x[base + i] + y[base + i];
+            sum[base + i] = v;
+            acc += f32::cast_from(v);
+            i += UNITS;
+        }
+        s_mean[tid] = acc;
+        block_sum(&mut s_mean);
+        let mean = s_mean[0] * inv_h;
+
+        let mut acc2 = 0.0f32;
+        let mut j = tid;
+        while j < h {
+            let d = f32::cast_from(sum[base + j]) - mean;
+            acc2 += d * d;
+            j += UNITS;
+        }
+        s_var[tid] = acc2;
+        block_sum(&mut s_var);
+        let var = s_var[0] * inv_h;
+        let rstd = 1.0f32 / (var + eps).sqrt();
+
+        let mut k = tid;
+        while k < h {
+            let mut v = (f32::cast_from(sum[base + k]) - mean) * rstd * f32::cast_from(w[k]);
+            if has_bias {
+                v += f32::cast_from(b[k]);
+            }
+            out[base + k] = A::cast_from(v);
+            k += UNITS;
+        }
+    }
+}
+
+/// x [N, H], y [N, H] (f32), w [H], b [H] or none (weights, f32 or f16) →
+/// (x + y [N, H], LayerNorm(x + y) [N, H]).
+pub fn add_layer_norm(gpu: &GpuBackend, x: &GpuTensor, y: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, eps: f32) -> Result<(GpuTensor, GpuTensor)> {
+    let (rows, h) = x.matrix();
+    if x.shape != y.shape || w.len() != h || b.is_some_and(|b| b.len() != h) {
+        return Err(Error::shape("add_layer_norm", format!("x {:?}, y {:?} with weight {:?} and bias {:?}", x.shape, y.shape, w.shape, b.map(|b| &b.shape))));
+    }
+    if b.is_some_and(|b| b.dtype != w.dtype) {
+        return Err(Error::shape("add_layer_norm", "weight and bias are stored in different dtypes"));
+    }
+    let sum = gpu.alloc("add_layer_norm", rows * h)?;
+    let out = gpu.alloc("add_layer_norm", rows * h)?;
+    let w_handle = w.stored("add_layer_norm")?;
+    let b_handle = match b {
+        Some(b) => b.stored("add_layer_norm")?,
+        None => w_handle.clone(),
+    };
+    launch_weighted!(w.dtype, add_layer_norm_kernel(
+            gpu.client(),
+            gpu.grid("add_layer_norm", rows)?,
+            CubeDim::new_1d(UNITS as u32),
+            BufferArg::from_raw_parts(x.handle("add_layer_norm")?, rows * h),
+            BufferArg::from_raw_parts(y.handle("add_layer_norm")?, rows * h),
+            BufferArg::from_raw_parts(w_handle, h),
+            BufferArg::from_raw_parts(b_handle, h),
+            BufferArg::from_raw_parts(sum.clone(), rows * h),
+            BufferArg::from_raw_parts(out.clone(), rows * h),
+            rows,
+            h,
+            eps,
+            b.is_some(),
+        ));
+    Ok((GpuTensor::single(sum, x.shape.clone()), GpuTensor::single(out, x.shape.clone())))
 }
 
 /// Per row of x [rows, h]: with x̂ = (x − μ)·r and g = dy ⊙ w,

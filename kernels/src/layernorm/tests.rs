@@ -40,7 +40,61 @@ fn layer_norm_rejects_mismatch<B: Backend>(b: &B) {
     assert!(b.layer_norm(&x, &w, None, 1e-5).is_err());
 }
 
-crate::backend_tests!(layer_norm_shapes, layer_norm_eps, layer_norm_rejects_mismatch);
+fn check_fused<B: Backend>(b: &B, rows: usize, h: usize, bias: bool) {
+    let x = rand_vec(rows * h, 11 + rows as u32, 3.0);
+    let y = rand_vec(rows * h, 12 + h as u32, 2.0);
+    let w = rand_for(b, h, 13, 1.5);
+    let bb = rand_for(b, h, 14, 0.5);
+    let (s_ref, n_ref) = reference::add_layer_norm(&x, &y, &w, bias.then_some(&bb[..]), 1e-5, h);
+    let (s, n) = b
+        .add_layer_norm(&b.upload(&x, &[rows, h]).unwrap(), &b.upload(&y, &[rows, h]).unwrap(), &b.upload_weight(w.clone(), &[h]).unwrap(), bias.then(|| b.upload_weight(bb.clone(), &[h]).unwrap()).as_ref(), 1e-5)
+        .unwrap();
+    assert_eq!(b.shape(&s), &[rows, h]);
+    assert_eq!(b.shape(&n), &[rows, h]);
+    let what = format!("add_layer_norm rows={rows} h={h} bias={bias}");
+    assert_close(&format!("{what} sum"), &block_on(b.read(&s)).unwrap(), &s_ref, KERNEL_F32);
+    assert_close(&format!("{what} norm"), &block_on(b.read(&n)).unwrap(), &n_ref, KERNEL_F32);
+}
+
+fn add_layer_norm_shapes<B: Backend>(b: &B) {
+    for &(rows, h) in &[(1, 1), (1, 48), (7, 48), (3, 768), (130, 100), (2, 63)] {
+        check_fused(b, rows, h, false);
+        check_fused(b, rows, h, true);
+    }
+}
+
+/// The fused op is a drop-in for add then layer_norm: the same bits, so the model's outputs do
+/// not move when it uses it.
+fn add_layer_norm_equals_unfused<B: Backend>(b: &B) {
+    let (rows, h) = (37, 96);
+    let x = b.upload(&rand_vec(rows * h, 21, 4.0), &[rows, h]).unwrap();
+    let y = b.upload(&rand_vec(rows * h, 22, 4.0), &[rows, h]).unwrap();
+    let w = b.upload_weight(rand_for(b, h, 23, 1.0), &[h]).unwrap();
+    let bias = b.upload_weight(rand_for(b, h, 24, 1.0), &[h]).unwrap();
+    let (s, n) = b.add_layer_norm(&x, &y, &w, Some(&bias), 1e-5).unwrap();
+    let s2 = b.add(&x, &y).unwrap();
+    let n2 = b.layer_norm(&s2, &w, Some(&bias), 1e-5).unwrap();
+    assert_eq!(block_on(b.read(&s)).unwrap(), block_on(b.read(&s2)).unwrap());
+    assert_eq!(block_on(b.read(&n)).unwrap(), block_on(b.read(&n2)).unwrap());
+}
+
+fn add_layer_norm_rejects_mismatch<B: Backend>(b: &B) {
+    let x = b.upload(&[0.0; 12], &[3, 4]).unwrap();
+    let y = b.upload(&[0.0; 8], &[2, 4]).unwrap();
+    let w = b.upload_weight(vec![1.0; 4], &[4]).unwrap();
+    assert!(b.add_layer_norm(&x, &y, &w, None, 1e-5).is_err());
+    let w5 = b.upload_weight(vec![1.0; 5], &[5]).unwrap();
+    assert!(b.add_layer_norm(&x, &x, &w5, None, 1e-5).is_err());
+}
+
+crate::backend_tests!(
+    layer_norm_shapes,
+    layer_norm_eps,
+    layer_norm_rejects_mismatch,
+    add_layer_norm_shapes,
+    add_layer_norm_equals_unfused,
+    add_layer_norm_rejects_mismatch
+);
 
 // ---- Training ----
 

@@ -20,6 +20,16 @@ pub fn layer_norm(x: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, h: usize) -
     y
 }
 
+/// Residual add fused with the next LayerNorm: s = x + y, then LayerNorm(s).
+///
+/// x [N, H], y [N, H], w [H], b [H] or none → (s [N, H], LayerNorm(s) [N, H]).
+pub fn add_layer_norm(x: &[f32], y: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, h: usize) -> (Vec<f32>, Vec<f32>) {
+    assert_eq!(x.len(), y.len());
+    let s: Vec<f32> = x.iter().zip(y).map(|(a, b)| a + b).collect();
+    let n = layer_norm(&s, w, b, eps, h);
+    (s, n)
+}
+
 /// Backward of `layer_norm` (the bias does not enter it). With x̂ = (x − μ)·r, r = 1/sqrt(σ² + ε)
 /// and g = dy ⊙ w: dx = r·(g − mean(g) − x̂·mean(g ⊙ x̂)), dw = Σ_rows dy ⊙ x̂, db = Σ_rows dy.
 ///

@@ -496,16 +496,21 @@ fn classify<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &Ba
 }
 
 fn run_check<B: Backend>(be: &B, model: &Path, reference: &Path, tol: Option<f32>) -> Outcome {
-    let tol = tol.unwrap_or_else(|| kernels::tolerance::parity(be.dtype()));
+    let mut criterion = kernels::tolerance::parity(be.dtype());
+    if let Some(t) = tol {
+        criterion.limit = t;
+    }
     let folder = ModelFolder::open(model)?;
     let model = ModernBert::load(be, folder.config, &folder.checkpoint)?;
     let reference = Checkpoint::open_file(reference)?;
     let report = kernels::block_on(check(be, &model, &reference))?;
     println!("device: {} ({})", device_name(be), be.dtype().name());
+    let worst = report.max_err(criterion.scale);
+    let ok = worst <= criterion.limit;
+    println!("criterion: {} ≤ {:e} for {} weights: {worst:.3e}, {}", criterion.scale.describe(), criterion.limit, be.dtype().name(), if ok { "pass" } else { "FAIL" });
     print!("{}", report.render());
-    let ok = report.max_abs_err() <= tol;
     if !ok {
-        eprintln!("error: an error exceeds the tolerance {tol:e}");
+        eprintln!("error: an error exceeds the tolerance {:e} ({})", criterion.limit, criterion.scale.describe());
     }
     Ok(ok)
 }

@@ -111,6 +111,9 @@ pub struct GpuBackend {
     pub(crate) max_binding_bytes: usize,
     /// How `upload_weight` stores parameters.
     pub(crate) dtype: DType,
+    /// Which cubek GEMM runs the products, and what ran.
+    pub(crate) gemm: crate::linear::GemmPath,
+    pub(crate) gemm_log: std::sync::Arc<crate::linear::GemmLog>,
 }
 
 /// Launch a `#[cube]` kernel generic over its float type `F` for a tensor stored as `$dtype`.
@@ -141,7 +144,26 @@ impl GpuBackend {
     /// A backend with f32 weights.
     pub fn new(device: GpuDevice) -> Self {
         let max_binding_bytes = device.limits.max_binding_bytes;
-        GpuBackend { device, max_binding_bytes, dtype: DType::F32 }
+        GpuBackend { device, max_binding_bytes, dtype: DType::F32, gemm: Default::default(), gemm_log: Default::default() }
+    }
+
+    /// Run the products on `path` (default `Auto`: tensor cores where available).
+    pub fn with_gemm(mut self, path: crate::linear::GemmPath) -> Self {
+        self.gemm = path;
+        self.gemm_log = Default::default();
+        self
+    }
+
+    /// Which GEMMs ran so far, and why tensor cores were refused if they were.
+    pub fn gemm_summary(&self) -> String {
+        self.gemm_log.summary()
+    }
+
+    /// Bytes of device memory (in use, reserved by the pools) on every stream, now. The pools
+    /// keep what they reserved, so after a run `reserved` is that run's high-water mark.
+    pub fn memory_usage(&self) -> (u64, u64) {
+        let u = self.client().memory_report(cubecl::MemoryScope::Device).usage();
+        (u.bytes_in_use, u.bytes_reserved)
     }
 
     /// Store weights as `dtype`; f16 needs an adapter with `shader-f16`.
@@ -312,8 +334,13 @@ impl Backend for GpuBackend {
                 ("storage buffers per stage".into(), l.max_storage_buffers.to_string()),
                 ("shader-f16".into(), l.f16.to_string()),
                 ("weights stored as".into(), self.dtype.name().into()),
+                ("GEMM path".into(), format!("{:?}: {}", self.gemm, self.gemm_summary())),
             ],
         }
+    }
+
+    fn device_memory(&self) -> Option<(u64, u64)> {
+        Some(self.memory_usage())
     }
 
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<GpuTensor> {

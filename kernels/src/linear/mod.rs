@@ -40,11 +40,106 @@ fn binding(handle: Handle, shape: [usize; 2], strides: [usize; 2]) -> TensorBind
     }
 }
 
-/// The GEMM strategy. cubecl's WGSL compiler has no cooperative-matrix path, so on wgpu
-/// `Strategy::Auto` always resolves to SimpleUnit; asking for it explicitly makes a bad layout an
-/// error instead of a panic.
-fn strategy() -> Strategy {
-    Strategy::MultiLevel(cubek::matmul::multi_level::Strategy::SimpleUnit(Default::default()))
+/// Which of cubek's GEMMs runs the products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GemmPath {
+    /// Tensor cores (cubek's SimpleCyclicCmma) where the device and the operand types allow them,
+    /// else the unit path; the first refusal is remembered (and reported) and not retried.
+    #[default]
+    Auto,
+    /// cubek's SimpleUnit: registers only, no accelerator; the only path cubecl's WGSL compiler
+    /// has (it emits no cooperative matrices), so what runs on wgpu and in browsers.
+    Unit,
+    /// cubek's SimpleCyclicCmma (plane-level tensor cores); an error where unavailable.
+    Cmma,
+    /// cubek's DoubleCyclicCmma (tensor cores, double-buffered stages); an error where unavailable.
+    DoubleCmma,
+}
+
+impl GemmPath {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "auto" => GemmPath::Auto,
+            "unit" => GemmPath::Unit,
+            "cmma" => GemmPath::Cmma,
+            "double-cmma" => GemmPath::DoubleCmma,
+            _ => return None,
+        })
+    }
+    fn strategy(self) -> Strategy {
+        use cubek::matmul::multi_level::Strategy as M;
+        Strategy::MultiLevel(match self {
+            GemmPath::Unit => M::SimpleUnit(Default::default()),
+            GemmPath::Auto | GemmPath::Cmma => M::SimpleCyclicCmma(Default::default()),
+            GemmPath::DoubleCmma => M::DoubleCyclicCmma(Default::default()),
+        })
+    }
+}
+
+/// What the GEMMs of a backend actually ran (shared by its clones).
+#[derive(Debug, Default)]
+pub struct GemmLog {
+    state: std::sync::Mutex<GemmState>,
+}
+
+#[derive(Debug, Default)]
+struct GemmState {
+    /// Products run per cubek strategy name.
+    ran: std::collections::BTreeMap<String, u64>,
+    /// Why the tensor-core path was refused (Auto), the first time.
+    refused: Option<String>,
+}
+
+impl GemmLog {
+    fn record(&self, strategy: &Strategy) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *s.ran.entry(strategy.to_string()).or_default() += 1;
+    }
+    fn refused(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).refused.is_some()
+    }
+    fn refuse(&self, why: String) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).refused.get_or_insert(why);
+    }
+    /// e.g. "matmul_simple_unit… ×36; tensor cores refused: …".
+    pub fn summary(&self) -> String {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut parts: Vec<String> = s.ran.iter().map(|(name, n)| format!("{name} ×{n}")).collect();
+        if parts.is_empty() {
+            parts.push("no product run yet".into());
+        }
+        if let Some(why) = &s.refused {
+            parts.push(format!("tensor cores refused: {why}"));
+        }
+        parts.join("; ")
+    }
+}
+
+/// Launch one product on the backend's GEMM path.
+fn launch_gemm(gpu: &GpuBackend, op: &'static str, lhs: InputBinding, rhs: InputBinding, out: TensorBinding, dtypes: &mut MatmulElems) -> Result<()> {
+    let unit = GemmPath::Unit.strategy();
+    let strategy = match gpu.gemm {
+        GemmPath::Auto if gpu.gemm_log.refused() => unit,
+        GemmPath::Auto => {
+            let cmma = GemmPath::Cmma.strategy();
+            let mut tried = dtypes.clone();
+            match launch_ref(&cmma, gpu.client(), lhs.clone(), rhs.clone(), out.clone(), &mut tried) {
+                Ok(()) => {
+                    *dtypes = tried;
+                    gpu.gemm_log.record(&cmma);
+                    return Ok(());
+                }
+                Err(e) => {
+                    gpu.gemm_log.refuse(e.to_string().trim().chars().take(200).collect());
+                    unit
+                }
+            }
+        }
+        path => path.strategy(),
+    };
+    launch_ref(&strategy, gpu.client(), lhs, rhs, out, dtypes).map_err(|e| Error::launch(op, e))?;
+    gpu.gemm_log.record(&strategy);
+    Ok(())
 }
 
 fn elem(d: DType) -> cubecl::ir::ElemType {
@@ -61,7 +156,7 @@ fn matmul_nt(gpu: &GpuBackend, x: Handle, w: Handle, wd: DType, y: Handle, n: us
     let rhs = InputBinding::Normal(binding(w, [k, m], [1, k]), elem(wd));
     let out = binding(y, [n, m], [m, 1]);
     let mut dtypes = MatmulElems::from_globals(&MatmulGlobalElems { lhs: elem(DType::F32), rhs: elem(wd), out: elem(DType::F32) });
-    launch_ref(&strategy(), gpu.client(), lhs, rhs, out, &mut dtypes).map_err(|e| Error::launch("linear", e))
+    launch_gemm(gpu, "linear", lhs, rhs, out, &mut dtypes)
 }
 
 /// A weight operand in the backend's precision: an f32 matrix on an f16 backend becomes an f16 copy
@@ -117,7 +212,7 @@ fn gemm(gpu: &GpuBackend, op: &'static str, lhs: View, rhs: View, rd: DType, out
     let rhs = InputBinding::Normal(binding(rhs.0, rhs.1, rhs.2), elem(rd));
     let out = binding(out, [rows, cols], [cols, 1]);
     let mut dtypes = MatmulElems::from_globals(&MatmulGlobalElems { lhs: f, rhs: elem(rd), out: f });
-    launch_ref(&strategy(), gpu.client(), lhs, rhs, out, &mut dtypes).map_err(|e| Error::launch(op, e))
+    launch_gemm(gpu, op, lhs, rhs, out, &mut dtypes)
 }
 
 /// a [N, K] · b [K, M] → [N, M], f32. `b` is a weight (multiplied in the backend's weight dtype)

@@ -246,10 +246,21 @@ enum Command {
         /// print its rate: the machine's matmul peak, measured in the same run.
         #[arg(long)]
         matmul_peak: bool,
+        /// Rows of the --matmul-peak GEMM.
+        #[arg(long, default_value_t = 1024)]
+        matmul_rows: usize,
         /// Timed forward passes (after one warm-up).
         #[arg(long, default_value_t = 5)]
         iters: usize,
+        /// GEMM path on a GPU: auto (tensor cores where the device and operand types allow, else
+        /// the unit path), unit, cmma, double-cmma.
+        #[arg(long, default_value = "auto", value_parser = parse_gemm)]
+        gemm: kernels::linear::GemmPath,
     },
+}
+
+fn parse_gemm(s: &str) -> Result<kernels::linear::GemmPath, String> {
+    kernels::linear::GemmPath::parse(s).ok_or_else(|| format!("unknown GEMM path {s:?}; expected auto, unit, cmma or double-cmma"))
 }
 
 /// A failed command's message (exit status 2).
@@ -592,8 +603,11 @@ fn useful_flops(c: &runtime::ModernBertConfig, batch: usize, seq: usize) -> f64 
 
 /// Best rate, in GFLOP/s, of `x[1024, h] · Wᵀ[h, 3h]` on this backend (the fused QKV projection
 /// of a model of width `h`): the matmul peak the encoder's figures are compared with.
-fn matmul_peak<B: Backend>(be: &B, h: usize) -> Result<f64, Failure> {
-    let rows = 1024;
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn matmul_peak<B: Backend>(be: &B, h: usize, rows: usize) -> Result<f64, Failure> {
     let x = be.upload_vec(kernels::testing::rand_vec(rows * h, 1, 1.0), &[rows, h])?;
     let w = be.upload_weight(kernels::testing::rand_vec(3 * h * h, 2, 0.05), &[3 * h, h])?;
     let mut best = f64::INFINITY;
@@ -606,7 +620,7 @@ fn matmul_peak<B: Backend>(be: &B, h: usize) -> Result<f64, Failure> {
     Ok(2.0 * (rows * h * 3 * h) as f64 / best / 1e9)
 }
 
-fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, batch: usize, seq: usize, iters: usize, peak: bool) -> Outcome {
+fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, batch: usize, seq: usize, iters: usize, peak: Option<usize>) -> Outcome {
     if batch == 0 || seq == 0 || iters == 0 {
         return Err(Failure("--batch, --seq and --iters must be at least 1".into()));
     }
@@ -650,10 +664,19 @@ fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, batch:
         flops / median / 1e9
     );
     let rss = peak_rss_mib(); // before the matmul-peak buffers
-    if peak {
-        println!("matmul peak {:.1} GFLOP/s ({} x {} x {}, best of 6)", matmul_peak(be, c.hidden_size)?, 1024, c.hidden_size, 3 * c.hidden_size);
+    // The pools keep what they reserved: after the passes, `reserved` is their high-water mark.
+    let device_memory = be.device_memory();
+    for (k, v) in be.device_info().details.iter().filter(|(k, _)| k == "GEMM path" || k == "weights stored as") {
+        println!("{k}: {v}");
     }
-    println!("tokens_per_s={:.1} peak_rss_mib={:.0}", tokens / median, rss);
+    if let Some((in_use, reserved)) = device_memory {
+        println!("device memory: {:.0} MiB reserved by the pools (their high-water mark), {:.0} MiB in use after the passes", mib(reserved), mib(in_use));
+    }
+    if let Some(rows) = peak {
+        println!("matmul peak {:.1} GFLOP/s ({} x {} x {}, best of 6)", matmul_peak(be, c.hidden_size, rows)?, rows, c.hidden_size, 3 * c.hidden_size);
+    }
+    let device = device_memory.map(|(_, r)| format!(" device_reserved_mib={:.0}", mib(r))).unwrap_or_default();
+    println!("tokens_per_s={:.1} peak_rss_mib={:.0}{device}", tokens / median, rss);
     Ok(true)
 }
 
@@ -700,9 +723,13 @@ fn main() -> ExitCode {
             };
             serve_web(model.as_deref(), root, *port, *public)
         }
-        Command::Bench { model, config, batch, seq, device, dtype, threads, matmul_peak, iters } => {
-            let args = ModelArgs { model: None, device: *device, dtype: *dtype, threads: *threads };
-            on_backend!(args, |be| bench(&be, model.as_deref(), config.as_deref(), *batch, *seq, *iters, *matmul_peak))
+        Command::Bench { model, config, batch, seq, device, dtype, threads, matmul_peak, matmul_rows, iters, gemm } => {
+            set_threads(*threads)?;
+            let peak = matmul_peak.then_some(*matmul_rows);
+            match choose(*device, *dtype)? {
+                Chosen::Cpu(be) => bench(&be, model.as_deref(), config.as_deref(), *batch, *seq, *iters, peak),
+                Chosen::Gpu(be) => bench(&be.with_gemm(*gemm), model.as_deref(), config.as_deref(), *batch, *seq, *iters, peak),
+            }
         }
     })();
     match result {

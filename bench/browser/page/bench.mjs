@@ -1,0 +1,80 @@
+// The benchmark page: both runtimes in one page, driven by run.mjs through window.bench.
+// Ours: the `web` crate's wasm (web/dist/pkg), DeidModel on WebGPU. Theirs: transformers.js
+// (ONNX Runtime Web, WebGPU execution provider), fp32, on the ONNX export of the same weights.
+// Nothing is fetched from outside this server.
+import init, { DeidModel } from '/ours/pkg/web.js';
+import { env, AutoTokenizer, AutoModelForTokenClassification } from '/tfjs/transformers.web.js';
+
+const log = (s) => { document.getElementById('log').textContent += '\n' + s; };
+const MODEL = '/model/';
+const FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
+
+env.allowRemoteModels = false;
+env.allowLocalModels = true;
+env.localModelPath = '/';          // model id "model" -> /model/config.json, /model/onnx/model.onnx
+env.useBrowserCache = false;
+env.backends.onnx.wasm.wasmPaths = '/ort/';
+env.backends.onnx.wasm.proxy = false;
+
+let ours = null, theirs = null, tok = null;
+const now = () => performance.now() / 1000;
+
+async function adapterInfo() {
+  if (!navigator.gpu) return { error: 'navigator.gpu missing' };
+  const a = await navigator.gpu.requestAdapter();
+  if (!a) return { error: 'no adapter' };
+  const i = a.info || {};
+  return { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description,
+    maxBufferSize: a.limits.maxBufferSize, maxStorageBufferBindingSize: a.limits.maxStorageBufferBindingSize };
+}
+
+window.bench = {
+  adapterInfo,
+  texts: async () => (await fetch(MODEL + 'texts.json')).json(),
+  async loadOurs() {
+    const t0 = now();
+    await init();
+    const files = new Map();
+    for (const name of FILES) {
+      const r = await fetch(MODEL + name);
+      if (r.ok) files.set(name, new Uint8Array(await r.arrayBuffer()));
+      else if (name !== 'tokenizer_config.json' && name !== 'special_tokens_map.json') throw new Error(`${name}: HTTP ${r.status}`);
+    }
+    ours = await DeidModel.load(files, 'gpu');
+    log('ours loaded');
+    return { info: JSON.parse(ours.info()), seconds: now() - t0 };
+  },
+  async loadTheirs(device = 'webgpu') {
+    const t0 = now();
+    tok = await AutoTokenizer.from_pretrained('model');
+    theirs = await AutoModelForTokenClassification.from_pretrained('model', { device, dtype: 'fp32' });
+    log(`transformers.js loaded (${device})`);
+    return { seconds: now() - t0 };
+  },
+  async runOurs(text) {
+    const t0 = now();
+    const a = await ours.analyze(text);
+    const wall = now() - t0;
+    const r = { tokens: a.tokens, seconds: a.seconds, wall };
+    a.free();
+    return r;
+  },
+  async runTheirs(text) {
+    const t0 = now();
+    const inputs = await tok(text);
+    const t1 = now();
+    const out = await theirs(inputs);
+    const logits = out.logits;
+    // The logits come back to the CPU (transformers.js reads outputs back by default); touch them.
+    const data = logits.data;
+    const t2 = now();
+    let s = 0;
+    for (let i = 0; i < data.length; i += 997) s += data[i];
+    const r = { tokens: inputs.input_ids.dims[1], dims: logits.dims, tokenize: t1 - t0, forward: t2 - t1, seconds: t2 - t0, checksum: s };
+    for (const v of Object.values(inputs)) v.dispose?.();
+    logits.dispose?.();
+    return r;
+  },
+};
+log('ready');
+window.benchReady = true;

@@ -3,7 +3,7 @@
 // Chromium page, on the same random-weight model (bench/browser/make_model.py) and the same texts.
 //
 //   node bench/browser/run.mjs [--model /tmp/bench-browser/model] [--lengths 128,512,2048]
-//        [--long 8192] [--reps 3] [--timeout 600] [--out bench/browser/latest.md] [--theirs-device webgpu]
+//        [--long 8192] [--reps 3] [--timeout 600] [--long-timeout 900] [--out bench/browser/latest.md] [--theirs-device webgpu]
 //
 // Serves web/dist, the model folder, this folder's page/ and node_modules (transformers.js and
 // onnxruntime-web) from a local static server; nothing else is fetched. Environment: CHROMIUM
@@ -25,6 +25,7 @@ const LENGTHS = opt('lengths', '128,512,2048').split(',').filter(Boolean).map(Nu
 const LONG = Number(opt('long', '8192')); // 0: skip the long case
 const REPS = Number(opt('reps', '3'));
 const TIMEOUT = Number(opt('timeout', '600')) * 1000; // per call
+const LONG_TIMEOUT = Number(opt('long-timeout', '900')) * 1000; // the long case's one run, per side
 const OUT = resolve(opt('out', join(HERE, 'latest.md')));
 const THEIRS_DEVICE = opt('theirs-device', 'webgpu');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -119,9 +120,9 @@ try {
 }
 
 // One measurement; {ok, tokens, seconds, ...} or {ok: false, error}.
-async function measure(pg, side, text) {
+async function measure(pg, side, text, ms = TIMEOUT) {
   try {
-    const r = await call(pg, side === 'ours' ? 'runOurs' : 'runTheirs', text);
+    const r = await call(pg, side === 'ours' ? 'runOurs' : 'runTheirs', text, ms);
     return { ok: true, ...r };
   } catch (e) {
     return { ok: false, error: e.message.split('\n')[0].slice(0, 300) };
@@ -133,6 +134,7 @@ for (const n of LENGTHS) {
   const text = texts[String(n)];
   if (!text) throw new Error(`texts.json has no text for ${n} tokens (make_model.py --lengths)`);
   const res = { ours: [], theirs: [] };
+  const warm = {};
   const err = {};
   // Warm-up (pipelines/shaders for this shape), then REPS interleaved runs.
   for (let rep = 0; rep <= REPS; rep++) {
@@ -142,6 +144,7 @@ for (const n of LENGTHS) {
       if (!r.ok) { err[side] = r.error; console.log(`${stamp()} ${n}: ${side} failed: ${r.error}`); continue; }
       console.log(`${stamp()} ${n}: ${side} ${rep ? `run ${rep}` : 'warm-up'}: ${r.tokens} tokens, ${fmt(r.seconds, 3)} s${side === 'theirs' ? ` (tokenize ${fmt(r.tokenize, 3)} s, forward+read-back ${fmt(r.forward, 3)} s)` : ` (wall ${fmt(r.wall, 3)} s)`}`);
       if (rep) res[side].push(r);
+      else warm[side] = r.seconds;
     }
   }
   // Tokens/s over the note's content tokens (n-2; both sides run one sequence of n tokens with
@@ -153,7 +156,7 @@ for (const n of LENGTHS) {
   if (oursTokens != null && oursTokens !== n - 2) console.log(`warning: ours counted ${oursTokens} content tokens, expected ${n - 2}`);
   if (theirsTokens != null && theirsTokens !== n) console.log(`warning: transformers.js has ${theirsTokens} input ids, expected ${n}`);
   const content = n - 2;
-  rows.push({ n, ours: o && content / o, theirs: t && content / t, theirsFwd: tf && content / tf, oursS: o, theirsS: t, err, oursTokens, theirsTokens });
+  rows.push({ n, ours: o && content / o, theirs: t && content / t, theirsFwd: tf && content / tf, oursS: o, theirsS: t, warm, err, oursTokens, theirsTokens });
 }
 
 // The long case: each side in its own fresh page (a failure or hang of one cannot spoil the other).
@@ -172,7 +175,7 @@ if (LONG) {
       continue;
     }
     console.log(`${stamp()} ${LONG}: ${side} starting (one run, no warm-up at this length)`);
-    const r = await measure(pg, side, text);
+    const r = await measure(pg, side, text, LONG_TIMEOUT);
     long[side] = r;
     console.log(`${stamp()} ${LONG}: ${side}: ${r.ok ? `${r.tokens} tokens in ${fmt(r.seconds, 2)} s` : `FAILED: ${r.error}`}`);
     if (!r.ok) logs.slice(-10).forEach((l) => console.log(`   ${l}`));
@@ -203,13 +206,13 @@ lines.push(`- Ours: web/dist (wasm), \`DeidModel.load(files, "gpu")\`, \`analyze
 lines.push(`- transformers.js ${tfjsVersion} (onnxruntime-web ${ortVersion}), \`AutoModelForTokenClassification.from_pretrained(local, {device: "${THEIRS_DEVICE}", dtype: "fp32"})\`; time = tokenizer + forward + logits read-back. ${theirsLoad ? `Load ${fmt(theirsLoad.seconds, 2)} s.` : `Load FAILED: ${theirsLoadError}`}`);
 lines.push(`- Each length: one warm-up per side, then ${REPS} runs interleaved (ours, theirs, ours, …); median. Tokens/s = content tokens (N-2, without [CLS]/[SEP]) / seconds; both sides run one sequence of N tokens.`);
 lines.push('');
-lines.push(`| seq (tokens) | ours tok/s | transformers.js tok/s | ratio (ours / transformers.js) | ours s | transformers.js s | transformers.js forward-only tok/s |`);
-lines.push('|---:|---:|---:|---:|---:|---:|---:|');
+lines.push(`| seq (tokens) | ours tok/s | transformers.js tok/s | ratio (ours / transformers.js) | ours s | transformers.js s | transformers.js forward-only tok/s | warm-up s (ours / transformers.js) |`);
+lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|');
 for (const r of rows) {
   const ratio = r.ours && r.theirs ? `${fmt(r.ours / r.theirs, 2)}×` : '—';
   const o = r.err.ours ? `failed: ${r.err.ours}` : fmt(r.ours);
   const t = r.err.theirs ? `failed: ${r.err.theirs}` : (theirsLoad ? fmt(r.theirs) : 'not loaded');
-  lines.push(`| ${r.n} | ${o} | ${t} | ${ratio} | ${fmt(r.oursS, 3)} | ${fmt(r.theirsS, 3)} | ${fmt(r.theirsFwd)} |`);
+  lines.push(`| ${r.n} | ${o} | ${t} | ${ratio} | ${fmt(r.oursS, 3)} | ${fmt(r.theirsS, 3)} | ${fmt(r.theirsFwd)} | ${fmt(r.warm.ours, 2)} / ${fmt(r.warm.theirs, 2)} |`);
 }
 if (long) {
   lines.push('', `## ${long.n} tokens (one sequence, one run each, fresh page, no warm-up at this length)`, '');

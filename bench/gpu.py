@@ -12,7 +12,8 @@ alone like ModernBertModel) it runs, each in a fresh process:
     flash-attention 2 when `flash_attn` imports and sdpa otherwise (`--attn` to force one); its
     tokens/s, peak GPU memory (torch.cuda.max_memory_reserved), and its bf16 GEMM rate on an
     8192³ product (the GPU's bf16 matmul peak as PyTorch reaches it) and on the model's QKV shape;
-  - ours: `runtime-cli bench --device gpu|cuda --dtype f16 --matmul-peak` for each --ours entry:
+  - ours: `runtime-cli bench --device gpu|cuda --dtype f16 --activations f16 --matmul-peak` (f16 end
+    to end; `*-f32` entries run f32) for each --ours entry:
     tokens/s, the device memory our allocator reserved (its high-water mark), the GEMM path that
     ran (cubek strategy; whether tensor cores were used or refused, and why), and our GEMM rate on
     the QKV shape.
@@ -50,7 +51,7 @@ def run(cmd, env=None):
 def ours(runtime, config, b, s, iters, gemm):
     device, dtype = runtime.split("-")
     out = run([CLI_PATH[0], "bench", "--config", config, "--batch", str(b), "--seq", str(s), "--device", {"wgpu": "gpu", "cuda": "cuda"}[device],
-               "--dtype", dtype, "--iters", str(iters), "--gemm", gemm, "--matmul-peak", "--matmul-rows", str(min(b * s, 16384))])
+               "--dtype", dtype, "--activations", dtype, "--iters", str(iters), "--gemm", gemm, "--matmul-peak", "--matmul-rows", str(min(b * s, 16384))])
     if out is None:
         return None
     m = LAST.search(out.strip().splitlines()[-1])

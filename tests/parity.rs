@@ -1,7 +1,7 @@
 //! The encoder and every head match transformers' ModernBERT on both fixture models, on both
 //! backends, to 1e-4 on real tokens; and the fixture's RoPE tables are what we compute.
 
-use kernels::tolerance::{assert_close, parity, Parity, Tolerance};
+use kernels::tolerance::{assert_close, parity_with_activations, Parity, Tolerance};
 use kernels::{testing, Backend};
 use runtime::check::{check, CheckReport};
 use runtime::folder::ModelFolder;
@@ -35,7 +35,7 @@ fn mlm_model<B: Backend>(be: &B) {
     let report = run(be, "tiny-modernbert-mlm");
     let mut expected = ENCODER.to_vec();
     expected.extend(["mlm_logits", "mlm_loss", "rope_cos_full_attention", "rope_sin_sliding_attention"]);
-    assert_report(&report, &expected, parity(be.dtype()));
+    assert_report(&report, &expected, parity_with_activations(be.dtype(), be.activation_dtype()));
     assert_eq!(report.rows.len(), 16);
     // What is not compared is listed with the reason.
     assert!(report.skipped.iter().any(|(n, why)| n == "tokcls_logits" && why.contains("no classifier")));
@@ -46,7 +46,7 @@ fn tokcls_model<B: Backend>(be: &B) {
     let report = run(be, "tiny-modernbert-tokcls");
     let mut expected = ENCODER.to_vec();
     expected.extend(["tokcls_logits", "tokcls_loss", "seqcls_logits_cls", "seqcls_logits_mean", "seqcls_loss_cls", "seqcls_loss_mean"]);
-    assert_report(&report, &expected, parity(be.dtype()));
+    assert_report(&report, &expected, parity_with_activations(be.dtype(), be.activation_dtype()));
 }
 
 #[test]
@@ -65,6 +65,36 @@ fn wgpu_f16_mlm_model() {
 fn wgpu_f16_tokcls_model() {
     tokcls_model(&testing::gpu_f16());
 }
+#[test]
+fn wgpu_f16_activations_mlm_model() {
+    mlm_model(&testing::gpu_f16_activations());
+}
+#[test]
+fn wgpu_f16_activations_tokcls_model() {
+    tokcls_model(&testing::gpu_f16_activations());
+}
+
+/// f16 end to end really stores activations in f16: its encoder output differs from the one with
+/// f16 weights and f32 activations, by about f16's rounding, not by a mistake.
+#[test]
+fn f16_activations_are_f16_and_close_to_f32_activations() {
+    let hidden = |be: &kernels::GpuBackend| {
+        let folder = ModelFolder::open(&fixture("tiny-modernbert-mlm")).unwrap();
+        let model = ModernBert::load(be, folder.config, &folder.checkpoint).unwrap();
+        let ids: Vec<Vec<u32>> = (0..3).map(|b| testing::rand_ids(37 + 20 * b, b as u32 + 1, 300)).collect();
+        let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let batch = model.batch(be, &seqs).unwrap();
+        testing::block_on(be.read(&model.encode(be, &batch, None).unwrap())).unwrap()
+    };
+    let end_to_end = testing::gpu_f16_activations();
+    assert!(end_to_end.device_info().details.iter().any(|(k, v)| k == "activations stored as" && v == "f16"));
+    let (a, b) = (hidden(&end_to_end), hidden(&testing::gpu_f16()));
+    let max = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(max > 0.0, "f16 activations gave bit-identical output to f32 activations");
+    let cos = kernels::tolerance::cosine(&a, &b);
+    assert!(cos > 0.9999, "cosine {cos}, max abs difference {max}");
+}
+
 #[test]
 fn cpu_tokcls_model() {
     tokcls_model(&testing::cpu());

@@ -82,6 +82,10 @@ pub trait Backend {
     /// Describe an unpadded batch: `cu_seqlens` [B+1], strictly increasing, starting at 0.
     fn seqs(&self, cu_seqlens: &[u32]) -> Result<Self::Seqs>;
     fn shape<'a>(&self, t: &'a Self::Tensor) -> &'a [usize];
+    /// How activations are stored (f32, or f16 on a GPU backend with f16 activations).
+    fn activation_dtype(&self) -> DType {
+        DType::F32
+    }
     /// Device memory in bytes (in use, reserved by the allocator's pools), where the backend
     /// has a device; `None` on the CPU (whose memory is the process's RSS).
     fn device_memory(&self) -> Option<(u64, u64)> {

@@ -37,6 +37,11 @@ pub fn gpu_f16() -> GpuBackend {
     gpu().with_dtype(crate::backend::DType::F16).unwrap_or_else(|e| panic!("f16 GPU tests need an adapter with shader-f16: {e}"))
 }
 
+/// The wgpu backend f16 end to end: weights and activations stored in f16.
+pub fn gpu_f16_activations() -> GpuBackend {
+    gpu_f16().with_activations(crate::backend::DType::F16).unwrap_or_else(|e| panic!("f16 GPU tests need an adapter with shader-f16: {e}"))
+}
+
 /// Deterministic values uniform in [-scale, scale) (xorshift32).
 pub fn rand_vec(n: usize, seed: u32, scale: f32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(0x9E37_79B9) | 1;

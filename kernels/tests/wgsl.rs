@@ -154,6 +154,7 @@ fn every_kernel_validates_as_webgpu_wgsl() {
     log::set_max_level(log::LevelFilter::Trace);
     exercise_every_op(gpu());
     exercise_every_op(kernels::testing::gpu_f16());
+    exercise_every_op(kernels::testing::gpu_f16_activations());
     exercise_training_ops(gpu());
     exercise_mixed_precision(kernels::testing::gpu_f16());
     let modules = MODULES.lock().unwrap().clone();

@@ -96,7 +96,9 @@ impl DeidModel {
         let device = match device.as_str() {
             "cpu" => Device::Cpu(load_on(CpuBackend::new(), &config, &checkpoint).map_err(js_err)?),
             "gpu" | "auto" => match kernels::device::wgpu_device_async(kernels::device::AdapterChoice::Default).await {
-                Ok(d) => match load_on(GpuBackend::new(d), &config, &checkpoint) {
+                // f16 end to end where the adapter has shader-f16 (half the memory and bandwidth),
+                // else f32 (SwiftShader, many mobile GPUs).
+                Ok(d) => match load_on(GpuBackend::f16_where_supported(d), &config, &checkpoint) {
                     Ok(s) => Device::Gpu(s),
                     Err(e) if device == "auto" => {
                         fallback = Some(format!("the WebGPU adapter cannot run this model ({e}); running on the CPU instead"));
@@ -130,12 +132,13 @@ impl DeidModel {
             "context": config.max_position_embeddings,
             "backend": info.backend,
             "adapter": info.name,
+            "precision": info.details.iter().find(|(k, _)| k == "activations stored as").map_or("f32", |(_, v)| v.as_str()),
             "fallback": fallback,
         });
         Ok(DeidModel { inner: Rc::new(Inner { device, tokenizer, scheme, info }) })
     }
 
-    /// `{parameters, layers, hidden_size, labels, categories, context, backend, adapter, fallback}`
+    /// `{parameters, layers, hidden_size, labels, categories, context, backend, adapter, precision, fallback}`
     /// as JSON (`fallback` says why the CPU runs when WebGPU was asked for, else null).
     pub fn info(&self) -> String {
         self.inner.info.to_string()

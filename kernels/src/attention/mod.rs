@@ -173,20 +173,21 @@ pub fn attention(gpu: &GpuBackend, qkv: &GpuTensor, seqs: &GpuSeqs, nh: usize, w
     let hd = h / nh;
     let bk = key_tile(hd);
     let limits = gpu.limits();
-    if 2 * bk * hd * gpu.dtype.size() > limits.max_shared_bytes || BQ as u32 > limits.max_units_per_cube {
+    let (qh, ad) = qkv.act("attention")?;
+    if 2 * bk * hd * ad.size() > limits.max_shared_bytes || BQ as u32 > limits.max_units_per_cube {
         return Err(Error::limit("attention", format!("head dim {hd} needs more workgroup memory or invocations than the device has")));
     }
     let max_count = limits.max_cube_count as usize;
     if seqs.n_attn_blocks > max_count || nh > max_count {
         return Err(Error::limit("attention", format!("{} query blocks × {nh} heads exceed the device's grid", seqs.n_attn_blocks)));
     }
-    let out = gpu.alloc("attention", t * h)?;
-    let lse = gpu.alloc("attention", t * nh)?;
-    launch_float!(DType::F32, attention_kernel(
+    let out = gpu.alloc_as("attention", t * h, ad)?;
+    let lse = gpu.alloc_as("attention", t * nh, ad)?;
+    launch_float!(ad, attention_kernel(
             gpu.client(),
             CubeCount::Static(seqs.n_attn_blocks as u32, nh as u32, 1),
             CubeDim::new_1d(BQ as u32),
-            BufferArg::from_raw_parts(qkv.handle("attention")?, t * three_h),
+            BufferArg::from_raw_parts(qh, t * three_h),
             BufferArg::from_raw_parts(seqs.attn_blocks.clone(), seqs.n_attn_blocks * 3),
             BufferArg::from_raw_parts(out.clone(), t * h),
             BufferArg::from_raw_parts(lse.clone(), t * nh),
@@ -199,7 +200,7 @@ pub fn attention(gpu: &GpuBackend, qkv: &GpuTensor, seqs: &GpuSeqs, nh: usize, w
             bk,
             window.is_some(),
         ));
-    Ok((GpuTensor::single(out, vec![t, h]), GpuTensor::single(lse, vec![t, nh])))
+    Ok((GpuTensor::of(out, vec![t, h], ad), GpuTensor::of(lse, vec![t, nh], ad)))
 }
 
 /// δ[t, head] = Σ_d dout[t, head·hd + d] · out[t, head·hd + d], over n = T·nh rows.

@@ -11,7 +11,7 @@ use cubecl::prelude::*;
 use cubecl::server::Handle;
 
 use crate::backend::DType;
-use crate::gpu::{launch_float, launch_weighted, GpuBackend, GpuTensor, ELEMWISE_UNITS};
+use crate::gpu::{launch_float, launch_pair, launch_weighted, GpuBackend, GpuTensor, ELEMWISE_UNITS};
 use crate::layernorm::block_sum;
 use crate::{Error, Result};
 
@@ -93,6 +93,24 @@ fn same_shape(op: &'static str, a: &GpuTensor, b: &GpuTensor) -> Result<()> {
 /// are added part by part when both have the same chunks.
 pub fn add(gpu: &GpuBackend, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
     same_shape("add", a, b)?;
+    if a.dtype == DType::F16 || b.dtype == DType::F16 {
+        // f16 activations: always one buffer each.
+        let ((ah, ad), (bh, bd)) = (a.act("add")?, b.act("add")?);
+        if ad != bd {
+            return Err(Error::shape("add", format!("{} + {} tensors", ad.name(), bd.name())));
+        }
+        let n = a.len();
+        let out = gpu.alloc_as("add", n, ad)?;
+        let (count, dim) = gpu.elementwise("add", n, ELEMWISE_UNITS)?;
+        launch_float!(ad, add_kernel(
+                gpu.client(), count, dim,
+                BufferArg::from_raw_parts(ah, n),
+                BufferArg::from_raw_parts(bh, n),
+                BufferArg::from_raw_parts(out.clone(), n),
+                n,
+            ));
+        return Ok(GpuTensor::of(out, a.shape.clone(), ad));
+    }
     if !a.same_layout(b) {
         return Err(Error::limit("add", format!("{:?} is stored in {} and {} row chunks", a.shape, a.parts.len(), b.parts.len())));
     }
@@ -116,15 +134,16 @@ pub fn add(gpu: &GpuBackend, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> 
 /// x [*] → GELU(x) [*].
 pub fn gelu(gpu: &GpuBackend, x: &GpuTensor) -> Result<GpuTensor> {
     let n = x.len();
-    let out = gpu.alloc("gelu", n)?;
+    let (xh, ad) = x.act("gelu")?;
+    let out = gpu.alloc_as("gelu", n, ad)?;
     let (count, dim) = gpu.elementwise("gelu", n, ELEMWISE_UNITS)?;
-    launch_float!(DType::F32, gelu_kernel(
+    launch_float!(ad, gelu_kernel(
             gpu.client(), count, dim,
-            BufferArg::from_raw_parts(x.handle("gelu")?, n),
+            BufferArg::from_raw_parts(xh, n),
             BufferArg::from_raw_parts(out.clone(), n),
             n,
         ));
-    Ok(GpuTensor::single(out, x.shape.clone()))
+    Ok(GpuTensor::of(out, x.shape.clone(), ad))
 }
 
 /// u [N, 2I] → GELU(u[:, :I]) ⊙ u[:, I:] [N, I].
@@ -135,15 +154,16 @@ pub fn geglu(gpu: &GpuBackend, u: &GpuTensor) -> Result<GpuTensor> {
     }
     let inter = two_i / 2;
     let n = rows * inter;
-    let out = gpu.alloc("geglu", n)?;
+    let (uh, ad) = u.act("geglu")?;
+    let out = gpu.alloc_as("geglu", n, ad)?;
     let (count, dim) = gpu.elementwise("geglu", n, ELEMWISE_UNITS)?;
-    launch_float!(DType::F32, geglu_kernel(
+    launch_float!(ad, geglu_kernel(
             gpu.client(), count, dim,
-            BufferArg::from_raw_parts(u.handle("geglu")?, rows * two_i),
+            BufferArg::from_raw_parts(uh, rows * two_i),
             BufferArg::from_raw_parts(out.clone(), n),
             n, inter,
         ));
-    Ok(GpuTensor::single(out, vec![rows, inter]))
+    Ok(GpuTensor::of(out, vec![rows, inter], ad))
 }
 
 /// y [N, M] += b [M], in place on a tensor the caller just created.
@@ -154,9 +174,10 @@ pub(crate) fn add_bias_in_place(gpu: &GpuBackend, y: &GpuTensor, b: &GpuTensor) 
     }
     let n = rows * m;
     let (count, dim) = gpu.elementwise("bias", n, ELEMWISE_UNITS)?;
-    launch_weighted!(b.dtype, add_bias_kernel(
+    let (yh, ad) = y.act("bias")?;
+    launch_pair!(ad, b.dtype, add_bias_kernel(
             gpu.client(), count, dim,
-            BufferArg::from_raw_parts(y.handle("bias")?, n),
+            BufferArg::from_raw_parts(yh, n),
             BufferArg::from_raw_parts(b.stored("bias")?, m),
             n, m,
         ));
@@ -172,22 +193,27 @@ pub(crate) fn copy_columns(gpu: &GpuBackend, src: &GpuTensor, dst: &GpuTensor, c
     }
     let n = rows * m;
     let (count, dim) = gpu.elementwise("copy_columns", n, ELEMWISE_UNITS)?;
-    launch_float!(DType::F32, copy_columns_kernel(
+    let ((sh, sd), (dh, dd)) = (src.act("copy_columns")?, dst.act("copy_columns")?);
+    if sd != dd {
+        return Err(Error::shape("copy_columns", format!("{} into {}", sd.name(), dd.name())));
+    }
+    launch_float!(sd, copy_columns_kernel(
             gpu.client(), count, dim,
-            BufferArg::from_raw_parts(src.handle("copy_columns")?, n),
-            BufferArg::from_raw_parts(dst.handle("copy_columns")?, rows * ld),
+            BufferArg::from_raw_parts(sh, n),
+            BufferArg::from_raw_parts(dh, rows * ld),
             n, m, ld, col0,
         ));
     Ok(())
 }
 
-/// Copy n values from src[src_off..] to dst[dst_off..] (flat f32 buffers; the caller checks ranges).
-pub(crate) fn copy_range(gpu: &GpuBackend, src: &Handle, dst: &Handle, src_off: usize, dst_off: usize, n: usize) -> Result<()> {
+/// Copy n values from src[src_off..] to dst[dst_off..] (flat buffers of `dtype`; the caller
+/// checks ranges).
+pub(crate) fn copy_range(gpu: &GpuBackend, dtype: DType, src: &Handle, dst: &Handle, src_off: usize, dst_off: usize, n: usize) -> Result<()> {
     if n == 0 {
         return Ok(());
     }
     let (count, dim) = gpu.elementwise("copy", n, ELEMWISE_UNITS)?;
-    launch_float!(DType::F32, copy_range_kernel(
+    launch_float!(dtype, copy_range_kernel(
             gpu.client(), count, dim,
             BufferArg::from_raw_parts(src.clone(), src_off + n),
             BufferArg::from_raw_parts(dst.clone(), dst_off + n),

@@ -11,7 +11,7 @@ use cubecl::prelude::*;
 
 use crate::backend::{Backend, DType};
 use crate::elementwise::fill;
-use crate::gpu::{launch_float, launch_weighted, GpuBackend, GpuIds, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
+use crate::gpu::{launch_float, launch_pair, GpuBackend, GpuIds, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
 use crate::{Error, Result};
 
 #[cfg(test)]
@@ -48,16 +48,16 @@ fn mean_pool_kernel<F: Float>(x: &[F], cu_seqlens: &[u32], out: &mut [F], n: usi
     }
 }
 
-fn gather(gpu: &GpuBackend, op: &'static str, table: &GpuTensor, ids: &GpuIds) -> Result<GpuTensor> {
+fn gather(gpu: &GpuBackend, op: &'static str, table: &GpuTensor, ids: &GpuIds, out_dtype: DType) -> Result<GpuTensor> {
     let (rows, h) = table.matrix();
     if let Some(max) = ids.max.filter(|&m| m as usize >= rows) {
         return Err(Error::shape(op, format!("index {max} outside a table of {rows} rows")));
     }
     let n = ids.len * h;
-    let out = gpu.alloc(op, n)?;
+    let out = gpu.alloc_as(op, n, out_dtype)?;
     let (count, dim) = gpu.elementwise(op, n, ELEMWISE_UNITS)?;
     for (lo, part_rows, handle) in table.chunks() {
-        launch_weighted!(table.dtype, gather_kernel(
+        launch_pair!(out_dtype, table.dtype, gather_kernel(
                 gpu.client(), count.clone(), dim,
                 BufferArg::from_raw_parts(handle.clone(), part_rows * h),
                 BufferArg::from_raw_parts(ids.handle.clone(), ids.len),
@@ -65,17 +65,20 @@ fn gather(gpu: &GpuBackend, op: &'static str, table: &GpuTensor, ids: &GpuIds) -
                 n, h, lo as u32, part_rows as u32,
             ));
     }
-    Ok(GpuTensor::single(out, vec![ids.len, h]))
+    Ok(GpuTensor::of(out, vec![ids.len, h], out_dtype))
 }
 
-/// table [V, H] (a weight, possibly in row chunks), ids [T] → table[ids] [T, H] (f32).
+/// table [V, H] (a weight, possibly in row chunks), ids [T] → table[ids] [T, H] (an activation).
 pub fn embedding(gpu: &GpuBackend, table: &GpuTensor, ids: &GpuIds) -> Result<GpuTensor> {
-    gather(gpu, "embedding", table, ids)
+    gather(gpu, "embedding", table, ids, gpu.act)
 }
 
 /// x [N, H], rows [R] → x[rows] [R, H].
 pub fn gather_rows(gpu: &GpuBackend, x: &GpuTensor, rows: &GpuIds) -> Result<GpuTensor> {
-    gather(gpu, "gather_rows", x, rows)
+    if x.dtype == DType::BF16 {
+        return Err(Error::shape("gather_rows", "bf16 tensor on the GPU"));
+    }
+    gather(gpu, "gather_rows", x, rows, x.dtype)
 }
 
 /// x [T, H] → per-sequence mean [B, H].
@@ -86,16 +89,17 @@ pub fn mean_pool(gpu: &GpuBackend, x: &GpuTensor, seqs: &GpuSeqs) -> Result<GpuT
     }
     let b = seqs.cu_seqlens.len() - 1;
     let n = b * h;
-    let out = gpu.alloc("mean_pool", n)?;
+    let (xh, ad) = x.act("mean_pool")?;
+    let out = gpu.alloc_as("mean_pool", n, ad)?;
     let (count, dim) = gpu.elementwise("mean_pool", n, ELEMWISE_UNITS)?;
-    launch_float!(DType::F32, mean_pool_kernel(
+    launch_float!(ad, mean_pool_kernel(
             gpu.client(), count, dim,
-            BufferArg::from_raw_parts(x.handle("mean_pool")?, t * h),
+            BufferArg::from_raw_parts(xh, t * h),
             BufferArg::from_raw_parts(seqs.cu.clone(), b + 1),
             BufferArg::from_raw_parts(out.clone(), n),
             n, h,
         ));
-    Ok(GpuTensor::single(out, vec![b, h]))
+    Ok(GpuTensor::of(out, vec![b, h], ad))
 }
 
 /// Invocations per distinct id in the embedding backward (they split the columns).

@@ -61,6 +61,20 @@ impl GpuTensor {
         }
         self.stored(op)
     }
+    /// The one buffer of an activation and its element type (f32, or f16 on a backend with f16
+    /// activations).
+    pub(crate) fn act(&self, op: &'static str) -> Result<(Handle, DType)> {
+        if self.dtype == DType::BF16 {
+            return Err(Error::shape(op, format!("expected an f32 or f16 activation, got a bf16 tensor {:?}", self.shape)));
+        }
+        Ok((self.stored(op)?, self.dtype))
+    }
+    /// An activation in one buffer, stored as `dtype`.
+    pub(crate) fn of(handle: Handle, shape: Vec<usize>, dtype: DType) -> Self {
+        let mut t = GpuTensor::single(handle, shape);
+        t.dtype = dtype;
+        t
+    }
     /// The one buffer of a tensor in any dtype (a weight).
     pub(crate) fn stored(&self, op: &'static str) -> Result<Handle> {
         match self.parts.as_slice() {
@@ -111,6 +125,8 @@ pub struct GpuBackend {
     pub(crate) max_binding_bytes: usize,
     /// How `upload_weight` stores parameters.
     pub(crate) dtype: DType,
+    /// How `upload` and the inference ops store activations: f32, or f16 (`with_activations`).
+    pub(crate) act: DType,
     /// Which cubek GEMM runs the products, and what ran.
     pub(crate) gemm: crate::linear::GemmPath,
     pub(crate) gemm_log: std::sync::Arc<crate::linear::GemmLog>,
@@ -128,6 +144,21 @@ macro_rules! launch_float {
 }
 pub(crate) use launch_float;
 
+/// Launch a kernel generic over `<A, W>`: activations stored as `$adtype` (f32 or f16) and
+/// weights stored as `$wdtype`.
+macro_rules! launch_pair {
+    ($adtype:expr, $wdtype:expr, $kernel:ident ( $($arg:expr),* $(,)? )) => {
+        match ($adtype, $wdtype) {
+            ($crate::backend::DType::F32, $crate::backend::DType::F32) => unsafe { $kernel::launch_unchecked::<f32, f32>($($arg),*) },
+            ($crate::backend::DType::F32, $crate::backend::DType::F16) => unsafe { $kernel::launch_unchecked::<f32, half::f16>($($arg),*) },
+            ($crate::backend::DType::F16, $crate::backend::DType::F32) => unsafe { $kernel::launch_unchecked::<half::f16, f32>($($arg),*) },
+            ($crate::backend::DType::F16, $crate::backend::DType::F16) => unsafe { $kernel::launch_unchecked::<half::f16, half::f16>($($arg),*) },
+            _ => unreachable!("GpuBackend::with_dtype refuses bf16"),
+        }
+    };
+}
+pub(crate) use launch_pair;
+
 /// Launch a kernel generic over `<A, W>`: f32 activations and weights stored as `$wdtype`.
 macro_rules! launch_weighted {
     ($wdtype:expr, $kernel:ident ( $($arg:expr),* $(,)? )) => {
@@ -144,7 +175,18 @@ impl GpuBackend {
     /// A backend with f32 weights.
     pub fn new(device: GpuDevice) -> Self {
         let max_binding_bytes = device.limits.max_binding_bytes;
-        GpuBackend { device, max_binding_bytes, dtype: DType::F32, gemm: Default::default(), gemm_log: Default::default() }
+        GpuBackend { device, max_binding_bytes, dtype: DType::F32, act: DType::F32, gemm: Default::default(), gemm_log: Default::default() }
+    }
+
+    /// f16 end to end (weights and activations) where the adapter has `shader-f16`, else f32.
+    pub fn f16_where_supported(device: GpuDevice) -> Self {
+        let f16 = device.limits.f16;
+        let b = GpuBackend::new(device);
+        if f16 {
+            GpuBackend { dtype: DType::F16, act: DType::F16, ..b }
+        } else {
+            b
+        }
     }
 
     /// Run the products on `path` (default `Auto`: tensor cores where available).
@@ -176,6 +218,32 @@ impl GpuBackend {
         }
         self.dtype = dtype;
         Ok(self)
+    }
+
+    /// Store activations as `dtype` too: f16 end to end (f16 in memory, f32 arithmetic and
+    /// accumulation inside every kernel, GEMMs with f16 operands and f32 accumulators), or f32.
+    /// Inference only: the training ops take f32 tensors.
+    pub fn with_activations(mut self, dtype: DType) -> Result<Self> {
+        match dtype {
+            DType::BF16 => return Err(Error::Device("WGSL has no bf16: activations are f32 or f16".into())),
+            DType::F16 if !self.device.limits.f16 => return Err(Error::Device(format!("{} has no shader-f16 support; use f32", self.device.adapter_name))),
+            _ => {}
+        }
+        self.act = dtype;
+        Ok(self)
+    }
+
+    /// A new buffer of `elems` values stored as `dtype`; refused above one binding.
+    pub(crate) fn alloc_as(&self, op: &'static str, elems: usize, dtype: DType) -> Result<Handle> {
+        let bytes = elems * dtype.size();
+        if bytes > self.max_binding_bytes {
+            return Err(Error::limit(
+                op,
+                format!("an output of {elems} {} values ({bytes} bytes) exceeds the device's {} bytes per binding; process fewer rows at a time", dtype.name(), self.max_binding_bytes),
+            ));
+        }
+        // Buffer sizes stay multiples of 4 bytes (an odd number of f16 values is padded).
+        Ok(self.client().empty(bytes.next_multiple_of(4).max(4)))
     }
 
     /// Pretend the device binds at most `bytes` per tensor, so that tests can exercise the
@@ -334,9 +402,14 @@ impl Backend for GpuBackend {
                 ("storage buffers per stage".into(), l.max_storage_buffers.to_string()),
                 ("shader-f16".into(), l.f16.to_string()),
                 ("weights stored as".into(), self.dtype.name().into()),
+                ("activations stored as".into(), self.act.name().into()),
                 ("GEMM path".into(), format!("{:?}: {}", self.gemm, self.gemm_summary())),
             ],
         }
+    }
+
+    fn activation_dtype(&self) -> DType {
+        self.act
     }
 
     fn device_memory(&self) -> Option<(u64, u64)> {
@@ -344,7 +417,7 @@ impl Backend for GpuBackend {
     }
 
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<GpuTensor> {
-        self.upload_as(data, shape, DType::F32)
+        self.upload_as(data, shape, self.act)
     }
 
     fn upload_weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<GpuTensor> {
@@ -425,17 +498,23 @@ impl Backend for GpuBackend {
     }
     fn slice_rows(&self, x: &GpuTensor, start: usize, end: usize) -> Result<GpuTensor> {
         let cols = check_slice(&x.shape, start, end)?;
-        let out = GpuTensor::single(self.alloc("slice_rows", (end - start) * cols)?, vec![end - start, cols]);
-        crate::elementwise::copy_range(self, &x.handle("slice_rows")?, &out.parts[0], start * cols, 0, (end - start) * cols)?;
+        let (xh, ad) = x.act("slice_rows")?;
+        let out = GpuTensor::of(self.alloc_as("slice_rows", (end - start) * cols, ad)?, vec![end - start, cols], ad);
+        crate::elementwise::copy_range(self, ad, &xh, &out.parts[0], start * cols, 0, (end - start) * cols)?;
         Ok(out)
     }
 
     fn concat_rows(&self, parts: &[GpuTensor]) -> Result<GpuTensor> {
         let (rows, cols) = check_concat(parts.iter().map(|p| p.shape.as_slice()))?;
-        let out = GpuTensor::single(self.alloc("concat_rows", rows * cols)?, vec![rows, cols]);
+        let ad = parts.first().map_or(self.act, |p| p.dtype);
+        let out = GpuTensor::of(self.alloc_as("concat_rows", rows * cols, ad)?, vec![rows, cols], ad);
         let mut offset = 0;
         for p in parts {
-            crate::elementwise::copy_range(self, &p.handle("concat_rows")?, &out.parts[0], 0, offset, p.len())?;
+            let (ph, pd) = p.act("concat_rows")?;
+            if pd != ad {
+                return Err(Error::shape("concat_rows", format!("parts stored as {} and {}", ad.name(), pd.name())));
+            }
+            crate::elementwise::copy_range(self, ad, &ph, &out.parts[0], 0, offset, p.len())?;
             offset += p.len();
         }
         Ok(out)

@@ -10,7 +10,7 @@ use cubecl::prelude::*;
 
 use crate::backend::DType;
 use crate::elementwise::{column_grid, finish_column_sums, ROWS_PER_BLOCK, SUM_COLS, SUM_LANES};
-use crate::gpu::{launch_float, launch_weighted, GpuBackend, GpuTensor};
+use crate::gpu::{launch_float, launch_pair, GpuBackend, GpuTensor};
 use crate::{Error, Result};
 
 #[cfg(test)]
@@ -116,18 +116,19 @@ pub fn layer_norm(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&Gpu
     if b.is_some_and(|b| b.dtype != w.dtype) {
         return Err(Error::shape("layer_norm", "weight and bias are stored in different dtypes"));
     }
-    let out = gpu.alloc("layer_norm", rows * h)?;
+    let (xh, ad) = x.act("layer_norm")?;
+    let out = gpu.alloc_as("layer_norm", rows * h, ad)?;
     let w_handle = w.stored("layer_norm")?;
     // Without a bias the kernel never reads `b`; bind the weight in its place.
     let b_handle = match b {
         Some(b) => b.stored("layer_norm")?,
         None => w_handle.clone(),
     };
-    launch_weighted!(w.dtype, layer_norm_kernel(
+    launch_pair!(ad, w.dtype, layer_norm_kernel(
             gpu.client(),
             gpu.grid("layer_norm", rows)?,
             CubeDim::new_1d(UNITS as u32),
-            BufferArg::from_raw_parts(x.handle("layer_norm")?, rows * h),
+            BufferArg::from_raw_parts(xh, rows * h),
             BufferArg::from_raw_parts(w_handle, h),
             BufferArg::from_raw_parts(b_handle, h),
             BufferArg::from_raw_parts(out.clone(), rows * h),
@@ -136,7 +137,7 @@ pub fn layer_norm(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&Gpu
             eps,
             b.is_some(),
         ));
-    Ok(GpuTensor::single(out, x.shape.clone()))
+    Ok(GpuTensor::of(out, x.shape.clone(), ad))
 }
 
 /// s = x + y and LayerNorm(s) for each row of x, y [rows, h]: the residual add fused with the
@@ -209,19 +210,23 @@ pub fn add_layer_norm(gpu: &GpuBackend, x: &GpuTensor, y: &GpuTensor, w: &GpuTen
     if b.is_some_and(|b| b.dtype != w.dtype) {
         return Err(Error::shape("add_layer_norm", "weight and bias are stored in different dtypes"));
     }
-    let sum = gpu.alloc("add_layer_norm", rows * h)?;
-    let out = gpu.alloc("add_layer_norm", rows * h)?;
+    let ((xh, ad), (yh, yd)) = (x.act("add_layer_norm")?, y.act("add_layer_norm")?);
+    if ad != yd {
+        return Err(Error::shape("add_layer_norm", format!("x stored as {}, y as {}", ad.name(), yd.name())));
+    }
+    let sum = gpu.alloc_as("add_layer_norm", rows * h, ad)?;
+    let out = gpu.alloc_as("add_layer_norm", rows * h, ad)?;
     let w_handle = w.stored("add_layer_norm")?;
     let b_handle = match b {
         Some(b) => b.stored("add_layer_norm")?,
         None => w_handle.clone(),
     };
-    launch_weighted!(w.dtype, add_layer_norm_kernel(
+    launch_pair!(ad, w.dtype, add_layer_norm_kernel(
             gpu.client(),
             gpu.grid("add_layer_norm", rows)?,
             CubeDim::new_1d(UNITS as u32),
-            BufferArg::from_raw_parts(x.handle("add_layer_norm")?, rows * h),
-            BufferArg::from_raw_parts(y.handle("add_layer_norm")?, rows * h),
+            BufferArg::from_raw_parts(xh, rows * h),
+            BufferArg::from_raw_parts(yh, rows * h),
             BufferArg::from_raw_parts(w_handle, h),
             BufferArg::from_raw_parts(b_handle, h),
             BufferArg::from_raw_parts(sum.clone(), rows * h),
@@ -231,7 +236,7 @@ pub fn add_layer_norm(gpu: &GpuBackend, x: &GpuTensor, y: &GpuTensor, w: &GpuTen
             eps,
             b.is_some(),
         ));
-    Ok((GpuTensor::single(sum, x.shape.clone()), GpuTensor::single(out, x.shape.clone())))
+    Ok((GpuTensor::of(sum, x.shape.clone(), ad), GpuTensor::of(out, x.shape.clone(), ad)))
 }
 
 /// Per row of x [rows, h]: with x̂ = (x − μ)·r and g = dy ⊙ w,

@@ -43,8 +43,10 @@ fn binding(handle: Handle, shape: [usize; 2], strides: [usize; 2]) -> TensorBind
 /// Which of cubek's GEMMs runs the products.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GemmPath {
-    /// Tensor cores (cubek's SimpleCyclicCmma) where the device and the operand types allow them,
-    /// else the unit path; the first refusal is remembered (and reported) and not retried.
+    /// With reduced-precision (f16) weights: tensor cores (cubek's SimpleCyclicCmma) where the
+    /// device and the operand types allow them, else the unit path; the first refusal is
+    /// remembered (and reported) and not retried. With f32 weights: the unit path, so that f32
+    /// stays f32 (tensor cores would round the operands).
     #[default]
     Auto,
     /// cubek's SimpleUnit: registers only, no accelerator; the only path cubecl's WGSL compiler
@@ -119,7 +121,7 @@ impl GemmLog {
 fn launch_gemm(gpu: &GpuBackend, op: &'static str, lhs: InputBinding, rhs: InputBinding, out: TensorBinding, dtypes: &mut MatmulElems) -> Result<()> {
     let unit = GemmPath::Unit.strategy();
     let strategy = match gpu.gemm {
-        GemmPath::Auto if gpu.gemm_log.refused() => unit,
+        GemmPath::Auto if gpu.dtype == DType::F32 || gpu.gemm_log.refused() => unit,
         GemmPath::Auto => {
             let cmma = GemmPath::Cmma.strategy();
             let mut tried = dtypes.clone();
@@ -150,12 +152,13 @@ fn elem(d: DType) -> cubecl::ir::ElemType {
     }
 }
 
-/// y [n, m] (f32) = x [n, k] (f32) · w[m, k]ᵀ (stored as `wd`), accumulated in f32.
-fn matmul_nt(gpu: &GpuBackend, x: Handle, w: Handle, wd: DType, y: Handle, n: usize, k: usize, m: usize) -> Result<()> {
-    let lhs = InputBinding::Normal(binding(x, [n, k], [k, 1]), elem(DType::F32));
+/// y [n, m] = x [n, k] · w[m, k]ᵀ (w stored as `wd`; x and y as `ad`), accumulated in f32.
+#[allow(clippy::too_many_arguments)]
+fn matmul_nt(gpu: &GpuBackend, x: Handle, ad: DType, w: Handle, wd: DType, y: Handle, n: usize, k: usize, m: usize) -> Result<()> {
+    let lhs = InputBinding::Normal(binding(x, [n, k], [k, 1]), elem(ad));
     let rhs = InputBinding::Normal(binding(w, [k, m], [1, k]), elem(wd));
     let out = binding(y, [n, m], [m, 1]);
-    let mut dtypes = MatmulElems::from_globals(&MatmulGlobalElems { lhs: elem(DType::F32), rhs: elem(wd), out: elem(DType::F32) });
+    let mut dtypes = MatmulElems::from_globals(&MatmulGlobalElems { lhs: elem(ad), rhs: elem(wd), out: elem(ad) });
     launch_gemm(gpu, "linear", lhs, rhs, out, &mut dtypes)
 }
 
@@ -178,16 +181,16 @@ pub fn linear(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTens
     }
     let mut shape = x.shape.clone();
     *shape.last_mut().unwrap() = m;
-    let y = GpuTensor::single(gpu.alloc("linear", n * m)?, shape);
+    let (xh, ad) = x.act("linear")?;
+    let y = GpuTensor::of(gpu.alloc_as("linear", n * m, ad)?, shape, ad);
     if n > 0 && m > 0 {
-        let xh = x.handle("linear")?;
         let w = in_weight_dtype(gpu, w)?;
         if w.parts.len() == 1 {
-            matmul_nt(gpu, xh, w.parts[0].clone(), w.dtype, y.parts[0].clone(), n, k, m)?;
+            matmul_nt(gpu, xh, ad, w.parts[0].clone(), w.dtype, y.parts[0].clone(), n, k, m)?;
         } else {
             for (lo, rows, handle) in w.chunks() {
-                let part = GpuTensor::single(gpu.alloc("linear", n * rows)?, vec![n, rows]);
-                matmul_nt(gpu, xh.clone(), handle.clone(), w.dtype, part.parts[0].clone(), n, k, rows)?;
+                let part = GpuTensor::of(gpu.alloc_as("linear", n * rows, ad)?, vec![n, rows], ad);
+                matmul_nt(gpu, xh.clone(), ad, handle.clone(), w.dtype, part.parts[0].clone(), n, k, rows)?;
                 copy_columns(gpu, &part, &y, lo)?;
             }
         }

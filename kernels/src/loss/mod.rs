@@ -7,7 +7,7 @@
 use cubecl::prelude::*;
 
 use crate::backend::DType;
-use crate::gpu::{launch_float, GpuBackend, GpuIds, GpuTensor};
+use crate::gpu::{launch_float, launch_pair, GpuBackend, GpuIds, GpuTensor};
 use crate::layernorm::{block_max, block_sum};
 use crate::{Error, Result};
 
@@ -30,7 +30,7 @@ fn check_labels(op: &'static str, logits: &GpuTensor, labels: &GpuIds) -> Result
 
 /// loss[r] = logsumexp(logits[r, :]) − logits[r, labels[r]] for logits [rows, c].
 #[cube(launch_unchecked)]
-fn cross_entropy_kernel<F: Float>(logits: &[F], labels: &[u32], loss: &mut [F], rows: usize, c: usize) {
+fn cross_entropy_kernel<F: Float, L: Float>(logits: &[F], labels: &[u32], loss: &mut [L], rows: usize, c: usize) {
     let mut s_max = Shared::<[f32]>::new_slice(UNITS);
     let mut s_sum = Shared::<[f32]>::new_slice(UNITS);
     let row = CUBE_POS;
@@ -57,7 +57,7 @@ fn cross_entropy_kernel<F: Float>(logits: &[F], labels: &[u32], loss: &mut [F], 
         let sum = s_sum[0];
         if tid == 0 {
             let label = labels[row] as usize;
-            loss[row] = F::cast_from(row_max + sum.ln() - f32::cast_from(logits[base + label]));
+            loss[row] = L::cast_from(row_max + sum.ln() - f32::cast_from(logits[base + label]));
         }
     }
 }
@@ -66,11 +66,12 @@ fn cross_entropy_kernel<F: Float>(logits: &[F], labels: &[u32], loss: &mut [F], 
 pub fn cross_entropy(gpu: &GpuBackend, logits: &GpuTensor, labels: &GpuIds) -> Result<GpuTensor> {
     let (rows, c) = check_labels("cross_entropy", logits, labels)?;
     let out = gpu.alloc("cross_entropy", rows)?;
-    launch_float!(DType::F32, cross_entropy_kernel(
+    let (lh, ad) = logits.act("cross_entropy")?;
+    launch_pair!(ad, DType::F32, cross_entropy_kernel(
             gpu.client(),
             gpu.grid("cross_entropy", rows)?,
             CubeDim::new_1d(UNITS as u32),
-            BufferArg::from_raw_parts(logits.handle("cross_entropy")?, rows * c),
+            BufferArg::from_raw_parts(lh, rows * c),
             BufferArg::from_raw_parts(labels.handle.clone(), rows),
             BufferArg::from_raw_parts(out.clone(), rows),
             rows,
@@ -139,7 +140,7 @@ pub fn cross_entropy_backward(gpu: &GpuBackend, logits: &GpuTensor, labels: &Gpu
 /// rank[r] = #{j : logits[r, j] > logits[r, labels[r]]} for logits [rows, c], counted in f32
 /// (exact below 2²⁴ classes), one workgroup per row.
 #[cube(launch_unchecked)]
-fn label_rank_kernel<F: Float>(logits: &[F], labels: &[u32], rank: &mut [F], rows: usize, c: usize) {
+fn label_rank_kernel<F: Float, L: Float>(logits: &[F], labels: &[u32], rank: &mut [L], rows: usize, c: usize) {
     let mut s_count = Shared::<[f32]>::new_slice(UNITS);
     let row = CUBE_POS;
     if row < rows {
@@ -155,7 +156,7 @@ fn label_rank_kernel<F: Float>(logits: &[F], labels: &[u32], rank: &mut [F], row
         s_count[tid] = count;
         block_sum(&mut s_count);
         if tid == 0 {
-            rank[row] = F::cast_from(s_count[0]);
+            rank[row] = L::cast_from(s_count[0]);
         }
     }
 }
@@ -166,11 +167,12 @@ pub fn label_rank(gpu: &GpuBackend, logits: &GpuTensor, labels: &GpuIds) -> Resu
     let (rows, c) = check_labels(op, logits, labels)?;
     let out = gpu.alloc(op, rows)?;
     if rows > 0 {
-        launch_float!(DType::F32, label_rank_kernel(
+        let (lh, ad) = logits.act(op)?;
+        launch_pair!(ad, DType::F32, label_rank_kernel(
                 gpu.client(),
                 gpu.grid(op, rows)?,
                 CubeDim::new_1d(UNITS as u32),
-                BufferArg::from_raw_parts(logits.handle(op)?, rows * c),
+                BufferArg::from_raw_parts(lh, rows * c),
                 BufferArg::from_raw_parts(labels.handle.clone(), rows),
                 BufferArg::from_raw_parts(out.clone(), rows),
                 rows,

@@ -7,8 +7,7 @@
 
 use cubecl::prelude::*;
 
-use crate::backend::DType;
-use crate::gpu::{launch_float, GpuBackend, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
+use crate::gpu::{launch_pair, GpuBackend, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
 use crate::{Error, Result};
 
 #[cfg(test)]
@@ -34,11 +33,11 @@ pub fn rope_tables(theta: f64, hd: usize, positions: usize) -> (Vec<f32>, Vec<f3
 /// One invocation per element of qkv [T, 3H]: q and k elements are rotated, v is copied.
 /// `inverse` rotates by the negated angle (the backward: the rotation's transpose).
 #[cube(launch_unchecked)]
-fn rope_kernel<F: Float>(
+fn rope_kernel<F: Float, T: Float>(
     qkv: &[F],
     positions: &[u32],
-    cos: &[F],
-    sin: &[F],
+    cos: &[T],
+    sin: &[T],
     out: &mut [F],
     n: usize,
     h: usize,
@@ -102,16 +101,20 @@ fn rotate(gpu: &GpuBackend, op: &'static str, qkv: &GpuTensor, seqs: &GpuSeqs, c
         return Err(Error::limit(op, format!("a sequence of {} tokens needs tables of that many positions, have {p_max}", seqs.longest)));
     }
     let n = t * three_h;
-    let out = gpu.alloc(op, n)?;
+    let ((qh, ad), (ch, cd), (sh, sd)) = (qkv.act(op)?, cos.act(op)?, sin.act(op)?);
+    if cd != sd {
+        return Err(Error::shape(op, "cos and sin tables stored in different dtypes"));
+    }
+    let out = gpu.alloc_as(op, n, ad)?;
     let (count, dim) = gpu.elementwise(op, n, ELEMWISE_UNITS)?;
-    launch_float!(DType::F32, rope_kernel(
+    launch_pair!(ad, cd, rope_kernel(
             gpu.client(), count, dim,
-            BufferArg::from_raw_parts(qkv.handle(op)?, n),
+            BufferArg::from_raw_parts(qh, n),
             BufferArg::from_raw_parts(seqs.positions.clone(), t),
-            BufferArg::from_raw_parts(cos.handle(op)?, p_max * half),
-            BufferArg::from_raw_parts(sin.handle(op)?, p_max * half),
+            BufferArg::from_raw_parts(ch, p_max * half),
+            BufferArg::from_raw_parts(sh, p_max * half),
             BufferArg::from_raw_parts(out.clone(), n),
             n, h, hd, inverse,
         ));
-    Ok(GpuTensor::single(out, qkv.shape.clone()))
+    Ok(GpuTensor::of(out, qkv.shape.clone(), ad))
 }

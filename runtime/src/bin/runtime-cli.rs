@@ -42,11 +42,18 @@ enum Device {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum DTypeArg {
     F32,
-    /// Half-precision weight matrices, f32 arithmetic (GPUs with shader-f16).
+    /// Half-precision weight matrices (GPUs with shader-f16); with `--activations f16`, f16 end to
+    /// end.
     F16,
     /// bfloat16 weights and products, f32 accumulation (the CPU backend; twice the f32 rate with
     /// AVX512-BF16).
     Bf16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ActArg {
+    F32,
+    F16,
 }
 
 #[derive(Args)]
@@ -57,9 +64,13 @@ struct ModelArgs {
     model: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     device: Device,
-    /// Storage precision of the weights (activations and arithmetic stay f32).
+    /// Storage precision of the weights (arithmetic stays f32).
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     dtype: DTypeArg,
+    /// Storage precision of the activations on a GPU: f16 halves their memory and bandwidth and
+    /// lets GEMMs take f16 operands (f32 arithmetic and accumulation inside every kernel).
+    #[arg(long, value_enum, default_value_t = ActArg::F32)]
+    activations: ActArg,
     /// CPU threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -240,6 +251,8 @@ enum Command {
         device: Device,
         #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
         dtype: DTypeArg,
+        #[arg(long, value_enum, default_value_t = ActArg::F32)]
+        activations: ActArg,
         #[arg(long)]
         threads: Option<usize>,
         /// Also time one GEMM the size of the model's fused QKV projection on 1,024 tokens and
@@ -280,14 +293,23 @@ enum Chosen {
     Gpu(GpuBackend),
 }
 
-fn choose(device: Device, dtype: DTypeArg) -> Result<Chosen, Failure> {
+fn choose(device: Device, dtype: DTypeArg, activations: ActArg) -> Result<Chosen, Failure> {
     let dtype = match dtype {
         DTypeArg::F32 => DType::F32,
         DTypeArg::F16 => DType::F16,
         DTypeArg::Bf16 => DType::BF16,
     };
-    let gpu = |d| -> Result<Chosen, Failure> { Ok(Chosen::Gpu(GpuBackend::new(d).with_dtype(dtype)?)) };
-    let cpu = || -> Result<Chosen, Failure> { Ok(Chosen::Cpu(CpuBackend::new().with_dtype(dtype)?)) };
+    let act = match activations {
+        ActArg::F32 => DType::F32,
+        ActArg::F16 => DType::F16,
+    };
+    let gpu = |d| -> Result<Chosen, Failure> { Ok(Chosen::Gpu(GpuBackend::new(d).with_dtype(dtype)?.with_activations(act)?)) };
+    let cpu = || -> Result<Chosen, Failure> {
+        if act == DType::F16 {
+            return Err(Failure("--activations f16 needs a GPU with shader-f16; the CPU backend keeps activations in f32 (use --device gpu)".into()));
+        }
+        Ok(Chosen::Cpu(CpuBackend::new().with_dtype(dtype)?))
+    };
     let chosen = match device {
         Device::Cpu => cpu()?,
         Device::Gpu => gpu(wgpu_device(AdapterChoice::Default)?)?,
@@ -295,8 +317,8 @@ fn choose(device: Device, dtype: DTypeArg) -> Result<Chosen, Failure> {
         Device::Auto => match wgpu_device(AdapterChoice::Default) {
             // A software rasteriser (lavapipe) is slower than the CPU backend.
             Ok(d) if d.device_type != "Cpu" && (dtype == DType::F32 || (dtype == DType::F16 && d.limits.f16)) => gpu(d)?,
-            _ if dtype == DType::F16 => {
-                return Err(Failure("--dtype f16 needs a GPU with shader-f16; the CPU backend stores f32 or bf16 (use --device gpu, or --dtype f32/bf16)".into()))
+            _ if dtype == DType::F16 || act == DType::F16 => {
+                return Err(Failure("f16 (--dtype f16, --activations f16) needs a GPU with shader-f16; the CPU backend stores f32 or bf16 (use --device gpu, or --dtype f32/bf16)".into()))
             }
             _ => cpu()?,
         },
@@ -307,7 +329,7 @@ fn choose(device: Device, dtype: DTypeArg) -> Result<Chosen, Failure> {
 /// Run `$body` with `$be` bound to the chosen backend.
 macro_rules! on_backend {
     ($model:expr, |$be:ident| $body:expr) => {
-        match { set_threads($model.threads)?; choose($model.device, $model.dtype)? } {
+        match { set_threads($model.threads)?; choose($model.device, $model.dtype, $model.activations)? } {
             Chosen::Cpu($be) => $body,
             Chosen::Gpu($be) => $body,
         }
@@ -507,7 +529,7 @@ fn classify<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &Ba
 }
 
 fn run_check<B: Backend>(be: &B, model: &Path, reference: &Path, tol: Option<f32>) -> Outcome {
-    let mut criterion = kernels::tolerance::parity(be.dtype());
+    let mut criterion = kernels::tolerance::parity_with_activations(be.dtype(), be.activation_dtype());
     if let Some(t) = tol {
         criterion.limit = t;
     }
@@ -518,7 +540,14 @@ fn run_check<B: Backend>(be: &B, model: &Path, reference: &Path, tol: Option<f32
     println!("device: {} ({})", device_name(be), be.dtype().name());
     let worst = report.max_err(criterion.scale);
     let ok = worst <= criterion.limit;
-    println!("criterion: {} ≤ {:e} for {} weights: {worst:.3e}, {}", criterion.scale.describe(), criterion.limit, be.dtype().name(), if ok { "pass" } else { "FAIL" });
+    println!(
+        "criterion: {} ≤ {:e} for {} weights, {} activations: {worst:.3e}, {}",
+        criterion.scale.describe(),
+        criterion.limit,
+        be.dtype().name(),
+        be.activation_dtype().name(),
+        if ok { "pass" } else { "FAIL" }
+    );
     print!("{}", report.render());
     if !ok {
         eprintln!("error: an error exceeds the tolerance {:e} ({})", criterion.limit, criterion.scale.describe());
@@ -666,7 +695,7 @@ fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, batch:
     let rss = peak_rss_mib(); // before the matmul-peak buffers
     // The pools keep what they reserved: after the passes, `reserved` is their high-water mark.
     let device_memory = be.device_memory();
-    for (k, v) in be.device_info().details.iter().filter(|(k, _)| k == "GEMM path" || k == "weights stored as") {
+    for (k, v) in be.device_info().details.iter().filter(|(k, _)| k == "GEMM path" || k == "weights stored as" || k == "activations stored as") {
         println!("{k}: {v}");
     }
     if let Some((in_use, reserved)) = device_memory {
@@ -723,10 +752,10 @@ fn main() -> ExitCode {
             };
             serve_web(model.as_deref(), root, *port, *public)
         }
-        Command::Bench { model, config, batch, seq, device, dtype, threads, matmul_peak, matmul_rows, iters, gemm } => {
+        Command::Bench { model, config, batch, seq, device, dtype, activations, threads, matmul_peak, matmul_rows, iters, gemm } => {
             set_threads(*threads)?;
             let peak = matmul_peak.then_some(*matmul_rows);
-            match choose(*device, *dtype)? {
+            match choose(*device, *dtype, *activations)? {
                 Chosen::Cpu(be) => bench(&be, model.as_deref(), config.as_deref(), *batch, *seq, *iters, peak),
                 Chosen::Gpu(be) => bench(&be.with_gemm(*gemm), model.as_deref(), config.as_deref(), *batch, *seq, *iters, peak),
             }

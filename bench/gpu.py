@@ -14,7 +14,7 @@ alone like ModernBertModel) it runs, each in a fresh process:
     8192³ product (the GPU's bf16 matmul peak as PyTorch reaches it) and on the model's QKV shape;
   - ours: `runtime-cli bench --device gpu|cuda --dtype f16 --activations f16 --matmul-peak` (f16 end
     to end; `*-f32` entries run f32) for each --ours entry:
-    tokens/s, the device memory our allocator reserved (its high-water mark), the GEMM path that
+    tokens/s, the peak device memory our allocator reserved, the GEMM path that
     ran (cubek strategy; whether tensor cores were used or refused, and why), and our GEMM rate on
     the QKV shape.
 and prints one table: tokens/s and the ratio ours/PyTorch, peak memory of both, and our GEMM rate
@@ -48,10 +48,15 @@ def run(cmd, env=None):
     return out.stdout
 
 
+def gemm_rows(b, s):
+    """Rows of the QKV-shaped GEMM both sides time: the case's tokens, at most 16,384."""
+    return min(b * s, 16384)
+
+
 def ours(runtime, config, b, s, iters, gemm):
     device, dtype = runtime.split("-")
     out = run([CLI_PATH[0], "bench", "--config", config, "--batch", str(b), "--seq", str(s), "--device", {"wgpu": "gpu", "cuda": "cuda"}[device],
-               "--dtype", dtype, "--activations", dtype, "--iters", str(iters), "--gemm", gemm, "--matmul-peak", "--matmul-rows", str(min(b * s, 16384))])
+               "--dtype", dtype, "--activations", dtype, "--iters", str(iters), "--gemm", gemm, "--matmul-peak", "--matmul-rows", str(gemm_rows(b, s))])
     if out is None:
         return None
     m = LAST.search(out.strip().splitlines()[-1])
@@ -65,6 +70,7 @@ def ours(runtime, config, b, s, iters, gemm):
 def torch_case(config, b, s, iters, dtype, attn, device):
     out = run([sys.executable, os.path.join(ROOT, "bench", "torch_bench.py"), "--config", config, "--batch", str(b), "--seq", str(s),
                "--dtype", dtype, "--iters", str(iters), "--attn", attn, "--device", device, "--matmul-peak",
+               "--matmul-rows", str(gemm_rows(b, s)),
                "--threads", str(os.cpu_count())])
     if out is None:
         return None
@@ -134,7 +140,7 @@ def main():
     lines.append("")
     head = "| batch × seq | PyTorch tok/s |" + "".join(f" {r} tok/s | ratio |" for r in runtimes)
     head += " peak GPU MiB PyTorch / " + " / ".join(runtimes) + " |"
-    head += " GEMM GFLOP/s (QKV shape) PyTorch / " + " / ".join(runtimes) + " | PyTorch GEMM peak (8192³) | " + " / ".join(runtimes) + " share of peak |"
+    head += " GEMM GFLOP/s (QKV shape, min(tokens, 16384) rows) PyTorch / " + " / ".join(runtimes) + " | PyTorch GEMM peak (8192³) | " + " / ".join(runtimes) + " share of peak |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for (b, s, res) in rows:
         t = med(res["torch"], "tps")

@@ -28,8 +28,11 @@ def main():
     p.add_argument("--attn", default="sdpa")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--matmul-peak", action="store_true")
+    p.add_argument("--matmul-rows", type=int, default=None, help="rows of the QKV-shaped GEMM (default: batch × seq)")
     p.add_argument("--train", action="store_true", help="time training steps: MLM loss on 30%% of the tokens, backward, AdamW")
     a = p.parse_args()
+    if a.train and a.device != "cpu":
+        p.error("--train times CPU training steps (the GPU comparison is inference only)")
 
     import torch
     from transformers import ModernBertConfig, ModernBertForMaskedLM, ModernBertModel
@@ -97,7 +100,7 @@ def main():
         del model
         h = config.hidden_size
         sq = 8192 if cuda else 1024
-        for (n, k, m, what) in [(sq, sq, sq, "square"), (a.batch * a.seq, h, 3 * h, "qkv")]:
+        for (n, k, m, what) in [(sq, sq, sq, "square"), (a.matmul_rows or a.batch * a.seq, h, 3 * h, "qkv")]:
             x = torch.randn(n, k, dtype=dtype, device=dev)
             w = torch.randn(m, k, dtype=dtype, device=dev)
             best = 0.0

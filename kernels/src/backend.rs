@@ -62,7 +62,7 @@ pub trait Backend {
     type Seqs;
 
     fn device_info(&self) -> DeviceInfo;
-    /// How `upload_weight` stores parameters (activations are f32).
+    /// How `upload_weight` stores parameters (activations: `activation_dtype`).
     fn dtype(&self) -> DType {
         DType::F32
     }
@@ -86,8 +86,8 @@ pub trait Backend {
     fn activation_dtype(&self) -> DType {
         DType::F32
     }
-    /// Device memory in bytes (in use, reserved by the allocator's pools), where the backend
-    /// has a device; `None` on the CPU (whose memory is the process's RSS).
+    /// Device memory in bytes (in use now, peak reserved by the allocator), where the backend has
+    /// a device; `None` on the CPU (whose memory is the process's RSS).
     fn device_memory(&self) -> Option<(u64, u64)> {
         None
     }

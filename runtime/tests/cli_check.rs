@@ -86,9 +86,12 @@ fn f16_weights_pass_at_the_f16_tolerance() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     let criterion = stdout.lines().find(|l| l.starts_with("criterion:")).unwrap_or_else(|| panic!("{stdout}"));
     assert!(criterion.contains("≤ 8e-2 for f16 weights, f16 activations") && criterion.ends_with("pass"), "{criterion}");
-    let (code, _, stderr) = check("tiny-modernbert-mlm", "cpu", &["--activations", "f16"]);
+    let (code, _, stderr) = check("tiny-modernbert-mlm", "cpu", &["--dtype", "f16", "--activations", "f16"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("--activations f16 needs a GPU"), "{stderr}");
+    let (code, _, stderr) = check("tiny-modernbert-mlm", "gpu", &["--activations", "f16"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("goes with --dtype f16"), "{stderr}");
     // The CPU backend stores f32 or bf16: asking for f16 there is an error, not a silent f32 run.
     let (code, _, stderr) = check("tiny-modernbert-tokcls", "cpu", &["--dtype", "f16"]);
     assert_eq!(code, 2);

@@ -1,8 +1,10 @@
 //! The cubecl backend: every op is a `#[cube]` kernel from its family folder (GEMM from
 //! cubek-matmul), on wgpu (Vulkan, Metal, DX12, WebGPU) or CUDA.
 //!
-//! Activations are f32. Weights are stored in the backend's weight dtype: f32, or f16 where the
-//! adapter has `shader-f16` (half the memory and bandwidth); kernels read them and compute in f32. A tensor larger than one binding allows (ModernBERT-base's embedding
+//! Weights are stored in the backend's weight dtype: f32, or f16 where the adapter has
+//! `shader-f16` (half the memory and bandwidth). Activations are f32, or f16 as well
+//! (`with_activations`: f16 end to end); every kernel computes in f32 whatever it reads and
+//! writes. A tensor larger than one binding allows (ModernBERT-base's embedding
 //! table is 155 MB; lavapipe and WebGPU bind at most 128 MiB) is stored as several row chunks,
 //! each its own allocation; the ops that take weights (`embedding`, `linear`) walk the chunks.
 //! An activation must fit one binding: an op whose output would not is refused with a `Limit`
@@ -29,7 +31,8 @@ pub struct GpuTensor {
     /// Rows per chunk (the last chunk may hold fewer).
     pub(crate) part_rows: usize,
     pub(crate) shape: Vec<usize>,
-    /// Element type in memory (f32 for every activation).
+    /// Element type in memory: a weight's dtype, or the activation dtype (f32, or f16 on a backend
+    /// with f16 activations).
     pub(crate) dtype: DType,
 }
 
@@ -201,11 +204,27 @@ impl GpuBackend {
         self.gemm_log.summary()
     }
 
-    /// Bytes of device memory (in use, reserved by the pools) on every stream, now. The pools
-    /// keep what they reserved, so after a run `reserved` is that run's high-water mark.
+    /// Bytes of device memory on every stream: (in use now, peak reserved). The peak counts, per
+    /// pool, the larger of what it holds now and its most pages ever held times their size (for
+    /// pools of fixed-size pages; the others return memory only under pressure, so what they
+    /// hold now is their peak).
     pub fn memory_usage(&self) -> (u64, u64) {
-        let u = self.client().memory_report(cubecl::MemoryScope::Device).usage();
-        (u.bytes_in_use, u.bytes_reserved)
+        use cubecl::MemoryPoolKind;
+        let report = self.client().memory_report(cubecl::MemoryScope::Device);
+        let mut peak = 0u64;
+        for stream in &report.streams {
+            let pools = stream.pools.dynamic.iter().chain([&stream.pools.persistent, &stream.pools.dedicated]).chain(stream.auxiliary.iter().flat_map(|a| {
+                a.pools.dynamic.iter().chain([&a.pools.persistent, &a.pools.dedicated])
+            }));
+            for pool in pools {
+                let paged = match pool.kind {
+                    MemoryPoolKind::Sliced { page_size, .. } | MemoryPoolKind::Adaptive { page_size, .. } => pool.pages_peak * page_size,
+                    _ => 0,
+                };
+                peak += paged.max(pool.usage.bytes_reserved);
+            }
+        }
+        (report.usage().bytes_in_use, peak)
     }
 
     /// Store weights as `dtype`; f16 needs an adapter with `shader-f16`.

@@ -107,7 +107,8 @@ fn layer_norm_kernel<A: Float, W: Float>(
     }
 }
 
-/// x [N, H] (f32), w [H], b [H] or none (weights, f32 or f16) → LayerNorm(x) [N, H].
+/// x [N, H] (an activation, f32 or f16), w [H], b [H] or none (weights, f32 or f16) →
+/// LayerNorm(x) [N, H] in x's dtype.
 pub fn layer_norm(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, eps: f32) -> Result<GpuTensor> {
     let (rows, h) = x.matrix();
     if w.len() != h || b.is_some_and(|b| b.len() != h) {
@@ -167,7 +168,8 @@ fn add_layer_norm_kernel<A: Float, W: Float>(
         let mut acc = 0.0f32;
         let mut i = tid;
         while i < h {
-            let v = x[base + i] + y[base + i];
+            // Added in f32 and stored in A, exactly like `add` (and what LayerNorm then reads).
+            let v = A::cast_from(f32::cast_from(x[base + i]) + f32::cast_from(y[base + i]));
             sum[base + i] = v;
             acc += f32::cast_from(v);
             i += UNITS;
@@ -200,8 +202,8 @@ fn add_layer_norm_kernel<A: Float, W: Float>(
     }
 }
 
-/// x [N, H], y [N, H] (f32), w [H], b [H] or none (weights, f32 or f16) →
-/// (x + y [N, H], LayerNorm(x + y) [N, H]).
+/// x [N, H], y [N, H] (activations, f32 or f16), w [H], b [H] or none (weights, f32 or f16) →
+/// (x + y [N, H], LayerNorm(x + y) [N, H]) in x's dtype.
 pub fn add_layer_norm(gpu: &GpuBackend, x: &GpuTensor, y: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, eps: f32) -> Result<(GpuTensor, GpuTensor)> {
     let (rows, h) = x.matrix();
     if x.shape != y.shape || w.len() != h || b.is_some_and(|b| b.len() != h) {

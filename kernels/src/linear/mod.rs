@@ -16,7 +16,7 @@
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 use cubecl::zspace::{Shape, Strides, Tiling};
-use cubek::matmul::definition::{MatmulElems, MatmulGlobalElems};
+use cubek::matmul::definition::{MatmulElems, MatmulGlobalElems, MatmulSetupError};
 use cubek::matmul::launch::launch_ref;
 use cubek::matmul::strategy::Strategy;
 use cubek::std::InputBinding;
@@ -43,10 +43,11 @@ fn binding(handle: Handle, shape: [usize; 2], strides: [usize; 2]) -> TensorBind
 /// Which of cubek's GEMMs runs the products.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GemmPath {
-    /// With reduced-precision (f16) weights: tensor cores (cubek's SimpleCyclicCmma) where the
-    /// device and the operand types allow them, else the unit path; the first refusal is
-    /// remembered (and reported) and not retried. With f32 weights: the unit path, so that f32
-    /// stays f32 (tensor cores would round the operands).
+    /// Products whose two operands are f16: tensor cores (cubek's SimpleCyclicCmma) where the
+    /// device allows them, else the unit path; a device that lacks them is remembered (and
+    /// reported) and not asked again, any other refusal falls back for that product only. Every
+    /// other product: the unit path, so that f32 stays f32 (tensor cores would round f32 operands
+    /// to tf32).
     #[default]
     Auto,
     /// cubek's SimpleUnit: registers only, no accelerator; the only path cubecl's WGSL compiler
@@ -88,8 +89,10 @@ pub struct GemmLog {
 struct GemmState {
     /// Products run per cubek strategy name.
     ran: std::collections::BTreeMap<String, u64>,
-    /// Why the tensor-core path was refused (Auto), the first time.
+    /// Why the device has no tensor-core path (Auto), the first time it said so.
     refused: Option<String>,
+    /// Other refusals of the tensor-core path (a shape or layout), by reason: count.
+    fallbacks: std::collections::BTreeMap<String, u64>,
 }
 
 impl GemmLog {
@@ -103,6 +106,9 @@ impl GemmLog {
     fn refuse(&self, why: String) {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).refused.get_or_insert(why);
     }
+    fn fall_back(&self, why: String) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()).fallbacks.entry(why).or_default() += 1;
+    }
     /// e.g. "matmul_simple_unit… ×36; tensor cores refused: …".
     pub fn summary(&self) -> String {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -113,6 +119,9 @@ impl GemmLog {
         if let Some(why) = &s.refused {
             parts.push(format!("tensor cores refused: {why}"));
         }
+        for (why, n) in &s.fallbacks {
+            parts.push(format!("unit path for {n} product(s) tensor cores refused: {why}"));
+        }
         parts.join("; ")
     }
 }
@@ -120,8 +129,10 @@ impl GemmLog {
 /// Launch one product on the backend's GEMM path.
 fn launch_gemm(gpu: &GpuBackend, op: &'static str, lhs: InputBinding, rhs: InputBinding, out: TensorBinding, dtypes: &mut MatmulElems) -> Result<()> {
     let unit = GemmPath::Unit.strategy();
+    let half = elem(DType::F16);
+    let both_f16 = dtypes.lhs_global == half && dtypes.rhs_global == half;
     let strategy = match gpu.gemm {
-        GemmPath::Auto if gpu.dtype == DType::F32 || gpu.gemm_log.refused() => unit,
+        GemmPath::Auto if !both_f16 || gpu.gemm_log.refused() => unit,
         GemmPath::Auto => {
             let cmma = GemmPath::Cmma.strategy();
             let mut tried = dtypes.clone();
@@ -132,7 +143,11 @@ fn launch_gemm(gpu: &GpuBackend, op: &'static str, lhs: InputBinding, rhs: Input
                     return Ok(());
                 }
                 Err(e) => {
-                    gpu.gemm_log.refuse(e.to_string().trim().chars().take(200).collect());
+                    let why: String = e.to_string().trim().chars().take(200).collect();
+                    match e {
+                        MatmulSetupError::Unavailable(_) => gpu.gemm_log.refuse(why),
+                        _ => gpu.gemm_log.fall_back(why),
+                    }
                     unit
                 }
             }
@@ -172,7 +187,8 @@ fn in_weight_dtype<'a>(gpu: &GpuBackend, w: &'a GpuTensor) -> Result<Cow<'a, Gpu
     }
 }
 
-/// x [N, K] (f32), w [M, K] (a weight, possibly in row chunks), b [M] → x·wᵀ + b [N, M] (f32).
+/// x [N, K] (an activation, f32 or f16), w [M, K] (a weight, possibly in row chunks), b [M] →
+/// x·wᵀ + b [N, M] in x's dtype, accumulated in f32.
 pub fn linear(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
     let (n, k) = x.matrix();
     let (m, kw) = w.matrix();

@@ -134,6 +134,18 @@ where
 }
 
 
+/// One row of LayerNorm: y = (x − μ)/sqrt(σ² + ε) ⊙ w (+ b).
+fn norm_row(x: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, y: &mut [f32]) {
+    let h = x.len();
+    let mean = math::sum(x) / h as f32;
+    let var = math::sum_sq_dev(x, mean) / h as f32;
+    let rstd = 1.0 / (var + eps).sqrt();
+    match b {
+        Some(b) => (0..h).for_each(|j| y[j] = (x[j] - mean) * rstd * w[j] + b[j]),
+        None => (0..h).for_each(|j| y[j] = (x[j] - mean) * rstd * w[j]),
+    }
+}
+
 /// (rows, classes) of logits [N, C] whose labels [N] are one per row and each < C.
 fn check_labels(op: &'static str, logits: &CpuTensor, labels: &[u32]) -> Result<(usize, usize)> {
     let (n, c) = logits.matrix();
@@ -276,24 +288,8 @@ impl Backend for CpuBackend {
         if w.data.len() != h || b.is_some_and(|b| b.data.len() != h) {
             return Err(Error::shape("layer_norm", format!("x {:?} with weight {:?}", x.shape, w.shape)));
         }
-        let (w, b) = (&w.data, b.map(|b| &b.data));
-        let y = rows_par(&x.data, h, h, |xr, yr| {
-            let mean = math::sum(xr) / h as f32;
-            let var = math::sum_sq_dev(xr, mean) / h as f32;
-            let rstd = 1.0 / (var + eps).sqrt();
-            match b {
-                Some(b) => {
-                    for j in 0..h {
-                        yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
-                    }
-                }
-                None => {
-                    for j in 0..h {
-                        yr[j] = (xr[j] - mean) * rstd * w[j];
-                    }
-                }
-            }
-        });
+        let (w, b) = (&w.data[..], b.map(|b| &b.data[..]));
+        let y = rows_par(&x.data, h, h, |xr, yr| norm_row(xr, w, b, eps, yr));
         Ok(CpuTensor::new(y, x.shape.clone()))
     }
 
@@ -302,7 +298,7 @@ impl Backend for CpuBackend {
         if x.shape != y.shape || w.data.len() != h || b.is_some_and(|b| b.data.len() != h) {
             return Err(Error::shape("add_layer_norm", format!("x {:?}, y {:?} with weight {:?}", x.shape, y.shape, w.shape)));
         }
-        let (w, b) = (&w.data, b.map(|b| &b.data));
+        let (w, b) = (&w.data[..], b.map(|b| &b.data[..]));
         let mut s = vec![0f32; x.data.len()];
         let mut n = vec![0f32; x.data.len()];
         let block = h.max(1) * ROWS_PER_TASK;
@@ -314,13 +310,7 @@ impl Backend for CpuBackend {
                     for j in 0..h {
                         sr[j] = xr[j] + yr[j];
                     }
-                    let mean = math::sum(sr) / h as f32;
-                    let var = math::sum_sq_dev(sr, mean) / h as f32;
-                    let rstd = 1.0 / (var + eps).sqrt();
-                    match b {
-                        Some(b) => (0..h).for_each(|j| nr[j] = (sr[j] - mean) * rstd * w[j] + b[j]),
-                        None => (0..h).for_each(|j| nr[j] = (sr[j] - mean) * rstd * w[j]),
-                    }
+                    norm_row(sr, w, b, eps, nr);
                 }
             });
         Ok((CpuTensor::new(s, x.shape.clone()), CpuTensor::new(n, x.shape.clone())))

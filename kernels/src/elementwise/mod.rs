@@ -11,7 +11,7 @@ use cubecl::prelude::*;
 use cubecl::server::Handle;
 
 use crate::backend::DType;
-use crate::gpu::{launch_float, launch_pair, launch_weighted, GpuBackend, GpuTensor, ELEMWISE_UNITS};
+use crate::gpu::{launch_float, launch_pair, GpuBackend, GpuTensor, ELEMWISE_UNITS};
 use crate::layernorm::block_sum;
 use crate::{Error, Result};
 
@@ -245,7 +245,7 @@ pub(crate) fn cast(gpu: &GpuBackend, t: &GpuTensor, dtype: DType) -> Result<GpuT
         let out = gpu.client().empty((n * dtype.size()).next_multiple_of(4).max(4));
         if n > 0 {
             let (count, dim) = gpu.elementwise("cast", n, ELEMWISE_UNITS)?;
-            launch_weighted!(dtype, cast_kernel(
+            launch_pair!(DType::F32, dtype, cast_kernel(
                     gpu.client(), count, dim,
                     BufferArg::from_raw_parts(h, n),
                     BufferArg::from_raw_parts(out.clone(), n),

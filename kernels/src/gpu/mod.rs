@@ -162,17 +162,6 @@ macro_rules! launch_pair {
 }
 pub(crate) use launch_pair;
 
-/// Launch a kernel generic over `<A, W>`: f32 activations and weights stored as `$wdtype`.
-macro_rules! launch_weighted {
-    ($wdtype:expr, $kernel:ident ( $($arg:expr),* $(,)? )) => {
-        match $wdtype {
-            $crate::backend::DType::F32 => unsafe { $kernel::launch_unchecked::<f32, f32>($($arg),*) },
-            $crate::backend::DType::F16 => unsafe { $kernel::launch_unchecked::<f32, half::f16>($($arg),*) },
-            $crate::backend::DType::BF16 => unreachable!("GpuBackend::with_dtype refuses bf16"),
-        }
-    };
-}
-pub(crate) use launch_weighted;
 
 impl GpuBackend {
     /// A backend with f32 weights.
@@ -284,14 +273,7 @@ impl GpuBackend {
 
     /// A new f32 buffer of `elems` values; refused (not truncated) above one binding.
     pub(crate) fn alloc(&self, op: &'static str, elems: usize) -> Result<Handle> {
-        let bytes = elems * 4;
-        if bytes > self.max_binding_bytes {
-            return Err(Error::limit(
-                op,
-                format!("an output of {elems} f32 values ({bytes} bytes) exceeds the device's {} bytes per binding; process fewer rows at a time", self.max_binding_bytes),
-            ));
-        }
-        Ok(self.client().empty(bytes.max(4)))
+        self.alloc_as(op, elems, DType::F32)
     }
 
     /// A grid of `cubes` workgroups, spread over x and y when one dimension is not enough.
@@ -349,9 +331,7 @@ impl GpuBackend {
         }
         let cols = *shape.last().unwrap_or(&1);
         if data.len() * dtype.size() <= self.max_binding_bytes {
-            let mut t = GpuTensor::single(self.upload_bytes(data, dtype), shape.to_vec());
-            t.dtype = dtype;
-            return Ok(t);
+            return Ok(GpuTensor::of(self.upload_bytes(data, dtype), shape.to_vec(), dtype));
         }
         let Some(part_rows) = self.rows_per_part(shape, dtype) else {
             let row_bytes = cols.max(1) * dtype.size();

@@ -53,6 +53,37 @@ pub(crate) fn block_max(s: &mut Shared<[f32]>) {
     }
 }
 
+/// The second half of a row's LayerNorm, given its mean: the variance of src[base..base + h],
+/// then out = (src − μ)/sqrt(σ² + ε) ⊙ w (+ b). Every unit of the workgroup must call it (it holds
+/// barriers).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn normalize_row<A: Float, W: Float>(src: &[A], w: &[W], b: &[W], out: &mut [A], base: usize, h: usize, mean: f32, eps: f32, #[comptime] has_bias: bool) {
+    let mut s_var = Shared::<[f32]>::new_slice(UNITS);
+    let tid = UNIT_POS as usize;
+    let mut acc2 = 0.0f32;
+    let mut j = tid;
+    while j < h {
+        let d = f32::cast_from(src[base + j]) - mean;
+        acc2 += d * d;
+        j += UNITS;
+    }
+    s_var[tid] = acc2;
+    block_sum(&mut s_var);
+    let var = s_var[0] * (1.0f32 / f32::cast_from(h));
+    let rstd = 1.0f32 / (var + eps).sqrt();
+
+    let mut k = tid;
+    while k < h {
+        let mut y = (f32::cast_from(src[base + k]) - mean) * rstd * f32::cast_from(w[k]);
+        if has_bias {
+            y += f32::cast_from(b[k]);
+        }
+        out[base + k] = A::cast_from(y);
+        k += UNITS;
+    }
+}
+
 /// y = (x − μ)/sqrt(σ² + ε) ⊙ w (+ b) for each row of x [rows, h].
 #[cube(launch_unchecked)]
 fn layer_norm_kernel<A: Float, W: Float>(
@@ -66,13 +97,10 @@ fn layer_norm_kernel<A: Float, W: Float>(
     #[comptime] has_bias: bool,
 ) {
     let mut s_mean = Shared::<[f32]>::new_slice(UNITS);
-    let mut s_var = Shared::<[f32]>::new_slice(UNITS);
     let row = CUBE_POS;
     if row < rows {
         let tid = UNIT_POS as usize;
         let base = row * h;
-        let inv_h = 1.0f32 / f32::cast_from(h);
-
         let mut acc = 0.0f32;
         let mut i = tid;
         while i < h {
@@ -81,29 +109,7 @@ fn layer_norm_kernel<A: Float, W: Float>(
         }
         s_mean[tid] = acc;
         block_sum(&mut s_mean);
-        let mean = s_mean[0] * inv_h;
-
-        let mut acc2 = 0.0f32;
-        let mut j = tid;
-        while j < h {
-            let d = f32::cast_from(x[base + j]) - mean;
-            acc2 += d * d;
-            j += UNITS;
-        }
-        s_var[tid] = acc2;
-        block_sum(&mut s_var);
-        let var = s_var[0] * inv_h;
-        let rstd = 1.0f32 / (var + eps).sqrt();
-
-        let mut k = tid;
-        while k < h {
-            let mut y = (f32::cast_from(x[base + k]) - mean) * rstd * f32::cast_from(w[k]);
-            if has_bias {
-                y += f32::cast_from(b[k]);
-            }
-            out[base + k] = A::cast_from(y);
-            k += UNITS;
-        }
+        normalize_row(x, w, b, out, base, h, s_mean[0] * (1.0f32 / f32::cast_from(h)), eps, has_bias);
     }
 }
 
@@ -158,13 +164,10 @@ fn add_layer_norm_kernel<A: Float, W: Float>(
     #[comptime] has_bias: bool,
 ) {
     let mut s_mean = Shared::<[f32]>::new_slice(UNITS);
-    let mut s_var = Shared::<[f32]>::new_slice(UNITS);
     let row = CUBE_POS;
     if row < rows {
         let tid = UNIT_POS as usize;
         let base = row * h;
-        let inv_h = 1.0f32 / f32::cast_from(h);
-
         let mut acc = 0.0f32;
         let mut i = tid;
         while i < h {
@@ -176,29 +179,7 @@ fn add_layer_norm_kernel<A: Float, W: Float>(
         }
         s_mean[tid] = acc;
         block_sum(&mut s_mean);
-        let mean = s_mean[0] * inv_h;
-
-        let mut acc2 = 0.0f32;
-        let mut j = tid;
-        while j < h {
-            let d = f32::cast_from(sum[base + j]) - mean;
-            acc2 += d * d;
-            j += UNITS;
-        }
-        s_var[tid] = acc2;
-        block_sum(&mut s_var);
-        let var = s_var[0] * inv_h;
-        let rstd = 1.0f32 / (var + eps).sqrt();
-
-        let mut k = tid;
-        while k < h {
-            let mut v = (f32::cast_from(sum[base + k]) - mean) * rstd * f32::cast_from(w[k]);
-            if has_bias {
-                v += f32::cast_from(b[k]);
-            }
-            out[base + k] = A::cast_from(v);
-            k += UNITS;
-        }
+        normalize_row(&*sum, w, b, out, base, h, s_mean[0] * (1.0f32 / f32::cast_from(h)), eps, has_bias);
     }
 }
 

@@ -96,6 +96,10 @@ pub trait Backend {
 
     /// Row gather from an embedding table: table [V, H], ids [T] → [T, H].
     fn embedding(&self, table: &Self::Tensor, ids: &Self::Ids) -> Result<Self::Tensor>;
+    /// Embedding sum: x [T, H] (an activation), table [R, H] (a weight), ids [T] (each < R)
+    /// → x + table[ids] [T, H]. BERT's token-type and position embeddings. Backward: dy for x,
+    /// `embedding_backward(ids, dy, R)` for the table.
+    fn embedding_add(&self, x: &Self::Tensor, table: &Self::Tensor, ids: &Self::Ids) -> Result<Self::Tensor>;
     /// x [N, K], w [M, K], b [M] → x·wᵀ + b [N, M].
     fn linear(&self, x: &Self::Tensor, w: &Self::Tensor, b: Option<&Self::Tensor>) -> Result<Self::Tensor>;
     /// LayerNorm over the last axis, biased variance: x [N, H], w [H], b [H] → [N, H].
@@ -111,6 +115,8 @@ pub trait Backend {
     fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
     /// Exact (erf) GELU, element-wise.
     fn gelu(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+    /// tanh, element-wise (BERT's pooler).
+    fn tanh(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
     /// GeGLU: u [N, 2I] → GELU(u[:, :I]) ⊙ u[:, I:] [N, I].
     fn geglu(&self, u: &Self::Tensor) -> Result<Self::Tensor>;
     /// Rotary embedding of the q and k blocks of qkv [T, 3H] (rotate-half pairing, `nh` heads),
@@ -152,6 +158,8 @@ pub trait Backend {
     fn layer_norm_backward(&self, x: &Self::Tensor, w: &Self::Tensor, dy: &Self::Tensor, eps: f32) -> Result<(Self::Tensor, Self::Tensor)>;
     /// Backward of `gelu`: x [N], dy [N] → dx [N].
     fn gelu_backward(&self, x: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Backward of `tanh` from its output: y = tanh(x) [N], dy [N] → dx = dy · (1 − y²) [N].
+    fn tanh_backward(&self, y: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor>;
     /// Backward of `geglu`: u [N, 2I], dy [N, I] → du [N, 2I].
     fn geglu_backward(&self, u: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor>;
     /// Backward of `rope`: the inverse rotation of the q and k blocks of dqkv [T, 3H].

@@ -38,6 +38,7 @@ fn elementwise_norms_and_rows() {
         assert_close(&format!("add_layer_norm {what}"), &read(&b, &n), &reference::layer_norm(&read(&b, &s), &w, None, 1e-5, h), F16_ACTIVATION_OP);
         assert_close(&format!("add {what}"), &read(&b, &b.add(&xt, &yt).unwrap()), &s_ref, F16_ACTIVATION_OP);
         assert_close(&format!("gelu {what}"), &read(&b, &b.gelu(&xt).unwrap()), &reference::gelu(&x), F16_ACTIVATION_OP);
+        assert_close(&format!("tanh {what}"), &read(&b, &b.tanh(&xt).unwrap()), &reference::tanh(&x), F16_ACTIVATION_OP);
         // Rows: copies are exact.
         let parts = [b.slice_rows(&xt, 0, rows / 2).unwrap(), b.slice_rows(&xt, rows / 2, rows).unwrap()];
         assert_eq!(read(&b, &b.concat_rows(&parts).unwrap()), x, "slice and concat {what}");
@@ -62,6 +63,11 @@ fn embedding_linear_and_a_chunked_weight() {
     let ids = rand_ids(29, 8, v as u32);
     let e = b.embedding(&b.upload_weight(table.clone(), &[v, h]).unwrap(), &b.upload_ids(&ids).unwrap()).unwrap();
     assert_eq!(read(&b, &e), reference::embedding(&table, &ids, h), "embedding");
+    let types = half(rand_vec(2 * h, 13, 0.5));
+    let type_ids: Vec<u32> = (0..29).map(|t| t % 2).collect();
+    let s = b.embedding_add(&e, &b.upload_weight(types.clone(), &[2, h]).unwrap(), &b.upload_ids(&type_ids).unwrap()).unwrap();
+    let expected = half(reference::embedding_add(&read(&b, &e), &types, &type_ids, h));
+    assert_close("embedding_add", &read(&b, &s), &expected, F16_ACTIVATION_OP);
     for (n, k, m) in [(1usize, 48usize, 144usize), (29, 48, 320), (67, 96, 97)] {
         let x = half(rand_vec(n * k, 9, 1.0));
         let w = half(rand_vec(m * k, 10, 0.1));

@@ -62,11 +62,13 @@ fn exercise_every_op(b: kernels::GpuBackend) {
         let u = up(&rand_vec(t * 2 * h, 6, 1.0), &[t, 2 * h]);
         b.geglu(&u).unwrap();
         b.gelu(&x).unwrap();
+        b.tanh(&x).unwrap();
         b.add(&x, &x).unwrap();
         b.mean_pool(&x, &seqs).unwrap();
         b.gather_rows(&x, &b.upload_ids(&[0, 3]).unwrap()).unwrap();
         let table = weight(rand_vec(320 * h, 7, 1.0), &[320, h]);
-        b.embedding(&table, &b.upload_ids(&rand_ids(t, 8, 320)).unwrap()).unwrap();
+        let e = b.embedding(&table, &b.upload_ids(&rand_ids(t, 8, 320)).unwrap()).unwrap();
+        b.embedding_add(&e, &table, &b.upload_ids(&rand_ids(t, 8, 320)).unwrap()).unwrap();
         let parts = [b.slice_rows(&x, 0, 3).unwrap(), b.slice_rows(&x, 3, t).unwrap()];
         b.concat_rows(&parts).unwrap();
         let logits = up(&rand_vec(7 * 320, 9, 3.0), &[7, 320]);
@@ -108,6 +110,7 @@ fn exercise_training_ops(b: kernels::GpuBackend) {
         b.sum_squares(&qkv).unwrap();
         b.scale(&x, 0.5).unwrap();
         b.gelu_backward(&x, &x).unwrap();
+        b.tanh_backward(&x, &x).unwrap();
         b.geglu_backward(&up(&rand_vec(t * 2 * h, 6, 1.0), &[t, 2 * h]), &x).unwrap();
         b.mean_pool_backward(&up(&rand_vec(lengths.len() * h, 7, 1.0), &[lengths.len(), h]), &seqs).unwrap();
         b.scatter_rows(&up(&rand_vec(2 * h, 8, 1.0), &[2, h]), &b.upload_ids(&[0, 3]).unwrap(), t).unwrap();
@@ -160,10 +163,10 @@ fn every_kernel_validates_as_webgpu_wgsl() {
     let modules = MODULES.lock().unwrap().clone();
     let names: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
     assert!(modules.iter().any(|(_, s)| s.contains("enable f16;")), "no f16 module was compiled");
-    for expected in ["layer_norm", "add_layer_norm", "rope", "attention", "geglu", "gelu", "add_kernel", "mean_pool", "gather", "copy", "cross_entropy", "add_bias", "matmul",
+    for expected in ["layer_norm", "add_layer_norm", "rope", "attention", "geglu", "gelu", "tanh", "add_kernel", "mean_pool", "gather", "gather_add", "copy", "cross_entropy", "add_bias", "matmul",
         // Training.
         "layer_norm_backward", "layer_norm_dw", "attention_delta", "attention_dkv", "attention_dq", "column_sum", "flat_sum",
-        "scale", "fill", "gelu_backward", "geglu_backward", "embedding_backward", "mean_pool_backward", "scatter_rows",
+        "scale", "fill", "gelu_backward", "tanh_backward", "geglu_backward", "embedding_backward", "mean_pool_backward", "scatter_rows",
         "cross_entropy_backward", "take_columns", "adamw", "stable_moments", "stable_rms", "stable_params", "cast", "label_rank"] {
         assert!(names.iter().any(|n| n.contains(expected)), "no module for {expected}; captured {names:?}");
     }

@@ -238,6 +238,26 @@ impl Backend for CpuBackend {
         Ok(CpuTensor::new(y, vec![ids.len(), h]))
     }
 
+    fn embedding_add(&self, x: &CpuTensor, table: &CpuTensor, ids: &Self::Ids) -> Result<CpuTensor> {
+        let (r, h) = table.matrix();
+        if x.shape != [ids.len(), h] {
+            return Err(Error::shape("embedding_add", format!("x {:?} with {} ids into a table {:?}", x.shape, ids.len(), table.shape)));
+        }
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= r) {
+            return Err(Error::shape("embedding_add", format!("index {bad} outside the table of {r} rows")));
+        }
+        let mut y = x.data.to_vec();
+        y.par_chunks_mut(h.max(1)).zip(ids.par_iter()).for_each(|(row, &id)| {
+            let mut t = vec![0f32; h];
+            match &table.packed {
+                Some(p) => p.row(id as usize, &mut t),
+                None => t.copy_from_slice(&table.data[id as usize * h..(id as usize + 1) * h]),
+            }
+            row.iter_mut().zip(&t).for_each(|(a, b)| *a += b);
+        });
+        Ok(CpuTensor::new(y, x.shape.clone()))
+    }
+
     fn linear(&self, x: &CpuTensor, w: &CpuTensor, b: Option<&CpuTensor>) -> Result<CpuTensor> {
         let (n, k) = x.matrix();
         let (m, kw) = w.matrix();
@@ -326,6 +346,11 @@ impl Backend for CpuBackend {
 
     fn gelu(&self, x: &CpuTensor) -> Result<CpuTensor> {
         let y = rows_par(&x.data, x.matrix().1, x.matrix().1, math::gelu);
+        Ok(CpuTensor::new(y, x.shape.clone()))
+    }
+
+    fn tanh(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        let y = x.data.par_iter().map(|&v| v.tanh()).collect();
         Ok(CpuTensor::new(y, x.shape.clone()))
     }
 
@@ -468,6 +493,14 @@ impl Backend for CpuBackend {
         }
         let (dx, dw) = train::layer_norm_backward(x.values("layer_norm_backward")?, w.values("layer_norm_backward")?, &dy.data, eps, h);
         Ok((CpuTensor::new(dx, x.shape.clone()), CpuTensor::new(dw, vec![h])))
+    }
+
+    fn tanh_backward(&self, y: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
+        if y.shape != dy.shape {
+            return Err(Error::shape("tanh_backward", format!("y {:?}, dy {:?}", y.shape, dy.shape)));
+        }
+        let dx = y.data.par_iter().zip(dy.data.par_iter()).map(|(&t, &d)| d * (1.0 - t * t)).collect();
+        Ok(CpuTensor::new(dx, y.shape.clone()))
     }
 
     fn gelu_backward(&self, x: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {

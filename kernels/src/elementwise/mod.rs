@@ -1,4 +1,4 @@
-//! Element-wise kernels: residual add, exact GELU, GeGLU, bias add, column-block copy; and for
+//! Element-wise kernels: residual add, exact GELU, GeGLU, tanh (BERT's pooler), bias add, column-block copy; and for
 //! training their backwards, scaling, and the deterministic reductions (column sums, Σx²).
 //!
 //! Reductions never use atomics: every partial sum has a fixed owner and a fixed order, so a
@@ -38,6 +38,32 @@ fn gelu_kernel<F: Float>(x: &[F], out: &mut [F], n: usize) {
     let i = ABSOLUTE_POS;
     if i < n {
         out[i] = F::cast_from(gelu_scalar(f32::cast_from(x[i])));
+    }
+}
+
+/// tanh in f32 as sign(z) · (1 − e^(−2|z|)) / (1 + e^(−2|z|)): finite for every input (a
+/// platform's `tanh` may overflow through e^(2z) for large |z|), absolute error ≈ 1e-7.
+#[cube]
+pub fn tanh_scalar(z: f32) -> f32 {
+    let t = (f32::abs(z) * -2.0f32).exp();
+    let m = (1.0f32 - t) / (1.0f32 + t);
+    select(z < 0.0f32, -m, m)
+}
+
+#[cube(launch_unchecked)]
+fn tanh_kernel<F: Float>(x: &[F], out: &mut [F], n: usize) {
+    let i = ABSOLUTE_POS;
+    if i < n {
+        out[i] = F::cast_from(tanh_scalar(f32::cast_from(x[i])));
+    }
+}
+
+#[cube(launch_unchecked)]
+fn tanh_backward_kernel<F: Float>(y: &[F], dy: &[F], out: &mut [F], n: usize) {
+    let i = ABSOLUTE_POS;
+    if i < n {
+        let t = f32::cast_from(y[i]);
+        out[i] = F::cast_from(f32::cast_from(dy[i]) * (1.0f32 - t * t));
     }
 }
 
@@ -138,6 +164,21 @@ pub fn gelu(gpu: &GpuBackend, x: &GpuTensor) -> Result<GpuTensor> {
     let out = gpu.alloc_as("gelu", n, ad)?;
     let (count, dim) = gpu.elementwise("gelu", n, ELEMWISE_UNITS)?;
     launch_float!(ad, gelu_kernel(
+            gpu.client(), count, dim,
+            BufferArg::from_raw_parts(xh, n),
+            BufferArg::from_raw_parts(out.clone(), n),
+            n,
+        ));
+    Ok(GpuTensor::of(out, x.shape.clone(), ad))
+}
+
+/// x [*] → tanh(x) [*] (BERT's pooler).
+pub fn tanh(gpu: &GpuBackend, x: &GpuTensor) -> Result<GpuTensor> {
+    let n = x.len();
+    let (xh, ad) = x.act("tanh")?;
+    let out = gpu.alloc_as("tanh", n, ad)?;
+    let (count, dim) = gpu.elementwise("tanh", n, ELEMWISE_UNITS)?;
+    launch_float!(ad, tanh_kernel(
             gpu.client(), count, dim,
             BufferArg::from_raw_parts(xh, n),
             BufferArg::from_raw_parts(out.clone(), n),
@@ -424,6 +465,22 @@ pub fn gelu_backward(gpu: &GpuBackend, x: &GpuTensor, dy: &GpuTensor) -> Result<
             n,
         ));
     Ok(GpuTensor::single(out, x.shape.clone()))
+}
+
+/// y = tanh(x) [*], dy [*] → dx = dy · (1 − y²) [*].
+pub fn tanh_backward(gpu: &GpuBackend, y: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+    check_same("tanh_backward", y, dy)?;
+    let n = y.len();
+    let out = gpu.alloc("tanh_backward", n)?;
+    let (count, dim) = gpu.elementwise("tanh_backward", n, ELEMWISE_UNITS)?;
+    launch_float!(DType::F32, tanh_backward_kernel(
+            gpu.client(), count, dim,
+            BufferArg::from_raw_parts(y.handle("tanh_backward")?, n),
+            BufferArg::from_raw_parts(dy.handle("tanh_backward")?, n),
+            BufferArg::from_raw_parts(out.clone(), n),
+            n,
+        ));
+    Ok(GpuTensor::single(out, y.shape.clone()))
 }
 
 /// u [N, 2I], dy [N, I] → du [N, 2I].

@@ -30,6 +30,15 @@ fn gelu_matches<B: Backend>(b: &B) {
     assert_close("gelu", &block_on(b.read(&out)).unwrap(), &reference::gelu(&x), KERNEL_F32);
 }
 
+fn tanh_matches<B: Backend>(b: &B) {
+    let mut x = rand_vec(4099, 5, 4.0);
+    x.extend_from_slice(&[0.0, -0.0, 1e-7, -1e-7, 10.0, -10.0, 50.0, -50.0, 1e30, -1e30]);
+    let n = x.len();
+    let out = block_on(b.read(&b.tanh(&b.upload(&x, &[n]).unwrap()).unwrap())).unwrap();
+    assert!(out.iter().all(|v| v.is_finite() && v.abs() <= 1.0), "tanh must stay in [-1, 1]");
+    assert_close("tanh", &out, &reference::tanh(&x), KERNEL_F32);
+}
+
 fn geglu_matches<B: Backend>(b: &B) {
     for &(rows, i) in &[(1usize, 1usize), (3, 72), (17, 1152), (130, 5)] {
         let u = rand_vec(rows * 2 * i, rows as u32, 4.0);
@@ -52,7 +61,7 @@ fn slice_and_concat_rows<B: Backend>(b: &B) {
     assert!(b.concat_rows(&[t.clone(), b.upload(&[0.0; 4], &[2, 2]).unwrap()]).is_err());
 }
 
-crate::backend_tests!(add_matches, add_beyond_one_grid_dimension, gelu_matches, geglu_matches, slice_and_concat_rows);
+crate::backend_tests!(add_matches, add_beyond_one_grid_dimension, gelu_matches, tanh_matches, geglu_matches, slice_and_concat_rows);
 
 // ---- Training ----
 
@@ -66,6 +75,15 @@ fn scale_matches<B: Backend>(b: &B) {
         let expected: Vec<f32> = x.iter().map(|v| v * s).collect();
         assert_close(&format!("scale n={n} s={s}"), &block_on(b.read(&out)).unwrap(), &expected, KERNEL_F32);
     }
+}
+
+fn tanh_backward_matches<B: Backend>(b: &B) {
+    let n = 1031;
+    let y = reference::tanh(&rand_vec(n, 15, 3.0));
+    let dy = rand_vec(n, 16, 1.0);
+    let out = b.tanh_backward(&b.upload(&y, &[n]).unwrap(), &b.upload(&dy, &[n]).unwrap()).unwrap();
+    assert_close("tanh_backward", &block_on(b.read(&out)).unwrap(), &reference::tanh_backward(&y, &dy), KERNEL_F32);
+    assert!(b.tanh_backward(&b.upload(&[0.0; 4], &[4]).unwrap(), &b.upload(&[0.0; 3], &[3]).unwrap()).is_err());
 }
 
 fn gelu_backward_matches<B: Backend>(b: &B) {
@@ -131,7 +149,7 @@ fn reductions_are_deterministic<B: Backend>(b: &B) {
     }
 }
 
-crate::training_backend_tests!(scale_matches, gelu_backward_matches, geglu_backward_matches, sum_rows_matches, sum_squares_matches, reductions_are_deterministic);
+crate::training_backend_tests!(scale_matches, tanh_backward_matches, gelu_backward_matches, geglu_backward_matches, sum_rows_matches, sum_squares_matches, reductions_are_deterministic);
 
 /// Tensors in row chunks (a gradient as large as ModernBERT-base's embedding table) are scaled,
 /// added and squared-summed part by part.

@@ -1,4 +1,5 @@
 //! Row gathers and pooling: embedding lookup (over a table that may be split in row chunks),
+//! embedding sum (x + table[ids]: BERT's token-type and position embeddings),
 //! row gather (CLS pooling, sparse prediction) and mean pooling per sequence.
 //!
 //! Backwards: the embedding's scatter-add groups the tokens by id on the host (sorted distinct ids
@@ -27,6 +28,21 @@ fn gather_kernel<A: Float, W: Float>(table: &[W], ids: &[u32], out: &mut [A], n:
         let id = ids[t];
         if id >= lo && id < lo + rows {
             out[i] = A::cast_from(table[(id - lo) as usize * h + c]);
+        }
+    }
+}
+
+/// out[t, c] = x[t, c] + table[ids[t] − lo, c] for the ids that fall in this chunk's rows
+/// [lo, lo + rows); every id falls in exactly one chunk, so each output is written once.
+#[cube(launch_unchecked)]
+fn gather_add_kernel<A: Float, W: Float>(x: &[A], table: &[W], ids: &[u32], out: &mut [A], n: usize, h: usize, lo: u32, rows: u32) {
+    let i = ABSOLUTE_POS;
+    if i < n {
+        let t = i / h;
+        let c = i % h;
+        let id = ids[t];
+        if id >= lo && id < lo + rows {
+            out[i] = A::cast_from(f32::cast_from(x[i]) + f32::cast_from(table[(id - lo) as usize * h + c]));
         }
     }
 }
@@ -71,6 +87,33 @@ fn gather(gpu: &GpuBackend, op: &'static str, table: &GpuTensor, ids: &GpuIds, o
 /// table [V, H] (a weight, possibly in row chunks), ids [T] → table[ids] [T, H] (an activation).
 pub fn embedding(gpu: &GpuBackend, table: &GpuTensor, ids: &GpuIds) -> Result<GpuTensor> {
     gather(gpu, "embedding", table, ids, gpu.act)
+}
+
+/// x [T, H] (an activation), table [R, H] (a weight, possibly in row chunks), ids [T]
+/// → x + table[ids] [T, H] in x's dtype.
+pub fn embedding_add(gpu: &GpuBackend, x: &GpuTensor, table: &GpuTensor, ids: &GpuIds) -> Result<GpuTensor> {
+    let (rows, h) = table.matrix();
+    if x.shape != [ids.len, h] {
+        return Err(Error::shape("embedding_add", format!("x {:?} with {} ids into a table {:?}", x.shape, ids.len, table.shape)));
+    }
+    if let Some(max) = ids.max.filter(|&m| m as usize >= rows) {
+        return Err(Error::shape("embedding_add", format!("index {max} outside a table of {rows} rows")));
+    }
+    let n = ids.len * h;
+    let (xh, ad) = x.act("embedding_add")?;
+    let out = gpu.alloc_as("embedding_add", n, ad)?;
+    let (count, dim) = gpu.elementwise("embedding_add", n, ELEMWISE_UNITS)?;
+    for (lo, part_rows, handle) in table.chunks() {
+        launch_pair!(ad, table.dtype, gather_add_kernel(
+                gpu.client(), count.clone(), dim,
+                BufferArg::from_raw_parts(xh.clone(), n),
+                BufferArg::from_raw_parts(handle.clone(), part_rows * h),
+                BufferArg::from_raw_parts(ids.handle.clone(), ids.len),
+                BufferArg::from_raw_parts(out.clone(), n),
+                n, h, lo as u32, part_rows as u32,
+            ));
+    }
+    Ok(GpuTensor::of(out, x.shape.clone(), ad))
 }
 
 /// x [N, H], rows [R] → x[rows] [R, H].

@@ -15,6 +15,21 @@ fn embedding_gathers<B: Backend>(b: &B) {
     assert!(bad.is_err(), "an id past the table must be refused");
 }
 
+fn embedding_add_sums<B: Backend>(b: &B) {
+    let (r, h, t) = (64, 48, 93);
+    let table = rand_for(b, r * h, 5, 1.0);
+    let x = rand_vec(t * h, 6, 1.0);
+    let mut ids = rand_ids(t - 2, 7, r as u32);
+    ids.extend_from_slice(&[0, r as u32 - 1]);
+    let tt = b.upload_weight(table.clone(), &[r, h]).unwrap();
+    let y = b.embedding_add(&b.upload(&x, &[t, h]).unwrap(), &tt, &b.upload_ids(&ids).unwrap()).unwrap();
+    assert_eq!(b.shape(&y), &[t, h]);
+    assert_close("embedding_add", &block_on(b.read(&y)).unwrap(), &reference::embedding_add(&x, &table, &ids, h), KERNEL_F32);
+    let xt = b.upload(&x, &[t, h]).unwrap();
+    assert!(b.embedding_add(&xt, &tt, &b.upload_ids(&vec![r as u32; t]).unwrap()).is_err(), "an id past the table must be refused");
+    assert!(b.embedding_add(&xt, &tt, &b.upload_ids(&ids[1..]).unwrap()).is_err(), "ids and rows of x must agree");
+}
+
 fn gather_rows_picks<B: Backend>(b: &B) {
     let x = rand_vec(10 * 7, 3, 1.0);
     let rows = [9u32, 0, 3, 3];
@@ -34,7 +49,7 @@ fn mean_pool_per_sequence<B: Backend>(b: &B) {
     }
 }
 
-crate::backend_tests!(embedding_gathers, gather_rows_picks, mean_pool_per_sequence);
+crate::backend_tests!(embedding_gathers, embedding_add_sums, gather_rows_picks, mean_pool_per_sequence);
 
 /// A table split over several bindings (as ModernBERT-base's is on a 128 MiB-binding device)
 /// gathers the same rows.
@@ -51,6 +66,9 @@ fn wgpu_chunked_table() {
     let y = gpu.embedding(&t, &gpu.upload_ids(&ids).unwrap()).unwrap();
     assert_eq!(block_on(gpu.read(&y)).unwrap(), reference::embedding(&table, &ids, h));
     assert_eq!(block_on(gpu.read(&t)).unwrap(), table, "a chunked tensor reads back whole");
+    let x = rand_vec(ids.len() * h, 5, 1.0);
+    let y = gpu.embedding_add(&gpu.upload(&x, &[ids.len(), h]).unwrap(), &t, &gpu.upload_ids(&ids).unwrap()).unwrap();
+    assert_close("chunked embedding_add", &block_on(gpu.read(&y)).unwrap(), &reference::embedding_add(&x, &table, &ids, h), KERNEL_F32);
     let too_many: Vec<u32> = (0..101).collect();
     assert!(gpu.embedding(&t, &gpu.upload_ids(&too_many).unwrap()).is_err(), "an output above the binding limit is refused");
 }

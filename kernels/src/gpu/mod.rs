@@ -471,6 +471,10 @@ impl Backend for GpuBackend {
     fn embedding(&self, table: &GpuTensor, ids: &GpuIds) -> Result<GpuTensor> {
         crate::embedding::embedding(self, table, ids)
     }
+
+    fn embedding_add(&self, x: &GpuTensor, table: &GpuTensor, ids: &GpuIds) -> Result<GpuTensor> {
+        crate::embedding::embedding_add(self, x, table, ids)
+    }
     fn linear(&self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
         crate::linear::linear(self, x, w, b)
     }
@@ -485,6 +489,10 @@ impl Backend for GpuBackend {
     }
     fn gelu(&self, x: &GpuTensor) -> Result<GpuTensor> {
         crate::elementwise::gelu(self, x)
+    }
+
+    fn tanh(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        crate::elementwise::tanh(self, x)
     }
     fn geglu(&self, u: &GpuTensor) -> Result<GpuTensor> {
         crate::elementwise::geglu(self, u)
@@ -547,6 +555,10 @@ impl Backend for GpuBackend {
     }
     fn gelu_backward(&self, x: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
         crate::elementwise::gelu_backward(self, x, dy)
+    }
+
+    fn tanh_backward(&self, y: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+        crate::elementwise::tanh_backward(self, y, dy)
     }
     fn geglu_backward(&self, u: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
         crate::elementwise::geglu_backward(self, u, dy)

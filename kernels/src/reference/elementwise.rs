@@ -8,6 +8,17 @@ pub fn gelu(x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| gelu_scalar(v as f64) as f32).collect()
 }
 
+/// tanh of every element (BERT's pooler). x [N] → y [N].
+pub fn tanh(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| (v as f64).tanh() as f32).collect()
+}
+
+/// Backward of `tanh` from its output: y [N] = tanh(x), dy [N] → dx [N] = dy · (1 − y²).
+pub fn tanh_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert_eq!(y.len(), dy.len());
+    y.iter().zip(dy).map(|(&t, &d)| (d as f64 * (1.0 - t as f64 * t as f64)) as f32).collect()
+}
+
 /// GeGLU: the first half of each row goes through GELU, the second half is the gate.
 ///
 /// u [N, 2I] → y [N, I], y[n, j] = GELU(u[n, j]) · u[n, I + j].

@@ -12,6 +12,14 @@ pub fn embedding(table: &[f32], ids: &[u32], h: usize) -> Vec<f32> {
     y
 }
 
+/// Embedding sum: y[t] = x[t] + table[ids[t]] (BERT adds its token-type and position tables to
+/// the word embeddings this way). x [T, H], table [R, H], ids [T] → y [T, H]. The backward is the
+/// identity for x and `embedding_backward(ids, dy, R)` for the table.
+pub fn embedding_add(x: &[f32], table: &[f32], ids: &[u32], h: usize) -> Vec<f32> {
+    assert_eq!(x.len(), ids.len() * h);
+    x.iter().zip(embedding(table, ids, h)).map(|(a, b)| a + b).collect()
+}
+
 /// Backward of `embedding`: scatter-add. ids [T], dy [T, H] → dtable [V, H] (rows of ids that do
 /// not occur are zero).
 pub fn embedding_backward(ids: &[u32], dy: &[f32], v: usize, h: usize) -> Vec<f32> {

@@ -57,6 +57,13 @@ fn layer_norm_backward_matches_finite_differences() {
 }
 
 #[test]
+fn tanh_backward_matches_finite_differences() {
+    let x = rand_vec(40, 13, 3.0);
+    let r = rand_vec(40, 14, 1.0);
+    check("tanh", &x, &r, tanh, &tanh_backward(&tanh(&x), &r));
+}
+
+#[test]
 fn gelu_and_geglu_backward_match_finite_differences() {
     let x = rand_vec(40, 9, 3.0);
     let r = rand_vec(40, 10, 1.0);

@@ -22,8 +22,8 @@ mod pool;
 mod rope;
 
 pub use attention::{attention, attention_backward};
-pub use elementwise::{add, geglu, geglu_backward, gelu, gelu_backward, gelu_grad_scalar, gelu_scalar};
-pub use embedding::{embedding, embedding_backward};
+pub use elementwise::{add, geglu, geglu_backward, gelu, gelu_backward, gelu_grad_scalar, gelu_scalar, tanh, tanh_backward};
+pub use embedding::{embedding, embedding_add, embedding_backward};
 pub use layernorm::{add_layer_norm, layer_norm, layer_norm_backward};
 pub use linear::{linear, linear_backward};
 pub use loss::{cross_entropy, cross_entropy_backward, label_rank};

@@ -22,7 +22,7 @@ fn load_error(dir: &Path) -> String {
     let be = testing::cpu();
     match ModelFolder::open(dir) {
         Err(e) => e.to_string(),
-        Ok(folder) => match ModernBert::load(&be, folder.config, &folder.checkpoint) {
+        Ok(folder) => match runtime::Model::load(&be, folder.config, &folder.checkpoint) {
             Err(e) => e.to_string(),
             Ok(_) => panic!("{} loaded", dir.display()),
         },
@@ -193,8 +193,8 @@ fn sharded_checkpoint_and_prefixless_names() {
     fs::write(dir.join("model.safetensors.index.json"), serde_json::json!({"metadata": {}, "weight_map": map}).to_string()).unwrap();
     let folder = ModelFolder::open(&dir).unwrap();
     let be = testing::cpu();
-    let model = ModernBert::load(&be, folder.config, &folder.checkpoint).unwrap();
-    assert!(model.classifier.is_some());
+    let model = runtime::Model::load(&be, folder.config, &folder.checkpoint).unwrap();
+    assert!(model.has_classifier());
 
     // An index that points at a missing shard names it.
     fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();

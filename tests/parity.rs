@@ -6,12 +6,12 @@ use kernels::{testing, Backend};
 use runtime::check::{check, CheckReport};
 use runtime::folder::ModelFolder;
 use runtime::weights::Checkpoint;
-use runtime::ModernBert;
+use runtime::Model;
 use workspace_tests::fixture;
 
 fn run<B: Backend>(be: &B, model: &str) -> CheckReport {
     let folder = ModelFolder::open(&fixture(model)).unwrap();
-    let model = ModernBert::load(be, folder.config, &folder.checkpoint).unwrap();
+    let model = Model::load(be, folder.config, &folder.checkpoint).unwrap();
     let reference = Checkpoint::open_file(&fixture("reference.safetensors")).unwrap();
     testing::block_on(check(be, &model, &reference)).unwrap()
 }
@@ -80,7 +80,7 @@ fn wgpu_f16_activations_tokcls_model() {
 fn f16_activations_are_f16_and_close_to_f32_activations() {
     let hidden = |be: &kernels::GpuBackend| {
         let folder = ModelFolder::open(&fixture("tiny-modernbert-mlm")).unwrap();
-        let model = ModernBert::load(be, folder.config, &folder.checkpoint).unwrap();
+        let model = Model::load(be, folder.config, &folder.checkpoint).unwrap();
         let ids: Vec<Vec<u32>> = (0..3).map(|b| testing::rand_ids(37 + 20 * b, b as u32 + 1, 300)).collect();
         let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         let batch = model.batch(be, &seqs).unwrap();
@@ -128,7 +128,7 @@ fn window_rule_matches_the_fixture_masks() {
     let reference = Checkpoint::open_file(&fixture("reference.safetensors")).unwrap();
     let mask = reference.require("attention_mask").unwrap().to_i64().unwrap();
     let folder = ModelFolder::open(&fixture("tiny-modernbert-mlm")).unwrap();
-    let w = folder.config.window();
+    let w = folder.config.modernbert("the window test").unwrap().window();
     for (name, window) in [("allowed_full", None), ("allowed_sliding", Some(w))] {
         let allowed = reference.require(name).unwrap().to_i64().unwrap();
         for b in 0..3 {
@@ -166,9 +166,9 @@ fn wgpu_f16_is_the_model_with_rounded_weights() {
         .collect();
     let ckpt = Checkpoint::from_bytes(vec![("rounded.safetensors".into(), serialize_f32(&rounded, None).unwrap())]).unwrap();
     let cpu = testing::cpu();
-    let cpu_model = ModernBert::load(&cpu, folder.config.clone(), &ckpt).unwrap();
+    let cpu_model = Model::load(&cpu, folder.config.clone(), &ckpt).unwrap();
     let gpu = testing::gpu_f16();
-    let gpu_model = ModernBert::load(&gpu, folder.config.clone(), &folder.checkpoint).unwrap();
+    let gpu_model = Model::load(&gpu, folder.config.clone(), &folder.checkpoint).unwrap();
     let seqs: [&[u32]; 2] = [&[301, 17, 44, 90, 250, 302], &[301, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 302]];
     let a = cpu_model.encode(&cpu, &cpu_model.batch(&cpu, &seqs).unwrap(), None).unwrap();
     let b = gpu_model.encode(&gpu, &gpu_model.batch(&gpu, &seqs).unwrap(), None).unwrap();

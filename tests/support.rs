@@ -24,3 +24,8 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// `tests/fixtures-bert/<name>`: the classic-BERT oracle.
+pub fn bert_fixture(name: &str) -> PathBuf {
+    tests_dir().join("fixtures-bert").join(name)
+}

@@ -29,7 +29,7 @@ fn special_tokens_of_the_real_tokenizer() {
     let s = &t.specials;
     assert_eq!((s.cls, s.sep, s.pad, s.mask, s.unk), (50281, 50282, 50283, Some(50284), Some(50280)));
     let base = ModernBertConfig::from_file(&data("modernbert-configs/ModernBERT-base.config.json")).unwrap();
-    t.check_config(&base).unwrap();
+    t.check_config(&runtime::ModelConfig::ModernBert(base.clone())).unwrap();
     // Offsets point into the text.
     let text = "Patient denies chest pain.";
     let e = t.encode(text).unwrap();
@@ -41,13 +41,13 @@ fn special_tokens_of_the_real_tokenizer() {
 fn special_token_mismatch_is_refused() {
     let t = Tokenizer::from_dir(&fixture("tiny-modernbert-mlm")).unwrap();
     let mut config = ModernBertConfig::from_file(&fixture("tiny-modernbert-mlm/config.json")).unwrap();
-    t.check_config(&config).unwrap();
+    t.check_config(&runtime::ModelConfig::ModernBert(config.clone())).unwrap();
     config.pad_token_id = 5;
-    let m = t.check_config(&config).unwrap_err().to_string();
+    let m = t.check_config(&runtime::ModelConfig::ModernBert(config.clone())).unwrap_err().to_string();
     assert!(m.contains("tokenizer.json") && m.contains("[PAD]") && m.contains("has id 303") && m.contains("\"pad_token_id\" is 5"), "{m}");
     config.pad_token_id = 303;
     config.vocab_size = 300;
-    let m = t.check_config(&config).unwrap_err().to_string();
+    let m = t.check_config(&runtime::ModelConfig::ModernBert(config.clone())).unwrap_err().to_string();
     assert!(m.contains("vocab_size"), "{m}");
 }
 

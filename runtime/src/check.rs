@@ -5,9 +5,10 @@
 use kernels::tolerance::ErrorScale;
 use kernels::Backend;
 
-use crate::config::{LayerType, Pooling};
-use crate::model::{ModernBert, Trace};
-use crate::weights::Checkpoint;
+use crate::bert::Bert;
+use crate::config::{LayerType, ModelConfig, Pooling};
+use crate::model::{mean_cross_entropy, Batch, Model, ModernBert, Trace};
+use crate::weights::{Checkpoint, Overlay};
 use crate::{Error, Result};
 
 /// One compared tensor.
@@ -88,6 +89,8 @@ impl CheckReport {
 struct RefInputs {
     /// Per sequence, the real token ids.
     sequences: Vec<Vec<u32>>,
+    /// Per sequence, the token types of the real tokens (all 0 without `token_type_ids`).
+    types: Vec<Vec<u32>>,
     /// For every real token (in batch order), its flat index b·S + s in the padded layout.
     flat: Vec<usize>,
     /// Padded sequence length S.
@@ -99,40 +102,51 @@ fn ints(reference: &Checkpoint, name: &str) -> Result<(Vec<i64>, Vec<usize>)> {
     Ok((t.to_i64()?, t.shape.to_vec()))
 }
 
-fn inputs(reference: &Checkpoint) -> Result<RefInputs> {
-    let (ids, shape) = ints(reference, "input_ids")?;
-    let file = reference.file_of("input_ids").to_string();
+/// The inputs `{prefix}input_ids`, `{prefix}attention_mask` and `{prefix}token_type_ids`
+/// (the last two optional).
+fn inputs(reference: &Checkpoint, prefix: &str) -> Result<RefInputs> {
+    let ids_name = format!("{prefix}input_ids");
+    let (ids, shape) = ints(reference, &ids_name)?;
+    let file = reference.file_of(&ids_name).to_string();
     if shape.len() != 2 {
-        return Err(Error::weights(&file, format!("tensor \"input_ids\": expected shape [B, S], found {shape:?}")));
+        return Err(Error::weights(&file, format!("tensor \"{ids_name}\": expected shape [B, S], found {shape:?}")));
     }
     let (b, s) = (shape[0], shape[1]);
-    let mask = if reference.contains("attention_mask") {
-        let (m, mshape) = ints(reference, "attention_mask")?;
-        if mshape != shape {
-            return Err(Error::weights(&file, format!("tensor \"attention_mask\" has shape {mshape:?}, expected {shape:?} like input_ids")));
+    let like_ids = |name: &str, default: i64| -> Result<Vec<i64>> {
+        if !reference.contains(name) {
+            return Ok(vec![default; b * s]);
         }
-        m
-    } else {
-        vec![1; b * s]
+        let (m, mshape) = ints(reference, name)?;
+        if mshape != shape {
+            return Err(Error::weights(&file, format!("tensor \"{name}\" has shape {mshape:?}, expected {shape:?} like {ids_name}")));
+        }
+        Ok(m)
     };
+    let mask = like_ids(&format!("{prefix}attention_mask"), 1)?;
+    let token_types = like_ids(&format!("{prefix}token_type_ids"), 0)?;
     let mut sequences = Vec::with_capacity(b);
+    let mut types = Vec::with_capacity(b);
     let mut flat = Vec::new();
     for row in 0..b {
-        let mut seq = Vec::new();
+        let (mut seq, mut ty) = (Vec::new(), Vec::new());
         for col in 0..s {
             let k = row * s + col;
             if mask[k] != 0 {
-                let id = u32::try_from(ids[k]).map_err(|_| Error::weights(&file, format!("tensor \"input_ids\": negative id {} at [{row}, {col}]", ids[k])))?;
+                let id = u32::try_from(ids[k]).map_err(|_| Error::weights(&file, format!("tensor \"{ids_name}\": negative id {} at [{row}, {col}]", ids[k])))?;
+                let t = u32::try_from(token_types[k])
+                    .map_err(|_| Error::weights(&file, format!("tensor \"{prefix}token_type_ids\": negative type {} at [{row}, {col}]", token_types[k])))?;
                 seq.push(id);
+                ty.push(t);
                 flat.push(k);
             }
         }
         if seq.is_empty() {
-            return Err(Error::weights(&file, format!("tensor \"attention_mask\": row {row} has no real token")));
+            return Err(Error::weights(&file, format!("tensor \"{prefix}attention_mask\": row {row} has no real token")));
         }
         sequences.push(seq);
+        types.push(ty);
     }
-    Ok(RefInputs { sequences, flat, s })
+    Ok(RefInputs { sequences, types, flat, s })
 }
 
 /// Rows of a padded reference [B, S, X] at the real tokens → [T·X]; checks the shape.
@@ -177,7 +191,12 @@ fn loss_row(reference: &Checkpoint, name: &str, ours: f32) -> Result<CheckRow> {
 
 /// Why a reference tensor was not compared.
 fn skip_reason(name: &str) -> &'static str {
-    if name.starts_with("grad.") || name.starts_with("adamw.") {
+    let name = name.strip_prefix("pair.").unwrap_or(name);
+    if name.starts_with("bert.pooler.") {
+        "weights (the pooler the reference used), not outputs"
+    } else if name == "pooler_output" {
+        "the model has no pooler"
+    } else if name.starts_with("grad.") || name.starts_with("adamw.") {
         "gradients and optimizer steps belong to training"
     } else if name.starts_with("allowed_") {
         "attention masks are not materialised (the kernels apply the window rule)"
@@ -192,15 +211,14 @@ fn skip_reason(name: &str) -> &'static str {
 
 /// Inputs and labels are not outputs.
 fn is_input(name: &str) -> bool {
-    matches!(name, "input_ids" | "attention_mask" | "original_input_ids") || name.ends_with("_labels")
+    let name = name.strip_prefix("pair.").unwrap_or(name);
+    matches!(name, "input_ids" | "attention_mask" | "original_input_ids" | "token_type_ids") || name.ends_with("_labels")
 }
 
 /// transformers' sequence-classification loss: MSE when there is one label (regression), binary
 /// cross-entropy for `multi_label_classification`, else cross-entropy ignoring labels of −100.
-async fn sequence_loss<B: Backend>(be: &B, model: &ModernBert<B>, reference: &Checkpoint, logits: &B::Tensor, b: usize) -> Result<f32> {
+async fn sequence_loss<B: Backend>(be: &B, problem: Option<&str>, c: usize, reference: &Checkpoint, logits: &B::Tensor, b: usize) -> Result<f32> {
     let t = reference.require("seqcls_labels")?;
-    let problem = model.config.problem_type.as_deref();
-    let c = model.labels.len();
     if c == 1 || problem == Some("regression") || problem == Some("multi_label_classification") {
         let targets = match t.dtype {
             crate::weights::StoredDtype::F32 | crate::weights::StoredDtype::F16 | crate::weights::StoredDtype::BF16 => t.to_f32()?,
@@ -225,12 +243,154 @@ async fn sequence_loss<B: Backend>(be: &B, model: &ModernBert<B>, reference: &Ch
     let keep: Vec<u32> = (0..b as u32).filter(|&i| labels[i as usize] != -100).collect();
     let labels: Vec<u32> = keep.iter().map(|&i| labels[i as usize] as u32).collect();
     let rows = be.gather_rows(logits, &be.upload_ids(&keep)?)?;
-    model.mean_cross_entropy(be, &rows, &labels).await
+    mean_cross_entropy(be, &rows, &labels).await
 }
 
 /// Run the model on the reference inputs and compare.
-pub async fn check<B: Backend>(be: &B, model: &ModernBert<B>, reference: &Checkpoint) -> Result<CheckReport> {
-    let inp = inputs(reference)?;
+pub async fn check<B: Backend>(be: &B, model: &Model<B>, reference: &Checkpoint) -> Result<CheckReport> {
+    let mut report = match model {
+        Model::ModernBert(m) => check_modernbert(be, m, reference).await?,
+        Model::Bert(m) => check_bert(be, m, reference).await?,
+    };
+    for name in reference.names() {
+        if !is_input(name) && !report.rows.iter().any(|r| r.name == name) {
+            report.skipped.push((name.to_string(), skip_reason(name).to_string()));
+        }
+    }
+    report.skipped.sort();
+    if report.rows.is_empty() {
+        return Err(Error::Input(format!("{}: no tensor of the reference file could be compared with this model", reference.file_of("input_ids"))));
+    }
+    Ok(report)
+}
+
+/// Load a model for the check. A BERT reference may hold the pooler its sequence classifier used
+/// (`bert.pooler.dense.*`, as transformers' fixtures do when the checkpoint has none): it is then
+/// taken from the reference file, and `Bert::pooler_source` says so.
+pub fn load_for_check<B: Backend>(be: &B, config: ModelConfig, checkpoint: &Checkpoint, reference: &Checkpoint) -> Result<Model<B>> {
+    match config {
+        ModelConfig::Bert(c) => {
+            let names = ["bert.pooler.dense.weight", "bert.pooler.dense.bias"];
+            let has_pooler = checkpoint.contains("bert.pooler.dense.weight") || checkpoint.contains("pooler.dense.weight");
+            if !has_pooler && names.iter().all(|n| reference.contains(n)) && checkpoint.contains("bert.embeddings.word_embeddings.weight") {
+                let overlay = Overlay { base: checkpoint, extra: reference, names: names.iter().map(|n| n.to_string()).collect() };
+                let mut m = Bert::load(be, c, &overlay)?;
+                m.pooler_source = Some(reference.file_of(names[0]).to_string());
+                Ok(Model::Bert(m))
+            } else {
+                Ok(Model::Bert(Bert::load(be, c, checkpoint)?))
+            }
+        }
+        c => Model::load(be, c, checkpoint),
+    }
+}
+
+/// Masked-LM logits [T, V] of every real token, compared in row blocks: [T, V] of a real model
+/// does not fit one GPU binding.
+async fn mlm_logits_row<B: Backend>(
+    be: &B,
+    hidden: &B::Tensor,
+    reference: &Checkpoint,
+    name: &str,
+    inp: &RefInputs,
+    v: usize,
+    head: impl Fn(&B::Tensor) -> Result<B::Tensor>,
+) -> Result<CheckRow> {
+    let t_real = inp.flat.len();
+    let theirs = real_rows(reference, name, inp, v)?;
+    let rows_per_block = (be.device_info().max_binding_bytes / (v * 4)).clamp(1, t_real);
+    let mut row = CheckRow::new(name, vec![t_real, v], &[], &[]);
+    for start in (0..t_real).step_by(rows_per_block) {
+        let end = (start + rows_per_block).min(t_real);
+        let rows: Vec<u32> = (start as u32..end as u32).collect();
+        let ours = be.read(&head(&be.gather_rows(hidden, &be.upload_ids(&rows)?)?)?).await?;
+        row.merge(&ours, &theirs[start * v..end * v]);
+    }
+    Ok(row)
+}
+
+/// A [B, X] reference tensor compared with ours.
+async fn per_sequence_row<B: Backend>(be: &B, ours: &B::Tensor, reference: &Checkpoint, name: &str, b: usize, x: usize) -> Result<CheckRow> {
+    let t = reference.require(name)?;
+    if t.shape != [b, x] {
+        return Err(Error::weights(t.file, format!("tensor \"{name}\" has shape {:?}, expected [{b}, {x}]", t.shape)));
+    }
+    Ok(CheckRow::new(name, vec![b, x], &be.read(ours).await?, &t.to_f32()?))
+}
+
+/// The classic-BERT check (`tests/fixtures-bert/reference.safetensors`): the single-segment
+/// batch with every layer, the pooler and the heads; then, when the reference has it, the
+/// sentence-pair batch (`pair.*`, token types 0 and 1).
+async fn check_bert<B: Backend>(be: &B, bert: &Bert<B>, reference: &Checkpoint) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let h = bert.config.hidden_size;
+    let c = bert.labels.len();
+    for prefix in ["", "pair."] {
+        if !reference.contains(&format!("{prefix}input_ids")) {
+            continue;
+        }
+        let inp = inputs(reference, prefix)?;
+        let t_real = inp.flat.len();
+        let seqs: Vec<&[u32]> = inp.sequences.iter().map(Vec::as_slice).collect();
+        let types: Vec<&[u32]> = inp.types.iter().map(Vec::as_slice).collect();
+        let batch: Batch<B> = bert.batch(be, &seqs, Some(&types))?;
+        let mut trace: Trace<B> = Vec::new();
+        let hidden = bert.encode(be, &batch, Some(&mut trace))?;
+        for (name, tensor) in &trace {
+            let name = format!("{prefix}{name}");
+            if reference.contains(&name) {
+                let theirs = real_rows(reference, &name, &inp, h)?;
+                report.rows.push(CheckRow::new(name, vec![t_real, h], &be.read(tensor).await?, &theirs));
+            }
+        }
+        let b = inp.sequences.len();
+        let name = format!("{prefix}pooler_output");
+        if bert.pooler.is_some() && reference.contains(&name) {
+            report.rows.push(per_sequence_row(be, &bert.pooler_output(be, &hidden, &batch)?, reference, &name, b, h).await?);
+        }
+        if bert.mlm.is_some() {
+            let name = format!("{prefix}mlm_logits");
+            if reference.contains(&name) {
+                let head = |rows: &B::Tensor| bert.mlm_logits(be, rows);
+                report.rows.push(mlm_logits_row(be, &hidden, reference, &name, &inp, bert.config.vocab_size, head).await?);
+            }
+            let (loss_name, labels_name) = (format!("{prefix}mlm_loss"), format!("{prefix}mlm_labels"));
+            if reference.contains(&loss_name) && reference.contains(&labels_name) {
+                let (rows, labels) = labelled(reference, &labels_name, &inp)?;
+                let logits = bert.mlm_logits(be, &be.gather_rows(&hidden, &be.upload_ids(&rows)?)?)?;
+                report.rows.push(loss_row(reference, &loss_name, mean_cross_entropy(be, &logits, &labels).await?)?);
+            }
+        }
+        if bert.classifier.is_some() {
+            let name = format!("{prefix}tokcls_logits");
+            if reference.contains(&name) {
+                let theirs = real_rows(reference, &name, &inp, c)?;
+                report.rows.push(CheckRow::new(name, vec![t_real, c], &be.read(&bert.token_logits(be, &hidden)?).await?, &theirs));
+            }
+            let (loss_name, labels_name) = (format!("{prefix}tokcls_loss"), format!("{prefix}tokcls_labels"));
+            if reference.contains(&loss_name) && reference.contains(&labels_name) {
+                let (rows, labels) = labelled(reference, &labels_name, &inp)?;
+                let logits = bert.token_logits(be, &be.gather_rows(&hidden, &be.upload_ids(&rows)?)?)?;
+                report.rows.push(loss_row(reference, &loss_name, mean_cross_entropy(be, &logits, &labels).await?)?);
+            }
+            let name = format!("{prefix}seqcls_logits");
+            if bert.pooler.is_some() && reference.contains(&name) {
+                let logits = bert.sequence_logits(be, &hidden, &batch)?;
+                report.rows.push(per_sequence_row(be, &logits, reference, &name, b, c).await?);
+                let loss_name = format!("{prefix}seqcls_loss");
+                if prefix.is_empty() && reference.contains(&loss_name) && reference.contains("seqcls_labels") {
+                    let loss = sequence_loss(be, bert.config.problem_type.as_deref(), c, reference, &logits, b).await?;
+                    report.rows.push(loss_row(reference, &loss_name, loss)?);
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The ModernBERT check (`tests/fixtures/reference.safetensors`).
+async fn check_modernbert<B: Backend>(be: &B, model: &ModernBert<B>, reference: &Checkpoint) -> Result<CheckReport> {
+    let inp = inputs(reference, "")?;
     let seqs: Vec<&[u32]> = inp.sequences.iter().map(|s| s.as_slice()).collect();
     let batch = model.batch(be, &seqs)?;
     let mut trace: Trace<B> = Vec::new();
@@ -267,18 +427,8 @@ pub async fn check<B: Backend>(be: &B, model: &ModernBert<B>, reference: &Checkp
     // Masked LM.
     if model.decoder.is_some() {
         if reference.contains("mlm_logits") {
-            // In row blocks: [T, V] of a real model does not fit one GPU binding.
-            let v = model.config.vocab_size;
-            let theirs = real_rows(reference, "mlm_logits", &inp, v)?;
-            let rows_per_block = (be.device_info().max_binding_bytes / (v * 4)).clamp(1, t_real);
-            let mut row = CheckRow::new("mlm_logits", vec![t_real, v], &[], &[]);
-            for start in (0..t_real).step_by(rows_per_block) {
-                let end = (start + rows_per_block).min(t_real);
-                let rows: Vec<u32> = (start as u32..end as u32).collect();
-                let ours = be.read(&model.mlm_logits(be, &be.gather_rows(&hidden, &be.upload_ids(&rows)?)?)?).await?;
-                row.merge(&ours, &theirs[start * v..end * v]);
-            }
-            report.rows.push(row);
+            let head = |rows: &B::Tensor| model.mlm_logits(be, rows);
+            report.rows.push(mlm_logits_row(be, &hidden, reference, "mlm_logits", &inp, model.config.vocab_size, head).await?);
         }
         if reference.contains("mlm_loss") && reference.contains("mlm_labels") {
             let (rows, labels) = labelled(reference, "mlm_labels", &inp)?;
@@ -320,19 +470,10 @@ pub async fn check<B: Backend>(be: &B, model: &ModernBert<B>, reference: &Checkp
                 report.rows.push(CheckRow::new(logits_name, expected.to_vec(), &ours, &t.to_f32()?));
             }
             if reference.contains(&loss_name) && reference.contains("seqcls_labels") {
-                let loss = sequence_loss(be, model, reference, &logits, inp.sequences.len()).await?;
+                let loss = sequence_loss(be, model.config.problem_type.as_deref(), c, reference, &logits, inp.sequences.len()).await?;
                 report.rows.push(loss_row(reference, &loss_name, loss)?);
             }
         }
-    }
-    for name in reference.names() {
-        if !is_input(name) && !report.rows.iter().any(|r| r.name == name) {
-            report.skipped.push((name.to_string(), skip_reason(name).to_string()));
-        }
-    }
-    report.skipped.sort();
-    if report.rows.is_empty() {
-        return Err(Error::Input(format!("{}: no tensor of the reference file could be compared with this model", reference.file_of("input_ids"))));
     }
     Ok(report)
 }

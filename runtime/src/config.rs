@@ -1,6 +1,8 @@
-//! `config.json` of a ModernBERT-family Hugging Face folder, in both spellings: the released
-//! checkpoints' legacy keys (`global_attn_every_n_layers`, `global_rope_theta`, `local_rope_theta`)
-//! and transformers 5's (`layer_types`, `rope_parameters`). See spec/MODERNBERT.md §1.2.
+//! `config.json` of a Hugging Face folder: ModernBERT-family models in both spellings (the
+//! released checkpoints' legacy keys `global_attn_every_n_layers`, `global_rope_theta`,
+//! `local_rope_theta` and transformers 5's `layer_types`, `rope_parameters`; spec/MODERNBERT.md
+//! §1.2), and classic BERT-layout models (BioClinicalBERT, BioBERT, PubMedBERT: `model_type`
+//! "bert", or the old Google-converted configs that have no `model_type`).
 
 use serde_json::{Map, Value};
 
@@ -26,6 +28,15 @@ impl Architecture {
             Architecture::MaskedLm => "ModernBertForMaskedLM",
             Architecture::TokenClassification => "ModernBertForTokenClassification",
             Architecture::SequenceClassification => "ModernBertForSequenceClassification",
+        }
+    }
+    /// The transformers class name of the classic BERT model with this head.
+    pub fn bert_name(self) -> &'static str {
+        match self {
+            Architecture::Model => "BertModel",
+            Architecture::MaskedLm => "BertForMaskedLM",
+            Architecture::TokenClassification => "BertForTokenClassification",
+            Architecture::SequenceClassification => "BertForSequenceClassification",
         }
     }
 }
@@ -114,6 +125,183 @@ impl ModernBertConfig {
         let source = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: source.clone(), source: e })?;
         Self::from_json(&source, &text)
+    }
+}
+
+/// Everything a classic BERT encoder and its heads need from `config.json`.
+#[derive(Clone, Debug)]
+pub struct BertConfig {
+    /// Where it was read from (for messages).
+    pub source: String,
+    /// `None` when `architectures` is absent: the heads are then found from the weights.
+    pub architecture: Option<Architecture>,
+    /// The class name as written (`BertForPreTraining` loads as a masked LM), for `info`.
+    pub architecture_name: Option<String>,
+    /// False for the old Google-converted configs that carry no `model_type`.
+    pub declares_model_type: bool,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    /// Rows of the learned absolute position table: the longest sequence the model takes.
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f32,
+    pub pad_token_id: u32,
+    /// `id2label` in id order (empty when the config has none).
+    pub labels: Vec<String>,
+    pub problem_type: Option<String>,
+    pub tie_word_embeddings: bool,
+    /// σ of the normal initialisation (not truncated, as transformers' BERT).
+    pub initializer_range: f64,
+}
+
+impl BertConfig {
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Parse `config.json` text; `source` names the file in messages.
+    pub fn from_json(source: &str, text: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(text).map_err(|e| Error::config(source, format!("not valid JSON: {e}")))?;
+        let obj = value.as_object().ok_or_else(|| Error::config(source, "expected a JSON object at the top level"))?;
+        parse_bert(&Fields { source, obj })
+    }
+}
+
+/// A model folder's config: which family, with its fields.
+#[derive(Clone, Debug)]
+pub enum ModelConfig {
+    ModernBert(ModernBertConfig),
+    Bert(BertConfig),
+}
+
+impl ModelConfig {
+    /// Parse `config.json` text: `model_type` "modernbert" or "bert"; a config without
+    /// `model_type` that has BERT's `type_vocab_size` is read as BERT (Google-converted checkpoints).
+    pub fn from_json(source: &str, text: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(text).map_err(|e| Error::config(source, format!("not valid JSON: {e}")))?;
+        let obj = value.as_object().ok_or_else(|| Error::config(source, "expected a JSON object at the top level"))?;
+        let f = Fields { source, obj };
+        match f.opt_str("model_type")? {
+            Some("modernbert") => Ok(ModelConfig::ModernBert(parse(&f)?)),
+            Some("bert") => Ok(ModelConfig::Bert(parse_bert(&f)?)),
+            None if obj.contains_key("type_vocab_size") => Ok(ModelConfig::Bert(parse_bert(&f)?)),
+            Some(other) => Err(Error::config(
+                source,
+                format!("field \"model_type\": \"{other}\" is not supported; expected \"modernbert\" (ModernBERT, BioClinical ModernBERT) or \"bert\" (BERT, BioClinicalBERT, BioBERT)"),
+            )),
+            None => Err(Error::config(source, "missing required field \"model_type\" (expected \"modernbert\" or \"bert\")")),
+        }
+    }
+
+    /// Read and parse `config.json`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: source.clone(), source: e })?;
+        Self::from_json(&source, &text)
+    }
+
+    /// The ModernBERT config, or an error saying that `what` needs a ModernBERT model.
+    pub fn modernbert(&self, what: &str) -> Result<&ModernBertConfig> {
+        match self {
+            ModelConfig::ModernBert(c) => Ok(c),
+            ModelConfig::Bert(c) => Err(Error::config(&c.source, format!("{what} needs a ModernBERT model; this is a classic BERT model (model_type \"bert\")"))),
+        }
+    }
+    pub fn source(&self) -> &str {
+        match self {
+            ModelConfig::ModernBert(c) => &c.source,
+            ModelConfig::Bert(c) => &c.source,
+        }
+    }
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            ModelConfig::ModernBert(c) => c.hidden_size,
+            ModelConfig::Bert(c) => c.hidden_size,
+        }
+    }
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            ModelConfig::ModernBert(c) => c.vocab_size,
+            ModelConfig::Bert(c) => c.vocab_size,
+        }
+    }
+    pub fn num_hidden_layers(&self) -> usize {
+        match self {
+            ModelConfig::ModernBert(c) => c.num_hidden_layers,
+            ModelConfig::Bert(c) => c.num_hidden_layers,
+        }
+    }
+    pub fn num_attention_heads(&self) -> usize {
+        match self {
+            ModelConfig::ModernBert(c) => c.num_attention_heads,
+            ModelConfig::Bert(c) => c.num_attention_heads,
+        }
+    }
+    pub fn intermediate_size(&self) -> usize {
+        match self {
+            ModelConfig::ModernBert(c) => c.intermediate_size,
+            ModelConfig::Bert(c) => c.intermediate_size,
+        }
+    }
+    /// The longest sequence the model takes (`max_position_embeddings`).
+    pub fn context(&self) -> usize {
+        match self {
+            ModelConfig::ModernBert(c) => c.max_position_embeddings,
+            ModelConfig::Bert(c) => c.max_position_embeddings,
+        }
+    }
+    pub fn pad_token_id(&self) -> u32 {
+        match self {
+            ModelConfig::ModernBert(c) => c.pad_token_id,
+            ModelConfig::Bert(c) => c.pad_token_id,
+        }
+    }
+    pub fn labels(&self) -> &[String] {
+        match self {
+            ModelConfig::ModernBert(c) => &c.labels,
+            ModelConfig::Bert(c) => &c.labels,
+        }
+    }
+    pub fn architecture(&self) -> Option<Architecture> {
+        match self {
+            ModelConfig::ModernBert(c) => c.architecture,
+            ModelConfig::Bert(c) => c.architecture,
+        }
+    }
+    pub fn problem_type(&self) -> Option<&str> {
+        match self {
+            ModelConfig::ModernBert(c) => c.problem_type.as_deref(),
+            ModelConfig::Bert(c) => c.problem_type.as_deref(),
+        }
+    }
+    /// The transformers class name of an architecture in this family.
+    pub fn class_name(&self, arch: Architecture) -> &'static str {
+        match self {
+            ModelConfig::ModernBert(_) => arch.hf_name(),
+            ModelConfig::Bert(_) => arch.bert_name(),
+        }
+    }
+    /// Useful forward FLOPs of the encoder on `batch` sequences of `seq` tokens (spec §10): the
+    /// linear layers, and attention over the keys each query may see (all of them in global
+    /// layers and in every BERT layer, the ±window in ModernBERT's local ones).
+    pub fn useful_flops(&self, batch: usize, seq: usize) -> f64 {
+        let (h, i, l) = (self.hidden_size() as f64, self.intermediate_size() as f64, self.num_hidden_layers() as f64);
+        let (linear, attention) = match self {
+            // Wqkv 3h², Wo h², Wi 2hi (GeGLU), Wo ih.
+            ModelConfig::ModernBert(c) => {
+                let w = c.window();
+                let local_keys: f64 = (0..seq).map(|q| (q.min(w) + (seq - 1 - q).min(w) + 1) as f64).sum();
+                let global = c.layer_types.iter().filter(|t| **t == LayerType::Full).count() as f64;
+                (l * 2.0 * (4.0 * h * h + 3.0 * h * i), 4.0 * h * (global * (seq * seq) as f64 + (l - global) * local_keys))
+            }
+            // query, key, value, output 4h²; intermediate hi, output ih.
+            ModelConfig::Bert(_) => (l * 2.0 * (4.0 * h * h + 2.0 * h * i), 4.0 * h * l * (seq * seq) as f64),
+        };
+        batch as f64 * (seq as f64 * linear + attention)
     }
 }
 
@@ -361,6 +549,98 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
     })
 }
 
+fn parse_bert(f: &Fields) -> Result<BertConfig> {
+    let source = f.source;
+    let declares_model_type = match f.opt_str("model_type")? {
+        Some("bert") => true,
+        None => false,
+        Some(other) => return Err(Error::config(source, format!("field \"model_type\": expected \"bert\", found \"{other}\""))),
+    };
+    let architecture_name = match f.get("architectures") {
+        None => None,
+        Some(v) => {
+            let names = v.as_array().ok_or_else(|| f.err("architectures", "a list of class names", v))?;
+            Some(names.first().and_then(Value::as_str).ok_or_else(|| f.err("architectures", "a list of class names", v))?.to_string())
+        }
+    };
+    let architecture = match architecture_name.as_deref() {
+        None => None,
+        Some("BertModel") => Some(Architecture::Model),
+        // The pre-training model's MLM head is a BertForMaskedLM's; its NSP head is not used.
+        Some("BertForMaskedLM" | "BertForPreTraining" | "BertLMHeadModel") => Some(Architecture::MaskedLm),
+        Some("BertForTokenClassification") => Some(Architecture::TokenClassification),
+        Some("BertForSequenceClassification") => Some(Architecture::SequenceClassification),
+        Some(other) => {
+            return Err(Error::config(
+                source,
+                format!("field \"architectures\": \"{other}\" is not supported; expected BertModel, BertForMaskedLM, BertForPreTraining, BertForTokenClassification or BertForSequenceClassification"),
+            ))
+        }
+    };
+    if architecture_name.as_deref() == Some("BertLMHeadModel") || f.bool_or("is_decoder", false)? {
+        return Err(Error::config(source, "field \"is_decoder\": a decoder (causal) BERT is not supported; this runtime runs bidirectional encoders"));
+    }
+    if f.bool_or("add_cross_attention", false)? {
+        return Err(Error::config(source, "field \"add_cross_attention\": cross-attention is not supported"));
+    }
+    let hidden_size = f.positive("hidden_size")?;
+    let num_hidden_layers = f.positive("num_hidden_layers")?;
+    let num_attention_heads = f.positive("num_attention_heads")?;
+    if hidden_size % num_attention_heads != 0 {
+        return Err(Error::config(
+            source,
+            format!("fields \"hidden_size\" ({hidden_size}) and \"num_attention_heads\" ({num_attention_heads}): the head dimension must be a whole number"),
+        ));
+    }
+    match f.opt_str("hidden_act")? {
+        None | Some("gelu") | Some("gelu_python") => {}
+        Some(other) => return Err(Error::config(source, format!("field \"hidden_act\": \"{other}\" is not supported; expected the exact (erf) \"gelu\""))),
+    }
+    match f.opt_str("position_embedding_type")? {
+        None | Some("absolute") => {}
+        Some(other) => {
+            return Err(Error::config(source, format!("field \"position_embedding_type\": \"{other}\" is not supported; expected \"absolute\" (learned positions)")))
+        }
+    }
+    let vocab_size = f.positive("vocab_size")?;
+    // transformers' BertConfig defaults.
+    let pad_token_id = f.opt_u32("pad_token_id")?.unwrap_or(0);
+    if pad_token_id as usize >= vocab_size {
+        return Err(Error::config(source, format!("field \"pad_token_id\": token id {pad_token_id} is outside the vocabulary of {vocab_size}")));
+    }
+    let max_position_embeddings = f.opt_usize("max_position_embeddings")?.unwrap_or(512);
+    if !(1..=MAX_CONTEXT).contains(&max_position_embeddings) {
+        return Err(Error::config(source, format!("field \"max_position_embeddings\": expected 1 to {MAX_CONTEXT}, found {max_position_embeddings}")));
+    }
+    let type_vocab_size = f.opt_usize("type_vocab_size")?.unwrap_or(2);
+    if type_vocab_size == 0 {
+        return Err(Error::config(source, "field \"type_vocab_size\": expected a positive integer, found 0"));
+    }
+    let layer_norm_eps = f.opt_f64("layer_norm_eps")?.unwrap_or(1e-12);
+    if !(layer_norm_eps > 0.0) {
+        return Err(Error::config(source, format!("field \"layer_norm_eps\": expected a positive number, found {layer_norm_eps}")));
+    }
+    Ok(BertConfig {
+        source: source.to_string(),
+        architecture,
+        architecture_name,
+        declares_model_type,
+        vocab_size,
+        hidden_size,
+        num_hidden_layers,
+        num_attention_heads,
+        intermediate_size: f.positive("intermediate_size")?,
+        max_position_embeddings,
+        type_vocab_size,
+        layer_norm_eps: layer_norm_eps as f32,
+        pad_token_id,
+        labels: parse_labels(f)?,
+        problem_type: f.opt_str("problem_type")?.map(str::to_string),
+        tie_word_embeddings: f.bool_or("tie_word_embeddings", true)?,
+        initializer_range: f.opt_f64("initializer_range")?.unwrap_or(0.02),
+    })
+}
+
 /// `id2label` as a list in id order; or `num_labels` generic names; or none.
 fn parse_labels(f: &Fields) -> Result<Vec<String>> {
     if let Some(v) = f.get("id2label") {
@@ -452,6 +732,71 @@ mod tests {
 
     fn message(text: &str) -> String {
         ModernBertConfig::from_json("dir/config.json", text).unwrap_err().to_string()
+    }
+
+    const BERT_TOKCLS: &str = include_str!("../../tests/fixtures-bert/tiny-bert-tokcls/config.json");
+    const BERT_MLM: &str = include_str!("../../tests/fixtures-bert/tiny-bert-mlm/config.json");
+
+    fn bert(text: &str) -> Result<BertConfig> {
+        match ModelConfig::from_json("bert/config.json", text)? {
+            ModelConfig::Bert(c) => Ok(c),
+            ModelConfig::ModernBert(_) => panic!("read as ModernBERT"),
+        }
+    }
+
+    #[test]
+    fn bert_fixture_configs() {
+        let c = bert(BERT_TOKCLS).unwrap();
+        assert_eq!((c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size), (48, 3, 4, 96));
+        assert_eq!((c.max_position_embeddings, c.type_vocab_size, c.pad_token_id, c.vocab_size), (64, 2, 303, 320));
+        assert_eq!(c.layer_norm_eps, 1e-12);
+        assert_eq!(c.architecture, Some(Architecture::TokenClassification));
+        assert_eq!(c.labels, vec!["O", "B-PROBLEM", "I-PROBLEM", "B-DRUG", "I-DRUG"]);
+        assert!(c.declares_model_type);
+        assert_eq!(bert(BERT_MLM).unwrap().architecture, Some(Architecture::MaskedLm));
+        // A ModernBERT config still reads as ModernBERT, the same as through its own parser.
+        let m = ModelConfig::from_json("tiny", TINY).unwrap();
+        assert_eq!(m.modernbert("test").unwrap().layer_types, ModernBertConfig::from_json("tiny", TINY).unwrap().layer_types);
+        assert!(ModelConfig::from_json("b", BERT_MLM).unwrap().modernbert("pre-training").unwrap_err().to_string().contains("pre-training needs a ModernBERT model"));
+    }
+
+    #[test]
+    fn google_converted_bert_config_without_model_type() {
+        // Bio_ClinicalBERT's config.json as published: no model_type, no architectures, defaults elsewhere.
+        let text = r#"{"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "hidden_size": 768,
+            "initializer_range": 0.02, "intermediate_size": 3072, "max_position_embeddings": 512, "num_attention_heads": 12,
+            "num_hidden_layers": 12, "type_vocab_size": 2, "vocab_size": 28996}"#;
+        let c = bert(text).unwrap();
+        assert!(!c.declares_model_type);
+        assert_eq!((c.architecture, c.pad_token_id, c.layer_norm_eps, c.max_position_embeddings), (None, 0, 1e-12, 512));
+        let pre = bert(&edit(text, |m| {
+            m.insert("architectures".into(), serde_json::json!(["BertForPreTraining"]));
+        }))
+        .unwrap();
+        assert_eq!(pre.architecture, Some(Architecture::MaskedLm));
+        assert_eq!(pre.architecture_name.as_deref(), Some("BertForPreTraining"));
+    }
+
+    #[test]
+    fn bert_refusals_name_the_field() {
+        let refuse = |key: &str, value: serde_json::Value, needle: &str| {
+            let m = bert(&edit(BERT_TOKCLS, |m| {
+                m.insert(key.into(), value);
+            }))
+            .unwrap_err()
+            .to_string();
+            assert!(m.starts_with("bert/config.json: ") && m.contains(needle), "{key}: {m}");
+        };
+        refuse("hidden_act", serde_json::json!("gelu_new"), "field \"hidden_act\": \"gelu_new\" is not supported");
+        refuse("position_embedding_type", serde_json::json!("relative_key"), "\"position_embedding_type\": \"relative_key\"");
+        refuse("is_decoder", serde_json::json!(true), "field \"is_decoder\"");
+        refuse("add_cross_attention", serde_json::json!(true), "field \"add_cross_attention\"");
+        refuse("num_attention_heads", serde_json::json!(5), "head dimension");
+        refuse("pad_token_id", serde_json::json!(320), "outside the vocabulary of 320");
+        refuse("architectures", serde_json::json!(["BertForQuestionAnswering"]), "\"BertForQuestionAnswering\" is not supported");
+        refuse("model_type", serde_json::json!("roberta"), "\"roberta\" is not supported; expected \"modernbert\"");
+        let m = ModelConfig::from_json("x/config.json", r#"{"hidden_size": 4}"#).unwrap_err().to_string();
+        assert!(m.contains("missing required field \"model_type\""), "{m}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{ModernBertConfig, Pooling};
+use crate::config::{ModelConfig, Pooling};
 use crate::tokenize::Tokenizer;
 use crate::weights::Checkpoint;
 use crate::{Error, Result};
@@ -10,7 +10,7 @@ use crate::{Error, Result};
 /// The files of a model folder, read and cross-checked.
 pub struct ModelFolder {
     pub dir: PathBuf,
-    pub config: ModernBertConfig,
+    pub config: ModelConfig,
     pub checkpoint: Checkpoint,
     /// `None` when the folder has no `tokenizer.json`.
     pub tokenizer: Option<Tokenizer>,
@@ -22,7 +22,7 @@ impl ModelFolder {
         if !dir.is_dir() {
             return Err(Error::Input(format!("{}: not a model folder (expected a directory with config.json and model.safetensors)", dir.display())));
         }
-        let config = ModernBertConfig::from_file(&dir.join("config.json"))?;
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
         let checkpoint = Checkpoint::open_dir(dir)?;
         let tokenizer = if dir.join("tokenizer.json").exists() {
             let t = Tokenizer::from_dir(dir)?;

@@ -2,7 +2,7 @@
 //! truncated normal N(0, σ²) cut at ±2σ, LayerNorm weights 1, biases 0. Used for benchmarks and
 //! tests with the real configs, and by the trainer for new heads and from-scratch models.
 
-use crate::config::{Architecture, ModernBertConfig};
+use crate::config::{Architecture, BertConfig, ModernBertConfig};
 use crate::weights::{serialize_f32, WeightSource};
 use crate::{Error, Result};
 
@@ -59,6 +59,54 @@ pub fn parameters(c: &ModernBertConfig, arch: Architecture, num_labels: usize) -
             linear(&mut push, "classifier".into(), num_labels, h, true, (h as f32).powf(-0.5))
         }
         _ => {}
+    }
+    out
+}
+
+/// Every parameter of a classic BERT task model, in the order of transformers'
+/// `named_parameters()` (the tied decoder not listed), initialised like its `_init_weights`:
+/// N(0, initializer_range²) not truncated, LayerNorm weights 1, biases 0. A bare `BertModel`
+/// includes its pooler; the task models name the encoder `bert.*`.
+pub fn bert_parameters(c: &BertConfig, arch: Architecture, num_labels: usize) -> Vec<(String, Vec<usize>, Init)> {
+    let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+    let p = if arch == Architecture::Model { "" } else { "bert." };
+    let std = Init::Normal(c.initializer_range as f32);
+    let mut out: Vec<(String, Vec<usize>, Init)> = Vec::new();
+    let linear = |out: &mut Vec<(String, Vec<usize>, Init)>, name: String, o: usize, n: usize| {
+        out.push((format!("{name}.weight"), vec![o, n], std));
+        out.push((format!("{name}.bias"), vec![o], Init::Zeros));
+    };
+    let norm = |out: &mut Vec<(String, Vec<usize>, Init)>, name: String| {
+        out.push((format!("{name}.weight"), vec![h], Init::Ones));
+        out.push((format!("{name}.bias"), vec![h], Init::Zeros));
+    };
+    out.push((format!("{p}embeddings.word_embeddings.weight"), vec![v, h], std));
+    out.push((format!("{p}embeddings.position_embeddings.weight"), vec![c.max_position_embeddings, h], std));
+    out.push((format!("{p}embeddings.token_type_embeddings.weight"), vec![c.type_vocab_size, h], std));
+    norm(&mut out, format!("{p}embeddings.LayerNorm"));
+    for l in 0..c.num_hidden_layers {
+        let e = format!("{p}encoder.layer.{l}");
+        for part in ["query", "key", "value"] {
+            linear(&mut out, format!("{e}.attention.self.{part}"), h, h);
+        }
+        linear(&mut out, format!("{e}.attention.output.dense"), h, h);
+        norm(&mut out, format!("{e}.attention.output.LayerNorm"));
+        linear(&mut out, format!("{e}.intermediate.dense"), i, h);
+        linear(&mut out, format!("{e}.output.dense"), h, i);
+        norm(&mut out, format!("{e}.output.LayerNorm"));
+    }
+    match arch {
+        Architecture::Model | Architecture::SequenceClassification => linear(&mut out, format!("{p}pooler.dense"), h, h),
+        _ => {}
+    }
+    match arch {
+        Architecture::MaskedLm => {
+            out.push(("cls.predictions.bias".into(), vec![v], Init::Zeros));
+            linear(&mut out, "cls.predictions.transform.dense".into(), h, h);
+            norm(&mut out, "cls.predictions.transform.LayerNorm".into());
+        }
+        Architecture::TokenClassification | Architecture::SequenceClassification => linear(&mut out, "classifier".into(), num_labels, h),
+        Architecture::Model => {}
     }
     out
 }
@@ -123,6 +171,10 @@ pub struct RandomWeights {
 impl RandomWeights {
     pub fn new(c: &ModernBertConfig, arch: Architecture, num_labels: usize, seed: u64) -> Self {
         RandomWeights { params: parameters(c, arch, num_labels), seed, cutoff: c.initializer_cutoff_factor }
+    }
+    /// Fresh classic-BERT weights (`bert_parameters`; normals not truncated).
+    pub fn bert(c: &BertConfig, arch: Architecture, num_labels: usize, seed: u64) -> Self {
+        RandomWeights { params: bert_parameters(c, arch, num_labels), seed, cutoff: f64::INFINITY }
     }
     fn find(&self, name: &str) -> Option<&(String, Vec<usize>, Init)> {
         self.params.iter().find(|(n, _, _)| n == name)

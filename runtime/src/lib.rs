@@ -1,6 +1,7 @@
-//! The ModernBERT runtime: config, weights, tokenizer, the encoder and its heads over any
+//! The ModernBERT (and classic BERT) runtime: config, weights, tokenizer, the encoder and its heads over any
 //! [`kernels::Backend`], and the parity check against transformers' reference tensors.
 
+pub mod bert;
 pub mod bundled;
 pub mod check;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod serve;
 pub mod tokenize;
 pub mod weights;
 
-pub use config::ModernBertConfig;
+pub use config::{BertConfig, ModelConfig, ModernBertConfig};
 pub use error::{Error, Result};
-pub use model::ModernBert;
+pub use model::{Model, ModernBert};
+pub use bert::Bert;

@@ -10,7 +10,8 @@
 use kernels::rope::rope_tables;
 use kernels::Backend;
 
-use crate::config::{Architecture, LayerType, ModernBertConfig, Pooling};
+use crate::bert::Bert;
+use crate::config::{Architecture, LayerType, ModelConfig, ModernBertConfig, Pooling};
 use crate::weights::WeightSource;
 use crate::{Error, Result};
 
@@ -94,6 +95,34 @@ pub struct Batch<B: Backend> {
     pub seqs: B::Seqs,
     /// [B+1] cumulative offsets: sequence b is rows cu_seqlens[b]..cu_seqlens[b+1].
     pub cu_seqlens: Vec<u32>,
+    /// BERT only: token type [T] and position within its sequence [T] of every token.
+    pub type_ids: Option<B::Ids>,
+    pub position_ids: Option<B::Ids>,
+    /// BERT only: the token types on the host (for the embedding backward).
+    pub types: Vec<u32>,
+}
+
+/// Check and upload token ids per sequence: each non-empty, within `context` and `vocab`.
+pub(crate) fn upload_batch<B: Backend>(be: &B, sequences: &[&[u32]], context: usize, vocab: usize) -> Result<Batch<B>> {
+    let mut cu = vec![0u32];
+    let mut ids = Vec::with_capacity(sequences.iter().map(|s| s.len()).sum());
+    for (n, s) in sequences.iter().enumerate() {
+        if s.is_empty() {
+            return Err(Error::Input(format!("sequence {n} is empty")));
+        }
+        if s.len() > context {
+            return Err(Error::Input(format!("sequence {n} has {} tokens, more than the model's context of {context} (split it into windows)", s.len())));
+        }
+        if let Some(&bad) = s.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::Input(format!("sequence {n} holds token id {bad}, outside the vocabulary of {vocab}")));
+        }
+        ids.extend_from_slice(s);
+        cu.push(ids.len() as u32);
+    }
+    if sequences.is_empty() {
+        return Err(Error::Input("an empty batch".into()));
+    }
+    Ok(Batch { ids: be.upload_ids(&ids)?, seqs: be.seqs(&cu)?, cu_seqlens: cu, type_ids: None, position_ids: None, types: Vec::new() })
 }
 
 impl<B: Backend> Batch<B> {
@@ -317,30 +346,7 @@ impl<B: Backend> ModernBert<B> {
     /// Upload an unpadded batch: token ids per sequence, each non-empty, within the context and
     /// the vocabulary.
     pub fn batch(&self, be: &B, sequences: &[&[u32]]) -> Result<Batch<B>> {
-        let c = &self.config;
-        let mut cu = vec![0u32];
-        let mut ids = Vec::with_capacity(sequences.iter().map(|s| s.len()).sum());
-        for (n, s) in sequences.iter().enumerate() {
-            if s.is_empty() {
-                return Err(Error::Input(format!("sequence {n} is empty")));
-            }
-            if s.len() > c.max_position_embeddings {
-                return Err(Error::Input(format!(
-                    "sequence {n} has {} tokens, more than the model's context of {} (split it into windows)",
-                    s.len(),
-                    c.max_position_embeddings
-                )));
-            }
-            if let Some(&bad) = s.iter().find(|&&id| id as usize >= c.vocab_size) {
-                return Err(Error::Input(format!("sequence {n} holds token id {bad}, outside the vocabulary of {}", c.vocab_size)));
-            }
-            ids.extend_from_slice(s);
-            cu.push(ids.len() as u32);
-        }
-        if sequences.is_empty() {
-            return Err(Error::Input("an empty batch".into()));
-        }
-        Ok(Batch { ids: be.upload_ids(&ids)?, seqs: be.seqs(&cu)?, cu_seqlens: cu })
+        upload_batch(be, sequences, self.config.max_position_embeddings, self.config.vocab_size)
     }
 
     /// The encoder: last_hidden_state [T, H]. With `trace`, also every intermediate tensor
@@ -446,22 +452,181 @@ impl<B: Backend> ModernBert<B> {
 
     /// One vector per sequence [B, H].
     pub fn pool(&self, be: &B, hidden: &B::Tensor, batch: &Batch<B>, pooling: Pooling) -> Result<B::Tensor> {
-        Ok(match pooling {
-            Pooling::Cls => {
-                let first = &batch.cu_seqlens[..batch.sequences()];
-                be.gather_rows(hidden, &be.upload_ids(first)?)?
-            }
-            Pooling::Mean => be.mean_pool(hidden, &batch.seqs)?,
-        })
+        pool(be, hidden, batch, pooling)
     }
 
     /// Mean cross-entropy of logits [N, C] against labels [N] (all valid), on the device.
     pub async fn mean_cross_entropy(&self, be: &B, logits: &B::Tensor, labels: &[u32]) -> Result<f32> {
-        if labels.is_empty() {
-            return Err(Error::Input("no labelled positions: the loss is undefined".into()));
+        mean_cross_entropy(be, logits, labels).await
+    }
+}
+
+/// One vector per sequence [B, H] from the hidden states [T, H]: each sequence's first token
+/// (`cls`) or the mean over its tokens.
+pub fn pool<B: Backend>(be: &B, hidden: &B::Tensor, batch: &Batch<B>, pooling: Pooling) -> Result<B::Tensor> {
+    Ok(match pooling {
+        Pooling::Cls => {
+            let first = &batch.cu_seqlens[..batch.sequences()];
+            be.gather_rows(hidden, &be.upload_ids(first)?)?
         }
-        let per_row = be.cross_entropy(logits, &be.upload_ids(labels)?)?;
-        let values = be.read(&per_row).await?;
-        Ok((values.iter().map(|&v| v as f64).sum::<f64>() / values.len() as f64) as f32)
+        Pooling::Mean => be.mean_pool(hidden, &batch.seqs)?,
+    })
+}
+
+/// Mean cross-entropy of logits [N, C] against labels [N] (all valid), on the device.
+pub async fn mean_cross_entropy<B: Backend>(be: &B, logits: &B::Tensor, labels: &[u32]) -> Result<f32> {
+    if labels.is_empty() {
+        return Err(Error::Input("no labelled positions: the loss is undefined".into()));
+    }
+    let per_row = be.cross_entropy(logits, &be.upload_ids(labels)?)?;
+    let values = be.read(&per_row).await?;
+    Ok((values.iter().map(|&v| v as f64).sum::<f64>() / values.len() as f64) as f32)
+}
+
+/// A loaded model of either family, with the operations the pipelines, the CLI and the browser
+/// page need. The family-specific types stay available for what only one family has.
+pub enum Model<B: Backend> {
+    ModernBert(ModernBert<B>),
+    Bert(Bert<B>),
+}
+
+impl<B: Backend> Model<B> {
+    /// Load whichever family the config names, every head whose tensors are present.
+    pub fn load<S: WeightSource>(be: &B, config: ModelConfig, ckpt: &S) -> Result<Self> {
+        Ok(match config {
+            ModelConfig::ModernBert(c) => Model::ModernBert(ModernBert::load(be, c, ckpt)?),
+            ModelConfig::Bert(c) => Model::Bert(Bert::load(be, c, ckpt)?),
+        })
+    }
+    /// A copy of the config it was loaded with.
+    pub fn config(&self) -> ModelConfig {
+        match self {
+            Model::ModernBert(m) => ModelConfig::ModernBert(m.config.clone()),
+            Model::Bert(m) => ModelConfig::Bert(m.config.clone()),
+        }
+    }
+    pub fn source(&self) -> &str {
+        match self {
+            Model::ModernBert(m) => &m.config.source,
+            Model::Bert(m) => &m.config.source,
+        }
+    }
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Model::ModernBert(m) => m.config.hidden_size,
+            Model::Bert(m) => m.config.hidden_size,
+        }
+    }
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Model::ModernBert(m) => m.config.vocab_size,
+            Model::Bert(m) => m.config.vocab_size,
+        }
+    }
+    /// The longest sequence the model takes, special tokens included.
+    pub fn context(&self) -> usize {
+        match self {
+            Model::ModernBert(m) => m.config.max_position_embeddings,
+            Model::Bert(m) => m.config.max_position_embeddings,
+        }
+    }
+    pub fn labels(&self) -> &[String] {
+        match self {
+            Model::ModernBert(m) => &m.labels,
+            Model::Bert(m) => &m.labels,
+        }
+    }
+    pub fn problem_type(&self) -> Option<&str> {
+        match self {
+            Model::ModernBert(m) => m.config.problem_type.as_deref(),
+            Model::Bert(m) => m.config.problem_type.as_deref(),
+        }
+    }
+    pub fn has_mlm(&self) -> bool {
+        match self {
+            Model::ModernBert(m) => m.decoder.is_some(),
+            Model::Bert(m) => m.mlm.is_some(),
+        }
+    }
+    pub fn has_classifier(&self) -> bool {
+        match self {
+            Model::ModernBert(m) => m.classifier.is_some(),
+            Model::Bert(m) => m.classifier.is_some(),
+        }
+    }
+    /// The architecture, in words (for `info` and the browser page).
+    pub fn description(&self) -> String {
+        match self {
+            Model::ModernBert(m) => match m.config.architecture {
+                Some(a) => format!("{} (ModernBERT: RoPE, alternating global and sliding-window attention, GeGLU, pre-LayerNorm)", a.hf_name()),
+                None => "ModernBERT (no \"architectures\" in config.json; heads found from the weights)".to_string(),
+            },
+            Model::Bert(m) => m.description(),
+        }
+    }
+    /// Upload an unpadded batch of single-segment sequences (token types all 0).
+    pub fn batch(&self, be: &B, sequences: &[&[u32]]) -> Result<Batch<B>> {
+        match self {
+            Model::ModernBert(m) => m.batch(be, sequences),
+            Model::Bert(m) => m.batch(be, sequences, None),
+        }
+    }
+    /// Upload an unpadded batch with token types per token (sentence pairs). ModernBERT has no
+    /// token types: anything but 0 is refused.
+    pub fn batch_typed(&self, be: &B, sequences: &[&[u32]], types: &[&[u32]]) -> Result<Batch<B>> {
+        match self {
+            Model::ModernBert(m) => {
+                if types.iter().any(|t| t.iter().any(|&k| k != 0)) {
+                    return Err(Error::Input(format!("{}: ModernBERT has no token types; a second segment cannot be marked", m.config.source)));
+                }
+                m.batch(be, sequences)
+            }
+            Model::Bert(m) => m.batch(be, sequences, Some(types)),
+        }
+    }
+    /// The encoder: last_hidden_state [T, H]; with `trace`, the intermediate tensors under the
+    /// reference file's names.
+    pub fn encode(&self, be: &B, batch: &Batch<B>, trace: Option<&mut Trace<B>>) -> Result<B::Tensor> {
+        match self {
+            Model::ModernBert(m) => m.encode(be, batch, trace),
+            Model::Bert(m) => m.encode(be, batch, trace),
+        }
+    }
+    /// Masked-LM logits [N, V] of hidden rows [N, H].
+    pub fn mlm_logits(&self, be: &B, hidden: &B::Tensor) -> Result<B::Tensor> {
+        match self {
+            Model::ModernBert(m) => m.mlm_logits(be, hidden),
+            Model::Bert(m) => m.mlm_logits(be, hidden),
+        }
+    }
+    /// Token-classification logits [T, C].
+    pub fn token_logits(&self, be: &B, hidden: &B::Tensor) -> Result<B::Tensor> {
+        match self {
+            Model::ModernBert(m) => m.token_logits(be, hidden),
+            Model::Bert(m) => m.token_logits(be, hidden),
+        }
+    }
+    /// Sequence-classification logits [B, C]. `pooling`: ModernBERT's override of the config's
+    /// `classifier_pooling`; BERT always classifies its pooler output (the tanh-projected first
+    /// token), so an override is refused.
+    pub fn sequence_logits(&self, be: &B, hidden: &B::Tensor, batch: &Batch<B>, pooling: Option<Pooling>) -> Result<B::Tensor> {
+        match self {
+            Model::ModernBert(m) => m.sequence_logits(be, hidden, batch, pooling.unwrap_or(m.config.classifier_pooling)),
+            Model::Bert(m) => match pooling {
+                None => m.sequence_logits(be, hidden, batch),
+                Some(_) => Err(Error::Input(format!(
+                    "{}: a BERT sequence classifier reads its pooler output (the [CLS] token through bert.pooler.dense and tanh); a pooling choice does not apply",
+                    m.config.source
+                ))),
+            },
+        }
+    }
+    /// One vector per sequence [B, H] of the last hidden state (embeddings).
+    pub fn pool(&self, be: &B, hidden: &B::Tensor, batch: &Batch<B>, pooling: Pooling) -> Result<B::Tensor> {
+        pool(be, hidden, batch, pooling)
+    }
+    /// Mean cross-entropy of logits [N, C] against labels [N] (all valid), on the device.
+    pub async fn mean_cross_entropy(&self, be: &B, logits: &B::Tensor, labels: &[u32]) -> Result<f32> {
+        mean_cross_entropy(be, logits, labels).await
     }
 }

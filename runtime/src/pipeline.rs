@@ -6,7 +6,7 @@
 use kernels::Backend;
 
 use crate::config::Pooling;
-use crate::model::ModernBert;
+use crate::model::Model;
 use crate::tokenize::{Encoded, Tokenizer};
 use crate::{Error, Result};
 
@@ -25,10 +25,9 @@ impl Settings {
     /// Defaults for a model on a device: windows as long as the context allows, overlap of one
     /// eighth of a window, batches of at most 16,384 tokens and never more than the device can
     /// bind for the [T, 3H] attention input.
-    pub fn for_model<B: Backend>(be: &B, model: &ModernBert<B>) -> Self {
-        let c = &model.config;
-        let window = c.max_position_embeddings.saturating_sub(2).max(1);
-        let device_cap = be.device_info().max_binding_bytes / (3 * c.hidden_size * 4);
+    pub fn for_model<B: Backend>(be: &B, model: &Model<B>) -> Self {
+        let window = model.context().saturating_sub(2).max(1);
+        let device_cap = be.device_info().max_binding_bytes / (3 * model.hidden_size() * 4);
         let batch_tokens = device_cap.clamp(1, 16_384).max(window + 2);
         Settings { window, overlap: window / 8, batch_tokens }
     }
@@ -128,13 +127,13 @@ enum Task {
     /// Per content token, the classifier's probabilities [n, C].
     TokenProbs,
     /// Sequence-classification logits [C].
-    SequenceLogits(Pooling),
+    SequenceLogits(Option<Pooling>),
 }
 
 /// A model with its tokenizer on a backend, ready to process documents.
 pub struct Engine<'a, B: Backend> {
     pub be: &'a B,
-    pub model: &'a ModernBert<B>,
+    pub model: &'a Model<B>,
     pub tokenizer: &'a Tokenizer,
     pub settings: Settings,
 }
@@ -148,7 +147,7 @@ pub fn softmax(row: &[f32]) -> Vec<f32> {
 }
 
 impl<'a, B: Backend> Engine<'a, B> {
-    pub fn new(be: &'a B, model: &'a ModernBert<B>, tokenizer: &'a Tokenizer) -> Self {
+    pub fn new(be: &'a B, model: &'a Model<B>, tokenizer: &'a Tokenizer) -> Self {
         Engine { be, model, tokenizer, settings: Settings::for_model(be, model) }
     }
 
@@ -191,9 +190,9 @@ impl<'a, B: Backend> Engine<'a, B> {
             let b = model.batch(be, &refs)?;
             let hidden = model.encode(be, &b, None)?;
             let (rows, width) = match task {
-                Task::Pool(pooling) => (be.read(&model.pool(be, &hidden, &b, pooling)?).await?, model.config.hidden_size),
-                Task::SequenceLogits(pooling) => (be.read(&model.sequence_logits(be, &hidden, &b, pooling)?).await?, model.labels.len()),
-                Task::TokenProbs => (be.read(&model.token_logits(be, &hidden)?).await?, model.labels.len()),
+                Task::Pool(pooling) => (be.read(&model.pool(be, &hidden, &b, pooling)?).await?, model.hidden_size()),
+                Task::SequenceLogits(pooling) => (be.read(&model.sequence_logits(be, &hidden, &b, pooling)?).await?, model.labels().len()),
+                Task::TokenProbs => (be.read(&model.token_logits(be, &hidden)?).await?, model.labels().len()),
             };
             for (k, &i) in batch.iter().enumerate() {
                 results[i] = match task {
@@ -222,7 +221,7 @@ impl<'a, B: Backend> Engine<'a, B> {
     pub async fn embed(&self, encs: &[Encoded], pooling: Pooling, normalize: bool, progress: &mut dyn FnMut(Progress)) -> Result<Vec<Vec<f32>>> {
         let plan = plan(&lengths(encs), &self.settings);
         let per_window = self.run(encs, &plan, Task::Pool(pooling), progress).await?;
-        let h = self.model.config.hidden_size;
+        let h = self.model.hidden_size();
         let mut sums = vec![vec![0f64; h]; encs.len()];
         let mut weights = vec![0f64; encs.len()];
         for (w, e) in plan.windows.iter().zip(&per_window) {
@@ -250,7 +249,7 @@ impl<'a, B: Backend> Engine<'a, B> {
     pub async fn token_probabilities(&self, encs: &[Encoded], progress: &mut dyn FnMut(Progress)) -> Result<Vec<Vec<f32>>> {
         let plan = plan(&lengths(encs), &self.settings);
         let per_window = self.run(encs, &plan, Task::TokenProbs, progress).await?;
-        let c = self.model.labels.len();
+        let c = self.model.labels().len();
         let mut out: Vec<Vec<f32>> = encs.iter().map(|e| vec![0f32; e.len() * c]).collect();
         let mut best: Vec<Vec<i64>> = encs.iter().map(|e| vec![-1; e.len()]).collect();
         for (w, probs) in plan.windows.iter().zip(&per_window) {
@@ -268,10 +267,10 @@ impl<'a, B: Backend> Engine<'a, B> {
 
     /// Per document, the sequence classifier's logits averaged over its windows (weighted by
     /// their tokens).
-    pub async fn sequence_logits(&self, encs: &[Encoded], pooling: Pooling, progress: &mut dyn FnMut(Progress)) -> Result<Vec<Vec<f32>>> {
+    pub async fn sequence_logits(&self, encs: &[Encoded], pooling: Option<Pooling>, progress: &mut dyn FnMut(Progress)) -> Result<Vec<Vec<f32>>> {
         let plan = plan(&lengths(encs), &self.settings);
         let per_window = self.run(encs, &plan, Task::SequenceLogits(pooling), progress).await?;
-        let c = self.model.labels.len();
+        let c = self.model.labels().len();
         let mut sums = vec![vec![0f64; c]; encs.len()];
         let mut weights = vec![0f64; encs.len()];
         for (w, l) in plan.windows.iter().zip(&per_window) {
@@ -293,7 +292,7 @@ impl<'a, B: Backend> Engine<'a, B> {
         if positions.is_empty() {
             return Err(Error::Input(format!("the text holds no {} token to fill", self.tokenizer.names.mask)));
         }
-        let context = self.model.config.max_position_embeddings;
+        let context = self.model.context();
         if enc.len() > context {
             return Err(Error::Input(format!("the text is {} tokens long, more than the model's context of {context}; shorten it around the mask", enc.len())));
         }
@@ -302,7 +301,7 @@ impl<'a, B: Backend> Engine<'a, B> {
         let hidden = model.encode(be, &b, None)?;
         let rows: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
         let logits = be.read(&model.mlm_logits(be, &be.gather_rows(&hidden, &be.upload_ids(&rows)?)?)?).await?;
-        let v = model.config.vocab_size;
+        let v = model.vocab_size();
         let mut out = Vec::new();
         for (k, &pos) in positions.iter().enumerate() {
             let probs = softmax(&logits[k * v..(k + 1) * v]);

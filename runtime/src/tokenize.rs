@@ -1,7 +1,7 @@
 //! Tokenizers: `tokenizer.json` through the `tokenizers` crate (the same code natively and in
 //! the browser), with the special tokens checked against `config.json`.
 
-use crate::config::ModernBertConfig;
+use crate::config::ModelConfig;
 use crate::{Error, Result};
 
 /// The names of the special tokens, from `special_tokens_map.json` / `tokenizer_config.json`.
@@ -133,29 +133,34 @@ impl Tokenizer {
     }
 
     /// Refuse a tokenizer whose special tokens or vocabulary disagree with the config.
-    pub fn check_config(&self, config: &ModernBertConfig) -> Result<()> {
+    pub fn check_config(&self, config: &ModelConfig) -> Result<()> {
         let s = &self.specials;
         let n = &self.names;
+        // ModernBERT configs name their special ids; BERT configs only the padding id.
+        let (cls, sep, mask) = match config {
+            ModelConfig::ModernBert(c) => (c.cls_token_id, c.sep_token_id, c.mask_token_id),
+            ModelConfig::Bert(_) => (None, None, None),
+        };
         for (name, id, field, expected) in [
-            (&n.cls, Some(s.cls), "cls_token_id", config.cls_token_id),
-            (&n.sep, Some(s.sep), "sep_token_id", config.sep_token_id),
-            (&n.pad, Some(s.pad), "pad_token_id", Some(config.pad_token_id)),
-            (&n.mask, s.mask, "mask_token_id", config.mask_token_id),
+            (&n.cls, Some(s.cls), "cls_token_id", cls),
+            (&n.sep, Some(s.sep), "sep_token_id", sep),
+            (&n.pad, Some(s.pad), "pad_token_id", Some(config.pad_token_id())),
+            (&n.mask, s.mask, "mask_token_id", mask),
         ] {
             if let (Some(id), Some(expected)) = (id, expected) {
                 if id != expected {
                     return Err(Error::tokenizer(
                         &self.source,
-                        format!("special token \"{name}\" has id {id}, but {} field \"{field}\" is {expected}", config.source),
+                        format!("special token \"{name}\" has id {id}, but {} field \"{field}\" is {expected}", config.source()),
                     ));
                 }
             }
         }
         let largest = self.inner.get_vocab(true).into_values().max().unwrap_or(0) as usize;
-        if largest >= config.vocab_size {
+        if largest >= config.vocab_size() {
             return Err(Error::tokenizer(
                 &self.source,
-                format!("produces token ids up to {largest}, but {} field \"vocab_size\" is {}", config.source, config.vocab_size),
+                format!("produces token ids up to {largest}, but {} field \"vocab_size\" is {}", config.source(), config.vocab_size()),
             ));
         }
         Ok(())

@@ -124,6 +124,39 @@ impl WeightSource for Checkpoint {
     }
 }
 
+/// A checkpoint with a few named tensors taken from another file instead (the BERT parity check
+/// takes the pooler its reference used from the reference file).
+pub struct Overlay<'a> {
+    pub base: &'a Checkpoint,
+    pub extra: &'a Checkpoint,
+    /// The names read from `extra`.
+    pub names: Vec<String>,
+}
+
+impl Overlay<'_> {
+    fn source(&self, name: &str) -> &Checkpoint {
+        if self.names.iter().any(|n| n == name) { self.extra } else { self.base }
+    }
+}
+
+impl WeightSource for Overlay<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.source(name).contains(name)
+    }
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        WeightSource::shape_of(self.source(name), name)
+    }
+    fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.source(name).f32(name, shape)
+    }
+    fn missing(&self, name: &str) -> Error {
+        WeightSource::missing(self.source(name), name)
+    }
+    fn location(&self, name: &str) -> String {
+        self.source(name).file_of(name).to_string()
+    }
+}
+
 /// One checkpoint: one or more safetensors files and an index from tensor name to file.
 pub struct Checkpoint {
     files: Vec<File>,
@@ -209,6 +242,15 @@ impl Checkpoint {
 
     pub fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)
+    }
+
+    /// The files, their format, and the stored dtypes (for `info`).
+    pub fn describe(&self) -> String {
+        let files: Vec<&str> = self.files.iter().map(|f| f.name.rsplit(['/', '\\']).next().unwrap_or(&f.name)).collect();
+        let mut dtypes: Vec<String> = self.names().filter_map(|n| self.get(n)).map(|t| format!("{:?}", t.dtype)).collect();
+        dtypes.sort();
+        dtypes.dedup();
+        format!("{} ({} tensors, {})", files.join(", "), self.index.len(), dtypes.join(" and "))
     }
 
     /// All tensor names.

@@ -134,7 +134,7 @@ impl Models<'_> {
     fn find(&self, arch: Architecture) -> Result<Option<ModelFolder>> {
         for d in self.dirs {
             let f = ModelFolder::open(d)?;
-            if f.config.architecture == Some(arch) {
+            if f.config.architecture() == Some(arch) {
                 return Ok(Some(f));
             }
         }
@@ -225,7 +225,7 @@ pub fn run<B: Backend>(be: &B, models: &Models, reference: &Checkpoint) -> Resul
 
 fn mlm_model<B: Backend>(be: &B, models: &Models) -> Result<Option<ModernBert<B>>> {
     Ok(match models.find(Architecture::MaskedLm)? {
-        Some(f) => Some(ModernBert::load_trainable(be, f.config.clone(), &f.checkpoint)?),
+        Some(f) => Some(ModernBert::load_trainable(be, f.config.modernbert("the training check")?.clone(), &f.checkpoint)?),
         None => None,
     })
 }
@@ -405,7 +405,7 @@ fn accumulation<B: Backend>(be: &B, models: &Models, r: &Checkpoint, report: &mu
 
 /// §5: the token classifier's loss and gradients.
 fn token_classification<B: Backend>(be: &B, folder: &ModelFolder, r: &Checkpoint, report: &mut Report) -> Result<()> {
-    let mut model = ModernBert::load_trainable(be, folder.config.clone(), &folder.checkpoint)?;
+    let mut model = ModernBert::load_trainable(be, folder.config.modernbert("the training check")?.clone(), &folder.checkpoint)?;
     let batch = ref_batch(r, "tokcls.", "tokcls.labels", None)?;
     let (rows, labels) = (batch.rows(), batch.labels());
     let mut grads = Grads::default();

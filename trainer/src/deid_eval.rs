@@ -11,7 +11,7 @@ use kernels::Backend;
 use runtime::deid::{deidentify, LabelScheme};
 use runtime::folder::ModelFolder;
 use runtime::pipeline::Engine;
-use runtime::ModernBert;
+use runtime::Model;
 use serde::Serialize;
 
 use crate::finetune::{span_docs, SpanDoc};
@@ -57,11 +57,11 @@ pub fn evaluate<B: Backend>(be: &B, model_dir: &Path, data: &Path, threshold: f3
     let notes = span_docs(data)?;
     let folder = ModelFolder::open(model_dir)?;
     let tokenizer = folder.tokenizer.ok_or_else(|| Error::Input(format!("{}: no tokenizer.json", model_dir.display())))?;
-    let model = ModernBert::load(be, folder.config, &folder.checkpoint)?;
-    if model.classifier.is_none() {
+    let model = Model::load(be, folder.config, &folder.checkpoint)?;
+    if !model.has_classifier() {
         return Err(Error::Input(format!("{}: not a token-classification model (no classifier)", model_dir.display())));
     }
-    let scheme = LabelScheme::from_labels(&model.labels)?;
+    let scheme = LabelScheme::from_labels(model.labels())?;
     let engine = Engine::new(be, &model, &tokenizer);
     let texts: Vec<&str> = notes.iter().map(|d| d.text.as_str()).collect();
     let encs = engine.tokenize(&texts)?;

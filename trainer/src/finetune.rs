@@ -376,9 +376,10 @@ pub fn finetune<B: Backend>(be: &B, o: &FinetuneOptions, mut log: impl FnMut(&Ep
         Task::TokenClassification => Architecture::TokenClassification,
         Task::SequenceClassification => Architecture::SequenceClassification,
     };
-    let max_len = o.max_seq_len.min(folder.config.max_position_embeddings);
+    let modernbert = folder.config.modernbert("fine-tuning")?;
+    let max_len = o.max_seq_len.min(modernbert.max_position_embeddings);
     // Labels: the checkpoint's own if it already classifies, else from the training data.
-    let existing = if folder.checkpoint.contains("classifier.weight") { folder.config.labels.clone() } else { Vec::new() };
+    let existing = if folder.checkpoint.contains("classifier.weight") { modernbert.labels.clone() } else { Vec::new() };
     let (train_docs, eval_docs, train_texts, eval_texts);
     let labels: Vec<String> = match o.task {
         Task::TokenClassification => {
@@ -436,7 +437,7 @@ pub fn finetune<B: Backend>(be: &B, o: &FinetuneOptions, mut log: impl FnMut(&Ep
     let train = examples(o.task, &train_docs, &train_texts, &o.train)?;
     let eval = examples(o.task, &eval_docs, &eval_texts, &o.eval)?;
 
-    let mut config = folder.config.clone();
+    let mut config = modernbert.clone();
     config.architecture = Some(arch);
     config.labels = labels.clone();
     let source = WithNewClassifier {

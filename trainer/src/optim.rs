@@ -152,7 +152,7 @@ mod tests {
     fn clipping_scales_the_gradient_to_the_norm_and_decay_skips_norms() {
         let be = CpuBackend::new();
         let folder = runtime::folder::ModelFolder::open(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-modernbert-mlm")).unwrap();
-        let mut config = folder.config.clone();
+        let mut config = folder.config.modernbert("test").unwrap().clone();
         config.architecture = Some(Architecture::MaskedLm);
         let mut model = ModernBert::load_trainable(&be, config, &folder.checkpoint).unwrap();
         // Gradients of norm 5 on two tensors: 3 on a matrix entry, 4 on a norm weight.

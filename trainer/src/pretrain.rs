@@ -325,7 +325,7 @@ fn start<B: Backend>(be: &B, c: &RunConfig, resume_from: Option<&Path>) -> Resul
     let config_json = std::fs::read_to_string(&config_path).map_err(|e| Error::Io { path: config_path.display().to_string(), source: e })?;
     let mut config = ModernBertConfig::from_file(&config_path)?;
     config.architecture = Some(Architecture::MaskedLm);
-    tokenizer.check_config(&config)?;
+    tokenizer.check_config(&runtime::ModelConfig::ModernBert(config.clone()))?;
     let model = match (resume_from, weights_dir) {
         (Some(ck), _) => ModernBert::load_trainable(be, config, &Checkpoint::open_dir(ck)?)?,
         (None, Some(dir)) => ModernBert::load_trainable(be, config, &ModelFolder::open(&dir)?.checkpoint)?,
@@ -484,7 +484,7 @@ pub fn initial_model<B: Backend>(be: &B, c: &RunConfig) -> Result<(ModernBert<B>
 pub fn load_masked_lm<B: Backend>(be: &B, dir: &Path) -> Result<(ModernBert<B>, Tokenizer)> {
     let folder = ModelFolder::open(dir)?;
     let tokenizer = folder.tokenizer.ok_or_else(|| Error::Input(format!("{}: no tokenizer.json", dir.display())))?;
-    let mut config = folder.config;
+    let mut config = folder.config.modernbert("masked-LM training")?.clone();
     config.architecture = Some(Architecture::MaskedLm);
     Ok((ModernBert::load_trainable(be, config, &folder.checkpoint)?, tokenizer))
 }

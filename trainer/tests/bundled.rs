@@ -142,7 +142,7 @@ fn export_to_f16_halves_the_weights_and_keeps_the_outputs() {
     let be = CpuBackend::new();
     let run = |dir: &Path| -> Vec<f32> {
         let ModelFolder { config, checkpoint, tokenizer, .. } = ModelFolder::open(dir).unwrap();
-        let m = ModernBert::load(&be, config, &checkpoint).unwrap();
+        let m = ModernBert::load(&be, config.modernbert("test").unwrap().clone(), &checkpoint).unwrap();
         let ids = tokenizer.unwrap().encode("The patient denies chest pain.").unwrap().ids;
         let b = m.batch(&be, &[ids.as_slice()]).unwrap();
         kernels::block_on(be.read(&m.encode(&be, &b, None).unwrap())).unwrap()

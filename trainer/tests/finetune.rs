@@ -89,9 +89,9 @@ fn deid_head_reaches_f1_on_held_out_notes() {
     assert!(reports.last().unwrap().train_loss < reports[0].train_loss);
     // The saved folder is a token classifier the runtime runs, with the labels in its config.
     let folder = runtime::folder::ModelFolder::open(&out).unwrap();
-    assert_eq!(folder.config.labels, r.labels);
+    assert_eq!(folder.config.labels(), r.labels);
     let be = CpuBackend::new();
-    let model = runtime::ModernBert::load(&be, folder.config.clone(), &folder.checkpoint).unwrap();
+    let model = runtime::ModernBert::load(&be, folder.config.modernbert("test").unwrap().clone(), &folder.checkpoint).unwrap();
     assert!(model.classifier.is_some() && model.decoder.is_none());
     assert!(out.join("eval_results.json").exists() && out.join("tokenizer.json").exists());
 }

@@ -110,7 +110,7 @@ fn ten_steps<B: Backend>(be: &B) -> (Vec<f64>, Vec<f32>) {
     use trainer::optim::{Optimizer, OptimizerConfig, OptimizerKind};
     let r = Checkpoint::open_file(&root().join("tests/fixtures-training/training.safetensors")).unwrap();
     let folder = runtime::folder::ModelFolder::open(&root().join("tests/fixtures/tiny-modernbert-mlm")).unwrap();
-    let mut model = runtime::ModernBert::load_trainable(be, folder.config.clone(), &folder.checkpoint).unwrap();
+    let mut model = runtime::ModernBert::load_trainable(be, folder.config.modernbert("test").unwrap().clone(), &folder.checkpoint).unwrap();
     let mut opt = Optimizer::new(OptimizerConfig { kind: OptimizerKind::StableAdamW, lr: 1e-3, betas: (0.9, 0.98), eps: 1e-6, weight_decay: 1e-5, grad_clip: None });
     let mut out = Vec::new();
     let mut first_grad = Vec::new();

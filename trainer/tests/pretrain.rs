@@ -94,7 +94,7 @@ schedule = { kind = "warmup-stable-decay", warmup = 0, decay = 100 }
     // The final folder loads back into the runtime and predicts.
     let folder = runtime::folder::ModelFolder::open(&tmp.path().join("out/final")).unwrap();
     let be = CpuBackend::new();
-    let model = runtime::ModernBert::load(&be, folder.config.clone(), &folder.checkpoint).unwrap();
+    let model = runtime::ModernBert::load(&be, folder.config.modernbert("test").unwrap().clone(), &folder.checkpoint).unwrap();
     assert!(model.decoder.is_some() && model.head.is_some());
 }
 

@@ -7,12 +7,12 @@
 use std::rc::Rc;
 
 use kernels::{Backend, CpuBackend, GpuBackend};
-use runtime::config::ModernBertConfig;
+use runtime::config::ModelConfig;
 use runtime::deid::{deidentify, LabelScheme, Span, Surrogates};
 use runtime::pipeline::Engine;
 use runtime::tokenize::{Encoded, SpecialNames, Tokenizer};
 use runtime::weights::Checkpoint;
-use runtime::ModernBert;
+use runtime::Model;
 use wasm_bindgen::prelude::*;
 
 fn js_err(e: impl std::fmt::Display) -> JsError {
@@ -22,7 +22,7 @@ fn js_err(e: impl std::fmt::Display) -> JsError {
 /// A model on one backend.
 struct Session<B: Backend> {
     be: B,
-    model: ModernBert<B>,
+    model: Model<B>,
 }
 
 enum Device {
@@ -66,8 +66,8 @@ async fn token_probabilities<B: Backend>(s: &Session<B>, tokenizer: &Tokenizer, 
     Ok((encs.remove(0), probs.remove(0)))
 }
 
-fn load_on<B: Backend>(be: B, config: &ModernBertConfig, checkpoint: &Checkpoint) -> runtime::Result<Session<B>> {
-    let model = ModernBert::load(&be, config.clone(), checkpoint)?;
+fn load_on<B: Backend>(be: B, config: &ModelConfig, checkpoint: &Checkpoint) -> runtime::Result<Session<B>> {
+    let model = Model::load(&be, config.clone(), checkpoint)?;
     Ok(Session { be, model })
 }
 
@@ -81,7 +81,7 @@ impl DeidModel {
         let file = |name: &str| -> Option<Vec<u8>> { files.get(&JsValue::from_str(name)).dyn_into::<js_sys::Uint8Array>().ok().map(|a| a.to_vec()) };
         let need = |name: &str| file(name).ok_or_else(|| JsError::new(&format!("the model folder has no {name}")));
         let text = |name: &str, bytes: Vec<u8>| String::from_utf8(bytes).map_err(|_| JsError::new(&format!("{name}: not UTF-8 text")));
-        let config = ModernBertConfig::from_json("config.json", &text("config.json", need("config.json")?)?).map_err(js_err)?;
+        let config = ModelConfig::from_json("config.json", &text("config.json", need("config.json")?)?).map_err(js_err)?;
         let mut names = SpecialNames::default();
         for extra in ["tokenizer_config.json", "special_tokens_map.json"] {
             if let Some(bytes) = file(extra) {
@@ -114,9 +114,9 @@ impl DeidModel {
             },
             other => return Err(JsError::new(&format!("device \"{other}\": expected auto, gpu or cpu"))),
         };
-        let (model_ref, info) = match &device {
-            Device::Gpu(s) => (&s.model.labels, s.be.device_info()),
-            Device::Cpu(s) => (&s.model.labels, s.be.device_info()),
+        let (model_ref, architecture, info) = match &device {
+            Device::Gpu(s) => (s.model.labels(), s.model.description(), s.be.device_info()),
+            Device::Cpu(s) => (s.model.labels(), s.model.description(), s.be.device_info()),
         };
         if model_ref.is_empty() {
             return Err(JsError::new("this checkpoint has no token-classification head (classifier.weight): de-identification needs one"));
@@ -125,11 +125,12 @@ impl DeidModel {
         let parameters: usize = checkpoint.names().filter_map(|n| checkpoint.get(n)).map(|t| t.shape.iter().product::<usize>()).sum();
         let info = serde_json::json!({
             "parameters": parameters,
-            "layers": config.num_hidden_layers,
-            "hidden_size": config.hidden_size,
+            "architecture": architecture,
+            "layers": config.num_hidden_layers(),
+            "hidden_size": config.hidden_size(),
             "labels": model_ref,
             "categories": scheme.categories,
-            "context": config.max_position_embeddings,
+            "context": config.context(),
             "backend": info.backend,
             "adapter": info.name,
             "precision": info.details.iter().find(|(k, _)| k == "activations stored as").map_or("f32", |(_, v)| v.as_str()),
@@ -138,7 +139,7 @@ impl DeidModel {
         Ok(DeidModel { inner: Rc::new(Inner { device, tokenizer, scheme, info }) })
     }
 
-    /// `{parameters, layers, hidden_size, labels, categories, context, backend, adapter, precision, fallback}`
+    /// `{parameters, architecture, layers, hidden_size, labels, categories, context, backend, adapter, precision, fallback}`
     /// as JSON (`fallback` says why the CPU runs when WebGPU was asked for, else null).
     pub fn info(&self) -> String {
         self.inner.info.to_string()

@@ -18,7 +18,7 @@ use runtime::pipeline::{softmax, Engine, Settings};
 use runtime::progress::ProgressBar;
 use runtime::tokenize::Tokenizer;
 use runtime::weights::Checkpoint;
-use runtime::ModernBert;
+use runtime::{Model, ModernBert};
 
 #[derive(Parser)]
 #[command(name = "runtime-cli", version, about = "Run ModernBERT-family clinical encoders on any GPU or the CPU")]
@@ -344,12 +344,12 @@ macro_rules! on_backend {
 /// A loaded model folder on a backend.
 struct Loaded<B: Backend> {
     folder: ModelFolder,
-    model: ModernBert<B>,
+    model: Model<B>,
 }
 
 fn load<B: Backend>(be: &B, dir: &Path) -> Result<Loaded<B>, Failure> {
     let folder = ModelFolder::open(dir)?;
-    let model = ModernBert::load(be, folder.config.clone(), &folder.checkpoint)?;
+    let model = Model::load(be, folder.config.clone(), &folder.checkpoint)?;
     Ok(Loaded { folder, model })
 }
 
@@ -366,7 +366,7 @@ impl<B: Backend> Loaded<B> {
         Ok(engine)
     }
     fn require_classifier(&self, command: &str) -> Result<(), Failure> {
-        if self.model.classifier.is_none() {
+        if !self.model.has_classifier() {
             return Err(Failure(format!(
                 "{}: {command} needs a classification head (classifier.weight); this checkpoint has none",
                 self.folder.dir.display()
@@ -432,8 +432,8 @@ fn embed<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &Batch
 fn fill_mask<B: Backend>(be: &B, text: &str, model: &ModelArgs, top_k: usize, json: bool) -> Outcome {
     let dir = model.dir(Some(runtime::bundled::CLINICAL_SMALL))?;
     let loaded = load(be, &dir)?;
-    if loaded.model.decoder.is_none() {
-        return Err(Failure(format!("{}: fill-mask needs a masked-LM head (ModernBertForMaskedLM); this checkpoint has none", dir.display())));
+    if !loaded.model.has_mlm() {
+        return Err(Failure(format!("{}: fill-mask needs a masked-LM head (ModernBertForMaskedLM or BertForMaskedLM); this checkpoint has none", dir.display())));
     }
     let engine = Engine::new(be, &loaded.model, loaded.tokenizer()?);
     let predictions = kernels::block_on(engine.fill_mask(text, top_k.max(1)))?;
@@ -473,7 +473,7 @@ fn deid<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &BatchA
     let docs = documents(input)?;
     let loaded = load(be, &model.dir(Some(runtime::bundled::DEID_SMALL))?)?;
     loaded.require_classifier("deid")?;
-    let scheme = LabelScheme::from_labels(&loaded.model.labels)?;
+    let scheme = LabelScheme::from_labels(loaded.model.labels())?;
     let engine = loaded.engine(be, batch)?;
     let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
     let encs = engine.tokenize(&texts)?;
@@ -498,18 +498,18 @@ fn classify<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &Ba
     let docs = documents(input)?;
     let loaded = load(be, &model.dir(None)?)?;
     loaded.require_classifier("classify")?;
-    let pooling = match pooling {
-        Some(PoolingArg::Mean) => Pooling::Mean,
-        Some(PoolingArg::Cls) => Pooling::Cls,
-        None => loaded.model.config.classifier_pooling,
-    };
+    // None: the model's own (ModernBERT's classifier_pooling; BERT's pooler).
+    let pooling = pooling.map(|p| match p {
+        PoolingArg::Mean => Pooling::Mean,
+        PoolingArg::Cls => Pooling::Cls,
+    });
     let engine = loaded.engine(be, batch)?;
     let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
     let encs = engine.tokenize(&texts)?;
     let mut bar = ProgressBar::new("classified");
     let logits = kernels::block_on(engine.sequence_logits(&encs, pooling, &mut |p| bar.update(p)))?;
-    let labels = &loaded.model.labels;
-    let problem = loaded.model.config.problem_type.as_deref();
+    let labels = loaded.model.labels();
+    let problem = loaded.model.problem_type();
     let mut sink = Sink::open(output)?;
     for (doc, l) in docs.iter().zip(&logits) {
         let line = if labels.len() == 1 || problem == Some("regression") {
@@ -539,10 +539,13 @@ fn run_check<B: Backend>(be: &B, model: &Path, reference: &Path, tol: Option<f32
         criterion.limit = t;
     }
     let folder = ModelFolder::open(model)?;
-    let model = ModernBert::load(be, folder.config, &folder.checkpoint)?;
     let reference = Checkpoint::open_file(reference)?;
+    let model = runtime::check::load_for_check(be, folder.config, &folder.checkpoint, &reference)?;
     let report = kernels::block_on(check(be, &model, &reference))?;
     println!("device: {} ({})", device_name(be), be.dtype().name());
+    if let Model::Bert(runtime::Bert { pooler_source: Some(from), .. }) = &model {
+        println!("pooler: from the reference file {from} (the checkpoint has none)");
+    }
     let worst = report.max_err(criterion.scale);
     let ok = worst <= criterion.limit;
     println!(
@@ -566,26 +569,46 @@ fn info<B: Backend>(be: &B, model: &Path) -> Outcome {
     let c = &folder.config;
     let params: usize = folder.checkpoint.names().filter_map(|n| folder.checkpoint.get(n)).map(|t| t.shape.iter().product::<usize>()).sum();
     println!("model: {}", folder.dir.display());
-    println!("architecture: {}", c.architecture.map_or("(not stated; heads found from the weights)", |a| a.hf_name()));
+    println!("architecture: {}", m.description());
     println!(
         "encoder: {} layers, hidden {}, {} heads of {}, intermediate {}, vocabulary {}, context {}",
-        c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.head_dim(), c.intermediate_size, c.vocab_size, c.max_position_embeddings
+        c.num_hidden_layers(),
+        c.hidden_size(),
+        c.num_attention_heads(),
+        c.hidden_size() / c.num_attention_heads(),
+        c.intermediate_size(),
+        c.vocab_size(),
+        c.context()
     );
-    let global = c.layer_types.iter().filter(|t| **t == runtime::config::LayerType::Full).count();
-    println!(
-        "attention: {global} global layers (RoPE θ {}), {} sliding-window layers (±{} tokens, RoPE θ {})",
-        c.global_rope_theta,
-        c.num_hidden_layers - global,
-        c.window(),
-        c.local_rope_theta
-    );
+    match c {
+        runtime::ModelConfig::ModernBert(c) => {
+            let global = c.layer_types.iter().filter(|t| **t == runtime::config::LayerType::Full).count();
+            println!(
+                "attention: {global} global layers (RoPE θ {}), {} sliding-window layers (±{} tokens, RoPE θ {})",
+                c.global_rope_theta,
+                c.num_hidden_layers - global,
+                c.window(),
+                c.local_rope_theta
+            );
+        }
+        runtime::ModelConfig::Bert(c) => {
+            println!(
+                "attention: {} global layers; learned absolute positions (up to {} tokens), {} token types",
+                c.num_hidden_layers, c.max_position_embeddings, c.type_vocab_size
+            );
+        }
+    }
+    println!("weights: {}", folder.checkpoint.describe());
     println!("parameters: {params} stored");
     let mut heads = Vec::new();
-    if m.decoder.is_some() {
+    if m.has_mlm() {
         heads.push("masked LM".to_string());
     }
-    if m.classifier.is_some() {
-        heads.push(format!("token / sequence classification ({} labels: {})", m.labels.len(), m.labels.join(", ")));
+    if m.has_classifier() {
+        heads.push(format!("token / sequence classification ({} labels: {})", m.labels().len(), m.labels().join(", ")));
+    }
+    if let Model::Bert(b) = m {
+        heads.push(if b.pooler.is_some() { "pooler (tanh)".to_string() } else { "no pooler".to_string() });
     }
     println!("heads: {}", if heads.is_empty() { "none (bare encoder)".into() } else { heads.join("; ") });
     match &folder.tokenizer {
@@ -621,20 +644,6 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Useful forward FLOPs of the encoder on `batch` sequences of `seq` tokens (spec §10): the
-/// linear layers, and attention over the keys each query may see (all for global layers, the
-/// ±window for local ones).
-fn useful_flops(c: &runtime::ModernBertConfig, batch: usize, seq: usize) -> f64 {
-    let (h, i) = (c.hidden_size as f64, c.intermediate_size as f64);
-    let linear = c.num_hidden_layers as f64 * 2.0 * (4.0 * h * h + 3.0 * h * i);
-    let w = c.window();
-    let local_keys: f64 = (0..seq).map(|q| (q.min(w) + (seq - 1 - q).min(w) + 1) as f64).sum();
-    let global = c.layer_types.iter().filter(|t| **t == runtime::config::LayerType::Full).count() as f64;
-    let local = c.num_hidden_layers as f64 - global;
-    let attention = 4.0 * h * (global * (seq * seq) as f64 + local * local_keys);
-    batch as f64 * (seq as f64 * linear + attention)
-}
-
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -660,19 +669,25 @@ fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, batch:
     }
     let m = match (model, config) {
         (Some(dir), _) => load(be, dir)?.model,
-        (None, Some(cfg)) => {
-            let mut c = runtime::ModernBertConfig::from_file(cfg)?;
-            c.architecture = Some(runtime::config::Architecture::Model); // the encoder alone, like ModernBertModel
-            let weights = runtime::init::RandomWeights::new(&c, runtime::config::Architecture::Model, 0, 42);
-            ModernBert::load(be, c, &weights)?
-        }
+        (None, Some(cfg)) => match runtime::ModelConfig::from_file(cfg)? {
+            runtime::ModelConfig::ModernBert(mut c) => {
+                c.architecture = Some(runtime::config::Architecture::Model); // the encoder alone, like ModernBertModel
+                let weights = runtime::init::RandomWeights::new(&c, runtime::config::Architecture::Model, 0, 42);
+                Model::ModernBert(ModernBert::load(be, c, &weights)?)
+            }
+            runtime::ModelConfig::Bert(mut c) => {
+                c.architecture = Some(runtime::config::Architecture::Model); // the encoder alone, like BertModel
+                let weights = runtime::init::RandomWeights::bert(&c, runtime::config::Architecture::Model, 0, 42);
+                Model::Bert(runtime::Bert::load(be, c, &weights)?)
+            }
+        },
         (None, None) => return Err(Failure("give --model DIR or --config FILE".into())),
     };
-    let c = &m.config;
-    if seq > c.max_position_embeddings {
-        return Err(Failure(format!("--seq {seq} exceeds the model's context of {}", c.max_position_embeddings)));
+    let c = m.config();
+    if seq > c.context() {
+        return Err(Failure(format!("--seq {seq} exceeds the model's context of {}", c.context())));
     }
-    let ids: Vec<Vec<u32>> = (0..batch).map(|b| kernels::testing::rand_ids(seq, b as u32 + 1, (c.vocab_size as u32).min(50_000))).collect();
+    let ids: Vec<Vec<u32>> = (0..batch).map(|b| kernels::testing::rand_ids(seq, b as u32 + 1, (c.vocab_size() as u32).min(50_000))).collect();
     let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
     let run = || -> Result<f64, Failure> {
         let t0 = std::time::Instant::now();
@@ -686,7 +701,7 @@ fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, batch:
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let tokens = (batch * seq) as f64;
-    let flops = useful_flops(c, batch, seq);
+    let flops = c.useful_flops(batch, seq);
     println!(
         "{} {} ({}), {}, batch {batch} x {seq}, {} thread(s): median {:.3} s, {:.1} GFLOP/s useful",
         be.device_info().backend,
@@ -706,7 +721,7 @@ fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, batch:
         println!("device memory: peak {:.0} MiB reserved by the allocator's pools, {:.0} MiB in use after the passes", mib(peak), mib(in_use));
     }
     if let Some(rows) = peak {
-        println!("matmul peak {:.1} GFLOP/s ({} x {} x {}, best of 6)", matmul_peak(be, c.hidden_size, rows)?, rows, c.hidden_size, 3 * c.hidden_size);
+        println!("matmul peak {:.1} GFLOP/s ({} x {} x {}, best of 6)", matmul_peak(be, c.hidden_size(), rows)?, rows, c.hidden_size(), 3 * c.hidden_size());
     }
     let device = device_memory.map(|(_, r)| format!(" device_reserved_mib={:.0}", mib(r))).unwrap_or_default();
     println!("tokens_per_s={:.1} peak_rss_mib={:.0}{device}", tokens / median, rss);

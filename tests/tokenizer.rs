@@ -61,3 +61,55 @@ fn unreadable_tokenizer_names_the_file() {
     let m = Tokenizer::from_bytes("tok.json", &bytes, names).err().unwrap().to_string();
     assert!(m.contains("has no CLS token \"<s>\""), "{m}");
 }
+
+/// The BERT fixture's `tokenizer.json` gives what `AutoTokenizer` gave (MANIFEST), single texts
+/// and pairs with their token types.
+#[test]
+fn bert_fixture_tokenizer_matches_transformers() {
+    let t = Tokenizer::from_dir(&workspace_tests::bert_fixture("tiny-bert-mlm")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(workspace_tests::bert_fixture("MANIFEST.json")).unwrap()).unwrap();
+    let examples = manifest["metadata"]["tokenizer_examples"].as_array().unwrap();
+    assert_eq!(examples.len(), 2);
+    let ints = |v: &serde_json::Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+    for e in examples {
+        let text = e["text"].as_str().unwrap();
+        let enc = match e["text_pair"].as_str() {
+            Some(b) => t.encode_pair(text, b).unwrap(),
+            None => t.encode(text).unwrap(),
+        };
+        assert_eq!(enc.ids, ints(&e["input_ids"]), "{text}");
+        assert_eq!(enc.type_ids, ints(&e["token_type_ids"]), "{text}");
+    }
+}
+
+/// A BERT folder without tokenizer.json: WordPiece from vocab.txt with tokenizer_config.json's
+/// lowercasing gives transformers' ids (golden file made by `BertTokenizer`), through the same
+/// folder loading the CLI uses.
+#[test]
+fn wordpiece_folder_matches_transformers() {
+    let dir = workspace_tests::data("bert-wordpiece");
+    let t = Tokenizer::from_dir(&dir).unwrap();
+    assert!(t.description.contains("WordPiece") && t.description.contains("lowercased (do_lower_case in tokenizer_config.json)"), "{}", t.description);
+    assert_eq!((t.specials.cls, t.specials.sep, t.specials.pad, t.specials.mask), (301, 302, 303, Some(304)));
+    let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let ints = |v: &serde_json::Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+    for case in golden.as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let enc = match case["text_pair"].as_str() {
+            Some(b) => t.encode_pair(text, b).unwrap(),
+            None => t.encode(text).unwrap(),
+        };
+        assert_eq!(enc.ids, ints(&case["ids"]), "{text:?}");
+        assert_eq!(enc.type_ids, ints(&case["type_ids"]), "{text:?}");
+    }
+    // Without tokenizer_config.json transformers lowercases too, and `info` says why.
+    let bare = workspace_tests::scratch("wordpiece-bare");
+    std::fs::copy(dir.join("vocab.txt"), bare.join("vocab.txt")).unwrap();
+    let t2 = Tokenizer::from_dir(&bare).unwrap();
+    assert!(t2.description.contains("transformers' default do_lower_case = true"), "{}", t2.description);
+    assert_eq!(t2.encode("The Patient").unwrap().ids, t.encode("the patient").unwrap().ids);
+    // A folder with none of the files names what it looked for.
+    let empty = workspace_tests::scratch("no-tokenizer");
+    let m = Tokenizer::from_dir(&empty).err().unwrap().to_string();
+    assert!(m.contains("expected tokenizer.json, or vocab.txt (WordPiece), or vocab.json with merges.txt"), "{m}");
+}

@@ -396,7 +396,7 @@ mod tests {
         let text = "seen by  John Smith today";
         // Byte-level offsets: each word carries the space(s) before it.
         let offsets = [(0, 4), (4, 7), (7, 13), (13, 19), (19, 25)];
-        let enc = Encoded { ids: vec![0; 5], offsets: offsets.to_vec(), special: vec![false; 5], words: (0..5).map(Some).collect() };
+        let enc = Encoded { ids: vec![0; 5], offsets: offsets.to_vec(), special: vec![false; 5], type_ids: vec![0; 5], words: (0..5).map(Some).collect() };
         let probs: Vec<f32> = [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]].concat();
         let spans = decode(text, &enc, &probs, &scheme, 0.5);
         assert_eq!((spans[0].start, spans[0].end, spans[0].text.as_str()), (9, 19, "John Smith"));
@@ -418,7 +418,7 @@ mod tests {
         let text = "Ça va, Zoë Ödegaard?";
         // words: "Ça"(0..3 bytes) "va"(4..6) ","(6..7) "Zoë"(8..12) "Ödegaard"(13..22) "?"(22..23)
         let offsets = [(0, 3), (4, 6), (6, 7), (8, 12), (13, 22), (22, 23)];
-        let enc = Encoded { ids: vec![0; 6], offsets: offsets.to_vec(), special: vec![false; 6], words: (0..6).map(Some).collect() };
+        let enc = Encoded { ids: vec![0; 6], offsets: offsets.to_vec(), special: vec![false; 6], type_ids: vec![0; 6], words: (0..6).map(Some).collect() };
         let probs: Vec<f32> = [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]].concat();
         let spans = decode(text, &enc, &probs, &scheme, 0.5);
         assert_eq!(spans.len(), 1);

@@ -1,4 +1,6 @@
-//! A Hugging Face model folder: `config.json`, `model.safetensors` (or shards), `tokenizer.json`.
+//! A Hugging Face model folder: `config.json`, the weights (`model.safetensors`, shards, or
+//! PyTorch's `pytorch_model.bin`), and the tokenizer (`tokenizer.json`, or `vocab.txt` /
+//! `vocab.json` + `merges.txt` with `tokenizer_config.json`).
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +14,7 @@ pub struct ModelFolder {
     pub dir: PathBuf,
     pub config: ModelConfig,
     pub checkpoint: Checkpoint,
-    /// `None` when the folder has no `tokenizer.json`.
+    /// `None` when the folder has no tokenizer files (`tokenizer.json`, `vocab.txt`, `vocab.json`).
     pub tokenizer: Option<Tokenizer>,
 }
 
@@ -24,7 +26,7 @@ impl ModelFolder {
         }
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         let checkpoint = Checkpoint::open_dir(dir)?;
-        let tokenizer = if dir.join("tokenizer.json").exists() {
+        let tokenizer = if Tokenizer::present_in(dir) {
             let t = Tokenizer::from_dir(dir)?;
             t.check_config(&config)?;
             Some(t)

@@ -21,6 +21,7 @@ pub mod progress;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;
 pub mod tokenize;
+pub mod tokenize_files;
 pub mod weights;
 
 pub use config::{BertConfig, ModelConfig, ModernBertConfig};

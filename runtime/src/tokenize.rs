@@ -1,7 +1,11 @@
-//! Tokenizers: `tokenizer.json` through the `tokenizers` crate (the same code natively and in
-//! the browser), with the special tokens checked against `config.json`.
+//! Tokenizers through the `tokenizers` crate (the same code natively and in the browser), with
+//! the special tokens checked against `config.json`: a folder's `tokenizer.json`; or, for classic
+//! BERT folders that ship none, WordPiece from `vocab.txt` or byte-level BPE from `vocab.json` +
+//! `merges.txt`, built as transformers builds them (`tokenize_files`) with the options of
+//! `tokenizer_config.json`.
 
 use crate::config::ModelConfig;
+use crate::tokenize_files::{self, FileTokenizerOptions};
 use crate::{Error, Result};
 
 /// The names of the special tokens, from `special_tokens_map.json` / `tokenizer_config.json`.
@@ -62,6 +66,8 @@ pub struct SpecialIds {
 #[derive(Clone, Debug, Default)]
 pub struct Encoded {
     pub ids: Vec<u32>,
+    /// Segment of each token: 0, and 1 for the second text of a pair (BERT's token types).
+    pub type_ids: Vec<u32>,
     pub offsets: Vec<(usize, usize)>,
     pub special: Vec<bool>,
     pub words: Vec<Option<u32>>,
@@ -80,6 +86,8 @@ impl Encoded {
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     source: String,
+    /// How it was built, for `info`.
+    pub description: String,
     pub names: SpecialNames,
     pub specials: SpecialIds,
 }
@@ -87,7 +95,58 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// From the bytes of `tokenizer.json`; `source` names the file in messages.
     pub fn from_bytes(source: &str, bytes: &[u8], names: SpecialNames) -> Result<Self> {
-        let mut inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::tokenizer(source, format!("cannot read tokenizer: {e}")))?;
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::tokenizer(source, format!("cannot read tokenizer: {e}")))?;
+        let description = format!("{source} ({} tokens)", inner.get_vocab_size(true));
+        Self::wrap(source, inner, names, description)
+    }
+
+    /// The tokenizer of a model folder whose files `get` returns by name (`Ok(None)`: absent):
+    /// `tokenizer.json` when present, else WordPiece from `vocab.txt`, else byte-level BPE from
+    /// `vocab.json` + `merges.txt`; options and special-token names from `tokenizer_config.json`
+    /// and `special_tokens_map.json`. `folder` names the folder in messages.
+    pub fn from_files(folder: &str, get: &dyn Fn(&str) -> Result<Option<Vec<u8>>>) -> Result<Self> {
+        let shown = |file: &str| if folder.is_empty() { file.to_string() } else { format!("{folder}/{file}") };
+        let text = |file: &str| -> Result<Option<String>> {
+            match get(file)? {
+                None => Ok(None),
+                Some(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| Error::tokenizer(&shown(file), "not UTF-8 text")),
+            }
+        };
+        let mut names = SpecialNames::default();
+        let mut options = FileTokenizerOptions::default();
+        let mut configured = false;
+        for file in ["tokenizer_config.json", "special_tokens_map.json"] {
+            if let Some(t) = text(file)? {
+                names.update_from_json(&shown(file), &t)?;
+                options.update_from_json(&shown(file), &t).map_err(|m| file_error(&shown(file), m))?;
+                configured |= file == "tokenizer_config.json";
+            }
+        }
+        if let Some(bytes) = get("tokenizer.json")? {
+            return Self::from_bytes(&shown("tokenizer.json"), &bytes, names);
+        }
+        let from_config = |o: &FileTokenizerOptions| SpecialNames { cls: o.cls.clone(), sep: o.sep.clone(), pad: o.pad.clone(), mask: o.mask.clone(), unk: o.unk.clone() };
+        if let Some(vocab) = text("vocab.txt")? {
+            let source = shown("vocab.txt");
+            let inner = tokenize_files::wordpiece(&vocab, &options).map_err(|m| file_error(&source, m))?;
+            let case = match (options.do_lower_case, configured) {
+                (true, true) => "lowercased (do_lower_case in tokenizer_config.json)",
+                (true, false) => "lowercased (no tokenizer_config.json: transformers' default do_lower_case = true)",
+                (false, _) => "cased (do_lower_case false)",
+            };
+            let description = format!("{source} (WordPiece, {} tokens, {case})", inner.get_vocab_size(true));
+            return Self::wrap(&source, inner, from_config(&options), description);
+        }
+        if let (Some(vocab), Some(merges)) = (text("vocab.json")?, text("merges.txt")?) {
+            let source = shown("vocab.json");
+            let inner = tokenize_files::bpe(&vocab, &merges, &options).map_err(|m| file_error(&format!("{source} + merges.txt"), m))?;
+            let description = format!("{source} + merges.txt (byte-level BPE, {} tokens)", inner.get_vocab_size(true));
+            return Self::wrap(&source, inner, from_config(&options), description);
+        }
+        Err(Error::tokenizer(folder, "no tokenizer: expected tokenizer.json, or vocab.txt (WordPiece), or vocab.json with merges.txt (byte-level BPE)"))
+    }
+
+    fn wrap(source: &str, mut inner: tokenizers::Tokenizer, names: SpecialNames, description: String) -> Result<Self> {
         // Never truncate or pad behind the caller's back: long documents are windowed explicitly.
         inner.with_truncation(None).map_err(|e| Error::tokenizer(source, e.to_string()))?;
         inner.with_padding(None);
@@ -101,26 +160,26 @@ impl Tokenizer {
             mask: inner.token_to_id(&names.mask),
             unk: inner.token_to_id(&names.unk),
         };
-        Ok(Tokenizer { inner, source: source.to_string(), names, specials })
+        Ok(Tokenizer { inner, source: source.to_string(), description, names, specials })
     }
 
-    /// From a model folder: `tokenizer.json`, with special-token names from
-    /// `special_tokens_map.json` or `tokenizer_config.json` when present.
+    /// From a model folder (see `from_files`).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
-        let mut names = SpecialNames::default();
-        for file in ["tokenizer_config.json", "special_tokens_map.json"] {
+        let get = |file: &str| -> Result<Option<Vec<u8>>> {
             let p = dir.join(file);
-            if p.exists() {
-                let shown = p.display().to_string();
-                let text = std::fs::read_to_string(&p).map_err(|e| Error::Io { path: shown.clone(), source: e })?;
-                names.update_from_json(&shown, &text)?;
+            if !p.exists() {
+                return Ok(None);
             }
-        }
-        let p = dir.join("tokenizer.json");
-        let shown = p.display().to_string();
-        let bytes = std::fs::read(&p).map_err(|e| Error::Io { path: shown.clone(), source: e })?;
-        Self::from_bytes(&shown, &bytes, names)
+            std::fs::read(&p).map(Some).map_err(|e| Error::Io { path: p.display().to_string(), source: e })
+        };
+        Self::from_files(&dir.display().to_string(), &get)
+    }
+
+    /// True when a folder has files a tokenizer can be built from.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn present_in(dir: &std::path::Path) -> bool {
+        ["tokenizer.json", "vocab.txt", "vocab.json"].iter().any(|f| dir.join(f).exists())
     }
 
     pub fn source(&self) -> &str {
@@ -176,14 +235,26 @@ impl Tokenizer {
         self.encode_with(text, false)
     }
 
+    /// Tokenize a pair of texts with the template (`[CLS] A [SEP] B [SEP]` for BERT, token types
+    /// 0 then 1).
+    pub fn encode_pair(&self, a: &str, b: &str) -> Result<Encoded> {
+        let e = self.inner.encode((a, b), true).map_err(|e| Error::tokenizer(&self.source, format!("cannot tokenize: {e}")))?;
+        Ok(Self::encoded(&e))
+    }
+
     fn encode_with(&self, text: &str, special: bool) -> Result<Encoded> {
         let e = self.inner.encode(text, special).map_err(|e| Error::tokenizer(&self.source, format!("cannot tokenize: {e}")))?;
-        Ok(Encoded {
+        Ok(Self::encoded(&e))
+    }
+
+    fn encoded(e: &tokenizers::Encoding) -> Encoded {
+        Encoded {
             ids: e.get_ids().to_vec(),
+            type_ids: e.get_type_ids().to_vec(),
             offsets: e.get_offsets().to_vec(),
             special: e.get_special_tokens_mask().iter().map(|&m| m == 1).collect(),
             words: e.get_word_ids().to_vec(),
-        })
+        }
     }
 
     /// The token string of an id.
@@ -195,4 +266,10 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner.decode(ids, false).map_err(|e| Error::tokenizer(&self.source, format!("cannot decode: {e}")))
     }
+}
+
+/// A message of `tokenize_files` (which names the file itself or not) as this crate's error.
+fn file_error(source: &str, message: String) -> Error {
+    let message = message.strip_prefix(&format!("{source}: ")).map(str::to_string).unwrap_or(message);
+    Error::tokenizer(source, message)
 }

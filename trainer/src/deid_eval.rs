@@ -56,7 +56,7 @@ pub type Gold = Vec<(usize, usize, String)>;
 pub fn evaluate<B: Backend>(be: &B, model_dir: &Path, data: &Path, threshold: f32) -> Result<DeidReport> {
     let notes = span_docs(data)?;
     let folder = ModelFolder::open(model_dir)?;
-    let tokenizer = folder.tokenizer.ok_or_else(|| Error::Input(format!("{}: no tokenizer.json", model_dir.display())))?;
+    let tokenizer = folder.tokenizer.ok_or_else(|| Error::Input(format!("{}: no tokenizer in the model folder (tokenizer.json, vocab.txt or vocab.json)", model_dir.display())))?;
     let model = Model::load(be, folder.config, &folder.checkpoint)?;
     if !model.has_classifier() {
         return Err(Error::Input(format!("{}: not a token-classification model (no classifier)", model_dir.display())));

@@ -355,7 +355,7 @@ fn load<B: Backend>(be: &B, dir: &Path) -> Result<Loaded<B>, Failure> {
 
 impl<B: Backend> Loaded<B> {
     fn tokenizer(&self) -> Result<&Tokenizer, Failure> {
-        self.folder.tokenizer.as_ref().ok_or_else(|| Failure(format!("{}: no tokenizer.json in the model folder", self.folder.dir.display())))
+        self.folder.tokenizer.as_ref().ok_or_else(|| Failure(format!("{}: no tokenizer in the model folder (expected tokenizer.json, vocab.txt, or vocab.json with merges.txt)", self.folder.dir.display())))
     }
     fn engine<'a>(&'a self, be: &'a B, batch: &BatchArgs) -> Result<Engine<'a, B>, Failure> {
         let mut engine = Engine::new(be, &self.model, self.tokenizer()?);
@@ -612,8 +612,8 @@ fn info<B: Backend>(be: &B, model: &Path) -> Outcome {
     }
     println!("heads: {}", if heads.is_empty() { "none (bare encoder)".into() } else { heads.join("; ") });
     match &folder.tokenizer {
-        Some(t) => println!("tokenizer: {} ({} tokens)", t.source(), t.vocab_size()),
-        None => println!("tokenizer: none (no tokenizer.json)"),
+        Some(t) => println!("tokenizer: {}", t.description),
+        None => println!("tokenizer: none (no tokenizer.json, vocab.txt or vocab.json)"),
     }
     let s = Settings::for_model(be, m);
     println!("batching: windows of {} tokens (overlap {}), up to {} tokens per batch", s.window, s.overlap, s.batch_tokens);

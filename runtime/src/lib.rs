@@ -22,6 +22,7 @@ pub mod progress;
 pub mod serve;
 pub mod tokenize;
 pub mod tokenize_files;
+pub mod torch;
 pub mod weights;
 
 pub use config::{BertConfig, ModelConfig, ModernBertConfig};

@@ -1,13 +1,16 @@
-//! Safetensors checkpoints: `model.safetensors`, or shards listed in
-//! `model.safetensors.index.json`, memory-mapped (never copied whole) on native targets and read
-//! from bytes in the browser. Headers are validated before any tensor is touched: a truncated
-//! file, offsets that overlap or run past the end, or an unknown dtype are errors naming the file.
+//! Checkpoints: `model.safetensors`, or shards listed in `model.safetensors.index.json`; or
+//! PyTorch's `pytorch_model.bin` (and its shards), read by the safe reader of `torch.rs`, which
+//! never runs code from the file. Files are memory-mapped (never copied whole) on native targets
+//! and read from bytes in the browser. Headers are validated before any tensor is touched: a
+//! truncated file, offsets that overlap or run past the end, or an unknown dtype are errors
+//! naming the file.
 
 use std::collections::HashMap;
 use std::ops::Deref;
 
 use safetensors::tensor::{Dtype, Metadata, SafeTensors};
 
+use crate::torch::{TorchData, TorchDtype};
 use crate::{Error, Result};
 
 /// The bytes of one file: a memory map, or an owned buffer.
@@ -31,8 +34,20 @@ impl Deref for Buffer {
 struct File {
     name: String,
     buffer: Buffer,
-    header_len: usize,
-    metadata: Metadata,
+    format: &'static str,
+}
+
+/// Where a tensor's bytes are: a range of its file, or (a strided PyTorch view) gathered once.
+enum Data {
+    Range(std::ops::Range<usize>),
+    Owned(Vec<u8>),
+}
+
+struct Entry {
+    file: usize,
+    dtype: StoredDtype,
+    shape: Vec<usize>,
+    data: Data,
 }
 
 /// A tensor's element type as stored.
@@ -157,20 +172,49 @@ impl WeightSource for Overlay<'_> {
     }
 }
 
-/// One checkpoint: one or more safetensors files and an index from tensor name to file.
+/// One checkpoint: one or more files and an index from tensor name to where its bytes are.
 pub struct Checkpoint {
     files: Vec<File>,
-    index: HashMap<String, usize>,
+    index: HashMap<String, Entry>,
 }
 
-fn parse_file(name: String, buffer: Buffer) -> Result<File> {
-    let (header_len, metadata) = SafeTensors::read_metadata(&buffer).map_err(|e| {
-        Error::weights(&name, format!("not a valid safetensors file ({e}); it may be truncated or corrupt"))
-    })?;
-    for (tensor, info) in metadata.tensors() {
-        dtype_of(info.dtype).ok_or_else(|| Error::weights(&name, format!("tensor \"{tensor}\": unsupported dtype {:?}", info.dtype)))?;
+/// The tensors of one file, by format: PyTorch (zip or legacy pickle) when it starts like one,
+/// else safetensors.
+fn parse_file(name: String, buffer: Buffer) -> Result<(File, Vec<(String, StoredDtype, Vec<usize>, Data)>)> {
+    if crate::torch::is_torch(&buffer) {
+        let tensors = crate::torch::read(&buffer).map_err(|e| Error::weights(&name, e))?;
+        let format = if buffer.starts_with(b"PK") { "PyTorch zip" } else { "PyTorch legacy" };
+        let tensors = tensors
+            .into_iter()
+            .map(|t| {
+                let dtype = match t.dtype {
+                    TorchDtype::F32 => StoredDtype::F32,
+                    TorchDtype::F64 => StoredDtype::F64,
+                    TorchDtype::F16 => StoredDtype::F16,
+                    TorchDtype::BF16 => StoredDtype::BF16,
+                    TorchDtype::I64 => StoredDtype::I64,
+                    TorchDtype::I32 => StoredDtype::I32,
+                    TorchDtype::U8 => StoredDtype::U8,
+                };
+                let data = match t.data {
+                    TorchData::Range(r) => Data::Range(r),
+                    TorchData::Owned(v) => Data::Owned(v),
+                };
+                (t.name, dtype, t.shape, data)
+            })
+            .collect();
+        return Ok((File { name, buffer, format }, tensors));
     }
-    Ok(File { name, buffer, header_len, metadata })
+    let (header_len, metadata): (usize, Metadata) = SafeTensors::read_metadata(&buffer).map_err(|e| {
+        Error::weights(&name, format!("not a valid safetensors file or PyTorch checkpoint ({e}); it may be truncated or corrupt"))
+    })?;
+    let mut tensors = Vec::new();
+    for (tensor, info) in metadata.tensors() {
+        let dtype = dtype_of(info.dtype).ok_or_else(|| Error::weights(&name, format!("tensor \"{tensor}\": unsupported dtype {:?}", info.dtype)))?;
+        let range = 8 + header_len + info.data_offsets.0..8 + header_len + info.data_offsets.1;
+        tensors.push((tensor, dtype, info.shape.clone(), Data::Range(range)));
+    }
+    Ok((File { name, buffer, format: "safetensors" }, tensors))
 }
 
 fn dtype_of(d: Dtype) -> Option<StoredDtype> {
@@ -187,20 +231,24 @@ fn dtype_of(d: Dtype) -> Option<StoredDtype> {
 }
 
 impl Checkpoint {
-    /// A checkpoint from in-memory files (the browser, tests): (name, bytes) per shard.
+    /// A checkpoint from in-memory files (the browser, tests): (name, bytes) per shard, each
+    /// safetensors or a PyTorch checkpoint.
     pub fn from_bytes(files: Vec<(String, Vec<u8>)>) -> Result<Self> {
         let files = files.into_iter().map(|(name, bytes)| parse_file(name, Buffer::Owned(bytes))).collect::<Result<Vec<_>>>()?;
         Self::index(files)
     }
 
-    fn index(files: Vec<File>) -> Result<Self> {
-        let mut index = HashMap::new();
-        for (i, f) in files.iter().enumerate() {
-            for name in f.metadata.tensors().into_keys() {
-                if let Some(prev) = index.insert(name.clone(), i) {
-                    return Err(Error::weights(&f.name, format!("tensor \"{name}\" is also in {}", files[prev].name)));
+    fn index(parsed: Vec<(File, Vec<(String, StoredDtype, Vec<usize>, Data)>)>) -> Result<Self> {
+        let mut index: HashMap<String, Entry> = HashMap::new();
+        let mut files = Vec::with_capacity(parsed.len());
+        for (i, (f, tensors)) in parsed.into_iter().enumerate() {
+            for (name, dtype, shape, data) in tensors {
+                if let Some(prev) = index.get(&name) {
+                    return Err(Error::weights(&f.name, format!("tensor \"{name}\" is also in {}", files.get(prev.file).map_or("", |p: &File| &p.name))));
                 }
+                index.insert(name, Entry { file: i, dtype, shape, data });
             }
+            files.push(f);
         }
         Ok(Checkpoint { files, index })
     }
@@ -211,27 +259,36 @@ impl Checkpoint {
         Self::index(vec![map_file(path)?])
     }
 
-    /// Open the weights of a Hugging Face model folder: `model.safetensors`, or the shards named
-    /// by `model.safetensors.index.json`.
+    /// Open the weights of a Hugging Face model folder, the first of: `model.safetensors`, the
+    /// shards named by `model.safetensors.index.json`, `pytorch_model.bin`, the shards named by
+    /// `pytorch_model.bin.index.json`.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open_dir(dir: &std::path::Path) -> Result<Self> {
-        let single = dir.join("model.safetensors");
-        if single.exists() {
-            return Self::open_file(&single);
+        for (single, index) in [("model.safetensors", "model.safetensors.index.json"), ("pytorch_model.bin", "pytorch_model.bin.index.json")] {
+            if dir.join(single).exists() {
+                return Self::open_file(&dir.join(single));
+            }
+            if dir.join(index).exists() {
+                return Self::open_shards(dir, &dir.join(index));
+            }
         }
-        let index_path = dir.join("model.safetensors.index.json");
-        if !index_path.exists() {
-            return Err(Error::weights(&dir.display().to_string(), "no model.safetensors and no model.safetensors.index.json in this folder"));
-        }
+        Err(Error::weights(
+            &dir.display().to_string(),
+            "no weights in this folder: expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json",
+        ))
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn open_shards(dir: &std::path::Path, index_path: &std::path::Path) -> Result<Self> {
         let shown = index_path.display().to_string();
-        let text = std::fs::read_to_string(&index_path).map_err(|e| Error::Io { path: shown.clone(), source: e })?;
+        let text = std::fs::read_to_string(index_path).map_err(|e| Error::Io { path: shown.clone(), source: e })?;
         let shards = shard_names(&shown, &text)?;
         let files = shards.iter().map(|s| map_file(&dir.join(s))).collect::<Result<Vec<_>>>()?;
         let ckpt = Self::index(files)?;
         // Every tensor the index promises must be where it says.
         let map: serde_json::Value = serde_json::from_str(&text).expect("parsed above");
         for (tensor, shard) in map["weight_map"].as_object().expect("checked above") {
-            let found = ckpt.index.get(tensor).map(|&i| &ckpt.files[i].name);
+            let found = ckpt.index.get(tensor).map(|e| &ckpt.files[e.file].name);
             let expected = dir.join(shard.as_str().unwrap_or_default()).display().to_string();
             if found != Some(&expected) {
                 return Err(Error::weights(&shown, format!("weight_map says \"{tensor}\" is in {shard}, but that file does not hold it")));
@@ -250,7 +307,9 @@ impl Checkpoint {
         let mut dtypes: Vec<String> = self.names().filter_map(|n| self.get(n)).map(|t| format!("{:?}", t.dtype)).collect();
         dtypes.sort();
         dtypes.dedup();
-        format!("{} ({} tensors, {})", files.join(", "), self.index.len(), dtypes.join(" and "))
+        let mut formats: Vec<&str> = self.files.iter().map(|f| f.format).collect();
+        formats.dedup();
+        format!("{} ({}, {} tensors, {})", files.join(", "), formats.join(" and "), self.index.len(), dtypes.join(" and "))
     }
 
     /// All tensor names.
@@ -260,23 +319,18 @@ impl Checkpoint {
 
     /// Where the tensor is stored (for messages): the file that holds it, or the first file.
     pub fn file_of(&self, name: &str) -> &str {
-        self.index.get(name).map_or_else(|| self.files.first().map_or("checkpoint", |f| &f.name), |&i| &self.files[i].name)
+        self.index.get(name).map_or_else(|| self.files.first().map_or("checkpoint", |f| &f.name), |e| &self.files[e.file].name)
     }
 
     /// A view of a stored tensor, if present.
     pub fn get(&self, name: &str) -> Option<TensorView<'_>> {
-        let &i = self.index.get(name)?;
-        let f = &self.files[i];
-        let info = f.metadata.info(name)?;
-        let start = 8 + f.header_len + info.data_offsets.0;
-        let end = 8 + f.header_len + info.data_offsets.1;
-        Some(TensorView {
-            name: self.index.get_key_value(name).unwrap().0,
-            file: &f.name,
-            dtype: dtype_of(info.dtype).expect("checked when parsed"),
-            shape: &info.shape,
-            bytes: &f.buffer[start..end],
-        })
+        let (key, e) = self.index.get_key_value(name)?;
+        let f = &self.files[e.file];
+        let bytes = match &e.data {
+            Data::Range(r) => f.buffer.get(r.clone())?,
+            Data::Owned(v) => v.as_slice(),
+        };
+        Some(TensorView { name: key, file: &f.name, dtype: e.dtype, shape: &e.shape, bytes })
     }
 
     /// The tensor as f32, checked against the expected shape.
@@ -298,7 +352,7 @@ impl Checkpoint {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-fn map_file(path: &std::path::Path) -> Result<File> {
+fn map_file(path: &std::path::Path) -> Result<(File, Vec<(String, StoredDtype, Vec<usize>, Data)>)> {
     let name = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| Error::Io { path: name.clone(), source: e })?;
     // SAFETY: the map is read-only; a file changed by another process while mapped is outside

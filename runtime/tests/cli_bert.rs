@@ -226,3 +226,27 @@ fn long_note_through_a_512_position_model_is_windowed() {
         }
     }
 }
+
+/// A folder as older clinical BERT uploads are: `pytorch_model.bin` (zip or legacy format) with
+/// `vocab.txt` and no `tokenizer.json`. The check passes at 1e-4, and the commands run.
+#[test]
+fn pytorch_bin_and_vocab_txt_folders() {
+    for folder in ["bert-torch", "bert-torch-legacy"] {
+        let (stdout, _) = ok(&["check", "--model", &data(folder), "--reference", &bert("reference.safetensors")]);
+        let last = stdout.lines().last().unwrap();
+        let err: f32 = last.split_whitespace().next().unwrap().strip_prefix("max_abs_err=").unwrap().parse().unwrap();
+        assert!(err <= 1e-4 && last.ends_with("compared=16"), "{folder}:\n{stdout}");
+    }
+    let dir = data("bert-torch");
+    let (stdout, _) = ok(&["info", "--model", &dir]);
+    assert!(stdout.contains("weights: pytorch_model.bin (PyTorch zip, 60 tensors, F32 and I64)"), "{stdout}");
+    assert!(stdout.contains("vocab.txt (WordPiece, 320 tokens, lowercased"), "{stdout}");
+    for device in ["cpu", "gpu"] {
+        let (stdout, _) = ok(&["fill-mask", "the patient reports chest [MASK].", "--model", &dir, "--device", device, "--json"]);
+        assert_eq!(jsonl(&stdout).len(), 1, "{stdout}");
+        let (stdout, _) = ok(&["embed", &data("mts-dialog/MTS-Dialog-ValidationSet.csv"), "--text-column", "section_text", "--model", &dir, "--device", device]);
+        assert_eq!(jsonl(&stdout).len(), 100);
+    }
+    let m = fails(&["info", "--model", &data("bert-torch-malicious")]);
+    assert!(m.contains("system") && m.contains("never runs code from a file"), "{m}");
+}

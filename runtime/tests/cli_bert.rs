@@ -109,7 +109,7 @@ fn info_names_the_architecture() {
     let (stdout, _) = ok(&["info", "--model", &bert("tiny-bert-tokcls")]);
     for needle in [
         "architecture: BertForTokenClassification (classic BERT: learned absolute positions up to 64, 2 token types, post-LayerNorm)",
-        "weights: model.safetensors (55 tensors, F32)",
+        "weights: model.safetensors (safetensors, 55 tensors, F32)",
         "heads: token / sequence classification (5 labels",
         "tokenizer: ",
         "batching: windows of 62 tokens",

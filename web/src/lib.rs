@@ -10,7 +10,7 @@ use kernels::{Backend, CpuBackend, GpuBackend};
 use runtime::config::ModelConfig;
 use runtime::deid::{deidentify, LabelScheme, Span, Surrogates};
 use runtime::pipeline::Engine;
-use runtime::tokenize::{Encoded, SpecialNames, Tokenizer};
+use runtime::tokenize::{Encoded, Tokenizer};
 use runtime::weights::Checkpoint;
 use runtime::Model;
 use wasm_bindgen::prelude::*;
@@ -74,23 +74,22 @@ fn load_on<B: Backend>(be: B, config: &ModelConfig, checkpoint: &Checkpoint) -> 
 #[wasm_bindgen]
 impl DeidModel {
     /// Load from the files of a model folder. `files` maps file names to `Uint8Array`s:
-    /// `config.json`, `model.safetensors`, `tokenizer.json`, and optionally
-    /// `tokenizer_config.json` / `special_tokens_map.json`. `device`: `auto` (WebGPU when it
-    /// works, else the CPU), `gpu` or `cpu`.
+    /// `config.json`; the weights, `model.safetensors` or PyTorch's `pytorch_model.bin`; the
+    /// tokenizer, `tokenizer.json`, or `vocab.txt` (WordPiece), or `vocab.json` + `merges.txt`;
+    /// and optionally `tokenizer_config.json` / `special_tokens_map.json`. ModernBERT and classic
+    /// BERT folders alike. `device`: `auto` (WebGPU when it works, else the CPU), `gpu` or `cpu`.
     pub async fn load(files: js_sys::Map, device: String) -> Result<DeidModel, JsError> {
         let file = |name: &str| -> Option<Vec<u8>> { files.get(&JsValue::from_str(name)).dyn_into::<js_sys::Uint8Array>().ok().map(|a| a.to_vec()) };
         let need = |name: &str| file(name).ok_or_else(|| JsError::new(&format!("the model folder has no {name}")));
         let text = |name: &str, bytes: Vec<u8>| String::from_utf8(bytes).map_err(|_| JsError::new(&format!("{name}: not UTF-8 text")));
         let config = ModelConfig::from_json("config.json", &text("config.json", need("config.json")?)?).map_err(js_err)?;
-        let mut names = SpecialNames::default();
-        for extra in ["tokenizer_config.json", "special_tokens_map.json"] {
-            if let Some(bytes) = file(extra) {
-                names.update_from_json(extra, &text(extra, bytes)?).map_err(js_err)?;
-            }
-        }
-        let tokenizer = Tokenizer::from_bytes("tokenizer.json", &need("tokenizer.json")?, names).map_err(js_err)?;
+        let tokenizer = Tokenizer::from_files("", &|name: &str| Ok(file(name))).map_err(js_err)?;
         tokenizer.check_config(&config).map_err(js_err)?;
-        let checkpoint = Checkpoint::from_bytes(vec![("model.safetensors".to_string(), need("model.safetensors")?)]).map_err(js_err)?;
+        let weights = ["model.safetensors", "pytorch_model.bin"]
+            .iter()
+            .find_map(|name| file(name).map(|bytes| (name.to_string(), bytes)))
+            .ok_or_else(|| JsError::new("the model folder has no model.safetensors and no pytorch_model.bin"))?;
+        let checkpoint = Checkpoint::from_bytes(vec![weights]).map_err(js_err)?;
 
         let mut fallback = None;
         let device = match device.as_str() {

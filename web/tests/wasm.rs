@@ -19,6 +19,12 @@ fn files(folder: &[(&str, &[u8])]) -> js_sys::Map {
     m
 }
 
+macro_rules! file {
+    ($dir:literal, $name:literal) => {
+        ($name, &include_bytes!(concat!("../../tests/", $dir, "/", $name))[..])
+    };
+}
+
 macro_rules! fixture {
     ($dir:literal, $name:literal) => {
         ($name, &include_bytes!(concat!("../../tests/fixtures/", $dir, "/", $name))[..])
@@ -45,7 +51,11 @@ async fn load_err(folder: &[(&str, &[u8])]) -> String {
 async fn incomplete_folders_and_wrong_heads_are_named() {
     let mut no_tokenizer = tokcls();
     no_tokenizer.retain(|(n, _)| *n != "tokenizer.json");
-    assert!(load_err(&no_tokenizer).await.contains("no tokenizer.json"));
+    let m = load_err(&no_tokenizer).await;
+    assert!(m.contains("no tokenizer: expected tokenizer.json, or vocab.txt (WordPiece), or vocab.json with merges.txt"), "{m}");
+    let mut no_weights = tokcls();
+    no_weights.retain(|(n, _)| *n != "model.safetensors");
+    assert!(load_err(&no_weights).await.contains("no model.safetensors and no pytorch_model.bin"));
     let mlm = [
         fixture!("tiny-modernbert-mlm", "config.json"),
         fixture!("tiny-modernbert-mlm", "model.safetensors"),
@@ -69,4 +79,45 @@ async fn webgpu_and_cpu_give_the_same_spans() {
     assert_eq!(ja["redacted"], jb["redacted"], "{}", auto.info());
     assert!(!ja["spans"].as_array().unwrap().is_empty());
     assert!(a.result(1.5, false).is_err(), "a threshold above 1 is refused");
+}
+
+/// Classic BERT folders: the fixture token classifier with its tokenizer.json, and the same
+/// weights with a WordPiece vocab.txt (no tokenizer.json), both de-identify on WebGPU and on the
+/// CPU alike; a PyTorch pytorch_model.bin is read (the MLM-only file then lacks the head).
+#[wasm_bindgen_test]
+async fn classic_bert_folders() {
+    let bert = vec![
+        file!("fixtures-bert/tiny-bert-tokcls", "config.json"),
+        file!("fixtures-bert/tiny-bert-tokcls", "model.safetensors"),
+        file!("fixtures-bert/tiny-bert-tokcls", "tokenizer.json"),
+        file!("fixtures-bert/tiny-bert-tokcls", "tokenizer_config.json"),
+    ];
+    let wordpiece = vec![
+        file!("fixtures-bert/tiny-bert-tokcls", "config.json"),
+        file!("fixtures-bert/tiny-bert-tokcls", "model.safetensors"),
+        file!("data/bert-wordpiece", "vocab.txt"),
+        file!("data/bert-wordpiece", "tokenizer_config.json"),
+    ];
+    for folder in [&bert, &wordpiece] {
+        let cpu = DeidModel::load(files(folder), "cpu".into()).await.map_err(JsValue::from).unwrap();
+        let auto = DeidModel::load(files(folder), "auto".into()).await.map_err(JsValue::from).unwrap();
+        let info: serde_json::Value = serde_json::from_str(&auto.info()).unwrap();
+        assert!(info["architecture"].as_str().unwrap().starts_with("BertForTokenClassification"), "{info}");
+        assert_eq!(info["context"], 64);
+        let a = cpu.analyze_note(NOTE.into()).await.unwrap();
+        let b = auto.analyze_note(NOTE.into()).await.unwrap();
+        assert!(a.tokens() > 20);
+        let (ra, rb) = (a.result(0.3, false).map_err(JsValue::from).unwrap(), b.result(0.3, false).map_err(JsValue::from).unwrap());
+        let (ja, jb): (serde_json::Value, serde_json::Value) = (serde_json::from_str(&ra).unwrap(), serde_json::from_str(&rb).unwrap());
+        assert_eq!(ja["redacted"], jb["redacted"], "{}", auto.info());
+    }
+    let torch = [
+        file!("data/bert-torch", "config.json"),
+        file!("data/bert-torch", "pytorch_model.bin"),
+        file!("data/bert-torch", "vocab.txt"),
+        file!("data/bert-torch", "tokenizer_config.json"),
+    ];
+    assert!(load_err(&torch).await.contains("token-classification head"));
+    let malicious = [file!("data/bert-torch-malicious", "config.json"), file!("data/bert-torch", "vocab.txt"), file!("data/bert-torch-malicious", "pytorch_model.bin")];
+    assert!(load_err(&malicious).await.contains("never runs code from a file"));
 }

@@ -2,8 +2,20 @@
 // (the `web` crate over `runtime`), and renders what it returns. No model logic lives here.
 import init, { DeidModel, defaultThreshold } from './pkg/web.js';
 
-const REQUIRED = ['config.json', 'model.safetensors', 'tokenizer.json'];
-const OPTIONAL = ['tokenizer_config.json', 'special_tokens_map.json'];
+// A folder needs config.json, one of each group (the first present is used), and may have the
+// optional files. ModernBERT and classic BERT folders alike (BERT uploads often ship
+// pytorch_model.bin and vocab.txt instead of model.safetensors and tokenizer.json).
+const REQUIRED = ['config.json'];
+const GROUPS = [
+  { what: 'weights', names: ['model.safetensors', 'pytorch_model.bin'] },
+  { what: 'tokenizer', names: ['tokenizer.json', 'vocab.txt', 'vocab.json'] },
+];
+const OPTIONAL = ['tokenizer_config.json', 'special_tokens_map.json', 'merges.txt'];
+const KNOWN = [...REQUIRED, ...GROUPS.flatMap((g) => g.names), ...OPTIONAL];
+const missingOf = (files) => [
+  ...REQUIRED.filter((n) => !files.has(n)),
+  ...GROUPS.filter((g) => !g.names.some((n) => files.has(n))).map((g) => `${g.what} (${g.names.join(' or ')})`),
+];
 // The bundled demo model, served next to the page by `runtime-cli serve-web` (see README).
 const DEFAULT_MODEL = 'models/deid/';
 
@@ -66,11 +78,20 @@ async function fetchFolder(base, signal) {
   const files = new Map();
   const bar = $('model-progress');
   bar.hidden = false;
-  for (const name of REQUIRED) {
-    files.set(name, await fetchBytes(new URL(name, root), (got, total) => {
-      status(`Downloading ${name}: ${mib(got)}${total ? ' of ' + mib(total) : ''}`);
-      if (total) { bar.max = total; bar.value = got; } else { bar.removeAttribute('value'); }
-    }, signal));
+  const download = async (name) => files.set(name, await fetchBytes(new URL(name, root), (got, total) => {
+    status(`Downloading ${name}: ${mib(got)}${total ? ' of ' + mib(total) : ''}`);
+    if (total) { bar.max = total; bar.value = got; } else { bar.removeAttribute('value'); }
+  }, signal));
+  for (const name of REQUIRED) await download(name);
+  // Each group: the first file the server has.
+  for (const g of GROUPS) {
+    let found = false;
+    for (const name of g.names) {
+      const head = await fetch(new URL(name, root), { method: 'HEAD', signal }).catch(() => null);
+      if (signal?.aborted) throw new DOMException('superseded', 'AbortError');
+      if (head && head.ok) { await download(name); found = true; break; }
+    }
+    if (!found) throw new Error(`the model folder has no ${g.what} (${g.names.join(' or ')})`);
   }
   for (const name of OPTIONAL) {
     const r = await fetch(new URL(name, root), { signal }).catch(() => null);
@@ -88,11 +109,11 @@ async function filesFromList(list) {
   for (const { file, depth } of list) {
     const name = file.name;
     if (depth > 1) continue;
-    if (!(REQUIRED.includes(name) || OPTIONAL.includes(name))) continue;
+    if (!KNOWN.includes(name)) continue;
     if (files.has(name)) throw new Error(`two files named ${name}: choose one model folder`);
     files.set(name, new Uint8Array(await file.arrayBuffer()));
   }
-  const missing = REQUIRED.filter((n) => !files.has(n));
+  const missing = missingOf(files);
   if (missing.length) throw new Error(`the chosen folder has no ${missing.join(', ')}`);
   return files;
 }

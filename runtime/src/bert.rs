@@ -335,6 +335,66 @@ impl<B: Backend> Bert<B> {
         classifier.forward(be, &self.pooler_output(be, hidden, batch)?)
     }
 
+    /// The checkpoint prefix of the encoder's tensors when saved: `bert.` under a head, none in
+    /// a bare `BertModel` (transformers' layout).
+    pub fn prefix(&self) -> &'static str {
+        if self.mlm.is_some() || self.classifier.is_some() {
+            "bert."
+        } else {
+            ""
+        }
+    }
+
+    /// Every parameter with its checkpoint name, in checkpoint order; LayerNorms use the modern
+    /// `weight`/`bias` spelling. The fused projection is `….attention.self.qkv.{weight,bias}`
+    /// ([3H, H] and [3H]: query, key and value rows stacked), which the trainer splits back into
+    /// `query`, `key` and `value` when it writes a checkpoint.
+    pub fn parameters_mut(&mut self) -> Vec<(String, &mut B::Tensor)> {
+        let p = self.prefix();
+        let mut out: Vec<(String, &mut B::Tensor)> = Vec::new();
+        fn norm<'a, B: Backend>(out: &mut Vec<(String, &'a mut B::Tensor)>, name: String, n: &'a mut LayerNorm<B>) {
+            out.push((format!("{name}.weight"), &mut n.weight));
+            if let Some(b) = n.bias.as_mut() {
+                out.push((format!("{name}.bias"), b));
+            }
+        }
+        fn linear<'a, B: Backend>(out: &mut Vec<(String, &'a mut B::Tensor)>, name: String, l: &'a mut Linear<B>) {
+            out.push((format!("{name}.weight"), &mut l.weight));
+            if let Some(b) = l.bias.as_mut() {
+                out.push((format!("{name}.bias"), b));
+            }
+        }
+        let e = &mut self.embeddings;
+        out.push((format!("{p}embeddings.word_embeddings.weight"), &mut e.word_embeddings));
+        out.push((format!("{p}embeddings.position_embeddings.weight"), &mut e.position_embeddings));
+        out.push((format!("{p}embeddings.token_type_embeddings.weight"), &mut e.token_type_embeddings));
+        norm(&mut out, format!("{p}embeddings.LayerNorm"), &mut e.norm);
+        for (n, layer) in self.layers.iter_mut().enumerate() {
+            let l = format!("{p}encoder.layer.{n}");
+            linear(&mut out, format!("{l}.attention.self.qkv"), &mut layer.qkv);
+            linear(&mut out, format!("{l}.attention.output.dense"), &mut layer.attn_out);
+            norm(&mut out, format!("{l}.attention.output.LayerNorm"), &mut layer.attn_norm);
+            linear(&mut out, format!("{l}.intermediate.dense"), &mut layer.intermediate);
+            linear(&mut out, format!("{l}.output.dense"), &mut layer.output);
+            norm(&mut out, format!("{l}.output.LayerNorm"), &mut layer.out_norm);
+        }
+        if let Some(pooler) = self.pooler.as_mut() {
+            linear(&mut out, format!("{p}pooler.dense"), pooler);
+        }
+        if let Some(head) = self.mlm.as_mut() {
+            linear(&mut out, "cls.predictions.transform.dense".into(), &mut head.transform);
+            norm(&mut out, "cls.predictions.transform.LayerNorm".into(), &mut head.norm);
+            if let Some(w) = head.decoder_weight.as_mut() {
+                out.push(("cls.predictions.decoder.weight".into(), w));
+            }
+            out.push(("cls.predictions.bias".into(), &mut head.bias));
+        }
+        if let Some(c) = self.classifier.as_mut() {
+            linear(&mut out, "classifier".into(), c);
+        }
+        out
+    }
+
     /// The name of what was loaded, for `info`.
     pub fn description(&self) -> String {
         let name = match (&self.config.architecture_name, self.config.architecture) {

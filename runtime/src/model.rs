@@ -498,6 +498,20 @@ impl<B: Backend> Model<B> {
             ModelConfig::Bert(c) => Model::Bert(Bert::load(be, c, ckpt)?),
         })
     }
+    /// Load for training: every parameter a plain f32 tensor.
+    pub fn load_trainable<S: WeightSource>(be: &B, config: ModelConfig, ckpt: &S) -> Result<Self> {
+        Ok(match config {
+            ModelConfig::ModernBert(c) => Model::ModernBert(ModernBert::load_trainable(be, c, ckpt)?),
+            ModelConfig::Bert(c) => Model::Bert(Bert::load_trainable(be, c, ckpt)?),
+        })
+    }
+    /// Every parameter with its checkpoint name (the family's `parameters_mut`).
+    pub fn parameters_mut(&mut self) -> Vec<(String, &mut B::Tensor)> {
+        match self {
+            Model::ModernBert(m) => m.parameters_mut(),
+            Model::Bert(m) => m.parameters_mut(),
+        }
+    }
     /// A copy of the config it was loaded with.
     pub fn config(&self) -> ModelConfig {
         match self {

@@ -16,6 +16,46 @@ use runtime::ModernBert;
 
 use crate::{Error, Result};
 
+/// A model the optimizer and the checkpoint writer can walk: its parameters by checkpoint name.
+pub trait Parameters<B: Backend> {
+    fn parameters_mut(&mut self) -> Vec<(String, &mut B::Tensor)>;
+}
+
+impl<B: Backend> Parameters<B> for ModernBert<B> {
+    fn parameters_mut(&mut self) -> Vec<(String, &mut B::Tensor)> {
+        ModernBert::parameters_mut(self)
+    }
+}
+
+impl<B: Backend> Parameters<B> for runtime::Bert<B> {
+    fn parameters_mut(&mut self) -> Vec<(String, &mut B::Tensor)> {
+        runtime::Bert::parameters_mut(self)
+    }
+}
+
+impl<B: Backend> Parameters<B> for runtime::Model<B> {
+    fn parameters_mut(&mut self) -> Vec<(String, &mut B::Tensor)> {
+        runtime::Model::parameters_mut(self)
+    }
+}
+
+/// Forward and backward of one micro-batch through a model of either family
+/// ([`forward_backward`] for ModernBERT, [`crate::bert::forward_backward`] for classic BERT).
+pub fn forward_backward_model<B: Backend>(
+    be: &B,
+    model: &runtime::Model<B>,
+    batch: &Batch<B>,
+    ids: &[u32],
+    target: &Target,
+    scale: f32,
+    grads: &mut Grads<B>,
+) -> Result<StepOutput> {
+    match model {
+        runtime::Model::ModernBert(m) => forward_backward(be, m, batch, ids, target, scale, grads),
+        runtime::Model::Bert(m) => crate::bert::forward_backward(be, m, batch, ids, target, scale, grads),
+    }
+}
+
 /// Gradients by parameter name, summed over backward passes until the optimizer takes them.
 pub struct Grads<B: Backend> {
     pub tensors: HashMap<String, B::Tensor>,
@@ -87,7 +127,7 @@ impl Names {
     }
 }
 
-fn linear_backward<B: Backend>(be: &B, l: &Linear<B>, name: &str, x: &B::Tensor, dy: &B::Tensor, grads: &mut Grads<B>) -> Result<B::Tensor> {
+pub(crate) fn linear_backward<B: Backend>(be: &B, l: &Linear<B>, name: &str, x: &B::Tensor, dy: &B::Tensor, grads: &mut Grads<B>) -> Result<B::Tensor> {
     grads.add(be, &format!("{name}.weight"), be.matmul_tn(dy, x)?)?;
     if l.bias.is_some() {
         grads.add(be, &format!("{name}.bias"), be.sum_rows(dy)?)?;
@@ -95,7 +135,7 @@ fn linear_backward<B: Backend>(be: &B, l: &Linear<B>, name: &str, x: &B::Tensor,
     Ok(be.matmul(dy, &l.weight)?)
 }
 
-fn norm_backward<B: Backend>(be: &B, n: &LayerNorm<B>, name: &str, x: &B::Tensor, dy: &B::Tensor, grads: &mut Grads<B>) -> Result<B::Tensor> {
+pub(crate) fn norm_backward<B: Backend>(be: &B, n: &LayerNorm<B>, name: &str, x: &B::Tensor, dy: &B::Tensor, grads: &mut Grads<B>) -> Result<B::Tensor> {
     let (dx, dw) = be.layer_norm_backward(x, &n.weight, dy, n.eps)?;
     grads.add(be, &format!("{name}.weight"), dw)?;
     if n.bias.is_some() {

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use kernels::Backend;
 use runtime::weights::{serialize_f32, Checkpoint};
-use runtime::ModernBert;
 use serde::{Deserialize, Serialize};
 
+use crate::backward::Parameters;
 use crate::data::{write_atomic, LoaderState};
 use crate::optim::{Moments, Optimizer};
 use crate::{Error, Result};
@@ -37,15 +37,16 @@ pub struct TrainerState {
 }
 
 /// Files copied from the model's source folder into every checkpoint.
-pub const TOKENIZER_FILES: [&str; 3] = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"];
+pub const TOKENIZER_FILES: [&str; 6] = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt"];
 
-/// The model's parameters, read back, in checkpoint order.
-pub fn parameters<B: Backend>(be: &B, model: &mut ModernBert<B>) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+/// The model's parameters, read back, in checkpoint order and under transformers' names (BERT's
+/// fused q|k|v split back into query, key and value).
+pub fn parameters<B: Backend>(be: &B, model: &mut impl Parameters<B>) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
     let mut out = Vec::new();
     for (name, t) in model.parameters_mut() {
         out.push((name, be.shape(t).to_vec(), kernels::block_on(be.read(t))?));
     }
-    Ok(out)
+    Ok(crate::bert::unfuse(out))
 }
 
 /// Write a checkpoint folder `dir`: the model as a Hugging Face folder (config text as given,
@@ -55,7 +56,7 @@ pub fn save<B: Backend>(
     dir: &Path,
     config_json: &str,
     tokenizer_dir: Option<&Path>,
-    model: &mut ModernBert<B>,
+    model: &mut impl Parameters<B>,
     optimizer: Option<&Optimizer<B>>,
     state: Option<&TrainerState>,
 ) -> Result<()> {

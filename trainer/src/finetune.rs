@@ -1,9 +1,12 @@
 //! Fine-tuning of the task heads from any masked-LM (or task) checkpoint: token classification
 //! (de-identification: BIO labels on the first sub-token of each word, from span-annotated
-//! JSONL with character offsets) and sequence classification. The pretrained prediction head
-//! (`head.*`) is kept; a new `classifier` is initialised with ModernBERT's initializer. Each
-//! epoch is evaluated on the validation split (per-label precision, recall and F1); the best
-//! epoch by micro-F1 (token) or macro-F1 (sequence) is saved as a Hugging Face folder.
+//! JSONL with character offsets) and sequence classification, of ModernBERT and classic BERT
+//! models alike. ModernBERT keeps its pretrained prediction head (`head.*`); BERT classifies the
+//! hidden states (tokens) or its tanh pooler (sequences; the pretrained `bert.pooler` when the
+//! checkpoint has one) and drops the MLM head (`cls.*`). A new `classifier` is initialised with
+//! the family's initializer. Each epoch is evaluated on the validation split (per-label
+//! precision, recall and F1); the best epoch by micro-F1 (token) or macro-F1 (sequence) is saved
+//! as a Hugging Face folder.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -14,10 +17,10 @@ use runtime::folder::ModelFolder;
 use runtime::init::{RandomWeights, Rng};
 use runtime::tokenize::Tokenizer;
 use runtime::weights::{Checkpoint, WeightSource};
-use runtime::ModernBert;
+use runtime::{Model, ModelConfig};
 use serde::Serialize;
 
-use crate::backward::{forward_backward, Grads, Target};
+use crate::backward::{forward_backward_model, Grads, Target};
 use crate::checkpoint;
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use crate::schedule::Schedule;
@@ -297,8 +300,16 @@ fn scores(tp: &HashMap<String, u64>, pred: &HashMap<String, u64>, gold: &HashMap
 struct WithNewClassifier<'a> {
     ckpt: &'a Checkpoint,
     fresh: RandomWeights,
-    /// The checkpoint is a bare encoder (no `model.` prefix): task names map onto it.
+    /// The encoder's prefix in task checkpoints (`model.` or `bert.`).
+    prefix: &'static str,
+    /// The checkpoint is a bare encoder (no prefix): task names map onto it.
     bare: bool,
+    /// Tensors the task model does not have (an MLM decoder, BERT's MLM head; BERT's pooler in
+    /// a token classifier), by name prefix.
+    hidden: Vec<String>,
+    /// What may be freshly initialised when the checkpoint lacks it (the classifier; ModernBERT's
+    /// prediction head, BERT's pooler), by name prefix; any other missing tensor is an error.
+    fresh_allowed: Vec<&'static str>,
 }
 
 impl WithNewClassifier<'_> {
@@ -306,26 +317,28 @@ impl WithNewClassifier<'_> {
         if self.ckpt.contains(name) {
             return Some(name.to_string());
         }
-        let bare = name.strip_prefix("model.")?;
+        let bare = name.strip_prefix(self.prefix)?;
         (self.bare && self.ckpt.contains(bare)).then(|| bare.to_string())
     }
 }
 
 impl WeightSource for WithNewClassifier<'_> {
     fn contains(&self, name: &str) -> bool {
-        // Only the encoder, the prediction head and the classifier: an MLM decoder is not kept.
-        !name.starts_with("decoder.") && (self.stored(name).is_some() || self.fresh.contains(name))
+        !self.hidden.iter().any(|h| name.starts_with(h.as_str()))
+            && (self.stored(name).is_some() || (self.fresh_allowed.iter().any(|p| name.starts_with(p)) && self.fresh.contains(name)))
     }
     fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
         match self.stored(name) {
             Some(n) => self.ckpt.get(&n).map(|t| t.shape.to_vec()),
-            None => self.fresh.shape_of(name),
+            None if self.contains(name) => self.fresh.shape_of(name),
+            None => None,
         }
     }
     fn f32(&self, name: &str, shape: &[usize]) -> runtime::Result<Vec<f32>> {
         match self.stored(name) {
             Some(n) => self.ckpt.f32(&n, shape),
-            None => self.fresh.f32(name, shape),
+            None if self.contains(name) => self.fresh.f32(name, shape),
+            None => Err(self.missing(name)),
         }
     }
     fn missing(&self, name: &str) -> runtime::Error {
@@ -341,11 +354,13 @@ impl WeightSource for WithNewClassifier<'_> {
 
 /// The config.json of the fine-tuned model: the source's, with the task's architecture and
 /// labels.
-fn task_config(source: &str, task: Task, labels: &[String]) -> Result<String> {
+fn task_config(source: &str, task: Task, labels: &[String], bert: bool) -> Result<String> {
     let mut v: serde_json::Value = serde_json::from_str(source).map_err(|e| Error::Input(format!("config.json: {e}")))?;
-    let arch = match task {
-        Task::TokenClassification => "ModernBertForTokenClassification",
-        Task::SequenceClassification => "ModernBertForSequenceClassification",
+    let arch = match (task, bert) {
+        (Task::TokenClassification, false) => "ModernBertForTokenClassification",
+        (Task::SequenceClassification, false) => "ModernBertForSequenceClassification",
+        (Task::TokenClassification, true) => "BertForTokenClassification",
+        (Task::SequenceClassification, true) => "BertForSequenceClassification",
     };
     let obj = v.as_object_mut().ok_or_else(|| Error::Input("config.json: expected an object".into()))?;
     obj.insert("architectures".into(), serde_json::json!([arch]));
@@ -370,16 +385,15 @@ pub fn finetune<B: Backend>(be: &B, o: &FinetuneOptions, mut log: impl FnMut(&Ep
         return Err(Error::Input("--epochs and --batch-size must be at least 1, --max-seq-len at least 3".into()));
     }
     let folder = ModelFolder::open(&o.model)?;
-    let tok = folder.tokenizer.as_ref().ok_or_else(|| Error::Input(format!("{}: no tokenizer.json in the model folder", o.model.display())))?;
+    let tok = folder.tokenizer.as_ref().ok_or_else(|| Error::Input(format!("{}: no tokenizer (tokenizer.json, vocab.txt or vocab.json + merges.txt) in the model folder", o.model.display())))?;
     let config_text = std::fs::read_to_string(o.model.join("config.json")).map_err(|e| io(&o.model.join("config.json"), e))?;
     let arch = match o.task {
         Task::TokenClassification => Architecture::TokenClassification,
         Task::SequenceClassification => Architecture::SequenceClassification,
     };
-    let modernbert = folder.config.modernbert("fine-tuning")?;
-    let max_len = o.max_seq_len.min(modernbert.max_position_embeddings);
+    let max_len = o.max_seq_len.min(folder.config.context());
     // Labels: the checkpoint's own if it already classifies, else from the training data.
-    let existing = if folder.checkpoint.contains("classifier.weight") { modernbert.labels.clone() } else { Vec::new() };
+    let existing = if folder.checkpoint.contains("classifier.weight") { folder.config.labels().to_vec() } else { Vec::new() };
     let (train_docs, eval_docs, train_texts, eval_texts);
     let labels: Vec<String> = match o.task {
         Task::TokenClassification => {
@@ -437,23 +451,49 @@ pub fn finetune<B: Backend>(be: &B, o: &FinetuneOptions, mut log: impl FnMut(&Ep
     let train = examples(o.task, &train_docs, &train_texts, &o.train)?;
     let eval = examples(o.task, &eval_docs, &eval_texts, &o.eval)?;
 
-    let mut config = modernbert.clone();
-    config.architecture = Some(arch);
-    config.labels = labels.clone();
-    let source = WithNewClassifier {
-        ckpt: &folder.checkpoint,
-        fresh: RandomWeights::new(&config, arch, labels.len(), o.seed),
-        bare: !folder.checkpoint.contains("model.embeddings.tok_embeddings.weight"),
+    let (source, config, pooling) = match &folder.config {
+        ModelConfig::ModernBert(c) => {
+            let mut c = c.clone();
+            c.architecture = Some(arch);
+            c.labels = labels.clone();
+            let source = WithNewClassifier {
+                ckpt: &folder.checkpoint,
+                fresh: RandomWeights::new(&c, arch, labels.len(), o.seed),
+                prefix: "model.",
+                bare: !folder.checkpoint.contains("model.embeddings.tok_embeddings.weight"),
+                hidden: vec!["decoder.".into()],
+                fresh_allowed: vec!["classifier.", "head."],
+            };
+            let pooling = c.classifier_pooling;
+            (source, ModelConfig::ModernBert(c), pooling)
+        }
+        ModelConfig::Bert(c) => {
+            let mut c = c.clone();
+            c.architecture = Some(arch);
+            c.labels = labels.clone();
+            let mut hidden = vec!["cls.".to_string()];
+            if o.task == Task::TokenClassification {
+                hidden.extend(["bert.pooler.".to_string(), "pooler.".to_string()]);
+            }
+            let source = WithNewClassifier {
+                ckpt: &folder.checkpoint,
+                fresh: RandomWeights::bert(&c, arch, labels.len(), o.seed),
+                prefix: "bert.",
+                bare: !folder.checkpoint.contains("bert.embeddings.word_embeddings.weight"),
+                hidden,
+                fresh_allowed: vec!["classifier.", "bert.pooler."],
+            };
+            (source, ModelConfig::Bert(c), Pooling::Cls)
+        }
     };
-    let mut model = ModernBert::load_trainable(be, config.clone(), &source)?;
-    model.decoder = None;
-    let pooling = config.classifier_pooling;
+    let bert = matches!(config, ModelConfig::Bert(_));
+    let mut model = Model::load_trainable(be, config, &source)?;
 
     let steps_per_epoch = train.len().div_ceil(o.batch_size) as u64;
     let total = steps_per_epoch * o.epochs as u64;
     let schedule = Schedule::Linear { warmup: (o.warmup_ratio * total as f64).round() as u64 };
     let mut opt = Optimizer::new(OptimizerConfig { kind: OptimizerKind::AdamW, lr: o.lr, betas: (0.9, 0.999), eps: 1e-8, weight_decay: o.weight_decay, grad_clip: Some(1.0) });
-    let out_config = task_config(&config_text, o.task, &labels)?;
+    let out_config = task_config(&config_text, o.task, &labels, bert)?;
     let mut rng = Rng::new(o.seed);
     let mut step = 0u64;
     let mut reports: Vec<EpochReport> = Vec::new();
@@ -485,12 +525,12 @@ pub fn finetune<B: Backend>(be: &B, o: &FinetuneOptions, mut log: impl FnMut(&Ep
                 Task::SequenceClassification => Target::Sequences { labels: &seq_labels, pooling },
             };
             let mut grads = Grads::default();
-            let out = forward_backward(be, &model, &b, &ids, &target, 1.0 / n_items as f32, &mut grads)?;
+            let out = forward_backward_model(be, &model, &b, &ids, &target, 1.0 / n_items as f32, &mut grads)?;
             loss_sum += out.loss_sum;
             loss_n += n_items;
             opt.step(be, &mut model, &grads, lr, false)?;
         }
-        let mut report = evaluate(be, &model, o.task, &eval, &labels, pooling, o.batch_size)?;
+        let mut report = evaluate(be, &model, o.task, &eval, &labels, o.batch_size)?;
         report.epoch = epoch;
         report.train_loss = loss_sum / loss_n.max(1) as f64;
         log(&report);
@@ -521,7 +561,7 @@ fn flatten(batch: &[&Example]) -> (Vec<Vec<u32>>, Vec<u32>, Vec<u32>) {
 }
 
 /// Loss and per-label scores on the validation examples.
-fn evaluate<B: Backend>(be: &B, model: &ModernBert<B>, task: Task, eval: &[Example], labels: &[String], pooling: Pooling, batch_size: usize) -> Result<EpochReport> {
+fn evaluate<B: Backend>(be: &B, model: &Model<B>, task: Task, eval: &[Example], labels: &[String], batch_size: usize) -> Result<EpochReport> {
     let (mut loss_sum, mut loss_n) = (0f64, 0usize);
     let (mut tp, mut pred, mut gold): (HashMap<String, u64>, HashMap<String, u64>, HashMap<String, u64>) = Default::default();
     let (mut correct, mut seen) = (0u64, 0u64);
@@ -537,7 +577,7 @@ fn evaluate<B: Backend>(be: &B, model: &ModernBert<B>, task: Task, eval: &[Examp
                 }
                 (model.token_logits(be, &be.gather_rows(&hidden, &be.upload_ids(&rows)?)?)?, gold_ids)
             }
-            Task::SequenceClassification => (model.sequence_logits(be, &hidden, &b, pooling)?, chunk.iter().map(|e| e.label).collect()),
+            Task::SequenceClassification => (model.sequence_logits(be, &hidden, &b, None)?, chunk.iter().map(|e| e.label).collect()),
         };
         let per_row = kernels::block_on(be.read(&be.cross_entropy(&logits, &be.upload_ids(&gold_ids)?)?))?;
         loss_sum += per_row.iter().map(|&v| v as f64).sum::<f64>();

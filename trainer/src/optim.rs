@@ -6,10 +6,9 @@ use std::collections::HashMap;
 
 use kernels::optim::{AdamStep, Rule};
 use kernels::Backend;
-use runtime::ModernBert;
 use serde::{Deserialize, Serialize};
 
-use crate::backward::Grads;
+use crate::backward::{Grads, Parameters};
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,7 +85,7 @@ impl<B: Backend> Optimizer<B> {
 
     /// One update of every parameter that has a gradient, at learning rate `lr`. With
     /// `want_rms`, StableAdamW's per-tensor RMS values are read back.
-    pub fn step(&mut self, be: &B, model: &mut ModernBert<B>, grads: &Grads<B>, lr: f64, want_rms: bool) -> Result<StepStats> {
+    pub fn step(&mut self, be: &B, model: &mut impl Parameters<B>, grads: &Grads<B>, lr: f64, want_rms: bool) -> Result<StepStats> {
         let c = self.config.clone();
         // One Σg² per tensor on the device, gathered into one vector: a single read-back.
         let per_tensor = grads.tensors.values().map(|g| be.sum_squares(g)).collect::<kernels::Result<Vec<_>>>()?;
@@ -147,6 +146,7 @@ mod tests {
     use super::*;
     use kernels::CpuBackend;
     use runtime::config::Architecture;
+    use runtime::ModernBert;
 
     #[test]
     fn clipping_scales_the_gradient_to_the_norm_and_decay_skips_norms() {

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use kernels::CpuBackend;
+use kernels::{Backend, CpuBackend};
 use runtime::init::Rng;
 use trainer::finetune::{finetune, FinetuneOptions, Task};
 
@@ -133,4 +133,90 @@ fn bad_span_files_are_refused_with_the_line() {
     let o = FinetuneOptions::new(Task::TokenClassification, root().join("tests/fixtures/tiny-modernbert-mlm"), bad.clone(), bad, tmp.path().join("o"));
     let e = finetune(&CpuBackend::new(), &o, |_| {}).err().unwrap().to_string();
     assert!(e.contains("bad.jsonl") && e.contains("line 1") && e.contains("[1, 9)"), "{e}");
+}
+
+/// Classic BERT: the same de-identification head from the BERT fixture's masked-LM checkpoint
+/// (64 positions, so notes go in windows), saved as a `BertForTokenClassification` folder under
+/// transformers' names (query, key, value split back; no MLM head, no pooler) that the runtime
+/// loads and runs.
+#[test]
+fn bert_deid_head_from_a_bert_mlm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, eval) = (tmp.path().join("train.jsonl"), tmp.path().join("valid.jsonl"));
+    write_notes(&train, 300, 1);
+    write_notes(&eval, 60, 2);
+    let out = tmp.path().join("bert-deid");
+    let mut o = FinetuneOptions::new(Task::TokenClassification, root().join("tests/fixtures-bert/tiny-bert-mlm"), train, eval, out.clone());
+    // Its 305-token WordPiece vocabulary spells most names letter by letter: more epochs.
+    (o.epochs, o.lr, o.batch_size, o.max_seq_len) = (10, 3e-3, 16, 128);
+    let mut reports = Vec::new();
+    let r = finetune(&CpuBackend::new(), &o, |e| reports.push(e.clone())).unwrap();
+    for e in &reports {
+        eprintln!("epoch {}: loss {:.3} / {:.3}, F1 {:.3} {:?}", e.epoch, e.train_loss, e.eval_loss, e.f1, e.labels.iter().map(|l| (&l.label, l.f1)).collect::<Vec<_>>());
+    }
+    let best = &r.epochs[r.best];
+    // Far above the untrained head (F1 0.2 after one epoch); the tiny vocabulary caps it near 0.8.
+    assert!(best.f1 >= 0.75, "best F1 {}", best.f1);
+    assert!(reports.last().unwrap().train_loss < reports[0].train_loss / 4.0);
+
+    // Exactly the tensors transformers' BertForTokenClassification has, under its names.
+    let saved = runtime::weights::Checkpoint::open_file(&out.join("model.safetensors")).unwrap();
+    let mut names: Vec<String> = saved.names().map(str::to_string).collect();
+    names.sort();
+    let folder = runtime::folder::ModelFolder::open(&out).unwrap();
+    let runtime::ModelConfig::Bert(c) = &folder.config else { panic!("not read back as BERT") };
+    assert_eq!(c.architecture_name.as_deref(), Some("BertForTokenClassification"));
+    let mut expected: Vec<String> = runtime::init::bert_parameters(c, runtime::config::Architecture::TokenClassification, r.labels.len()).into_iter().map(|p| p.0).collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    // The encoder moved away from the source checkpoint, and the split is the right way round:
+    // the runtime's forward of the saved folder equals the trained model's evaluation loss.
+    let source = runtime::weights::Checkpoint::open_file(&root().join("tests/fixtures-bert/tiny-bert-mlm/model.safetensors")).unwrap();
+    let q = "bert.encoder.layer.0.attention.self.query.weight";
+    assert_ne!(saved.require(q).unwrap().to_f32().unwrap(), source.require(q).unwrap().to_f32().unwrap());
+    let be = CpuBackend::new();
+    let model = runtime::Model::load(&be, folder.config.clone(), &folder.checkpoint).unwrap();
+    assert!(model.has_classifier() && !model.has_mlm());
+    let tok = folder.tokenizer.as_ref().unwrap();
+    let enc = tok.encode("Patient John Smith was seen on 03/04/2001 for chest pain.").unwrap();
+    let batch = model.batch(&be, &[&enc.ids]).unwrap();
+    let hidden = model.encode(&be, &batch, None).unwrap();
+    let logits = kernels::block_on(be.read(&model.token_logits(&be, &hidden).unwrap())).unwrap();
+    let tags: Vec<&str> = logits.chunks(r.labels.len()).map(|row| r.labels[row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0].as_str()).collect();
+    assert!(tags.iter().any(|t| t.ends_with("NAME")) && tags.iter().any(|t| t.ends_with("DATE")), "{tags:?}");
+}
+
+/// Classic BERT sequence classification through the tanh pooler, freshly initialised (the MLM
+/// checkpoint has none), saved with it.
+#[test]
+fn bert_sequence_classifier_learns_a_separable_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(5);
+    let mut lines = |n: usize| {
+        let mut s = String::new();
+        for _ in 0..n {
+            let cardiac = rng.next_u64() % 2 == 0;
+            let words: &[&str] = if cardiac { &["chest pain", "troponin elevated", "ECG changes", "palpitations"] } else { &["rash", "itching", "eczema flare", "skin lesion"] };
+            let text = format!("Patient reports {} and {}.", words[(rng.next_u64() % 4) as usize], words[(rng.next_u64() % 4) as usize]);
+            writeln!(s, r#"{{"text": "{text}", "label": "{}"}}"#, if cardiac { "cardiology" } else { "dermatology" }).unwrap();
+        }
+        s
+    };
+    std::fs::write(tmp.path().join("train.jsonl"), lines(120)).unwrap();
+    std::fs::write(tmp.path().join("valid.jsonl"), lines(40)).unwrap();
+    let out = tmp.path().join("cls");
+    let mut o = FinetuneOptions::new(
+        Task::SequenceClassification,
+        root().join("tests/fixtures-bert/tiny-bert-mlm"),
+        tmp.path().join("train.jsonl"),
+        tmp.path().join("valid.jsonl"),
+        out.clone(),
+    );
+    (o.epochs, o.lr, o.batch_size) = (4, 3e-3, 16);
+    let r = finetune(&CpuBackend::new(), &o, |_| {}).unwrap();
+    assert!(r.epochs[r.best].f1 >= 0.95 && r.epochs[r.best].accuracy >= 0.95, "{:?}", r.epochs[r.best]);
+    let saved = runtime::weights::Checkpoint::open_file(&out.join("model.safetensors")).unwrap();
+    assert!(saved.contains("bert.pooler.dense.weight") && saved.contains("classifier.weight") && !saved.contains("cls.predictions.bias"));
+    let folder = runtime::folder::ModelFolder::open(&out).unwrap();
+    assert_eq!(folder.config.architecture(), Some(runtime::config::Architecture::SequenceClassification));
 }

@@ -19,9 +19,12 @@ fn models() -> Vec<PathBuf> {
 }
 
 fn check<B: Backend>(be: &B, reference: &str) -> Report {
-    let dirs = models();
+    check_with(be, &models(), reference)
+}
+
+fn check_with<B: Backend>(be: &B, dirs: &[PathBuf], reference: &str) -> Report {
     let r = Checkpoint::open_file(&root().join(reference)).unwrap();
-    let report = run(be, &Models { dirs: &dirs }, &r).unwrap();
+    let report = run(be, &Models { dirs }, &r).unwrap();
     assert!(report.passed(), "{}", report.render());
     assert!(report.skipped.is_empty(), "{}", report.render());
     report
@@ -38,6 +41,28 @@ fn trajectories_accumulation_tokcls_optimizer<B: Backend>(be: &B) {
     for name in ["optim.stableadamw.rms", "adamw.loss", "stableadamw.loss", "stableadamw.lr", "stableadamw.rms", "accum.micro_loss", "tokcls.loss", "tokcls.grad.classifier.weight", "stableadamw.final.decoder.bias"] {
         assert!(report.rows.iter().any(|r| r.name == name), "{name} not compared");
     }
+}
+
+/// Classic BERT (tests/fixtures-bert): every gradient of BertForMaskedLM's MLM loss under
+/// transformers' names (the fused q|k|v split back), then the token- and sequence-classification
+/// losses through the training path.
+fn bert_gradients_and_task_losses<B: Backend>(be: &B) {
+    let dirs = [root().join("tests/fixtures-bert/tiny-bert-mlm"), root().join("tests/fixtures-bert/tiny-bert-tokcls")];
+    let report = check_with(be, &dirs, "tests/fixtures-bert/reference.safetensors");
+    // mlm_loss, 58 gradients, tokcls_loss, seqcls_loss.
+    assert_eq!(report.rows.len(), 61, "{}", report.render());
+    for name in ["grad.bert.embeddings.position_embeddings.weight", "grad.bert.embeddings.token_type_embeddings.weight", "grad.bert.encoder.layer.2.attention.self.value.bias", "grad.cls.predictions.bias", "seqcls_loss"] {
+        assert!(report.rows.iter().any(|r| r.name == name), "{name} not compared");
+    }
+}
+
+#[test]
+fn cpu_bert_gradients_and_task_losses() {
+    bert_gradients_and_task_losses(&testing::cpu());
+}
+#[test]
+fn wgpu_bert_gradients_and_task_losses() {
+    bert_gradients_and_task_losses(&testing::gpu());
 }
 
 #[test]

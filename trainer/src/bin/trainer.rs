@@ -216,9 +216,9 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// Fine-tune a classification head from any masked-LM or task checkpoint, evaluating every
-    /// epoch (per-label precision/recall/F1) and keeping the best epoch.
-    #[command(after_help = "Examples:\n  trainer finetune --task token-classification --model BioClinical-ModernBERT-base \\\n      --train deid-train.jsonl --eval deid-valid.jsonl -o deid-model\n  trainer finetune --task sequence-classification --model DIR --train train.csv --eval valid.csv \\\n      --text-column text --label-column label -o classifier\n\nToken classification reads JSONL lines {\"text\": …, \"spans\": [{\"start\": 10, \"end\": 22, \"label\": \"NAME\"}]}\n(character offsets); sequence classification reads JSONL {\"text\", \"label\"} or CSV.")]
+    /// Fine-tune a classification head from any masked-LM or task checkpoint, ModernBERT or
+    /// classic BERT, evaluating every epoch (per-label precision/recall/F1) and keeping the best.
+    #[command(after_help = "Examples:\n  trainer finetune --task token-classification --model BioClinical-ModernBERT-base \\\n      --train deid-train.jsonl --eval deid-valid.jsonl -o deid-model\n  trainer finetune --task token-classification --model Bio_ClinicalBERT \\\n      --train deid-train.jsonl --eval deid-valid.jsonl -o bert-deid-model\n  trainer finetune --task sequence-classification --model DIR --train train.csv --eval valid.csv \\\n      --text-column text --label-column label -o classifier\n\nToken classification reads JSONL lines {\"text\": …, \"spans\": [{\"start\": 10, \"end\": 22, \"label\": \"NAME\"}]}\n(character offsets); sequence classification reads JSONL {\"text\", \"label\"} or CSV.")]
     Finetune {
         #[arg(long, value_enum)]
         task: TaskArg,
@@ -279,7 +279,7 @@ enum Command {
     },
     /// Replay a transformers training fixture (gradients, optimizer steps, 10-step trajectories,
     /// gradient accumulation, token classification) and compare every tensor.
-    #[command(after_help = "Examples:\n  trainer check --model tests/fixtures/tiny-modernbert-mlm --reference tests/fixtures/reference.safetensors\n  trainer check --model tests/fixtures/tiny-modernbert-mlm --model tests/fixtures/tiny-modernbert-tokcls \\\n      --reference tests/fixtures-training/training.safetensors --device gpu")]
+    #[command(after_help = "Examples:\n  trainer check --model tests/fixtures/tiny-modernbert-mlm --reference tests/fixtures/reference.safetensors\n  trainer check --model tests/fixtures/tiny-modernbert-mlm --model tests/fixtures/tiny-modernbert-tokcls \\\n      --reference tests/fixtures-training/training.safetensors --device gpu\n  trainer check --model tests/fixtures-bert/tiny-bert-mlm --model tests/fixtures-bert/tiny-bert-tokcls \\\n      --reference tests/fixtures-bert/reference.safetensors")]
     Check {
         /// Model folders: the masked-LM model, and the token classifier for `tokcls.*` (repeat).
         #[arg(long, required = true)]

@@ -11,7 +11,7 @@
 use kernels::Backend;
 
 use crate::config::{Architecture, BertConfig};
-use crate::model::{Batch, LayerNorm, Linear, Trace};
+use crate::model::{push_linear, push_norm, Batch, LayerNorm, Linear, Trace};
 use crate::weights::WeightSource;
 use crate::{Error, Result};
 
@@ -352,18 +352,7 @@ impl<B: Backend> Bert<B> {
     pub fn parameters_mut(&mut self) -> Vec<(String, &mut B::Tensor)> {
         let p = self.prefix();
         let mut out: Vec<(String, &mut B::Tensor)> = Vec::new();
-        fn norm<'a, B: Backend>(out: &mut Vec<(String, &'a mut B::Tensor)>, name: String, n: &'a mut LayerNorm<B>) {
-            out.push((format!("{name}.weight"), &mut n.weight));
-            if let Some(b) = n.bias.as_mut() {
-                out.push((format!("{name}.bias"), b));
-            }
-        }
-        fn linear<'a, B: Backend>(out: &mut Vec<(String, &'a mut B::Tensor)>, name: String, l: &'a mut Linear<B>) {
-            out.push((format!("{name}.weight"), &mut l.weight));
-            if let Some(b) = l.bias.as_mut() {
-                out.push((format!("{name}.bias"), b));
-            }
-        }
+        let (norm, linear) = (push_norm::<B>, push_linear::<B>);
         let e = &mut self.embeddings;
         out.push((format!("{p}embeddings.word_embeddings.weight"), &mut e.word_embeddings));
         out.push((format!("{p}embeddings.position_embeddings.weight"), &mut e.position_embeddings));

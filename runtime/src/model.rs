@@ -47,6 +47,22 @@ impl<B: Backend> LayerNorm<B> {
     }
 }
 
+/// `{name}.weight` (and `{name}.bias`) of a norm, for a `parameters_mut` list.
+pub(crate) fn push_norm<'a, B: Backend>(out: &mut Vec<(String, &'a mut B::Tensor)>, name: String, n: &'a mut LayerNorm<B>) {
+    out.push((format!("{name}.weight"), &mut n.weight));
+    if let Some(b) = n.bias.as_mut() {
+        out.push((format!("{name}.bias"), b));
+    }
+}
+
+/// `{name}.weight` (and `{name}.bias`) of a linear layer, for a `parameters_mut` list.
+pub(crate) fn push_linear<'a, B: Backend>(out: &mut Vec<(String, &'a mut B::Tensor)>, name: String, l: &'a mut Linear<B>) {
+    out.push((format!("{name}.weight"), &mut l.weight));
+    if let Some(b) = l.bias.as_mut() {
+        out.push((format!("{name}.bias"), b));
+    }
+}
+
 pub struct Embeddings<B: Backend> {
     pub tok_embeddings: B::Tensor,
     pub norm: LayerNorm<B>,
@@ -292,18 +308,7 @@ impl<B: Backend> ModernBert<B> {
     pub fn parameters_mut(&mut self) -> Vec<(String, &mut B::Tensor)> {
         let p = if self.head.is_some() || self.decoder.is_some() || self.classifier.is_some() { "model." } else { "" };
         let mut out: Vec<(String, &mut B::Tensor)> = Vec::new();
-        fn norm<'a, B: Backend>(out: &mut Vec<(String, &'a mut B::Tensor)>, name: String, n: &'a mut LayerNorm<B>) {
-            out.push((format!("{name}.weight"), &mut n.weight));
-            if let Some(b) = n.bias.as_mut() {
-                out.push((format!("{name}.bias"), b));
-            }
-        }
-        fn linear<'a, B: Backend>(out: &mut Vec<(String, &'a mut B::Tensor)>, name: String, l: &'a mut Linear<B>) {
-            out.push((format!("{name}.weight"), &mut l.weight));
-            if let Some(b) = l.bias.as_mut() {
-                out.push((format!("{name}.bias"), b));
-            }
-        }
+        let (norm, linear) = (push_norm::<B>, push_linear::<B>);
         out.push((format!("{p}embeddings.tok_embeddings.weight"), &mut self.embeddings.tok_embeddings));
         norm(&mut out, format!("{p}embeddings.norm"), &mut self.embeddings.norm);
         for (n, layer) in self.layers.iter_mut().enumerate() {

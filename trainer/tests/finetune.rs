@@ -96,9 +96,8 @@ fn deid_head_reaches_f1_on_held_out_notes() {
     assert!(out.join("eval_results.json").exists() && out.join("tokenizer.json").exists());
 }
 
-#[test]
-fn sequence_classifier_learns_a_separable_task() {
-    let tmp = tempfile::tempdir().unwrap();
+/// train.jsonl (120) and valid.jsonl (40): short complaints, cardiology or dermatology.
+fn write_cardiology_dermatology(dir: &Path) {
     let mut rng = Rng::new(5);
     let mut lines = |n: usize| {
         let mut s = String::new();
@@ -110,8 +109,14 @@ fn sequence_classifier_learns_a_separable_task() {
         }
         s
     };
-    std::fs::write(tmp.path().join("train.jsonl"), lines(120)).unwrap();
-    std::fs::write(tmp.path().join("valid.jsonl"), lines(40)).unwrap();
+    std::fs::write(dir.join("train.jsonl"), lines(120)).unwrap();
+    std::fs::write(dir.join("valid.jsonl"), lines(40)).unwrap();
+}
+
+#[test]
+fn sequence_classifier_learns_a_separable_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_cardiology_dermatology(tmp.path());
     let mut o = FinetuneOptions::new(
         Task::SequenceClassification,
         root().join("tests/fixtures/tiny-modernbert-mlm"),
@@ -191,19 +196,7 @@ fn bert_deid_head_from_a_bert_mlm() {
 #[test]
 fn bert_sequence_classifier_learns_a_separable_task() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut rng = Rng::new(5);
-    let mut lines = |n: usize| {
-        let mut s = String::new();
-        for _ in 0..n {
-            let cardiac = rng.next_u64() % 2 == 0;
-            let words: &[&str] = if cardiac { &["chest pain", "troponin elevated", "ECG changes", "palpitations"] } else { &["rash", "itching", "eczema flare", "skin lesion"] };
-            let text = format!("Patient reports {} and {}.", words[(rng.next_u64() % 4) as usize], words[(rng.next_u64() % 4) as usize]);
-            writeln!(s, r#"{{"text": "{text}", "label": "{}"}}"#, if cardiac { "cardiology" } else { "dermatology" }).unwrap();
-        }
-        s
-    };
-    std::fs::write(tmp.path().join("train.jsonl"), lines(120)).unwrap();
-    std::fs::write(tmp.path().join("valid.jsonl"), lines(40)).unwrap();
+    write_cardiology_dermatology(tmp.path());
     let out = tmp.path().join("cls");
     let mut o = FinetuneOptions::new(
         Task::SequenceClassification,

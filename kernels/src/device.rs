@@ -90,19 +90,61 @@ fn from_setup(device: WgpuDevice, setup: &WgpuSetup) -> GpuDevice {
 /// Create a wgpu device (Vulkan, Metal, DX12) with the adapter's real limits. Blocking; native only.
 #[cfg(not(target_family = "wasm"))]
 pub fn wgpu_device(choice: AdapterChoice) -> Result<GpuDevice> {
+    if let Some(made) = made::get(choice) {
+        return Ok(made);
+    }
     let device = wgpu_selector(choice);
     let setup = cubecl::wgpu::try_init_setup::<AutoGraphicsApi>(&device, RuntimeOptions::default())
         .map_err(|e| Error::Device(format!("no usable wgpu adapter ({e}); run with the CPU backend instead")))?;
-    Ok(from_setup(device, &setup))
+    Ok(made::keep(choice, from_setup(device, &setup)))
 }
 
 /// Create a wgpu device asynchronously: the only way in the browser (WebGPU).
+/// A page that loads a second model gets the device the first one made.
 pub async fn wgpu_device_async(choice: AdapterChoice) -> Result<GpuDevice> {
+    if let Some(made) = made::get(choice) {
+        return Ok(made);
+    }
     let device = wgpu_selector(choice);
     let setup = cubecl::wgpu::try_init_setup_async::<AutoGraphicsApi>(&device, RuntimeOptions::default())
         .await
         .map_err(|e| Error::Device(format!("no usable WebGPU/wgpu adapter ({e})")))?;
-    Ok(from_setup(device, &setup))
+    Ok(made::keep(choice, from_setup(device, &setup)))
+}
+
+/// The wgpu devices made so far. cubecl registers one server per device for the life of the
+/// process (or page), and a second set-up of the same device fails ("a server is still
+/// registered"), so a second request for an adapter hands back the device made the first time.
+/// Native code may ask from any thread; the browser has one.
+mod made {
+    use super::{AdapterChoice, GpuDevice};
+
+    #[cfg(not(target_family = "wasm"))]
+    static MADE: std::sync::Mutex<Vec<(AdapterChoice, GpuDevice)>> = std::sync::Mutex::new(Vec::new());
+
+    #[cfg(not(target_family = "wasm"))]
+    fn with<T>(f: impl FnOnce(&mut Vec<(AdapterChoice, GpuDevice)>) -> T) -> T {
+        f(&mut MADE.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    #[cfg(target_family = "wasm")]
+    thread_local! {
+        static MADE: std::cell::RefCell<Vec<(AdapterChoice, GpuDevice)>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    #[cfg(target_family = "wasm")]
+    fn with<T>(f: impl FnOnce(&mut Vec<(AdapterChoice, GpuDevice)>) -> T) -> T {
+        MADE.with(|made| f(&mut made.borrow_mut()))
+    }
+
+    pub(super) fn get(choice: AdapterChoice) -> Option<GpuDevice> {
+        with(|made| made.iter().find(|(c, _)| *c == choice).map(|(_, d)| d.clone()))
+    }
+
+    pub(super) fn keep(choice: AdapterChoice, device: GpuDevice) -> GpuDevice {
+        with(|made| made.push((choice, device.clone())));
+        device
+    }
 }
 
 /// Create a CUDA device (NVIDIA, through cubecl's CUDA runtime). Compiled in every build; it

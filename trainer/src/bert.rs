@@ -8,7 +8,8 @@
 //! (training runs the encoder as transformers' `model.eval()` would: deterministic gradients).
 
 use kernels::Backend;
-use runtime::model::Batch;
+use runtime::bert::BertMlmHead;
+use runtime::model::{Batch, Linear};
 use runtime::Bert;
 
 use crate::backward::{linear_backward, loss_and_ranks, norm_backward, Grads, StepOutput, Target};
@@ -119,23 +120,20 @@ pub fn forward_backward<B: Backend>(
     let p = model.prefix();
     let t = batch.tokens();
     let (last, cache) = encode(be, model, batch)?;
+    // The head's input rows: the labelled tokens, or each sequence's first token ([CLS]).
     let (rows, labels) = match target {
-        Target::MaskedLm { rows, labels } | Target::Tokens { rows, labels } => (Some(be.upload_ids(rows)?), *labels),
-        Target::Sequences { labels, .. } => (None, *labels),
+        Target::MaskedLm { rows, labels } | Target::Tokens { rows, labels } => (be.upload_ids(rows)?, *labels),
+        Target::Sequences { labels, .. } => (be.upload_ids(&batch.cu_seqlens[..batch.sequences()])?, *labels),
     };
-    let first = be.upload_ids(&batch.cu_seqlens[..batch.sequences()])?;
-    let x = match &rows {
-        Some(r) => be.gather_rows(&last, r)?,
-        None => be.gather_rows(&last, &first)?,
-    };
+    let x = be.gather_rows(&last, &rows)?;
     // What feeds the output projection, and how to take its gradient back to x.
-    enum Before<B: Backend> {
+    enum Before<'m, B: Backend> {
         /// z = LN(GELU(transform(x))): d = transform(x), g = GELU(d).
-        Transform { d: B::Tensor, g: B::Tensor },
+        Transform { head: &'m BertMlmHead<B>, d: B::Tensor, g: B::Tensor },
         /// z = x.
         Nothing,
         /// z = tanh(pooler(x)).
-        Pooler,
+        Pooler(&'m Linear<B>),
     }
     let (z, before, out, decoder_name) = match target {
         Target::MaskedLm { .. } => {
@@ -147,16 +145,16 @@ pub fn forward_backward<B: Backend>(
                 Some(w) => (w, "cls.predictions.decoder.weight".to_string()),
                 None => (&model.embeddings.word_embeddings, format!("{p}embeddings.word_embeddings.weight")),
             };
-            (z, Before::Transform { d, g }, (w, Some(&head.bias)), (name, "cls.predictions.bias".to_string()))
+            (z, Before::Transform { head, d, g }, (w, Some(&head.bias)), (name, "cls.predictions.bias".to_string()))
         }
         _ => {
             let cl = model.classifier.as_ref().ok_or_else(|| Error::Input(format!("{source}: the model has no classifier")))?;
             let (z, before) = match target {
                 Target::Sequences { .. } => {
                     let pooler = model.pooler.as_ref().ok_or_else(|| Error::Input(format!("{source}: the model has no pooler (bert.pooler.dense), which sequence classification needs")))?;
-                    (be.tanh(&pooler.forward(be, &x)?)?, Before::<B>::Pooler)
+                    (be.tanh(&pooler.forward(be, &x)?)?, Before::Pooler(pooler))
                 }
-                _ => (x.clone(), Before::<B>::Nothing),
+                _ => (x.clone(), Before::Nothing),
             };
             (z, before, (&cl.weight, cl.bias.as_ref()), ("classifier.weight".to_string(), "classifier.bias".to_string()))
         }
@@ -177,20 +175,18 @@ pub fn forward_backward<B: Backend>(
     }
     let dz = be.matmul(&dlogits, out.0)?;
     let dx = match before {
-        Before::Transform { d, g } => {
-            let head = model.mlm.as_ref().expect("checked above");
+        Before::Transform { head, d, g } => {
             let dg = norm_backward(be, &head.norm, "cls.predictions.transform.LayerNorm", &g, &dz, grads)?;
             let dd = be.gelu_backward(&d, &dg)?;
             linear_backward(be, &head.transform, "cls.predictions.transform.dense", &x, &dd, grads)?
         }
         Before::Nothing => dz,
-        Before::Pooler => {
-            let pooler = model.pooler.as_ref().expect("checked above");
+        Before::Pooler(pooler) => {
             let dpre = be.tanh_backward(&z, &dz)?;
             linear_backward(be, pooler, &format!("{p}pooler.dense"), &x, &dpre, grads)?
         }
     };
-    let d_last = be.scatter_rows(&dx, rows.as_ref().unwrap_or(&first), t)?;
+    let d_last = be.scatter_rows(&dx, &rows, t)?;
     encode_backward(be, model, batch, ids, &cache, &d_last, grads)?;
     Ok(StepOutput { loss_sum, label_ranks })
 }

@@ -448,15 +448,6 @@ fn ref_types(r: &Checkpoint, prefix: &str, batch: &RefBatch) -> Result<Vec<Vec<u
     Ok(out)
 }
 
-/// Read back named device tensors, with BERT's fused q|k|v split into transformers' names.
-fn read_unfused<B: Backend>(be: &B, named: Vec<(String, &B::Tensor)>) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
-    let mut out = Vec::new();
-    for (name, t) in named {
-        out.push((name, be.shape(t).to_vec(), kernels::block_on(be.read(t))?));
-    }
-    Ok(crate::bert::unfuse(out))
-}
-
 /// fixtures-bert/reference.safetensors: every gradient of BertForMaskedLM's MLM loss (`grad.*`,
 /// transformers' names), then the token- and sequence-classification losses through the same
 /// training path (the sequence classifier with the reference's pooler, as the runtime's check).
@@ -480,7 +471,7 @@ fn check_bert_oracle<B: Backend>(be: &B, config: runtime::BertConfig, folder: &M
     for name in &names {
         named.push((name.clone(), grads.get(name).ok_or_else(|| Error::Input(format!("no gradient for {name}")))?));
     }
-    for (name, shape, values) in read_unfused(be, named)? {
+    for (name, shape, values) in crate::checkpoint::read_named(be, named)? {
         let expected = floats(r, &format!("grad.{name}"))?;
         // key.bias moves every score of a query by the same amount, which softmax removes: its
         // gradient is 0 analytically and the reference holds float32 noise (fixtures-bert README).

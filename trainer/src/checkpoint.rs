@@ -42,8 +42,14 @@ pub const TOKENIZER_FILES: [&str; 6] = ["tokenizer.json", "tokenizer_config.json
 /// The model's parameters, read back, in checkpoint order and under transformers' names (BERT's
 /// fused q|k|v split back into query, key and value).
 pub fn parameters<B: Backend>(be: &B, model: &mut impl Parameters<B>) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    read_named(be, model.parameters_mut().into_iter().map(|(name, t)| (name, &*t)))
+}
+
+/// Read back named device tensors (parameters, gradients) with their shapes, under transformers'
+/// names (BERT's fused q|k|v split back into query, key and value).
+pub fn read_named<'t, B: Backend + 't>(be: &B, named: impl IntoIterator<Item = (String, &'t B::Tensor)>) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
     let mut out = Vec::new();
-    for (name, t) in model.parameters_mut() {
+    for (name, t) in named {
         out.push((name, be.shape(t).to_vec(), kernels::block_on(be.read(t))?));
     }
     Ok(crate::bert::unfuse(out))

@@ -137,6 +137,7 @@ impl<B: Backend> Bert<B> {
     }
 
     fn load_as<S: WeightSource>(be: &B, config: BertConfig, ckpt: &S, trainable: bool) -> Result<Self> {
+        crate::config::ModelConfig::Bert(config.clone()).ensure_fits()?;
         let c = &config;
         let ld = Loader { be, names: BertNames::new(ckpt)?, trainable };
         let n = &ld.names;

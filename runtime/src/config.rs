@@ -59,6 +59,18 @@ pub enum Pooling {
 
 /// The longest context a config may declare (RoPE tables are built for it at load time).
 pub const MAX_CONTEXT: usize = 1 << 20;
+/// The shortest: `[CLS]`, `[SEP]` and one token of text.
+pub const MIN_CONTEXT: usize = 3;
+/// Upper bounds on a config's sizes: far above every released encoder (ModernBERT-large: hidden
+/// 1,024, intermediate 2,624, 28 layers, 50,368 tokens; multilingual vocabularies: 250,002), and
+/// low enough that nothing derived from them overflows. Whether the model then fits the machine
+/// is checked from its parameter count before anything is allocated (`Model::load`).
+pub const MAX_VOCAB: usize = 1 << 22;
+pub const MAX_HIDDEN: usize = 1 << 15;
+pub const MAX_INTERMEDIATE: usize = 1 << 18;
+pub const MAX_LAYERS: usize = 1 << 10;
+pub const MAX_LABELS: usize = 1 << 16;
+pub const MAX_TYPE_VOCAB: usize = 1 << 16;
 
 /// Everything the encoder and its heads need from `config.json`.
 #[derive(Clone, Debug)]
@@ -113,6 +125,7 @@ impl ModernBertConfig {
 
     /// Parse `config.json` text; `source` names the file in messages.
     pub fn from_json(source: &str, text: &str) -> Result<Self> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let value: Value = serde_json::from_str(text).map_err(|e| Error::config(source, format!("not valid JSON: {e}")))?;
         let obj = value.as_object().ok_or_else(|| Error::config(source, "expected a JSON object at the top level"))?;
         let f = Fields { source, obj };
@@ -122,9 +135,7 @@ impl ModernBertConfig {
     /// Read and parse `config.json`.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let source = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: source.clone(), source: e })?;
-        Self::from_json(&source, &text)
+        Self::from_json(&path.display().to_string(), &crate::files::read_text(path)?)
     }
 }
 
@@ -164,6 +175,7 @@ impl BertConfig {
 
     /// Parse `config.json` text; `source` names the file in messages.
     pub fn from_json(source: &str, text: &str) -> Result<Self> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let value: Value = serde_json::from_str(text).map_err(|e| Error::config(source, format!("not valid JSON: {e}")))?;
         let obj = value.as_object().ok_or_else(|| Error::config(source, "expected a JSON object at the top level"))?;
         parse_bert(&Fields { source, obj })
@@ -181,6 +193,7 @@ impl ModelConfig {
     /// Parse `config.json` text: `model_type` "modernbert" or "bert"; a config without
     /// `model_type` that has BERT's `type_vocab_size` is read as BERT (Google-converted checkpoints).
     pub fn from_json(source: &str, text: &str) -> Result<Self> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let value: Value = serde_json::from_str(text).map_err(|e| Error::config(source, format!("not valid JSON: {e}")))?;
         let obj = value.as_object().ok_or_else(|| Error::config(source, "expected a JSON object at the top level"))?;
         let f = Fields { source, obj };
@@ -199,9 +212,7 @@ impl ModelConfig {
     /// Read and parse `config.json`.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let source = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: source.clone(), source: e })?;
-        Self::from_json(&source, &text)
+        Self::from_json(&path.display().to_string(), &crate::files::read_text(path)?)
     }
 
     /// The ModernBERT config, or an error saying that `what` needs a ModernBERT model.
@@ -285,6 +296,56 @@ impl ModelConfig {
             ModelConfig::Bert(_) => arch.bert_name(),
         }
     }
+    /// Parameters of the encoder and its largest heads, counted from the sizes alone (an upper
+    /// bound of what loading allocates; u128 so that no config can overflow it).
+    pub fn parameter_count(&self) -> u128 {
+        let (h, i, l, v) = (self.hidden_size() as u128, self.intermediate_size() as u128, self.num_hidden_layers() as u128, self.vocab_size() as u128);
+        let labels = self.labels().len() as u128;
+        // Every bias and norm counted, whether or not the config has them.
+        let norms = 2 * h;
+        match self {
+            // Wqkv 3h², Wo h², Wi 2hi, Wo ih; embeddings, head h², decoder (untied: vh), classifier.
+            ModelConfig::ModernBert(_) => v * h + norms + l * (4 * h * h + 3 * h * i + 4 * h + 2 * i + 2 * norms) + norms + h * h + h + norms + 2 * v * h + v + labels * (h + 1),
+            // words, positions, types; q, k, v, o 4h², intermediate hi, output ih; pooler, MLM transform, decoder.
+            ModelConfig::Bert(c) => {
+                (v + c.max_position_embeddings as u128 + c.type_vocab_size as u128) * h
+                    + norms
+                    + l * (4 * h * h + 2 * h * i + 5 * h + i + 2 * norms)
+                    + 2 * (h * h + h)
+                    + norms
+                    + 2 * v * h
+                    + v
+                    + labels * (h + 1)
+            }
+        }
+    }
+
+    /// Refuse a model whose weights this machine cannot hold (as f32, the loader's staging
+    /// precision), before anything is allocated.
+    pub fn ensure_fits(&self) -> Result<()> {
+        let params = self.parameter_count();
+        crate::memory::ensure_fits(
+            &format!(
+                "{}: a model of {params} parameters ({} layers, hidden {}, intermediate {}, vocabulary {})",
+                self.source(),
+                self.num_hidden_layers(),
+                self.hidden_size(),
+                self.intermediate_size(),
+                self.vocab_size()
+            ),
+            params * 4,
+            "check the sizes in the config, or use a machine with more memory",
+        )
+    }
+
+    /// Bytes of activations one token takes in a forward pass, an upper bound: the residual
+    /// stream and its normalised copy, the fused Q|K|V projection, attention's output, the MLP's
+    /// widest product, and working room (f32).
+    pub fn activation_bytes_per_token(&self) -> u128 {
+        let (h, i) = (self.hidden_size() as u128, self.intermediate_size() as u128);
+        4 * (12 * h + 4 * i)
+    }
+
     /// Useful forward FLOPs of the encoder on `batch` sequences of `seq` tokens (spec §10): the
     /// linear layers, and attention over the keys each query may see (all of them in global
     /// layers and in every BERT layer, the ±window in ModernBERT's local ones).
@@ -332,10 +393,22 @@ impl Fields<'_> {
     fn usize(&self, key: &str) -> Result<usize> {
         self.opt_usize(key)?.ok_or_else(|| Error::config(self.source, format!("missing required field \"{key}\"")))
     }
-    fn positive(&self, key: &str) -> Result<usize> {
+    /// A required integer in 1..=`max`.
+    fn sized(&self, key: &str, max: usize) -> Result<usize> {
         let n = self.usize(key)?;
-        if n == 0 {
-            return Err(Error::config(self.source, format!("field \"{key}\": expected a positive integer, found 0")));
+        if !(1..=max).contains(&n) {
+            return Err(Error::config(self.source, format!("field \"{key}\": expected 1 to {max}, found {n}")));
+        }
+        Ok(n)
+    }
+    /// `max_position_embeddings`, or `default` when absent, in MIN_CONTEXT..=MAX_CONTEXT.
+    fn context(&self, default: usize) -> Result<usize> {
+        let n = self.opt_usize("max_position_embeddings")?.unwrap_or(default);
+        if !(MIN_CONTEXT..=MAX_CONTEXT).contains(&n) {
+            return Err(Error::config(
+                self.source,
+                format!("field \"max_position_embeddings\": expected {MIN_CONTEXT} to {MAX_CONTEXT} (room for [CLS], [SEP] and at least one token), found {n}"),
+            ));
         }
         Ok(n)
     }
@@ -394,9 +467,9 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
         }
     };
 
-    let hidden_size = f.positive("hidden_size")?;
-    let num_hidden_layers = f.positive("num_hidden_layers")?;
-    let num_attention_heads = f.positive("num_attention_heads")?;
+    let hidden_size = f.sized("hidden_size", MAX_HIDDEN)?;
+    let num_hidden_layers = f.sized("num_hidden_layers", MAX_LAYERS)?;
+    let num_attention_heads = f.sized("num_attention_heads", MAX_HIDDEN)?;
     if hidden_size % num_attention_heads != 0 || (hidden_size / num_attention_heads) % 2 != 0 {
         return Err(Error::config(
             source,
@@ -498,23 +571,29 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
     };
 
     let labels = parse_labels(f)?;
-    let vocab_size = f.positive("vocab_size")?;
-    let pad_token_id = f.opt_u32("pad_token_id")?.unwrap_or(50283);
+    let vocab_size = f.sized("vocab_size", MAX_VOCAB)?;
+    // transformers' ModernBertConfig default, ModernBERT's own [PAD].
+    const DEFAULT_PAD: u32 = 50283;
+    let declared_pad = f.opt_u32("pad_token_id")?;
+    let pad_token_id = declared_pad.unwrap_or(DEFAULT_PAD);
+    if declared_pad.is_none() && pad_token_id as usize >= vocab_size {
+        return Err(Error::config(
+            source,
+            format!("field \"pad_token_id\" is absent, and transformers' default for ModernBERT ({DEFAULT_PAD}, ModernBERT's own [PAD]) is outside this model's vocabulary of {vocab_size} (field \"vocab_size\"); add \"pad_token_id\" with the id of the tokenizer's padding token"),
+        ));
+    }
     let cls_token_id = f.opt_u32("cls_token_id")?.or(f.opt_u32("bos_token_id")?);
     let sep_token_id = f.opt_u32("sep_token_id")?.or(f.opt_u32("eos_token_id")?);
     let mask_token_id = f.opt_u32("mask_token_id")?;
     for (key, id) in [("pad_token_id", Some(pad_token_id)), ("cls_token_id", cls_token_id), ("sep_token_id", sep_token_id), ("mask_token_id", mask_token_id)] {
         if let Some(id) = id.filter(|&id| id as usize >= vocab_size) {
-            return Err(Error::config(source, format!("field \"{key}\": token id {id} is outside the vocabulary of {vocab_size}")));
+            return Err(Error::config(source, format!("field \"{key}\": token id {id} is outside the vocabulary of {vocab_size} tokens (field \"vocab_size\": ids 0 to {})", vocab_size - 1)));
         }
     }
-    let max_position_embeddings = f.opt_usize("max_position_embeddings")?.unwrap_or(8192);
-    if !(1..=MAX_CONTEXT).contains(&max_position_embeddings) {
-        return Err(Error::config(source, format!("field \"max_position_embeddings\": expected 1 to {MAX_CONTEXT}, found {max_position_embeddings}")));
-    }
+    let max_position_embeddings = f.context(8192)?;
     let local_attention = f.opt_usize("local_attention")?.unwrap_or(128);
-    if local_attention < 2 {
-        return Err(Error::config(source, format!("field \"local_attention\": expected a window of at least 2, found {local_attention}")));
+    if !(2..=2 * MAX_CONTEXT).contains(&local_attention) {
+        return Err(Error::config(source, format!("field \"local_attention\": expected a window of 2 to {} tokens, found {local_attention}", 2 * MAX_CONTEXT)));
     }
 
     Ok(ModernBertConfig {
@@ -524,7 +603,7 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
         hidden_size,
         num_hidden_layers,
         num_attention_heads,
-        intermediate_size: f.positive("intermediate_size")?,
+        intermediate_size: f.sized("intermediate_size", MAX_INTERMEDIATE)?,
         layer_types,
         global_rope_theta,
         local_rope_theta,
@@ -583,9 +662,9 @@ fn parse_bert(f: &Fields) -> Result<BertConfig> {
     if f.bool_or("add_cross_attention", false)? {
         return Err(Error::config(source, "field \"add_cross_attention\": cross-attention is not supported"));
     }
-    let hidden_size = f.positive("hidden_size")?;
-    let num_hidden_layers = f.positive("num_hidden_layers")?;
-    let num_attention_heads = f.positive("num_attention_heads")?;
+    let hidden_size = f.sized("hidden_size", MAX_HIDDEN)?;
+    let num_hidden_layers = f.sized("num_hidden_layers", MAX_LAYERS)?;
+    let num_attention_heads = f.sized("num_attention_heads", MAX_HIDDEN)?;
     if hidden_size % num_attention_heads != 0 {
         return Err(Error::config(
             source,
@@ -602,19 +681,19 @@ fn parse_bert(f: &Fields) -> Result<BertConfig> {
             return Err(Error::config(source, format!("field \"position_embedding_type\": \"{other}\" is not supported; expected \"absolute\" (learned positions)")))
         }
     }
-    let vocab_size = f.positive("vocab_size")?;
+    let vocab_size = f.sized("vocab_size", MAX_VOCAB)?;
     // transformers' BertConfig defaults.
     let pad_token_id = f.opt_u32("pad_token_id")?.unwrap_or(0);
     if pad_token_id as usize >= vocab_size {
-        return Err(Error::config(source, format!("field \"pad_token_id\": token id {pad_token_id} is outside the vocabulary of {vocab_size}")));
+        return Err(Error::config(
+            source,
+            format!("field \"pad_token_id\": token id {pad_token_id} is outside the vocabulary of {vocab_size} tokens (field \"vocab_size\": ids 0 to {})", vocab_size - 1),
+        ));
     }
-    let max_position_embeddings = f.opt_usize("max_position_embeddings")?.unwrap_or(512);
-    if !(1..=MAX_CONTEXT).contains(&max_position_embeddings) {
-        return Err(Error::config(source, format!("field \"max_position_embeddings\": expected 1 to {MAX_CONTEXT}, found {max_position_embeddings}")));
-    }
+    let max_position_embeddings = f.context(512)?;
     let type_vocab_size = f.opt_usize("type_vocab_size")?.unwrap_or(2);
-    if type_vocab_size == 0 {
-        return Err(Error::config(source, "field \"type_vocab_size\": expected a positive integer, found 0"));
+    if !(1..=MAX_TYPE_VOCAB).contains(&type_vocab_size) {
+        return Err(Error::config(source, format!("field \"type_vocab_size\": expected 1 to {MAX_TYPE_VOCAB}, found {type_vocab_size}")));
     }
     let layer_norm_eps = f.opt_f64("layer_norm_eps")?.unwrap_or(1e-12);
     if !(layer_norm_eps > 0.0) {
@@ -629,7 +708,7 @@ fn parse_bert(f: &Fields) -> Result<BertConfig> {
         hidden_size,
         num_hidden_layers,
         num_attention_heads,
-        intermediate_size: f.positive("intermediate_size")?,
+        intermediate_size: f.sized("intermediate_size", MAX_INTERMEDIATE)?,
         max_position_embeddings,
         type_vocab_size,
         layer_norm_eps: layer_norm_eps as f32,
@@ -641,10 +720,25 @@ fn parse_bert(f: &Fields) -> Result<BertConfig> {
     })
 }
 
-/// `id2label` as a list in id order; or `num_labels` generic names; or none.
+/// `id2label` as a list in id order; or `num_labels` generic names; or none. Label names must be
+/// non-empty and distinct: a classifier whose labels cannot be told apart cannot be read.
 fn parse_labels(f: &Fields) -> Result<Vec<String>> {
     if let Some(v) = f.get("id2label") {
         let map = v.as_object().ok_or_else(|| f.err("id2label", "an object mapping ids to label names", v))?;
+        if map.len() > MAX_LABELS {
+            return Err(Error::config(f.source, format!("field \"id2label\": {} labels, more than the {MAX_LABELS} a classifier may have", map.len())));
+        }
+        let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+        for (k, name) in map {
+            if let Some(name) = name.as_str() {
+                if name.trim().is_empty() {
+                    return Err(Error::config(f.source, format!("field \"id2label.{k}\": expected a label name, found an empty one")));
+                }
+                if let Some(other) = seen.insert(name, k) {
+                    return Err(Error::config(f.source, format!("field \"id2label\": ids {other} and {k} have the same label \"{name}\"; every label must be distinct")));
+                }
+            }
+        }
         let mut labels = vec![None; map.len()];
         for (k, name) in map {
             let id: usize = k
@@ -660,6 +754,7 @@ fn parse_labels(f: &Fields) -> Result<Vec<String>> {
         return Ok(labels.into_iter().map(|l| l.expect("ids are distinct and below the count")).collect());
     }
     Ok(match f.opt_usize("num_labels")? {
+        Some(n) if n > MAX_LABELS => return Err(Error::config(f.source, format!("field \"num_labels\": expected 0 to {MAX_LABELS}, found {n}"))),
         Some(n) => (0..n).map(|i| format!("LABEL_{i}")).collect(),
         None => Vec::new(),
     })

@@ -41,12 +41,12 @@ impl ModelFolder {
 /// `config.json`), and whether it normalises (a `Normalize` module). `None` without `modules.json`.
 pub fn sentence_transformers_pooling(dir: &Path) -> Result<Option<(Pooling, bool)>> {
     let modules_path = dir.join("modules.json");
-    if !modules_path.exists() {
+    if !crate::files::present(&modules_path) {
         return Ok(None);
     }
     let read = |p: &Path| -> Result<serde_json::Value> {
         let shown = p.display().to_string();
-        let text = std::fs::read_to_string(p).map_err(|e| Error::Io { path: shown.clone(), source: e })?;
+        let text = crate::files::read_text(p)?;
         serde_json::from_str(&text).map_err(|e| Error::config(&shown, format!("not valid JSON: {e}")))
     };
     let modules = read(&modules_path)?;
@@ -55,6 +55,9 @@ pub fn sentence_transformers_pooling(dir: &Path) -> Result<Option<(Pooling, bool
     let normalize = list.iter().any(|m| kind(m).ends_with("Normalize"));
     let Some(pooling) = list.iter().find(|m| kind(m).ends_with("Pooling")) else { return Ok(None) };
     let sub = pooling.get("path").and_then(|p| p.as_str()).unwrap_or("1_Pooling");
+    if Path::new(sub).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        return Err(Error::config(&modules_path.display().to_string(), format!("field \"path\" of the Pooling module: \"{sub}\" is not a folder inside the model folder")));
+    }
     let cfg_path = dir.join(sub).join("config.json");
     let cfg = read(&cfg_path)?;
     let on = |k: &str| cfg.get(k).and_then(|v| v.as_bool()).unwrap_or(false);

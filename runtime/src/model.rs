@@ -213,6 +213,7 @@ impl<B: Backend> ModernBert<B> {
     }
 
     fn load_as<S: WeightSource>(be: &B, config: ModernBertConfig, ckpt: &S, trainable: bool) -> Result<Self> {
+        ModelConfig::ModernBert(config.clone()).ensure_fits()?;
         let c = &config;
         let prefix = if ckpt.contains("model.embeddings.tok_embeddings.weight") {
             "model."

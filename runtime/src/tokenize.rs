@@ -95,7 +95,8 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// From the bytes of `tokenizer.json`; `source` names the file in messages.
     pub fn from_bytes(source: &str, bytes: &[u8], names: SpecialNames) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::tokenizer(source, format!("cannot read tokenizer: {e}")))?;
+        let bytes = bytes.strip_prefix(crate::weights::UTF8_BOM).unwrap_or(bytes);
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::tokenizer(source, explain_tokenizer_json(bytes, &e.to_string())))?;
         let description = format!("{source} ({} tokens)", inner.get_vocab_size(true));
         Self::wrap(source, inner, names, description)
     }
@@ -109,7 +110,12 @@ impl Tokenizer {
         let text = |file: &str| -> Result<Option<String>> {
             match get(file)? {
                 None => Ok(None),
-                Some(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| Error::tokenizer(&shown(file), "not UTF-8 text")),
+                Some(mut bytes) => {
+                    if bytes.starts_with(crate::weights::UTF8_BOM) {
+                        bytes.drain(..3);
+                    }
+                    String::from_utf8(bytes).map(Some).map_err(|e| Error::tokenizer(&shown(file), format!("not UTF-8 text (byte {} is not part of a UTF-8 character)", e.utf8_error().valid_up_to())))
+                }
             }
         };
         let mut names = SpecialNames::default();
@@ -168,10 +174,10 @@ impl Tokenizer {
     pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
         let get = |file: &str| -> Result<Option<Vec<u8>>> {
             let p = dir.join(file);
-            if !p.exists() {
+            if !crate::files::present(&p) {
                 return Ok(None);
             }
-            std::fs::read(&p).map(Some).map_err(|e| Error::Io { path: p.display().to_string(), source: e })
+            crate::files::read(&p).map(Some)
         };
         Self::from_files(&dir.display().to_string(), &get)
     }
@@ -179,7 +185,7 @@ impl Tokenizer {
     /// True when a folder has files a tokenizer can be built from.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn present_in(dir: &std::path::Path) -> bool {
-        ["tokenizer.json", "vocab.txt", "vocab.json"].iter().any(|f| dir.join(f).exists())
+        ["tokenizer.json", "vocab.txt", "vocab.json"].iter().any(|f| crate::files::present(&dir.join(f)))
     }
 
     pub fn source(&self) -> &str {
@@ -235,6 +241,34 @@ impl Tokenizer {
         self.encode_with(text, false)
     }
 
+    /// Tokenize without special tokens, a long text in pieces of about `piece_bytes` cut where
+    /// a run of whitespace starts: the tokenizers crate needs about a kilobyte of working memory
+    /// per byte of text at once (a 20 MB line took 5.9 GB), pieces keep that bounded. Pre-
+    /// tokenizers split at whitespace (BERT's) or attach a whitespace run to the word after it
+    /// (byte-level BPE's), so cutting where a run starts gives the same tokens as one call; a
+    /// piece with no whitespace at all is cut at a character boundary.
+    pub fn encode_plain_in_pieces(&self, text: &str, piece_bytes: usize) -> Result<Encoded> {
+        if text.len() <= piece_bytes {
+            return self.encode_plain(text);
+        }
+        let mut out = Encoded::default();
+        let mut start = 0;
+        let mut next_word = 0u32;
+        while start < text.len() {
+            let end = cut_point(text, start, piece_bytes);
+            let e = self.encode_plain(&text[start..end])?;
+            let words = e.words.iter().filter_map(|w| *w).max().map_or(0, |m| m + 1);
+            out.ids.extend_from_slice(&e.ids);
+            out.type_ids.extend_from_slice(&e.type_ids);
+            out.offsets.extend(e.offsets.iter().map(|&(a, b)| (a + start, b + start)));
+            out.special.extend_from_slice(&e.special);
+            out.words.extend(e.words.iter().map(|w| w.map(|w| w + next_word)));
+            next_word += words;
+            start = end;
+        }
+        Ok(out)
+    }
+
     /// Tokenize a pair of texts with the template (`[CLS] A [SEP] B [SEP]` for BERT, token types
     /// 0 then 1).
     pub fn encode_pair(&self, a: &str, b: &str) -> Result<Encoded> {
@@ -266,6 +300,68 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner.decode(ids, false).map_err(|e| Error::tokenizer(&self.source, format!("cannot decode: {e}")))
     }
+}
+
+/// Where the piece of `text` that starts at `start` ends: at most `piece_bytes` later, where a
+/// run of whitespace starts (the last such place in the second half of the piece), else at a
+/// character boundary.
+fn cut_point(text: &str, start: usize, piece_bytes: usize) -> usize {
+    let limit = start + piece_bytes;
+    if limit >= text.len() {
+        return text.len();
+    }
+    let mut limit_at = limit;
+    while !text.is_char_boundary(limit_at) {
+        limit_at -= 1;
+    }
+    let window = &text[start..limit_at];
+    let half = window.len() / 2;
+    let mut prev_ws = true;
+    let mut best = None;
+    for (i, ch) in window.char_indices() {
+        let ws = ch.is_whitespace();
+        if ws && !prev_ws && i >= half {
+            best = Some(start + i);
+        }
+        prev_ws = ws;
+    }
+    match best {
+        Some(b) => b,
+        None if limit_at > start => limit_at,
+        // A single character longer than the piece: take it whole.
+        None => start + text[start..].chars().next().map_or(text.len() - start, char::len_utf8),
+    }
+}
+
+/// Why a `tokenizer.json` could not be read, naming the section at fault: the tokenizers crate
+/// reports a malformed section as e.g. "data did not match any variant of untagged enum
+/// ModelUntagged", which names neither the section nor what it expected.
+pub fn explain_tokenizer_json(bytes: &[u8], library_message: &str) -> String {
+    use serde_json::Value;
+    let v: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => return format!("not valid JSON ({e})"),
+    };
+    let Some(obj) = v.as_object() else { return "expected a JSON object at the top level".into() };
+    let Some(model) = obj.get("model") else { return "missing the \"model\" section (the vocabulary and how words are split)".into() };
+    if let Some(kind) = model.get("type") {
+        match kind.as_str() {
+            Some("BPE" | "WordPiece" | "WordLevel" | "Unigram") => {}
+            Some(other) => return format!("section \"model\": type \"{other}\" is not a tokenizer model; expected \"BPE\", \"WordPiece\", \"WordLevel\" or \"Unigram\""),
+            None => return format!("section \"model\": field \"type\": expected a string, found {kind}"),
+        }
+    }
+    fn section<T: serde::de::DeserializeOwned>(obj: &serde_json::Map<String, Value>, key: &str) -> Option<String> {
+        let v = obj.get(key).filter(|v| !v.is_null())?;
+        let kind = v.get("type").and_then(Value::as_str).map(|t| format!(" (type \"{t}\")")).unwrap_or_default();
+        serde_json::from_value::<T>(v.clone()).err().map(|e| format!("section \"{key}\"{kind} is malformed: {e}"))
+    }
+    section::<tokenizers::ModelWrapper>(obj, "model")
+        .or_else(|| section::<tokenizers::NormalizerWrapper>(obj, "normalizer"))
+        .or_else(|| section::<tokenizers::PreTokenizerWrapper>(obj, "pre_tokenizer"))
+        .or_else(|| section::<tokenizers::PostProcessorWrapper>(obj, "post_processor"))
+        .or_else(|| section::<tokenizers::DecoderWrapper>(obj, "decoder"))
+        .unwrap_or_else(|| format!("cannot read tokenizer: {library_message}"))
 }
 
 /// A message of `tokenize_files` (which names the file itself or not) as this crate's error.

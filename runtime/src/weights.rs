@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::ops::Deref;
 
-use safetensors::tensor::{Dtype, Metadata, SafeTensors};
+use safetensors::tensor::Dtype;
 
 use crate::torch::{TorchData, TorchDtype};
 use crate::{Error, Result};
@@ -205,29 +205,98 @@ fn parse_file(name: String, buffer: Buffer) -> Result<(File, Vec<(String, Stored
             .collect();
         return Ok((File { name, buffer, format }, tensors));
     }
-    let (header_len, metadata): (usize, Metadata) = SafeTensors::read_metadata(&buffer).map_err(|e| {
-        Error::weights(&name, format!("not a valid safetensors file or PyTorch checkpoint ({e}); it may be truncated or corrupt"))
-    })?;
-    let mut tensors = Vec::new();
-    for (tensor, info) in metadata.tensors() {
-        let dtype = dtype_of(info.dtype).ok_or_else(|| Error::weights(&name, format!("tensor \"{tensor}\": unsupported dtype {:?}", info.dtype)))?;
-        let range = 8 + header_len + info.data_offsets.0..8 + header_len + info.data_offsets.1;
-        tensors.push((tensor, dtype, info.shape.clone(), Data::Range(range)));
-    }
+    let tensors = safetensors_header(&buffer)
+        .map_err(|m| Error::weights(&name, m))?
+        .into_iter()
+        .map(|t| (t.name, t.dtype, t.shape, Data::Range(t.range)))
+        .collect();
     Ok((File { name, buffer, format: "safetensors" }, tensors))
 }
 
-fn dtype_of(d: Dtype) -> Option<StoredDtype> {
-    Some(match d {
-        Dtype::F32 => StoredDtype::F32,
-        Dtype::F64 => StoredDtype::F64,
-        Dtype::F16 => StoredDtype::F16,
-        Dtype::BF16 => StoredDtype::BF16,
-        Dtype::I64 => StoredDtype::I64,
-        Dtype::I32 => StoredDtype::I32,
-        Dtype::U8 => StoredDtype::U8,
-        _ => return None,
-    })
+/// One tensor of a safetensors header: where its bytes are in the file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeaderEntry {
+    pub name: String,
+    pub dtype: StoredDtype,
+    pub shape: Vec<usize>,
+    /// Byte range in the whole file.
+    pub range: std::ops::Range<usize>,
+}
+
+/// The largest safetensors header this reader accepts (the safetensors crate's own limit).
+pub const MAX_HEADER: usize = 100_000_000;
+
+/// Read and check a safetensors header against the file's bytes, before any tensor is touched:
+/// the 8-byte length, the JSON, each tensor's dtype, shape and data offsets (the bytes its shape
+/// needs, inside the file, overlapping no other tensor). The message names the tensor or field
+/// at fault and what was expected; the caller prefixes the file.
+pub fn safetensors_header(bytes: &[u8]) -> std::result::Result<Vec<HeaderEntry>, String> {
+    let corrupt = "it may be truncated or corrupt, or not a safetensors file or PyTorch checkpoint";
+    if bytes.len() < 8 {
+        return Err(format!("{} bytes, too short for a safetensors header (8 bytes of length, then JSON); {corrupt}", bytes.len()));
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    if n > MAX_HEADER as u64 || n as usize > bytes.len() - 8 {
+        return Err(format!("the header says it is {n} bytes long, but the file has {} bytes after the length (and headers are at most {MAX_HEADER}); {corrupt}", bytes.len() - 8));
+    }
+    let n = n as usize;
+    let text = std::str::from_utf8(&bytes[8..8 + n]).map_err(|e| format!("the header is not UTF-8 (byte {}); {corrupt}", 8 + e.valid_up_to()))?;
+    let header: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("the header is not valid JSON ({e}); {corrupt}"))?;
+    let obj = header.as_object().ok_or_else(|| format!("the header is not a JSON object; {corrupt}"))?;
+    let data_len = bytes.len() - 8 - n;
+    let mut out = Vec::with_capacity(obj.len());
+    for (tensor, info) in obj {
+        if tensor == "__metadata__" {
+            let ok = info.as_object().is_some_and(|m| m.values().all(serde_json::Value::is_string));
+            if !ok {
+                return Err("header field \"__metadata__\": expected an object of strings".into());
+            }
+            continue;
+        }
+        let field = |key: &str| info.get(key).ok_or_else(|| format!("tensor \"{tensor}\": the header has no \"{key}\""));
+        let dtype_name = field("dtype")?.as_str().ok_or_else(|| format!("tensor \"{tensor}\": \"dtype\" is not a string"))?;
+        let (dtype, size) = match dtype_name {
+            "F32" => (StoredDtype::F32, 4usize),
+            "F64" => (StoredDtype::F64, 8),
+            "F16" => (StoredDtype::F16, 2),
+            "BF16" => (StoredDtype::BF16, 2),
+            "I64" => (StoredDtype::I64, 8),
+            "I32" => (StoredDtype::I32, 4),
+            "U8" => (StoredDtype::U8, 1),
+            other => return Err(format!("tensor \"{tensor}\": dtype \"{other}\" is not supported; expected F32, F16, BF16, F64, I64, I32 or U8")),
+        };
+        let shape: Vec<usize> = field("shape")?
+            .as_array()
+            .and_then(|a| a.iter().map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok())).collect::<Option<Vec<usize>>>())
+            .ok_or_else(|| format!("tensor \"{tensor}\": \"shape\" is not a list of non-negative integers"))?;
+        let offsets = field("data_offsets")?
+            .as_array()
+            .filter(|a| a.len() == 2)
+            .and_then(|a| Some((usize::try_from(a[0].as_u64()?).ok()?, usize::try_from(a[1].as_u64()?).ok()?)))
+            .ok_or_else(|| format!("tensor \"{tensor}\": \"data_offsets\" is not a pair [start, end] of byte offsets"))?;
+        let needed = shape.iter().try_fold(size, |acc, &d| acc.checked_mul(d));
+        let (start, end) = offsets;
+        match needed {
+            None => return Err(format!("tensor \"{tensor}\": shape {shape:?} of {dtype_name} is too large to address")),
+            Some(b) if end < start || end - start != b => {
+                return Err(format!("tensor \"{tensor}\": shape {shape:?} of {dtype_name} needs {b} bytes, but its data_offsets [{start}, {end}] hold {}", end as i128 - start as i128))
+            }
+            _ => {}
+        }
+        if end > data_len {
+            return Err(format!("tensor \"{tensor}\": its data_offsets [{start}, {end}] run past the end of the data ({data_len} bytes after the header); {corrupt}"));
+        }
+        out.push(HeaderEntry { name: tensor.clone(), dtype, shape, range: 8 + n + start..8 + n + end });
+    }
+    // No two tensors may share bytes.
+    let mut by_start: Vec<&HeaderEntry> = out.iter().filter(|t| !t.range.is_empty()).collect();
+    by_start.sort_by_key(|t| (t.range.start, t.range.end));
+    for pair in by_start.windows(2) {
+        if pair[1].range.start < pair[0].range.end {
+            return Err(format!("tensors \"{}\" and \"{}\" overlap in the file (their data_offsets share bytes); {corrupt}", pair[0].name, pair[1].name));
+        }
+    }
+    Ok(out)
 }
 
 impl Checkpoint {
@@ -265,10 +334,10 @@ impl Checkpoint {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open_dir(dir: &std::path::Path) -> Result<Self> {
         for (single, index) in [("model.safetensors", "model.safetensors.index.json"), ("pytorch_model.bin", "pytorch_model.bin.index.json")] {
-            if dir.join(single).exists() {
+            if crate::files::present(&dir.join(single)) {
                 return Self::open_file(&dir.join(single));
             }
-            if dir.join(index).exists() {
+            if crate::files::present(&dir.join(index)) {
                 return Self::open_shards(dir, &dir.join(index));
             }
         }
@@ -281,7 +350,7 @@ impl Checkpoint {
     #[cfg(not(target_arch = "wasm32"))]
     fn open_shards(dir: &std::path::Path, index_path: &std::path::Path) -> Result<Self> {
         let shown = index_path.display().to_string();
-        let text = std::fs::read_to_string(index_path).map_err(|e| Error::Io { path: shown.clone(), source: e })?;
+        let text = crate::files::read_text(index_path)?;
         let shards = shard_names(&shown, &text)?;
         let files = shards.iter().map(|s| map_file(&dir.join(s))).collect::<Result<Vec<_>>>()?;
         let ckpt = Self::index(files)?;
@@ -333,28 +402,50 @@ impl Checkpoint {
         Some(TensorView { name: key, file: &f.name, dtype: e.dtype, shape: &e.shape, bytes })
     }
 
-    /// The tensor as f32, checked against the expected shape.
+    /// The tensor as f32, checked against the expected shape and to be finite: a NaN or an
+    /// infinity in a weight makes every output it touches meaningless (and a de-identification
+    /// model that outputs NaN finds no PHI), so it is refused at load.
     pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let t = self.require(name)?;
         if t.shape != shape {
             return Err(Error::weights(t.file, format!("tensor \"{name}\" has shape {:?}, expected {shape:?} from the config", t.shape)));
         }
-        t.to_f32()
+        let values = t.to_f32()?;
+        check_finite(t.file, name, &values)?;
+        Ok(values)
     }
 
     /// The tensor, or an error naming it and the file(s) searched.
     pub fn require(&self, name: &str) -> Result<TensorView<'_>> {
         self.get(name).ok_or_else(|| {
             let files: Vec<&str> = self.files.iter().map(|f| f.name.as_str()).collect();
-            Error::weights(&files.join(", "), format!("missing tensor \"{name}\""))
+            let files = if files.is_empty() { "the checkpoint (it has no files)".to_string() } else { files.join(", ") };
+            Error::weights(&files, format!("missing tensor \"{name}\""))
         })
+    }
+}
+
+/// The UTF-8 byte-order mark some editors put at the start of a text file.
+pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Refuse a tensor holding NaN or an infinity, naming the first such element.
+pub fn check_finite(file: &str, name: &str, values: &[f32]) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => {
+            let bad = values.iter().filter(|v| !v.is_finite()).count();
+            Err(Error::weights(
+                file,
+                format!("tensor \"{name}\": element {i} is {} ({bad} of its {} values are not finite); the checkpoint is corrupt or its training diverged, and a model with such weights cannot be trusted", values[i], values.len()),
+            ))
+        }
     }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 fn map_file(path: &std::path::Path) -> Result<(File, Vec<(String, StoredDtype, Vec<usize>, Data)>)> {
     let name = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| Error::Io { path: name.clone(), source: e })?;
+    let file = crate::files::open_regular(path)?;
     // SAFETY: the map is read-only; a file changed by another process while mapped is outside
     // what any loader can defend against (transformers maps the same way).
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io { path: name.clone(), source: e })?;
@@ -377,6 +468,9 @@ pub fn shard_names(source: &str, text: &str) -> Result<Vec<String>> {
         if !shards.iter().any(|s| s == file) {
             shards.push(file.to_string());
         }
+    }
+    if shards.is_empty() {
+        return Err(Error::weights(source, "field \"weight_map\": lists no tensors; expected each tensor name mapped to the shard file that holds it"));
     }
     Ok(shards)
 }

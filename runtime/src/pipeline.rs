@@ -10,6 +10,9 @@ use crate::model::Model;
 use crate::tokenize::{Encoded, Tokenizer};
 use crate::{Error, Result};
 
+/// Text handed to the tokenizer at once (see `Tokenizer::encode_plain_in_pieces`).
+pub const TOKENIZE_PIECE_BYTES: usize = 64 << 10;
+
 /// How documents are cut and batched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -151,16 +154,18 @@ impl<'a, B: Backend> Engine<'a, B> {
         Engine { be, model, tokenizer, settings: Settings::for_model(be, model) }
     }
 
-    /// Tokenize every text without special tokens (windows add them); in parallel natively.
+    /// Tokenize every text without special tokens (windows add them); in parallel natively; a
+    /// long text in pieces of `TOKENIZE_PIECE_BYTES`, so memory stays bounded.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Encoded>> {
+        let one = |t: &&str| self.tokenizer.encode_plain_in_pieces(t, TOKENIZE_PIECE_BYTES);
         #[cfg(not(target_arch = "wasm32"))]
         {
             use rayon::prelude::*;
-            texts.par_iter().map(|t| self.tokenizer.encode_plain(t)).collect()
+            texts.par_iter().map(one).collect()
         }
         #[cfg(target_arch = "wasm32")]
         {
-            texts.iter().map(|t| self.tokenizer.encode_plain(t)).collect()
+            texts.iter().map(one).collect()
         }
     }
 
@@ -173,10 +178,11 @@ impl<'a, B: Backend> Engine<'a, B> {
         ids
     }
 
-    /// Run `task` on every window; results indexed like `plan.windows`.
-    async fn run(&self, encs: &[Encoded], plan: &Plan, task: Task, progress: &mut dyn FnMut(Progress)) -> Result<Vec<Vec<f32>>> {
+    /// Run `task` on every window and hand each window's result to `sink(window index, values)`:
+    /// the pooled vector [H] or the logits [C], or per content token the probabilities [n, C].
+    /// Results are checked finite first: a NaN is an error naming the document, never a result.
+    async fn run(&self, encs: &[Encoded], plan: &Plan, task: Task, progress: &mut dyn FnMut(Progress), sink: &mut dyn FnMut(usize, &[f32])) -> Result<()> {
         let (be, model) = (self.be, self.model);
-        let mut results: Vec<Vec<f32>> = vec![Vec::new(); plan.windows.len()];
         let mut remaining = vec![0usize; encs.len()];
         for w in &plan.windows {
             remaining[w.doc] += 1;
@@ -184,6 +190,11 @@ impl<'a, B: Backend> Engine<'a, B> {
         let mut p = Progress { docs_total: encs.len(), tokens_total: plan.windows.iter().map(Window::tokens).sum(), ..Progress::default() };
         p.docs_done = remaining.iter().filter(|&&r| r == 0).count();
         progress(p);
+        let what = match task {
+            Task::Pool(_) => "embeddings",
+            Task::TokenProbs => "token-classification logits",
+            Task::SequenceLogits(_) => "sequence-classification logits",
+        };
         for batch in &plan.batches {
             let ids: Vec<Vec<u32>> = batch.iter().map(|&i| self.window_ids(&encs[plan.windows[i].doc], &plan.windows[i])).collect();
             let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
@@ -195,16 +206,19 @@ impl<'a, B: Backend> Engine<'a, B> {
                 Task::TokenProbs => (be.read(&model.token_logits(be, &hidden)?).await?, model.labels().len()),
             };
             for (k, &i) in batch.iter().enumerate() {
-                results[i] = match task {
-                    Task::Pool(_) | Task::SequenceLogits(_) => rows[k * width..(k + 1) * width].to_vec(),
-                    Task::TokenProbs => {
-                        // Drop [CLS] and [SEP]; softmax each content token's logits.
-                        let first = b.cu_seqlens[k] as usize + 1;
-                        let last = b.cu_seqlens[k + 1] as usize - 1;
-                        rows[first * width..last * width].chunks(width).flat_map(softmax).collect()
-                    }
-                };
                 let w = &plan.windows[i];
+                let values = match task {
+                    Task::Pool(_) | Task::SequenceLogits(_) => &rows[k * width..(k + 1) * width],
+                    // Without [CLS] and [SEP].
+                    Task::TokenProbs => &rows[(b.cu_seqlens[k] as usize + 1) * width..(b.cu_seqlens[k + 1] as usize - 1) * width],
+                };
+                if values.iter().any(|v| !v.is_finite()) {
+                    return Err(Error::NonFinite { doc: format!("document {}", w.doc), index: Some(w.doc), what: what.to_string() });
+                }
+                match task {
+                    Task::TokenProbs => sink(i, &values.chunks(width).flat_map(softmax).collect::<Vec<f32>>()),
+                    _ => sink(i, values),
+                }
                 remaining[w.doc] -= 1;
                 if remaining[w.doc] == 0 {
                     p.docs_done += 1;
@@ -213,27 +227,32 @@ impl<'a, B: Backend> Engine<'a, B> {
             }
             progress(p);
         }
-        Ok(results)
+        Ok(())
+    }
+
+    /// Per document, the window results averaged weighted by the windows' tokens, in f64.
+    async fn weighted_mean(&self, encs: &[Encoded], task: Task, width: usize, progress: &mut dyn FnMut(Progress)) -> Result<Vec<Vec<f64>>> {
+        let plan = plan(&lengths(encs), &self.settings);
+        let mut sums = vec![vec![0f64; width]; encs.len()];
+        let mut weights = vec![0f64; encs.len()];
+        self.run(encs, &plan, task, progress, &mut |i, values| {
+            let w = &plan.windows[i];
+            let n = w.tokens() as f64;
+            weights[w.doc] += n;
+            sums[w.doc].iter_mut().zip(values).for_each(|(s, v)| *s += n * *v as f64);
+        })
+        .await?;
+        Ok(sums.into_iter().zip(weights).map(|(s, n)| s.into_iter().map(|x| x / n).collect()).collect())
     }
 
     /// One embedding per document: the window embeddings combined, weighted by their tokens,
     /// then L2-normalised if asked.
     pub async fn embed(&self, encs: &[Encoded], pooling: Pooling, normalize: bool, progress: &mut dyn FnMut(Progress)) -> Result<Vec<Vec<f32>>> {
-        let plan = plan(&lengths(encs), &self.settings);
-        let per_window = self.run(encs, &plan, Task::Pool(pooling), progress).await?;
-        let h = self.model.hidden_size();
-        let mut sums = vec![vec![0f64; h]; encs.len()];
-        let mut weights = vec![0f64; encs.len()];
-        for (w, e) in plan.windows.iter().zip(&per_window) {
-            let n = w.tokens() as f64;
-            weights[w.doc] += n;
-            sums[w.doc].iter_mut().zip(e).for_each(|(s, v)| *s += n * *v as f64);
-        }
-        Ok(sums
+        let means = self.weighted_mean(encs, Task::Pool(pooling), self.model.hidden_size(), progress).await?;
+        Ok(means
             .into_iter()
-            .zip(weights)
-            .map(|(s, n)| {
-                let mut v: Vec<f32> = s.iter().map(|x| (x / n) as f32).collect();
+            .map(|s| {
+                let mut v: Vec<f32> = s.iter().map(|&x| x as f32).collect();
                 if normalize {
                     let norm = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
                     v.iter_mut().for_each(|x| *x = (*x as f64 / norm) as f32);
@@ -248,11 +267,11 @@ impl<'a, B: Backend> Engine<'a, B> {
     /// (the most context on both sides).
     pub async fn token_probabilities(&self, encs: &[Encoded], progress: &mut dyn FnMut(Progress)) -> Result<Vec<Vec<f32>>> {
         let plan = plan(&lengths(encs), &self.settings);
-        let per_window = self.run(encs, &plan, Task::TokenProbs, progress).await?;
         let c = self.model.labels().len();
         let mut out: Vec<Vec<f32>> = encs.iter().map(|e| vec![0f32; e.len() * c]).collect();
         let mut best: Vec<Vec<i64>> = encs.iter().map(|e| vec![-1; e.len()]).collect();
-        for (w, probs) in plan.windows.iter().zip(&per_window) {
+        self.run(encs, &plan, Task::TokenProbs, progress, &mut |i, probs| {
+            let w = &plan.windows[i];
             for p in w.start..w.end {
                 let margin = (p - w.start).min(w.end - 1 - p) as i64;
                 if margin > best[w.doc][p] {
@@ -261,24 +280,16 @@ impl<'a, B: Backend> Engine<'a, B> {
                     out[w.doc][p * c..(p + 1) * c].copy_from_slice(&probs[k * c..(k + 1) * c]);
                 }
             }
-        }
+        })
+        .await?;
         Ok(out)
     }
 
     /// Per document, the sequence classifier's logits averaged over its windows (weighted by
     /// their tokens).
     pub async fn sequence_logits(&self, encs: &[Encoded], pooling: Option<Pooling>, progress: &mut dyn FnMut(Progress)) -> Result<Vec<Vec<f32>>> {
-        let plan = plan(&lengths(encs), &self.settings);
-        let per_window = self.run(encs, &plan, Task::SequenceLogits(pooling), progress).await?;
-        let c = self.model.labels().len();
-        let mut sums = vec![vec![0f64; c]; encs.len()];
-        let mut weights = vec![0f64; encs.len()];
-        for (w, l) in plan.windows.iter().zip(&per_window) {
-            let n = w.tokens() as f64;
-            weights[w.doc] += n;
-            sums[w.doc].iter_mut().zip(l).for_each(|(s, v)| *s += n * *v as f64);
-        }
-        Ok(sums.into_iter().zip(weights).map(|(s, n)| s.iter().map(|x| (x / n) as f32).collect()).collect())
+        let means = self.weighted_mean(encs, Task::SequenceLogits(pooling), self.model.labels().len(), progress).await?;
+        Ok(means.into_iter().map(|s| s.into_iter().map(|x| x as f32).collect()).collect())
     }
 
     /// Predictions for every mask token of `text`: the `top_k` most likely tokens with their
@@ -301,6 +312,9 @@ impl<'a, B: Backend> Engine<'a, B> {
         let hidden = model.encode(be, &b, None)?;
         let rows: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
         let logits = be.read(&model.mlm_logits(be, &be.gather_rows(&hidden, &be.upload_ids(&rows)?)?)?).await?;
+        if logits.iter().any(|x| !x.is_finite()) {
+            return Err(Error::NonFinite { doc: "the text".into(), index: None, what: "masked-LM logits".into() });
+        }
         let v = model.vocab_size();
         let mut out = Vec::new();
         for (k, &pos) in positions.iter().enumerate() {

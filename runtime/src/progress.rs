@@ -1,5 +1,6 @@
-//! A progress line on stderr (documents, tokens/s, ETA) when stderr is a terminal, and the
-//! one-line summary at the end either way.
+//! A progress line on stderr (documents, tokens/s, how much of the input is read) when stderr is
+//! a terminal, and the one-line summary at the end either way. Input is processed in chunks of
+//! documents: the line adds the finished chunks to the progress of the current one.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -11,36 +12,56 @@ pub struct ProgressBar {
     live: bool,
     start: Instant,
     last_draw: Option<Instant>,
-    last: Progress,
+    /// Documents and tokens of the chunks finished.
+    docs: usize,
+    tokens: usize,
+    /// The current chunk.
+    current: Progress,
+    /// Share of the input read, when its size is known.
+    fraction: Option<f64>,
 }
 
 impl ProgressBar {
     /// `what`: the verb of the summary (`embedded`, `de-identified`, `classified`).
     pub fn new(what: &'static str) -> Self {
-        ProgressBar { what, live: std::io::stderr().is_terminal(), start: Instant::now(), last_draw: None, last: Progress::default() }
+        ProgressBar {
+            what,
+            live: std::io::stderr().is_terminal(),
+            start: Instant::now(),
+            last_draw: None,
+            docs: 0,
+            tokens: 0,
+            current: Progress::default(),
+            fraction: None,
+        }
     }
 
+    /// A new chunk starts; `fraction`: how much of the input has been read with it.
+    pub fn begin_chunk(&mut self, fraction: Option<f64>) {
+        self.fraction = fraction;
+        self.current = Progress::default();
+    }
+
+    /// Progress within the current chunk.
     pub fn update(&mut self, p: Progress) {
-        self.last = p;
+        self.current = p;
         if !self.live || self.last_draw.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
             return;
         }
         self.last_draw = Some(Instant::now());
         let secs = self.start.elapsed().as_secs_f64().max(1e-6);
-        let rate = p.tokens_done as f64 / secs;
-        let eta = if p.tokens_done > 0 { (p.tokens_total - p.tokens_done) as f64 / rate } else { f64::NAN };
-        let width = 30;
-        let filled = (p.tokens_done * width).checked_div(p.tokens_total).unwrap_or(0);
-        eprint!(
-            "\r[{}{}] {}/{} documents, {:.0} tokens/s, ETA {}   ",
-            "=".repeat(filled),
-            " ".repeat(width - filled),
-            p.docs_done,
-            p.docs_total,
-            rate,
-            if eta.is_finite() { format!("{:.0} s", eta) } else { "?".into() }
-        );
+        let tokens = self.tokens + p.tokens_done;
+        let rate = tokens as f64 / secs;
+        let read = self.fraction.map(|f| format!(", {:.0}% of the input read", 100.0 * f)).unwrap_or_default();
+        eprint!("\r{} documents, {:.0} tokens/s{read}   ", self.docs + p.docs_done, rate);
         let _ = std::io::stderr().flush();
+    }
+
+    /// The current chunk is done.
+    pub fn end_chunk(&mut self) {
+        self.docs += self.current.docs_total;
+        self.tokens += self.current.tokens_total;
+        self.current = Progress::default();
     }
 
     /// Clear the live line and print the summary, with `extra` appended.
@@ -49,13 +70,7 @@ impl ProgressBar {
             eprint!("\r{}\r", " ".repeat(90));
         }
         let secs = self.start.elapsed().as_secs_f64();
-        eprintln!(
-            "{} {} documents, {} tokens in {:.2} s ({:.0} tokens/s) on {device}{extra}",
-            self.what,
-            self.last.docs_total,
-            self.last.tokens_total,
-            secs,
-            self.last.tokens_total as f64 / secs.max(1e-9)
-        );
+        let (docs, tokens) = (self.docs + self.current.docs_total, self.tokens + self.current.tokens_total);
+        eprintln!("{} {docs} documents, {tokens} tokens in {secs:.2} s ({:.0} tokens/s) on {device}{extra}", self.what, tokens as f64 / secs.max(1e-9));
     }
 }

@@ -1,12 +1,12 @@
 //! De-identification: BIO token-classification predictions decoded into PHI spans at word level,
 //! with character offsets into the original text, and the text redacted with placeholders or
-//! consistent surrogates.
+//! keyed, consistent surrogates (`surrogate.rs`). A label set that is not a tagging scheme is
+//! refused before any note is read: a model whose labels cannot be read finds no PHI.
 
-use std::collections::HashMap;
-
-use crate::init::Rng;
 use crate::tokenize::Encoded;
 use crate::{Error, Result};
+
+pub use crate::surrogate::{SurrogateKey, Surrogates};
 
 /// The default decision threshold: P(PHI) ≥ 0.3 marks a word, favouring recall (a missed name is
 /// a leak; an extra redaction is an inconvenience). `runtime-cli deid` and the web page share it.
@@ -34,24 +34,48 @@ pub struct LabelScheme {
 }
 
 impl LabelScheme {
-    /// Read `id2label` names: `O`, `B-X` / `I-X` (also `S-`/`U-` as begin, `E-`/`L-` as inside),
-    /// or bare `X` (IO tagging, read as inside).
-    pub fn from_labels(labels: &[String]) -> Result<Self> {
+    /// Read `id2label` names (`source` names the config in messages): exactly one `O`, and the
+    /// other labels either all prefixed, `B-X` / `I-X` (also `S-`/`U-` as begin, `E-`/`L-` as
+    /// inside: BIOES, BILOU), or all bare `X` (IO tagging, read as inside). Refused: no labels,
+    /// transformers' placeholder names `LABEL_0`…, no `O` or more than one, an empty or malformed
+    /// category, a tag given twice (`B-NAME` and `B_NAME`), bare and prefixed labels mixed.
+    pub fn from_labels(source: &str, labels: &[String]) -> Result<Self> {
+        let refuse = |what: String| Err(Error::Input(format!("{source}: field \"id2label\": {what}; a de-identification model needs \"O\" and its PHI categories as BIO tags (\"B-NAME\", \"I-NAME\", …)")));
         if labels.is_empty() {
-            return Err(Error::Input("the model has no token-classification labels".into()));
+            return refuse("the model has no token-classification labels".into());
+        }
+        if labels.iter().all(|l| l.strip_prefix("LABEL_").is_some_and(|n| n.parse::<usize>().is_ok())) {
+            return refuse(format!("the labels are transformers' placeholders {}…{} (config.json names no categories)", labels[0], labels[labels.len() - 1]));
         }
         let mut categories: Vec<String> = Vec::new();
         let mut tags = Vec::new();
-        for l in labels {
+        let (mut outside, mut prefixed, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+        // (category, prefix, label id) of every tag so far.
+        let mut seen: Vec<(usize, &str, usize)> = Vec::new();
+        for (id, l) in labels.iter().enumerate() {
             if l == "O" || l == "o" {
+                outside.push(id);
                 tags.push(None);
                 continue;
             }
-            let (begin, cat) = match l.split_once(['-', '_']) {
-                Some((p, c)) if ["B", "S", "U"].contains(&p) => (true, c),
-                Some((p, c)) if ["I", "E", "L"].contains(&p) => (false, c),
-                _ => (false, l.as_str()),
+            let (begin, cat, prefix) = match l.split_once(['-', '_']) {
+                Some((p, c)) if ["B", "S", "U"].contains(&p) => {
+                    prefixed.push(id);
+                    (true, c, p)
+                }
+                Some((p, c)) if ["I", "E", "L"].contains(&p) => {
+                    prefixed.push(id);
+                    (false, c, p)
+                }
+                _ => {
+                    bare.push(id);
+                    (false, l.as_str(), "")
+                }
             };
+            let valid = !cat.is_empty() && cat.trim() == cat && cat.chars().all(|c| c.is_alphanumeric() || "_-./ ".contains(c));
+            if !valid {
+                return refuse(format!("label {id} \"{l}\" has no category name of letters, digits, '_', '-', '.', '/' or spaces"));
+            }
             let idx = match categories.iter().position(|c| c == cat) {
                 Some(i) => i,
                 None => {
@@ -59,10 +83,22 @@ impl LabelScheme {
                     categories.len() - 1
                 }
             };
+            if let Some(&(_, _, other)) = seen.iter().find(|(c, p, _)| *c == idx && *p == prefix) {
+                return refuse(format!("labels {other} \"{}\" and {id} \"{l}\" are the same tag", labels[other]));
+            }
+            seen.push((idx, prefix, id));
             tags.push(Some((idx, begin)));
         }
+        match outside.len() {
+            0 => return refuse(format!("no \"O\" label among {}, so no token could be read as not PHI", labels.join(", "))),
+            1 => {}
+            _ => return refuse(format!("{} \"O\" labels (ids {:?}); expected one", outside.len(), outside)),
+        }
         if categories.is_empty() {
-            return Err(Error::Input("the model's labels are all \"O\": nothing to de-identify".into()));
+            return refuse("the labels are all \"O\": nothing to de-identify".into());
+        }
+        if !prefixed.is_empty() && !bare.is_empty() {
+            return refuse(format!("prefixed labels (\"{}\") and bare ones (\"{}\") are mixed; expected one tagging scheme", labels[prefixed[0]], labels[bare[0]]));
         }
         Ok(LabelScheme { categories, tags })
     }
@@ -83,7 +119,7 @@ impl LabelScheme {
                 }
             }
         }
-        let cat = (0..by_cat.len()).max_by(|&a, &b| by_cat[a].total_cmp(&by_cat[b]).then(b.cmp(&a))).unwrap();
+        let cat = (0..by_cat.len()).max_by(|&a, &b| by_cat[a].total_cmp(&by_cat[b]).then(b.cmp(&a))).expect("a scheme has at least one category");
         (1.0 - outside, cat, begin[cat] * 2.0 >= by_cat[cat])
     }
 }
@@ -173,7 +209,7 @@ impl Span {
 
 /// Spans and redacted text of one document, from its per-token probabilities: the one decision
 /// path of `runtime-cli deid` and the browser page.
-pub fn deidentify(text: &str, enc: &Encoded, probs: &[f32], scheme: &LabelScheme, threshold: f32, surrogates: Option<&mut Surrogates>) -> (Vec<Span>, String) {
+pub fn deidentify(text: &str, enc: &Encoded, probs: &[f32], scheme: &LabelScheme, threshold: f32, surrogates: Option<&Surrogates>) -> (Vec<Span>, String) {
     let spans = decode(text, enc, probs, scheme, threshold);
     let redacted = match surrogates {
         Some(s) => s.redact(text, &spans),
@@ -202,147 +238,6 @@ pub fn redact_with(text: &str, spans: &[Span], mut f: impl FnMut(&Span) -> Strin
     out
 }
 
-const FIRST_NAMES: &[&str] = &[
-    "James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David", "Elizabeth", "William", "Barbara",
-    "Richard", "Susan", "Joseph", "Jessica", "Thomas", "Sarah", "Charles", "Karen", "Daniel", "Nancy", "Matthew", "Lisa",
-    "Anthony", "Betty", "Mark", "Sandra", "Paul", "Ashley", "Steven", "Dorothy", "Andrew", "Kimberly", "Kenneth", "Emily",
-    "Joshua", "Donna", "Kevin", "Michelle", "Brian", "Carol", "George", "Amanda", "Edward", "Melissa", "Ronald", "Deborah",
-];
-const LAST_NAMES: &[&str] = &[
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez", "Hernandez",
-    "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin", "Lee", "Perez", "Thompson",
-    "White", "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson", "Walker", "Young", "Allen", "King", "Wright",
-    "Scott", "Torres", "Nguyen", "Hill", "Flores", "Green", "Adams", "Nelson", "Baker", "Hall", "Rivera", "Campbell", "Mitchell",
-];
-const TITLES: &[&str] = &["Dr", "Dr.", "Mr", "Mr.", "Mrs", "Mrs.", "Ms", "Ms.", "Miss", "Prof", "Prof.", "MD", "RN", "PhD"];
-
-/// Consistent fake values: the same original (per category) always gets the same surrogate, and
-/// the choice is a deterministic function of the original, so runs are reproducible.
-#[derive(Default)]
-pub struct Surrogates {
-    seen: HashMap<(String, String), String>,
-}
-
-fn seed_of(parts: &[&str]) -> u64 {
-    // FNV-1a, stable across platforms and runs.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.bytes().chain(std::iter::once(0xff)) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
-
-fn keep_case(like: &str, word: &str) -> String {
-    if like.len() > 1 && like.chars().all(|c| !c.is_lowercase()) {
-        word.to_uppercase()
-    } else {
-        word.to_string()
-    }
-}
-
-/// Digits → random digits, letters → random letters of the same case, the rest kept.
-fn format_preserving(original: &str, rng: &mut Rng) -> String {
-    original
-        .chars()
-        .map(|ch| {
-            let r = rng.next_u64();
-            if ch.is_ascii_digit() {
-                char::from(b'0' + (r % 10) as u8)
-            } else if ch.is_ascii_uppercase() {
-                char::from(b'A' + (r % 26) as u8)
-            } else if ch.is_ascii_lowercase() {
-                char::from(b'a' + (r % 26) as u8)
-            } else {
-                ch
-            }
-        })
-        .collect()
-}
-
-fn fake_name(original: &str, rng: &mut Rng) -> String {
-    let words: Vec<&str> = original.split_whitespace().collect();
-    let n_names = words.iter().filter(|w| !TITLES.contains(&w.trim_end_matches(','))).count();
-    let mut k = 0;
-    words
-        .iter()
-        .map(|w| {
-            let bare = w.trim_end_matches([',', '.']);
-            let tail = &w[bare.len()..];
-            if TITLES.contains(&w.trim_end_matches(',')) {
-                return w.to_string();
-            }
-            k += 1;
-            let r = rng.next_u64() as usize;
-            let name = if bare.chars().count() == 1 {
-                char::from(b'A' + (r % 26) as u8).to_string()
-            } else if k == n_names && n_names > 1 || (n_names == 1) {
-                LAST_NAMES[r % LAST_NAMES.len()].to_string()
-            } else {
-                FIRST_NAMES[r % FIRST_NAMES.len()].to_string()
-            };
-            format!("{}{tail}", keep_case(bare, &name))
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// A date in the same numeric layout (M/D/Y, Y-M-D, …) with a valid random day, else
-/// format-preserving.
-fn fake_date(original: &str, rng: &mut Rng) -> String {
-    let parts: Vec<&str> = original.split(['/', '-', '.']).collect();
-    if parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) {
-        let seps: Vec<char> = original.chars().filter(|c| ['/', '-', '.'].contains(c)).collect();
-        let month = 1 + rng.next_u64() % 12;
-        let day = 1 + rng.next_u64() % 28;
-        let year = 1950 + rng.next_u64() % 70;
-        let fields: Vec<String> = if parts[0].len() == 4 {
-            vec![format!("{year}"), format!("{month:0w$}", w = parts[1].len()), format!("{day:0w$}", w = parts[2].len())]
-        } else {
-            let y = if parts[2].len() == 2 { format!("{:02}", year % 100) } else { format!("{year}") };
-            vec![format!("{month:0w$}", w = parts[0].len()), format!("{day:0w$}", w = parts[1].len()), y]
-        };
-        return format!("{}{}{}{}{}", fields[0], seps[0], fields[1], seps[1], fields[2]);
-    }
-    format_preserving(original, rng)
-}
-
-impl Surrogates {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The surrogate of one span.
-    pub fn get(&mut self, span: &Span) -> String {
-        let key = (span.label.to_uppercase(), span.text.trim().to_string());
-        if let Some(s) = self.seen.get(&key) {
-            return s.clone();
-        }
-        let mut rng = Rng::new(seed_of(&[&key.0, &key.1]));
-        let cat = key.0.as_str();
-        let value = if cat.contains("NAME") || ["PATIENT", "DOCTOR", "STAFF", "PERSON", "PER"].contains(&cat) {
-            fake_name(&key.1, &mut rng)
-        } else if cat.contains("DATE") {
-            fake_date(&key.1, &mut rng)
-        } else {
-            format_preserving(&key.1, &mut rng)
-        };
-        self.seen.insert(key, value.clone());
-        value
-    }
-
-    /// Redact with surrogates; whitespace around a span's text is kept.
-    pub fn redact(&mut self, text: &str, spans: &[Span]) -> String {
-        redact_with(text, spans, |s| {
-            let lead = &s.text[..s.text.len() - s.text.trim_start().len()];
-            let trail = &s.text[s.text.trim_end().len()..];
-            format!("{lead}{}{trail}", self.get(s))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,7 +263,7 @@ mod tests {
 
     #[test]
     fn bio_words_become_spans() {
-        let scheme = LabelScheme::from_labels(&labels(&["O", "B-NAME", "I-NAME", "B-DATE", "I-DATE"])).unwrap();
+        let scheme = LabelScheme::from_labels("config.json", &labels(&["O", "B-NAME", "I-NAME", "B-DATE", "I-DATE"])).unwrap();
         let (text, enc) = example();
         let p = |o: f32, bn: f32, in_: f32, bd: f32, id: f32| vec![o, bn, in_, bd, id];
         let probs: Vec<f32> = [
@@ -392,7 +287,7 @@ mod tests {
 
     #[test]
     fn leading_spaces_are_not_part_of_a_span() {
-        let scheme = LabelScheme::from_labels(&labels(&["O", "B-NAME", "I-NAME"])).unwrap();
+        let scheme = LabelScheme::from_labels("config.json", &labels(&["O", "B-NAME", "I-NAME"])).unwrap();
         let text = "seen by  John Smith today";
         // Byte-level offsets: each word carries the space(s) before it.
         let offsets = [(0, 4), (4, 7), (7, 13), (13, 19), (19, 25)];
@@ -405,7 +300,7 @@ mod tests {
 
     #[test]
     fn begin_starts_a_new_span() {
-        let scheme = LabelScheme::from_labels(&labels(&["O", "B-NAME", "I-NAME"])).unwrap();
+        let scheme = LabelScheme::from_labels("config.json", &labels(&["O", "B-NAME", "I-NAME"])).unwrap();
         let (text, enc) = example();
         let probs: Vec<f32> = [[0.9, 0.1, 0.0], [0.0, 0.9, 0.1], [0.0, 0.9, 0.1], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]].concat();
         let spans = decode(&text, &enc, &probs, &scheme, 0.5);
@@ -414,7 +309,7 @@ mod tests {
 
     #[test]
     fn offsets_are_characters_not_bytes() {
-        let scheme = LabelScheme::from_labels(&labels(&["O", "NAME"])).unwrap();
+        let scheme = LabelScheme::from_labels("config.json", &labels(&["O", "NAME"])).unwrap();
         let text = "Ça va, Zoë Ödegaard?";
         // words: "Ça"(0..3 bytes) "va"(4..6) ","(6..7) "Zoë"(8..12) "Ödegaard"(13..22) "?"(22..23)
         let offsets = [(0, 3), (4, 6), (6, 7), (8, 12), (13, 22), (22, 23)];
@@ -429,31 +324,25 @@ mod tests {
     }
 
     #[test]
-    fn surrogates_are_consistent_and_keep_format() {
-        let mut s = Surrogates::new();
-        let span = |label: &str, text: &str| Span { start: 0, end: 0, label: label.into(), text: text.into(), score: 1.0 };
-        let a = s.get(&span("NAME", "John Smith"));
-        assert_eq!(a, s.get(&span("NAME", "John Smith")));
-        assert_eq!(a, Surrogates::new().get(&span("NAME", "John Smith")), "deterministic across runs");
-        assert_ne!(a, "John Smith");
-        assert_eq!(a.split(' ').count(), 2);
-        assert!(s.get(&span("NAME", "Dr. Wilson")).starts_with("Dr. "));
-        let d = s.get(&span("DATE", "10/12/1982"));
-        let parts: Vec<&str> = d.split('/').collect();
-        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![2, 2, 4]);
-        assert!((1..=12).contains(&parts[0].parse::<u32>().unwrap()));
-        let phone = s.get(&span("CONTACT", "(634)743-5135"));
-        assert_eq!(phone.len(), 13);
-        assert_eq!(&phone[..1], "(");
-        assert_eq!(&phone[4..5], ")");
-        assert!(phone.chars().filter(|c| c.is_ascii_digit()).count() == 10);
-    }
-
-    #[test]
     fn schemes() {
-        let s = LabelScheme::from_labels(&labels(&["O", "B-PROBLEM", "I-PROBLEM", "B-DRUG", "I-DRUG"])).unwrap();
+        let s = LabelScheme::from_labels("config.json", &labels(&["O", "B-PROBLEM", "I-PROBLEM", "B-DRUG", "I-DRUG"])).unwrap();
         assert_eq!(s.categories, vec!["PROBLEM", "DRUG"]);
-        assert!(LabelScheme::from_labels(&labels(&["O"])).is_err());
-        assert!(LabelScheme::from_labels(&[]).is_err());
+        let refused = |names: &[&str], needle: &str| {
+            let m = LabelScheme::from_labels("m/config.json", &labels(names)).unwrap_err().to_string();
+            assert!(m.starts_with("m/config.json: field \"id2label\": ") && m.contains(needle), "{names:?}: {m}");
+        };
+        refused(&[], "no token-classification labels");
+        refused(&["O"], "all \"O\"");
+        refused(&["LABEL_0", "LABEL_1", "LABEL_2"], "transformers' placeholders LABEL_0…LABEL_2");
+        refused(&["", "B-NAME"], "label 0 \"\" has no category");
+        refused(&["O", "B-", "I-NAME"], "label 1 \"B-\" has no category");
+        refused(&["O", "B-NAME", "B_NAME"], "labels 1 \"B-NAME\" and 2 \"B_NAME\" are the same tag");
+        refused(&["B-NAME", "I-NAME"], "no \"O\" label");
+        refused(&["O", "o", "B-NAME"], "2 \"O\" labels");
+        refused(&["O", "B-NAME", "DATE"], "are mixed");
+        refused(&["O", "B-NA[ME"], "has no category");
+        // BIOES, BILOU and IO are tagging schemes too.
+        assert_eq!(LabelScheme::from_labels("c", &labels(&["O", "B-AGE", "I-AGE", "E-AGE", "S-AGE"])).unwrap().categories, vec!["AGE"]);
+        assert_eq!(LabelScheme::from_labels("c", &labels(&["O", "PATIENT", "MEDICAL_RECORD"])).unwrap().categories, vec!["PATIENT", "MEDICAL_RECORD"]);
     }
 }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use kernels::{Backend, CpuBackend, GpuBackend};
 use runtime::config::ModelConfig;
-use runtime::deid::{deidentify, LabelScheme, Span, Surrogates};
+use runtime::deid::{deidentify, LabelScheme, Span, SurrogateKey, Surrogates};
 use runtime::pipeline::Engine;
 use runtime::tokenize::{Encoded, Tokenizer};
 use runtime::weights::Checkpoint;
@@ -34,6 +34,10 @@ struct Inner {
     device: Device,
     tokenizer: Tokenizer,
     scheme: LabelScheme,
+    /// Drawn under a secret key made when the model is loaded (the browser's crypto API): the
+    /// same original gets the same surrogate while the page lives, and nothing outside the page
+    /// can link a surrogate back to its original.
+    surrogates: Surrogates,
     info: serde_json::Value,
 }
 
@@ -120,7 +124,8 @@ impl DeidModel {
         if model_ref.is_empty() {
             return Err(JsError::new("this checkpoint has no token-classification head (classifier.weight): de-identification needs one"));
         }
-        let scheme = LabelScheme::from_labels(model_ref).map_err(js_err)?;
+        let scheme = LabelScheme::from_labels("config.json", model_ref).map_err(js_err)?;
+        let surrogates = Surrogates::new(SurrogateKey::random().map_err(js_err)?);
         let parameters: usize = checkpoint.names().filter_map(|n| checkpoint.get(n)).map(|t| t.shape.iter().product::<usize>()).sum();
         let info = serde_json::json!({
             "parameters": parameters,
@@ -135,7 +140,7 @@ impl DeidModel {
             "precision": info.details.iter().find(|(k, _)| k == "activations stored as").map_or("f32", |(_, v)| v.as_str()),
             "fallback": fallback,
         });
-        Ok(DeidModel { inner: Rc::new(Inner { device, tokenizer, scheme, info }) })
+        Ok(DeidModel { inner: Rc::new(Inner { device, tokenizer, scheme, surrogates, info }) })
     }
 
     /// `{parameters, architecture, layers, hidden_size, labels, categories, context, backend, adapter, precision, fallback}`
@@ -182,14 +187,14 @@ impl Analysis {
     }
 
     /// `{spans: [{start, end, label, text, score}], redacted}` as JSON, exactly as
-    /// `runtime-cli deid --threshold T [--surrogate]` writes it for this note. Offsets count
-    /// Unicode code points (JavaScript: `Array.from(text)`), as the CLI's do.
+    /// `runtime-cli deid --threshold T` writes it for this note (with `surrogate`, the fake values
+    /// are drawn under this page's own secret key, so they differ from another run's). Offsets
+    /// count Unicode code points (JavaScript: `Array.from(text)`), as the CLI's do.
     pub fn result(&self, threshold: f32, surrogate: bool) -> Result<String, JsError> {
         if !(0.0..=1.0).contains(&threshold) {
             return Err(JsError::new(&format!("threshold {threshold}: expected a probability between 0 and 1")));
         }
-        let mut surrogates = Surrogates::new();
-        let (spans, redacted) = deidentify(&self.text, &self.enc, &self.probs, &self.inner.scheme, threshold, surrogate.then_some(&mut surrogates));
+        let (spans, redacted) = deidentify(&self.text, &self.enc, &self.probs, &self.inner.scheme, threshold, surrogate.then_some(&self.inner.surrogates));
         Ok(serde_json::json!({"spans": spans.iter().map(Span::to_json).collect::<Vec<_>>(), "redacted": redacted}).to_string())
     }
 }

@@ -43,7 +43,7 @@ pub struct CorpusReport {
 /// Rows of a CSV file as (line, the named columns' values, trimmed).
 pub(crate) fn csv_rows(path: &Path, columns: &[&str]) -> Result<Vec<(usize, Vec<String>)>> {
     let name = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| Error::Io { path: name.clone(), source: e })?;
+    let file = runtime::files::open_regular(path)?;
     let mut reader = csv::ReaderBuilder::new().from_reader(file);
     let headers = reader.headers().map_err(|e| Error::file(&name, format!("CSV header: {e}")))?.clone();
     let idx: Vec<usize> = columns

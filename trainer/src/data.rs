@@ -15,7 +15,7 @@
 //! and each shard's sequences in a seeded random order, so the loader's whole state is four
 //! integers (`LoaderState`) and a resumed run reads exactly what an uninterrupted one would.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use runtime::init::Rng;
@@ -153,84 +153,24 @@ pub fn chunk_document(tok: &Tokenizer, text: &str, max_len: usize) -> Result<Vec
     Ok(out)
 }
 
-/// Documents of one input, streamed in blocks (JSONL and line-per-document text are read line
-/// by line, CSV row by row; a single-document text file is one document and is read whole).
+/// Documents of one input, streamed in blocks through the runtime's reader (JSONL and
+/// line-per-document text line by line, CSV row by row, a single-document text file whole), with
+/// its checks: invalid UTF-8, unterminated CSV quotes and FIFOs are errors naming the file and
+/// line.
 fn for_each_block(path: &Path, opts: &PrepareOptions, mut f: impl FnMut(Vec<String>) -> Result<()>) -> Result<()> {
     const BLOCK: usize = 1024;
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    let name = path.display().to_string();
-    match ext.as_deref() {
-        Some("jsonl") | Some("ndjson") => {
-            let reader = BufReader::new(std::fs::File::open(path).map_err(|e| io(path, e))?);
-            let mut block = Vec::new();
-            for (n, line) in reader.lines().enumerate() {
-                let line = line.map_err(|e| Error::file(&name, format!("line {}: {e}", n + 1)))?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| Error::file(&name, format!("line {}: not valid JSON: {e}", n + 1)))?;
-                let text = v.get("text").and_then(|t| t.as_str()).ok_or_else(|| Error::file(&name, format!("line {}: expected a string field \"text\"", n + 1)))?;
-                block.push(text.to_string());
-                if block.len() == BLOCK {
-                    f(std::mem::take(&mut block))?;
-                }
-            }
-            if !block.is_empty() {
-                f(block)?;
-            }
-            Ok(())
-        }
-        Some("txt") | None if opts.lines => {
-            let reader = BufReader::new(std::fs::File::open(path).map_err(|e| io(path, e))?);
-            let mut block = Vec::new();
-            for (n, line) in reader.lines().enumerate() {
-                let line = line.map_err(|e| Error::file(&name, format!("line {}: {e}", n + 1)))?;
-                if !line.trim().is_empty() {
-                    block.push(line);
-                }
-                if block.len() == BLOCK {
-                    f(std::mem::take(&mut block))?;
-                }
-            }
-            if !block.is_empty() {
-                f(block)?;
-            }
-            Ok(())
-        }
-        Some("csv") => {
-            let reader = BufReader::new(std::fs::File::open(path).map_err(|e| io(path, e))?);
-            let io_opts = runtime::input::InputOptions { text_column: opts.text_column.clone(), ..Default::default() };
-            let mut block = Vec::new();
-            // An error of `f` stops the stream and is returned as it is.
-            let mut failed = None;
-            let streamed = runtime::input::stream_csv(&name, reader, &io_opts, |d| {
-                block.push(d.text);
-                if block.len() == BLOCK {
-                    if let Err(e) = f(std::mem::take(&mut block)) {
-                        failed = Some(e);
-                        return Err(runtime::Error::Input("stopped".into()));
-                    }
-                }
-                Ok(())
-            });
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            streamed?;
-            if !block.is_empty() {
-                f(block)?;
-            }
-            Ok(())
-        }
-        _ => {
-            let io_opts = runtime::input::InputOptions { lines: opts.lines, text_column: opts.text_column.clone(), ..Default::default() };
-            let docs = runtime::input::read_documents(&name, &io_opts)?.documents;
-            for block in docs.chunks(BLOCK) {
-                f(block.iter().map(|d| d.text.clone()).collect())?;
-            }
-            Ok(())
-        }
+    let io_opts = runtime::input::InputOptions {
+        lines: opts.lines,
+        text_column: opts.text_column.clone(),
+        // Training corpora may hold whole books as one document; they are cut into sequences.
+        max_doc_bytes: 1 << 30,
+        ..Default::default()
+    };
+    let mut reader = runtime::input::DocumentReader::open(&path.display().to_string(), &io_opts)?;
+    while let Some(docs) = reader.next_chunk(usize::MAX, BLOCK)? {
+        f(docs.into_iter().map(|d| d.text).collect())?;
     }
+    Ok(())
 }
 
 /// Every file an input names: itself, or the `.txt`, `.jsonl` and `.csv` files of a directory
@@ -322,7 +262,7 @@ pub fn prepare(tok: &Tokenizer, inputs: &[PathBuf], out: &Path, opts: &PrepareOp
 /// Open a prepared dataset's description.
 pub fn open(dir: &Path) -> Result<DatasetInfo> {
     let json = dir.join("dataset.json");
-    let text = std::fs::read_to_string(&json).map_err(|e| io(&json, e))?;
+    let text = read_text(&json)?;
     let info: DatasetInfo = serde_json::from_str(&text).map_err(|e| Error::file(json.display().to_string(), format!("not a dataset description: {e}")))?;
     if info.format != FORMAT {
         return Err(Error::file(json.display().to_string(), format!("format {:?}, expected {FORMAT:?}", info.format)));
@@ -446,10 +386,10 @@ impl Loader {
     }
 }
 
-/// Write `bytes` to `path` atomically (temporary file, then rename).
-/// A whole text file, or an error naming it.
+/// A whole text file (a regular file, UTF-8, without a byte-order mark), or an error naming it.
 pub fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| io(path, e))
+    let bytes = runtime::files::read_limited(path, 1 << 34, "a text file")?;
+    Ok(runtime::files::text(&path.display().to_string(), bytes)?)
 }
 
 /// Items as JSONL, one object per line (written atomically).
@@ -462,10 +402,18 @@ pub fn write_jsonl<T: serde::Serialize>(path: &Path, items: impl IntoIterator<It
     write_atomic(path, &buf)
 }
 
+/// Write `bytes` to `path` atomically (temporary file, then rename); on failure the temporary
+/// file is removed and any old `path` is left as it was.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("partial");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| io(&tmp, e))?;
-    f.sync_all().map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(path, e)
+    })
 }

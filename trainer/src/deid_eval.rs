@@ -61,7 +61,7 @@ pub fn evaluate<B: Backend>(be: &B, model_dir: &Path, data: &Path, threshold: f3
     if !model.has_classifier() {
         return Err(Error::Input(format!("{}: not a token-classification model (no classifier)", model_dir.display())));
     }
-    let scheme = LabelScheme::from_labels(model.labels())?;
+    let scheme = LabelScheme::from_labels(model.source(), model.labels())?;
     let engine = Engine::new(be, &model, &tokenizer);
     let texts: Vec<&str> = notes.iter().map(|d| d.text.as_str()).collect();
     let encs = engine.tokenize(&texts)?;

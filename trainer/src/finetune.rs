@@ -107,13 +107,9 @@ pub struct EpochReport {
     pub accuracy: f64,
 }
 
-fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::Io { path: path.display().to_string(), source: e }
-}
-
 /// A JSONL file's objects, with their line numbers.
 fn jsonl(path: &Path) -> Result<Vec<(usize, serde_json::Value)>> {
-    let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+    let text = runtime::files::read_limited(path, 1 << 34, "a training file").and_then(|b| runtime::files::text(&path.display().to_string(), b))?;
     let name = path.display().to_string();
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -386,7 +382,7 @@ pub fn finetune<B: Backend>(be: &B, o: &FinetuneOptions, mut log: impl FnMut(&Ep
     }
     let folder = ModelFolder::open(&o.model)?;
     let tok = folder.tokenizer.as_ref().ok_or_else(|| Error::Input(format!("{}: no tokenizer (tokenizer.json, vocab.txt or vocab.json + merges.txt) in the model folder", o.model.display())))?;
-    let config_text = std::fs::read_to_string(o.model.join("config.json")).map_err(|e| io(&o.model.join("config.json"), e))?;
+    let config_text = runtime::files::read_text(&o.model.join("config.json"))?;
     let arch = match o.task {
         Task::TokenClassification => Architecture::TokenClassification,
         Task::SequenceClassification => Architecture::SequenceClassification,

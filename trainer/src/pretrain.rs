@@ -145,7 +145,7 @@ fn twenty() -> usize {
 impl RunConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: file.clone(), source: e })?;
+        let text = runtime::files::read_text(path)?;
         let mut c: RunConfig = toml::from_str(&text).map_err(|e| Error::file(&file, e.to_string()))?;
         // Paths are relative to the configuration file.
         let base = path.parent().unwrap_or(Path::new("."));
@@ -291,7 +291,7 @@ impl ProgressLine {
 
 /// Token ids of every term in a salience list (each term with and without a leading space).
 fn salience_ids(tok: &Tokenizer, path: &Path) -> Result<Vec<u32>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+    let text = runtime::files::read_text(path)?;
     let mut ids = Vec::new();
     for term in text.lines().map(str::trim).filter(|t| !t.is_empty()) {
         ids.extend(tok.encode_plain(term)?.ids);
@@ -322,7 +322,7 @@ fn start<B: Backend>(be: &B, c: &RunConfig, resume_from: Option<&Path>) -> Resul
         (None, Some(cfg)) => (cfg.clone(), None),
         (None, None) => unreachable!("validated"),
     };
-    let config_json = std::fs::read_to_string(&config_path).map_err(|e| Error::Io { path: config_path.display().to_string(), source: e })?;
+    let config_json = runtime::files::read_text(&config_path)?;
     let mut config = ModernBertConfig::from_file(&config_path)?;
     config.architecture = Some(Architecture::MaskedLm);
     tokenizer.check_config(&runtime::ModelConfig::ModernBert(config.clone()))?;

@@ -42,5 +42,5 @@ fn csv_streams_to_the_same_shards_as_jsonl() {
     // A bad row names the file and its line.
     std::fs::write(tmp.path().join("bad.csv"), "id,note\n1,ok\n2,\"too\",many\n").unwrap();
     let e = prepare(&tok, &[tmp.path().join("bad.csv")], &tmp.path().join("bad"), &opts).unwrap_err().to_string();
-    assert!(e.contains("bad.csv") && e.contains("line: 3"), "{e}");
+    assert!(e.contains("bad.csv:3: 3 fields where the header has 2"), "{e}");
 }

@@ -8,13 +8,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kernels::device::{cuda_device, wgpu_device, AdapterChoice};
 use kernels::backend::DType;
 use kernels::{Backend, CpuBackend, GpuBackend};
+use runtime::args::{in_range, probability, MAX_THREADS};
 use runtime::check::check;
 use runtime::config::Pooling;
-use runtime::deid::{deidentify, LabelScheme, Span, Surrogates};
+use runtime::config::Architecture;
+use runtime::deid::{deidentify, LabelScheme, Span, SurrogateKey, Surrogates};
 use runtime::folder::{sentence_transformers_pooling, ModelFolder};
-use runtime::input::{read_documents, InputOptions};
-use runtime::output::{write_embeddings, Sink};
-use runtime::pipeline::{softmax, Engine, Settings};
+use runtime::input::{Document, DocumentReader, InputOptions};
+use runtime::output::{check_output, EmbeddingWriter, Sink};
+use runtime::pipeline::{softmax, Engine, Progress, Settings};
+use runtime::tokenize::Encoded;
 use runtime::progress::ProgressBar;
 use runtime::tokenize::Tokenizer;
 use runtime::weights::Checkpoint;
@@ -72,7 +75,7 @@ struct ModelArgs {
     #[arg(long, value_enum, default_value_t = ActArg::F32)]
     activations: ActArg,
     /// CPU threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, MAX_THREADS))]
     threads: Option<usize>,
 }
 
@@ -102,23 +105,28 @@ struct InputArgs {
     #[arg(long)]
     id_column: Option<String>,
     /// Format of standard input: txt, jsonl or csv.
-    #[arg(long)]
+    #[arg(long, value_parser = ["txt", "jsonl", "csv"])]
     format: Option<String>,
-    /// Skip documents that are not valid UTF-8 instead of stopping.
+    /// Skip documents that cannot be used (invalid UTF-8, larger than --max-doc-bytes, a
+    /// directory entry that is not a readable file) instead of stopping; each is reported.
     #[arg(long)]
     skip_invalid: bool,
+    /// The largest document, in bytes: a larger one is refused with its id and size (or skipped
+    /// with --skip-invalid); one up to this size is windowed like any long document.
+    #[arg(long, default_value_t = runtime::input::DEFAULT_MAX_DOC_BYTES, allow_negative_numbers = true, value_parser = in_range(1, 1 << 34))]
+    max_doc_bytes: usize,
 }
 
 #[derive(Args)]
 struct BatchArgs {
     /// Content tokens per window for documents longer than that (default: the model's context).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, runtime::config::MAX_CONTEXT as u64))]
     window: Option<usize>,
     /// Tokens shared by consecutive windows (default: an eighth of the window).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = in_range(0, runtime::config::MAX_CONTEXT as u64))]
     overlap: Option<usize>,
     /// Most tokens per batch (default: 16,384, or what the device can hold).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, 1 << 24))]
     batch_tokens: Option<usize>,
 }
 
@@ -156,7 +164,8 @@ enum Command {
         text: String,
         #[command(flatten)]
         model: ModelArgs,
-        #[arg(long, default_value_t = 5)]
+        /// Candidates per mask.
+        #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = in_range(1, 1000))]
         top_k: usize,
         /// JSON output instead of a table.
         #[arg(long)]
@@ -171,12 +180,19 @@ enum Command {
         model: ModelArgs,
         #[command(flatten)]
         batch: BatchArgs,
-        /// A word is PHI when P(PHI) ≥ this; below 0.5 favours recall (a missed name is a leak).
-        #[arg(long, default_value_t = runtime::deid::DEFAULT_THRESHOLD)]
+        /// A word is PHI when P(PHI) ≥ this (0 to 1); below 0.5 favours recall (a missed name is
+        /// a leak).
+        #[arg(long, default_value_t = runtime::deid::DEFAULT_THRESHOLD, allow_negative_numbers = true, value_parser = probability)]
         threshold: f32,
-        /// Replace PHI with consistent fake values instead of [CATEGORY] placeholders.
+        /// Replace PHI with fake values of the same form instead of [CATEGORY] placeholders,
+        /// consistent within the run and drawn under a fresh secret key.
         #[arg(long)]
         surrogate: bool,
+        /// With --surrogate: draw the surrogates under the secret in this file (at least 16
+        /// bytes, e.g. `head -c 32 /dev/urandom > deid.key`), so that other runs with the same
+        /// file give the same surrogates. Keep it as secret as the notes.
+        #[arg(long, value_name = "FILE")]
+        surrogate_key: Option<PathBuf>,
         /// Output JSONL file (default: stdout).
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -245,9 +261,11 @@ enum Command {
         /// A config.json: the model is built with random seeded weights.
         #[arg(long)]
         config: Option<PathBuf>,
-        #[arg(long)]
+        /// Sequences per forward pass.
+        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, 1 << 20))]
         batch: usize,
-        #[arg(long)]
+        /// Tokens per sequence (at most the model's context).
+        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, runtime::config::MAX_CONTEXT as u64))]
         seq: usize,
         #[arg(long, value_enum, default_value_t = Device::Cpu)]
         device: Device,
@@ -255,17 +273,17 @@ enum Command {
         dtype: DTypeArg,
         #[arg(long, value_enum, default_value_t = ActArg::F32)]
         activations: ActArg,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, MAX_THREADS))]
         threads: Option<usize>,
         /// Also time one GEMM the size of the model's fused QKV projection on 1,024 tokens and
         /// print its rate: the machine's matmul peak, measured in the same run.
         #[arg(long)]
         matmul_peak: bool,
         /// Rows of the --matmul-peak GEMM.
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = in_range(1, 1 << 20))]
         matmul_rows: usize,
         /// Timed forward passes (after one warm-up).
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = in_range(1, 10_000))]
         iters: usize,
         /// GEMM path on a GPU: auto (tensor cores where the device and operand types allow, else
         /// the unit path), unit, cmma, double-cmma.
@@ -363,6 +381,12 @@ impl<B: Backend> Loaded<B> {
         if let Some(t) = batch.batch_tokens {
             engine.settings.batch_tokens = t.max(engine.settings.window + 2);
         }
+        let tokens = engine.settings.batch_tokens as u128;
+        runtime::memory::ensure_fits(
+            &format!("a batch of {tokens} tokens"),
+            tokens * self.folder.config.activation_bytes_per_token(),
+            "lower --batch-tokens",
+        )?;
         Ok(engine)
     }
     fn require_classifier(&self, command: &str) -> Result<(), Failure> {
@@ -374,6 +398,26 @@ impl<B: Backend> Loaded<B> {
         }
         Ok(())
     }
+    /// Refuse a classifier of the other kind: a token classifier answers per token, a sequence
+    /// classifier per document, and reading one as the other gives confident nonsense.
+    fn require_head(&self, command: &str, wanted: Architecture) -> Result<(), Failure> {
+        self.require_classifier(command)?;
+        let config = &self.folder.config;
+        match config.architecture() {
+            Some(found) if found != wanted => Err(Failure(format!(
+                "{}: {command} needs a {} (\"architectures\" in config.json); this model is a {}{}",
+                self.folder.dir.display(),
+                config.class_name(wanted),
+                config.class_name(found),
+                match found {
+                    Architecture::TokenClassification => ", which labels each token: use `runtime-cli deid`",
+                    Architecture::SequenceClassification => ", which labels whole documents: use `runtime-cli classify`",
+                    _ => "",
+                }
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn device_name<B: Backend>(be: &B) -> String {
@@ -381,33 +425,83 @@ fn device_name<B: Backend>(be: &B) -> String {
     format!("{} ({})", i.backend, i.name)
 }
 
-fn documents(input: &InputArgs) -> Result<Vec<runtime::input::Document>, Failure> {
+/// The input, opened (nothing read yet beyond its header), and checked against the output: an
+/// output that is the input, or a directory, is refused before any work.
+fn open_input(input: &InputArgs, output: Option<&Path>) -> Result<DocumentReader, Failure> {
+    if let Some(out) = output {
+        let source = (input.input != "-").then(|| Path::new(&input.input));
+        check_output(out, source)?;
+    } else {
+        runtime::output::check_stdout_open()?;
+    }
     let opts = InputOptions {
         lines: input.lines,
         text_column: input.text_column.clone(),
         id_column: input.id_column.clone(),
         skip_invalid: input.skip_invalid,
         stdin_format: input.format.clone(),
+        max_doc_bytes: input.max_doc_bytes,
     };
-    let loaded = read_documents(&input.input, &opts)?;
-    for s in &loaded.skipped {
-        eprintln!("skipped {s}");
-    }
-    Ok(loaded.documents)
+    Ok(DocumentReader::open(&input.input, &opts)?)
 }
 
-fn split_note<B: Backend>(engine: &Engine<B>, encs: &[runtime::tokenize::Encoded]) -> String {
-    let split = encs.iter().filter(|e| e.len() > engine.settings.window).count();
+/// Text read per chunk: documents are tokenized, batched and written a chunk at a time, so
+/// memory depends on this, not on the size of the input.
+const CHUNK_BYTES: usize = 4 << 20;
+const CHUNK_DOCS: usize = 4096;
+
+/// What a streamed run did.
+#[derive(Default)]
+struct Streamed {
+    /// Documents longer than one window (split into overlapping windows).
+    split: usize,
+}
+
+/// Read the input a chunk at a time, tokenize each chunk, and hand its documents and encodings
+/// to `work` with a progress callback; skipped documents are reported as they are met. A
+/// non-finite model output is reported with the document's id.
+fn for_each_chunk<B: Backend>(
+    engine: &Engine<B>,
+    reader: &mut DocumentReader,
+    bar: &mut ProgressBar,
+    mut work: impl FnMut(&[Document], &[Encoded], &mut dyn FnMut(Progress)) -> Result<(), Failure>,
+) -> Result<Streamed, Failure> {
+    let mut streamed = Streamed::default();
+    loop {
+        let chunk = reader.next_chunk(CHUNK_BYTES, CHUNK_DOCS);
+        for m in reader.take_messages() {
+            eprintln!("skipped {m}");
+        }
+        let Some(docs) = chunk? else { break };
+        let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+        let encs = engine.tokenize(&texts)?;
+        streamed.split += encs.iter().filter(|e| e.len() > engine.settings.window).count();
+        bar.begin_chunk(reader.fraction_read());
+        work(&docs, &encs, &mut |p| bar.update(p))?;
+        bar.end_chunk();
+    }
+    Ok(streamed)
+}
+
+/// A model error with the documents of its chunk named by id.
+fn named(docs: &[Document]) -> impl Fn(runtime::Error) -> Failure + '_ {
+    move |e| {
+        let ids: Vec<String> = docs.iter().map(|d| d.id.clone()).collect();
+        Failure(e.naming_documents(&ids).to_string())
+    }
+}
+
+fn split_note(window: usize, split: usize) -> String {
     if split == 0 {
         String::new()
     } else {
-        format!("; {split} longer than the {}-token window, split into overlapping windows", engine.settings.window)
+        format!("; {split} longer than the {window}-token window, split into overlapping windows")
     }
 }
 
 fn embed<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &BatchArgs, pooling: Option<PoolingArg>, normalize: bool, output: Option<&Path>) -> Outcome {
-    let docs = documents(input)?;
     let dir = model.dir(Some(runtime::bundled::CLINICAL_SMALL))?;
+    let mut reader = open_input(input, output)?;
     let loaded = load(be, &dir)?;
     let st = sentence_transformers_pooling(&dir)?;
     let pooling = match (pooling, st) {
@@ -418,26 +512,31 @@ fn embed<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &Batch
     };
     let normalize = normalize || st.is_some_and(|(_, n)| n);
     let engine = loaded.engine(be, batch)?;
-    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-    let encs = engine.tokenize(&texts)?;
-    let mut bar = ProgressBar::new("embedded");
-    let embeddings = kernels::block_on(engine.embed(&encs, pooling, normalize, &mut |p| bar.update(p)))?;
-    let ids: Vec<String> = docs.iter().map(|d| d.id.clone()).collect();
     let meta = [("model", dir.display().to_string()), ("pooling", format!("{pooling:?}").to_lowercase()), ("normalized", normalize.to_string())];
-    write_embeddings(output, &ids, &embeddings, &meta)?;
-    bar.finish(&device_name(be), &split_note(&engine, &encs));
+    let mut writer = EmbeddingWriter::create(output, &meta)?;
+    let mut bar = ProgressBar::new("embedded");
+    let streamed = for_each_chunk(&engine, &mut reader, &mut bar, |docs, encs, progress| {
+        let embeddings = kernels::block_on(engine.embed(encs, pooling, normalize, progress)).map_err(named(docs))?;
+        let ids: Vec<String> = docs.iter().map(|d| d.id.clone()).collect();
+        writer.write(&ids, &embeddings)?;
+        Ok(())
+    })?;
+    writer.finish()?;
+    bar.finish(&device_name(be), &split_note(engine.settings.window, streamed.split));
     Ok(true)
 }
 
 fn fill_mask<B: Backend>(be: &B, text: &str, model: &ModelArgs, top_k: usize, json: bool) -> Outcome {
+    runtime::output::check_stdout_open()?;
     let dir = model.dir(Some(runtime::bundled::CLINICAL_SMALL))?;
     let loaded = load(be, &dir)?;
     if !loaded.model.has_mlm() {
         return Err(Failure(format!("{}: fill-mask needs a masked-LM head (ModernBertForMaskedLM or BertForMaskedLM); this checkpoint has none", dir.display())));
     }
     let engine = Engine::new(be, &loaded.model, loaded.tokenizer()?);
-    let predictions = kernels::block_on(engine.fill_mask(text, top_k.max(1)))?;
+    let predictions = kernels::block_on(engine.fill_mask(text, top_k))?;
     let mask = &loaded.tokenizer()?.names.mask;
+    let mut out = Sink::open(None)?;
     for (k, p) in predictions.iter().enumerate() {
         if json {
             let candidates: Vec<serde_json::Value> = p
@@ -445,14 +544,17 @@ fn fill_mask<B: Backend>(be: &B, text: &str, model: &ModelArgs, top_k: usize, js
                 .iter()
                 .map(|c| serde_json::json!({"token": c.token_id, "token_str": c.token.trim(), "piece": loaded.tokenizer().ok().and_then(|t| t.token(c.token_id)), "score": c.score}))
                 .collect();
-            println!("{}", serde_json::json!({"mask": k, "offset": p.char_offset, "predictions": candidates}));
+            out.line(&serde_json::json!({"mask": k, "offset": p.char_offset, "predictions": candidates}))?;
         } else {
-            println!("{mask} #{} at character {}:", k + 1, p.char_offset);
+            use std::io::Write;
+            let write = |out: &mut Sink, line: String| writeln!(out, "{line}").map_err(|e| Failure(format!("<stdout>: {e}")));
+            write(&mut out, format!("{mask} #{} at character {}:", k + 1, p.char_offset))?;
             for c in &p.candidates {
-                println!("  {:>8.4}  {:?}", c.score, shown_token(loaded.tokenizer()?, c));
+                write(&mut out, format!("  {:>8.4}  {:?}", c.score, shown_token(loaded.tokenizer()?, c)))?;
             }
         }
     }
+    out.finish()?;
     Ok(true)
 }
 
@@ -466,70 +568,76 @@ fn shown_token(tokenizer: &Tokenizer, c: &runtime::pipeline::Candidate) -> Strin
     }
 }
 
-fn deid<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &BatchArgs, threshold: f32, surrogate: bool, output: Option<&Path>) -> Outcome {
-    if !(0.0..=1.0).contains(&threshold) {
-        return Err(Failure(format!("--threshold {threshold}: expected a probability between 0 and 1")));
-    }
-    let docs = documents(input)?;
-    let loaded = load(be, &model.dir(Some(runtime::bundled::DEID_SMALL))?)?;
-    loaded.require_classifier("deid")?;
-    let scheme = LabelScheme::from_labels(loaded.model.labels())?;
+#[allow(clippy::too_many_arguments)]
+fn deid<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &BatchArgs, threshold: f32, surrogate: bool, surrogate_key: Option<&Path>, output: Option<&Path>) -> Outcome {
+    let dir = model.dir(Some(runtime::bundled::DEID_SMALL))?;
+    let surrogates = match (surrogate, surrogate_key) {
+        (_, Some(key)) => {
+            let bytes = runtime::files::read_limited(key, 1 << 20, "a surrogate key file")?;
+            Some(Surrogates::new(SurrogateKey::from_file_bytes(&key.display().to_string(), &bytes)?))
+        }
+        (true, None) => Some(Surrogates::new(SurrogateKey::random()?)),
+        (false, None) => None,
+    };
+    let mut reader = open_input(input, output)?;
+    let loaded = load(be, &dir)?;
+    loaded.require_head("deid", Architecture::TokenClassification)?;
+    let scheme = LabelScheme::from_labels(&loaded.folder.config.source().to_string(), loaded.model.labels())?;
     let engine = loaded.engine(be, batch)?;
-    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-    let encs = engine.tokenize(&texts)?;
-    let mut bar = ProgressBar::new("de-identified");
-    let probs = kernels::block_on(engine.token_probabilities(&encs, &mut |p| bar.update(p)))?;
     let mut sink = Sink::open(output)?;
-    let mut surrogates = Surrogates::new();
+    let mut bar = ProgressBar::new("de-identified");
     let mut n_spans = 0;
-    for ((doc, enc), p) in docs.iter().zip(&encs).zip(&probs) {
-        let (spans, redacted) = deidentify(&doc.text, enc, p, &scheme, threshold, surrogate.then_some(&mut surrogates));
-        n_spans += spans.len();
-        let line = serde_json::json!({"id": doc.id, "spans": spans.iter().map(Span::to_json).collect::<Vec<_>>(), "redacted": redacted});
-        use std::io::Write;
-        writeln!(sink, "{line}").map_err(|e| Failure(format!("cannot write the output: {e}")))?;
-    }
+    let streamed = for_each_chunk(&engine, &mut reader, &mut bar, |docs, encs, progress| {
+        let probs = kernels::block_on(engine.token_probabilities(encs, progress)).map_err(named(docs))?;
+        for ((doc, enc), p) in docs.iter().zip(encs).zip(&probs) {
+            let (spans, redacted) = deidentify(&doc.text, enc, p, &scheme, threshold, surrogates.as_ref());
+            n_spans += spans.len();
+            sink.line(&serde_json::json!({"id": doc.id, "spans": spans.iter().map(Span::to_json).collect::<Vec<_>>(), "redacted": redacted}))?;
+        }
+        Ok(())
+    })?;
     sink.finish()?;
-    bar.finish(&device_name(be), &format!("; {n_spans} PHI spans{}", split_note(&engine, &encs)));
+    bar.finish(&device_name(be), &format!("; {n_spans} PHI spans{}", split_note(engine.settings.window, streamed.split)));
     Ok(true)
 }
 
 fn classify<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &BatchArgs, pooling: Option<PoolingArg>, output: Option<&Path>) -> Outcome {
-    let docs = documents(input)?;
-    let loaded = load(be, &model.dir(None)?)?;
-    loaded.require_classifier("classify")?;
+    let dir = model.dir(None)?;
+    let mut reader = open_input(input, output)?;
+    let loaded = load(be, &dir)?;
+    loaded.require_head("classify", Architecture::SequenceClassification)?;
     // None: the model's own (ModernBERT's classifier_pooling; BERT's pooler).
     let pooling = pooling.map(|p| match p {
         PoolingArg::Mean => Pooling::Mean,
         PoolingArg::Cls => Pooling::Cls,
     });
     let engine = loaded.engine(be, batch)?;
-    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-    let encs = engine.tokenize(&texts)?;
-    let mut bar = ProgressBar::new("classified");
-    let logits = kernels::block_on(engine.sequence_logits(&encs, pooling, &mut |p| bar.update(p)))?;
     let labels = loaded.model.labels();
     let problem = loaded.model.problem_type();
     let mut sink = Sink::open(output)?;
-    for (doc, l) in docs.iter().zip(&logits) {
-        let line = if labels.len() == 1 || problem == Some("regression") {
-            serde_json::json!({"id": doc.id, "value": l[0]})
-        } else if problem == Some("multi_label_classification") {
-            let probs: Vec<f32> = l.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect();
-            let chosen: Vec<&String> = labels.iter().zip(&probs).filter(|(_, p)| **p >= 0.5).map(|(n, _)| n).collect();
-            let scores: serde_json::Map<String, serde_json::Value> = labels.iter().zip(&probs).map(|(n, p)| (n.clone(), serde_json::json!(p))).collect();
-            serde_json::json!({"id": doc.id, "labels": chosen, "scores": scores})
-        } else {
-            let probs = softmax(l);
-            let best = (0..probs.len()).max_by(|&a, &b| probs[a].total_cmp(&probs[b])).unwrap_or(0);
-            let scores: serde_json::Map<String, serde_json::Value> = labels.iter().zip(&probs).map(|(n, p)| (n.clone(), serde_json::json!(p))).collect();
-            serde_json::json!({"id": doc.id, "label": labels[best], "score": probs[best], "scores": scores})
-        };
-        use std::io::Write;
-        writeln!(sink, "{line}").map_err(|e| Failure(format!("cannot write the output: {e}")))?;
-    }
+    let mut bar = ProgressBar::new("classified");
+    let streamed = for_each_chunk(&engine, &mut reader, &mut bar, |docs, encs, progress| {
+        let logits = kernels::block_on(engine.sequence_logits(encs, pooling, progress)).map_err(named(docs))?;
+        for (doc, l) in docs.iter().zip(&logits) {
+            let line = if labels.len() == 1 || problem == Some("regression") {
+                serde_json::json!({"id": doc.id, "value": l[0]})
+            } else if problem == Some("multi_label_classification") {
+                let probs: Vec<f32> = l.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect();
+                let chosen: Vec<&String> = labels.iter().zip(&probs).filter(|(_, p)| **p >= 0.5).map(|(n, _)| n).collect();
+                let scores: serde_json::Map<String, serde_json::Value> = labels.iter().zip(&probs).map(|(n, p)| (n.clone(), serde_json::json!(p))).collect();
+                serde_json::json!({"id": doc.id, "labels": chosen, "scores": scores})
+            } else {
+                let probs = softmax(l);
+                let best = (0..probs.len()).max_by(|&a, &b| probs[a].total_cmp(&probs[b])).unwrap_or(0);
+                let scores: serde_json::Map<String, serde_json::Value> = labels.iter().zip(&probs).map(|(n, p)| (n.clone(), serde_json::json!(p))).collect();
+                serde_json::json!({"id": doc.id, "label": labels[best], "score": probs[best], "scores": scores})
+            };
+            sink.line(&line)?;
+        }
+        Ok(())
+    })?;
     sink.finish()?;
-    bar.finish(&device_name(be), &split_note(&engine, &encs));
+    bar.finish(&device_name(be), &split_note(engine.settings.window, streamed.split));
     Ok(true)
 }
 
@@ -664,29 +772,40 @@ fn matmul_peak<B: Backend>(be: &B, h: usize, rows: usize) -> Result<f64, Failure
 }
 
 fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, batch: usize, seq: usize, iters: usize, peak: Option<usize>) -> Outcome {
-    if batch == 0 || seq == 0 || iters == 0 {
-        return Err(Failure("--batch, --seq and --iters must be at least 1".into()));
-    }
-    let m = match (model, config) {
-        (Some(dir), _) => load(be, dir)?.model,
-        (None, Some(cfg)) => match runtime::ModelConfig::from_file(cfg)? {
-            runtime::ModelConfig::ModernBert(mut c) => {
-                c.architecture = Some(runtime::config::Architecture::Model); // the encoder alone, like ModernBertModel
-                let weights = runtime::init::RandomWeights::new(&c, runtime::config::Architecture::Model, 0, 42);
-                Model::ModernBert(ModernBert::load(be, c, &weights)?)
-            }
-            runtime::ModelConfig::Bert(mut c) => {
-                c.architecture = Some(runtime::config::Architecture::Model); // the encoder alone, like BertModel
-                let weights = runtime::init::RandomWeights::bert(&c, runtime::config::Architecture::Model, 0, 42);
-                Model::Bert(runtime::Bert::load(be, c, &weights)?)
-            }
-        },
+    // The sizes are checked against the config and the machine before anything is built.
+    let c = match (model, config) {
+        (Some(dir), _) => runtime::ModelConfig::from_file(&dir.join("config.json"))?,
+        (None, Some(cfg)) => runtime::ModelConfig::from_file(cfg)?,
         (None, None) => return Err(Failure("give --model DIR or --config FILE".into())),
     };
-    let c = m.config();
     if seq > c.context() {
-        return Err(Failure(format!("--seq {seq} exceeds the model's context of {}", c.context())));
+        return Err(Failure(format!("--seq {seq} exceeds the model's context of {} tokens (max_position_embeddings in {})", c.context(), c.source())));
     }
+    c.ensure_fits()?;
+    let tokens = (batch * seq) as u128;
+    runtime::memory::ensure_fits(
+        &format!("--batch {batch} --seq {seq} ({tokens} tokens in one forward pass)"),
+        tokens * (c.activation_bytes_per_token() + 4),
+        "lower --batch or --seq",
+    )?;
+    if let Some(rows) = peak {
+        let h = c.hidden_size() as u128;
+        runtime::memory::ensure_fits(&format!("--matmul-rows {rows}"), 4 * (rows as u128 * h * 4 + 3 * h * h), "lower --matmul-rows")?;
+    }
+    let m = match (model, c) {
+        (Some(dir), _) => load(be, dir)?.model,
+        (None, runtime::ModelConfig::ModernBert(mut c)) => {
+            c.architecture = Some(runtime::config::Architecture::Model); // the encoder alone, like ModernBertModel
+            let weights = runtime::init::RandomWeights::new(&c, runtime::config::Architecture::Model, 0, 42);
+            Model::ModernBert(ModernBert::load(be, c, &weights)?)
+        }
+        (None, runtime::ModelConfig::Bert(mut c)) => {
+            c.architecture = Some(runtime::config::Architecture::Model); // the encoder alone, like BertModel
+            let weights = runtime::init::RandomWeights::bert(&c, runtime::config::Architecture::Model, 0, 42);
+            Model::Bert(runtime::Bert::load(be, c, &weights)?)
+        }
+    };
+    let c = m.config();
     let ids: Vec<Vec<u32>> = (0..batch).map(|b| kernels::testing::rand_ids(seq, b as u32 + 1, (c.vocab_size() as u32).min(50_000))).collect();
     let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
     let run = || -> Result<f64, Failure> {
@@ -750,13 +869,20 @@ fn serve_web(model: Option<&Path>, root: &Path, port: u16, public: bool) -> Outc
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // An interrupted command leaves no temporary file behind (and no output: outputs appear
+    // only when complete).
+    let _ = ctrlc::set_handler(|| {
+        runtime::output::remove_temporaries();
+        eprintln!("\ninterrupted");
+        std::process::exit(130);
+    });
     let result: Outcome = (|| match &cli.command {
         Command::Embed { input, model, batch, pooling, normalize, output } => {
             on_backend!(model, |be| embed(&be, input, model, batch, *pooling, *normalize, output.as_deref()))
         }
         Command::FillMask { text, model, top_k, json } => on_backend!(model, |be| fill_mask(&be, text, model, *top_k, *json)),
-        Command::Deid { input, model, batch, threshold, surrogate, output } => {
-            on_backend!(model, |be| deid(&be, input, model, batch, *threshold, *surrogate, output.as_deref()))
+        Command::Deid { input, model, batch, threshold, surrogate, surrogate_key, output } => {
+            on_backend!(model, |be| deid(&be, input, model, batch, *threshold, *surrogate, surrogate_key.as_deref(), output.as_deref()))
         }
         Command::Classify { input, model, batch, pooling, output } => {
             on_backend!(model, |be| classify(&be, input, model, batch, *pooling, output.as_deref()))

@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use kernels::device::{cuda_device, wgpu_device, AdapterChoice};
 use kernels::{Backend, CpuBackend, GpuBackend};
+use runtime::args::{fraction, in_range, non_negative, positive, probability, MAX_THREADS};
 use runtime::weights::Checkpoint;
+
+/// The longest sequence a command line may ask for.
+const MAX_CONTEXT: u64 = runtime::config::MAX_CONTEXT as u64;
 
 #[derive(Parser)]
 #[command(name = "trainer", version, about = "Train ModernBERT-family encoders on the runtime's kernels")]
@@ -96,10 +100,10 @@ enum Command {
         /// A folder with tokenizer.json (a model folder).
         #[arg(long)]
         tokenizer: PathBuf,
-        #[arg(long, default_value_t = 8192)]
+        #[arg(long, default_value_t = 8192, allow_negative_numbers = true, value_parser = in_range(3, MAX_CONTEXT))]
         max_seq_len: usize,
         /// Fraction of documents held out for evaluation.
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = fraction)]
         eval_fraction: f64,
         #[arg(long)]
         lines: bool,
@@ -120,7 +124,7 @@ enum Command {
         #[arg(long, default_value = "data")]
         data: PathBuf,
         /// Fraction of documents held out (a seeded hash of each document's source).
-        #[arg(long, default_value_t = 0.05)]
+        #[arg(long, default_value_t = 0.05, allow_negative_numbers = true, value_parser = fraction)]
         heldout_fraction: f64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -132,7 +136,7 @@ enum Command {
     #[command(after_help = "Example:\n  trainer tokenizer target/models/corpus/train.jsonl --vocab-size 8192 -o target/models/tokenizer")]
     Tokenizer {
         input: PathBuf,
-        #[arg(long, default_value_t = 8192)]
+        #[arg(long, default_value_t = 8192, allow_negative_numbers = true, value_parser = in_range(256, 1 << 20))]
         vocab_size: usize,
         /// The folder to write tokenizer.json, tokenizer_config.json and special_tokens_map.json to.
         #[arg(short, long)]
@@ -149,13 +153,13 @@ enum Command {
         init_of: Option<PathBuf>,
         #[arg(long)]
         data: PathBuf,
-        #[arg(long, default_value_t = 8192)]
+        #[arg(long, default_value_t = 8192, allow_negative_numbers = true, value_parser = in_range(1, 1 << 24))]
         batch_tokens: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
         #[arg(long, value_enum, default_value_t = Device::Cpu)]
         device: Device,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, MAX_THREADS))]
         threads: Option<usize>,
     },
     /// Generate synthetic clinical notes with PHI inserted and its character offsets (JSONL
@@ -167,7 +171,7 @@ enum Command {
         /// `test` draws notes, names, streets and cities from parts the train split never uses.
         #[arg(long, value_enum)]
         split: SplitArg,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, 10_000_000))]
         notes: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -182,14 +186,14 @@ enum Command {
         model: PathBuf,
         #[arg(long)]
         data: PathBuf,
-        #[arg(long, default_value_t = runtime::deid::DEFAULT_THRESHOLD)]
+        #[arg(long, default_value_t = runtime::deid::DEFAULT_THRESHOLD, allow_negative_numbers = true, value_parser = probability)]
         threshold: f32,
         /// Also write the report (Markdown) and its JSON next to it (`.json`).
         #[arg(short, long)]
         output: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Device::Cpu)]
         device: Device,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, MAX_THREADS))]
         threads: Option<usize>,
     },
     /// Copy a model folder with its weights stored in f16 or bf16 (half the size) or f32.
@@ -213,7 +217,7 @@ enum Command {
         device: Device,
         #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
         dtype: DTypeArg,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, MAX_THREADS))]
         threads: Option<usize>,
     },
     /// Fine-tune a classification head from any masked-LM or task checkpoint, ModernBERT or
@@ -231,17 +235,17 @@ enum Command {
         /// The fine-tuned model folder to write.
         #[arg(short, long)]
         output: PathBuf,
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = in_range(1, 10_000))]
         epochs: usize,
-        #[arg(long, default_value_t = 2e-5)]
+        #[arg(long, default_value_t = 2e-5, allow_negative_numbers = true, value_parser = positive)]
         lr: f64,
-        #[arg(long, default_value_t = 0.01)]
+        #[arg(long, default_value_t = 0.01, allow_negative_numbers = true, value_parser = non_negative)]
         weight_decay: f64,
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = in_range(1, 1 << 16))]
         batch_size: usize,
-        #[arg(long, default_value_t = 512)]
+        #[arg(long, default_value_t = 512, allow_negative_numbers = true, value_parser = in_range(3, MAX_CONTEXT))]
         max_seq_len: usize,
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = fraction)]
         warmup_ratio: f64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -253,7 +257,7 @@ enum Command {
         device: Device,
         #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
         dtype: DTypeArg,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, MAX_THREADS))]
         threads: Option<usize>,
     },
     /// Time training steps (forward, backward, AdamW) of the MLM with 30% of the tokens masked:
@@ -263,18 +267,18 @@ enum Command {
         /// A config.json: the model is built with random seeded weights.
         #[arg(long)]
         config: PathBuf,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, 1 << 20))]
         batch: usize,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = in_range(3, MAX_CONTEXT))]
         seq: usize,
         /// Timed steps (after one warm-up).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = in_range(1, 10_000))]
         iters: usize,
         #[arg(long, value_enum, default_value_t = Device::Cpu)]
         device: Device,
         #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
         dtype: DTypeArg,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, MAX_THREADS))]
         threads: Option<usize>,
     },
     /// Replay a transformers training fixture (gradients, optimizer steps, 10-step trajectories,
@@ -290,7 +294,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Device::Cpu)]
         device: Device,
         /// CPU threads (default: all cores).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, MAX_THREADS))]
         threads: Option<usize>,
     },
 }

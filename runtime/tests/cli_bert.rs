@@ -158,8 +158,12 @@ fn embed_fill_mask_deid_classify_on_both_devices() {
     // A BERT classifier reads its pooler: a pooling choice is refused, and so is a folder without a pooler.
     let m = fails(&["classify", &notes, "--text-column", "section_text", "--model", &seqcls, "--pooling", "mean"]);
     assert!(m.contains("a pooling choice does not apply"), "{m}");
+    let no_pooler = variant("seqcls-no-pooler", "tiny-bert-tokcls", |c| c["architectures"] = serde_json::json!(["BertForSequenceClassification"]), vec![]);
+    let m = fails(&["classify", &notes, "--text-column", "section_text", "--model", no_pooler.to_str().unwrap()]);
+    assert!(m.contains("missing tensor \"bert.pooler.dense.weight\""), "{m}");
+    // A token classifier is not a sequence classifier: classify refuses it instead of answering "O".
     let m = fails(&["classify", &notes, "--text-column", "section_text", "--model", &bert("tiny-bert-tokcls")]);
-    assert!(m.contains("no pooler (bert.pooler.dense)"), "{m}");
+    assert!(m.contains("classify needs a BertForSequenceClassification") && m.contains("this model is a BertForTokenClassification"), "{m}");
 }
 
 #[test]

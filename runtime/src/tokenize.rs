@@ -96,7 +96,17 @@ impl Tokenizer {
     /// From the bytes of `tokenizer.json`; `source` names the file in messages.
     pub fn from_bytes(source: &str, bytes: &[u8], names: SpecialNames) -> Result<Self> {
         let bytes = bytes.strip_prefix(crate::weights::UTF8_BOM).unwrap_or(bytes);
-        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::tokenizer(source, explain_tokenizer_json(bytes, &e.to_string())))?;
+        // The JSON first, whole (UTF-8 in strings, numbers in range): the tokenizers crate panics
+        // ("Helper") when its decoder section fails to parse instead of returning an error (found
+        // by fuzz/fuzz_targets/tokenizer_json.rs; tests/data/fuzz-regressions).
+        if let Err(e) = std::str::from_utf8(bytes) {
+            let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+            return Err(Error::tokenizer(source, format!("not UTF-8 text (line {line}, byte {} is not part of a UTF-8 character)", e.valid_up_to())));
+        }
+        drop(serde_json::from_slice::<serde_json::Value>(bytes).map_err(|e| Error::tokenizer(source, format!("not valid JSON ({e})")))?);
+        let built = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes))
+            .map_err(|_| Error::tokenizer(source, "the tokenizers library failed on this file (it panicked); the file is malformed"))?;
+        let inner = built.map_err(|e| Error::tokenizer(source, explain_tokenizer_json(bytes, &e.to_string())))?;
         let description = format!("{source} ({} tokens)", inner.get_vocab_size(true));
         Self::wrap(source, inner, names, description)
     }

@@ -19,7 +19,7 @@ fn every_input_that_crashed_a_fuzz_target_is_now_an_error() {
             other => panic!("{name}: unknown fuzz target {other:?}"),
         };
         let m = message.unwrap_or_else(|| panic!("{name} was accepted"));
-        assert!(m.starts_with("tokenizer.json: not valid JSON") || m.starts_with("tokenizer.json: not UTF-8 text"), "{name}: {m}");
+        assert!(m.starts_with("tokenizer.json: not valid JSON") || (m.starts_with("tokenizer.json:") && m.contains(": not UTF-8 text (byte")), "{name}: {m}");
         seen += 1;
     }
     assert!(seen >= 1);

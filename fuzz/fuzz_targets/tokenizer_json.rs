@@ -12,6 +12,6 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(e.ids.len(), e.offsets.len());
             }
         }
-        Err(e) => assert!(e.to_string().starts_with("tokenizer.json: ")),
+        Err(e) => assert!(e.to_string().starts_with("tokenizer.json:")),
     }
 });

@@ -1,7 +1,8 @@
 //! Reading the files users hand over, failing closed: a path where a regular file is expected is
 //! opened without blocking and checked to be one (a FIFO, socket or device is refused at once
 //! instead of hanging the tool), a dangling symbolic link is named as such, text loses a UTF-8
-//! byte-order mark, and nothing is read past a stated size.
+//! byte-order mark, and nothing is read past a stated size. The text checks (`utf8`, `text`)
+//! serve the browser too, for files that arrive as bytes.
 
 use std::io::Read;
 use std::path::Path;
@@ -117,16 +118,27 @@ pub fn read_text(path: &Path) -> Result<String> {
     text(&path.display().to_string(), read(path)?)
 }
 
-/// Bytes as UTF-8 text without a leading byte-order mark; an error names the byte at fault.
-pub fn text(shown: &str, mut bytes: Vec<u8>) -> Result<String> {
-    if bytes.starts_with(crate::weights::UTF8_BOM) {
-        bytes.drain(..3);
-    }
-    String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+/// The UTF-8 byte-order mark some editors put at the start of a text file.
+pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Bytes as UTF-8 text without a leading byte-order mark; an error names the line and the byte
+/// at fault (`shown` names the file).
+pub fn utf8<'a>(shown: &str, bytes: &'a [u8]) -> Result<&'a str> {
+    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
+    std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
         Error::Input(format!("{shown}:{line}: not UTF-8 text (byte {at} is not part of a UTF-8 character)"))
     })
+}
+
+/// `utf8`, owned.
+pub fn text(shown: &str, mut bytes: Vec<u8>) -> Result<String> {
+    utf8(shown, &bytes)?;
+    if bytes.starts_with(UTF8_BOM) {
+        bytes.drain(..UTF8_BOM.len());
+    }
+    Ok(String::from_utf8(bytes).expect("checked above"))
 }
 
 

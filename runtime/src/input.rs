@@ -12,8 +12,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use crate::files::{kind_of, open_regular};
-use crate::weights::UTF8_BOM;
+use crate::files::open_regular;
+use crate::files::UTF8_BOM;
 use crate::{Error, Result};
 
 /// One input document.
@@ -94,17 +94,15 @@ impl Format {
 /// that is never closed) and refuses a record larger than its budget.
 struct Tracked<R> {
     inner: R,
-    consumed: Rc<Cell<u64>>,
-    /// Bytes since the last record (CSV), and the most a record may take.
-    since_record: Rc<Cell<u64>>,
+    counters: Rc<Counters>,
+    /// The most a CSV record may take.
     budget: u64,
     /// Follow CSV quoting (CSV inputs only).
     track_quotes: bool,
-    quotes: Rc<Cell<QuoteState>>,
 }
 
 /// Where an RFC 4180 reader is (the csv crate's default dialect: `,`, `"`, `""` escapes).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct QuoteState {
     line: u64,
     field_start: bool,
@@ -115,10 +113,14 @@ struct QuoteState {
     opened_at: u64,
 }
 
-impl QuoteState {
-    fn new() -> Self {
-        QuoteState { line: 1, field_start: true, ..Default::default() }
+impl Default for QuoteState {
+    /// The start of the input: line 1, a field about to start.
+    fn default() -> Self {
+        QuoteState { line: 1, field_start: true, in_quote: false, after_quote: false, opened_at: 0 }
     }
+}
+
+impl QuoteState {
     fn step(&mut self, b: u8) {
         if self.in_quote {
             if self.after_quote {
@@ -159,18 +161,19 @@ impl QuoteState {
 impl<R: Read> Read for Tracked<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.consumed.set(self.consumed.get() + n as u64);
-        let since = self.since_record.get() + n as u64;
-        self.since_record.set(since);
+        let c = &self.counters;
+        c.consumed.set(c.consumed.get() + n as u64);
+        let since = c.since_record.get() + n as u64;
+        c.since_record.set(since);
         if since > self.budget {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "record too large"));
         }
         if self.track_quotes {
-            let mut q = self.quotes.get();
+            let mut q = c.quotes.get();
             for &b in &buf[..n] {
                 q.step(b);
             }
-            self.quotes.set(q);
+            c.quotes.set(q);
         }
         Ok(n)
     }
@@ -203,10 +206,19 @@ pub struct DocumentReader {
     produced: usize,
     skipped: usize,
     messages: Vec<String>,
-    consumed: Rc<Cell<u64>>,
-    since_record: Rc<Cell<u64>>,
-    quotes: Rc<Cell<QuoteState>>,
+    counters: Rc<Counters>,
     total: Option<u64>,
+}
+
+/// What the reader under the buffers has seen (shared with its `Tracked` stream).
+#[derive(Default)]
+struct Counters {
+    /// Bytes read from the input.
+    consumed: Cell<u64>,
+    /// Bytes read since the last CSV record began.
+    since_record: Cell<u64>,
+    /// Where a CSV input's quoting stands.
+    quotes: Cell<QuoteState>,
 }
 
 fn io(path: &str, e: std::io::Error) -> Error {
@@ -226,9 +238,6 @@ impl DocumentReader {
     /// Open `path` (`-`: standard input, in `opts.stdin_format`). Nothing is read yet beyond
     /// what tells the format apart (a CSV header, a directory's listing).
     pub fn open(path: &str, opts: &InputOptions) -> Result<Self> {
-        let consumed = Rc::new(Cell::new(0));
-        let since_record = Rc::new(Cell::new(0));
-        let quotes = Rc::new(Cell::new(QuoteState::new()));
         let (name, format, raw, total): (String, Format, Box<dyn Read>, Option<u64>) = if path == "-" {
             let format = Format::named(opts.stdin_format.as_deref().unwrap_or("txt"), opts)?;
             ("<stdin>".to_string(), format, Box::new(std::io::stdin()), None)
@@ -238,9 +247,9 @@ impl DocumentReader {
                 return Err(Error::Input(format!("{path}: no such file or directory")));
             }
             if p.is_dir() {
-                let files = list_dir(p, opts)?;
-                let mut reader = DocumentReader::new(path.to_string(), Format::Txt, opts, Source::Dir(files.0), consumed, since_record, quotes, None);
-                reader.messages.extend(files.1);
+                let (files, messages) = list_dir(p)?;
+                let mut reader = DocumentReader::new(path.to_string(), Format::Txt, opts, Source::Dir(files), Rc::default(), None);
+                reader.messages = messages;
                 return Ok(reader);
             }
             let file = open_regular(p)?;
@@ -257,47 +266,31 @@ impl DocumentReader {
             }
             (path.to_string(), format, Box::new(file), Some(size))
         };
-        Self::stream(name, format, raw, opts, total, consumed, since_record, quotes)
+        Self::stream(name, format, raw, opts, total)
     }
 
     /// Documents from any stream (a request body, a pipe) in `format` (`txt`, `jsonl` or `csv`;
     /// `txt` with `opts.lines` for one document per line); `name` names it in messages.
     pub fn from_reader(name: &str, format: &str, reader: Box<dyn Read>, opts: &InputOptions) -> Result<Self> {
         let format = Format::named(format, opts)?;
-        Self::stream(name.to_string(), format, reader, opts, None, Rc::new(Cell::new(0)), Rc::new(Cell::new(0)), Rc::new(Cell::new(QuoteState::new())))
+        Self::stream(name.to_string(), format, reader, opts, None)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn stream(
-        name: String,
-        format: Format,
-        raw: Box<dyn Read>,
-        opts: &InputOptions,
-        total: Option<u64>,
-        consumed: Rc<Cell<u64>>,
-        since_record: Rc<Cell<u64>>,
-        quotes: Rc<Cell<QuoteState>>,
-    ) -> Result<Self> {
+    fn stream(name: String, format: Format, raw: Box<dyn Read>, opts: &InputOptions, total: Option<u64>) -> Result<Self> {
+        let counters = Rc::<Counters>::default();
         // A CSV record may take what a JSONL line may, and the read-ahead of the buffers.
         let budget = match format {
             Format::Csv => jsonl_line_limit(opts.max_doc_bytes).saturating_add(1 << 20) as u64,
             _ => u64::MAX,
         };
-        let tracked: Box<dyn Read> = Box::new(Tracked {
-            inner: raw,
-            consumed: consumed.clone(),
-            since_record: since_record.clone(),
-            budget,
-            track_quotes: format == Format::Csv,
-            quotes: quotes.clone(),
-        });
+        let tracked: Box<dyn Read> = Box::new(Tracked { inner: raw, counters: counters.clone(), budget, track_quotes: format == Format::Csv });
         let mut buffered: Box<dyn BufRead> = Box::new(BufReader::with_capacity(64 << 10, tracked));
         skip_bom(&mut *buffered).map_err(|e| io(&name, e))?;
         let source = if format == Format::Csv {
             let column = opts.text_column.as_deref().ok_or_else(|| Error::Input(format!("{name}: a CSV input needs --text-column NAME")))?;
             let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(Box::new(buffered) as Box<dyn Read>);
             let headers = reader.byte_headers().map_err(|e| Error::Input(format!("{name}: cannot read the CSV header ({e})")))?.clone();
-            since_record.set(0);
+            counters.since_record.set(0);
             let find = |col: &str| -> Result<usize> {
                 headers.iter().position(|h| h == col.as_bytes()).ok_or_else(|| {
                     let names: Vec<String> = headers.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect();
@@ -310,17 +303,11 @@ impl DocumentReader {
         } else {
             Source::Stream(buffered)
         };
-        Ok(DocumentReader::new(name, format, opts, source, consumed, since_record, quotes, total))
+        Ok(DocumentReader::new(name, format, opts, source, counters, total))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn new(name: String, format: Format, opts: &InputOptions, source: Source, consumed: Rc<Cell<u64>>, since_record: Rc<Cell<u64>>, quotes: Rc<Cell<QuoteState>>, total: Option<u64>) -> Self {
-        DocumentReader { name, format, opts: opts.clone(), source, line: 0, produced: 0, skipped: 0, messages: Vec::new(), consumed, since_record, quotes, total }
-    }
-
-    /// What the input is called in messages.
-    pub fn name(&self) -> &str {
-        &self.name
+    fn new(name: String, format: Format, opts: &InputOptions, source: Source, counters: Rc<Counters>, total: Option<u64>) -> Self {
+        DocumentReader { name, format, opts: opts.clone(), source, line: 0, produced: 0, skipped: 0, messages: Vec::new(), counters, total }
     }
 
     /// Messages about skipped documents and ignored entries since the last call.
@@ -330,12 +317,7 @@ impl DocumentReader {
 
     /// How far through the input, when its size is known (0 to 1).
     pub fn fraction_read(&self) -> Option<f64> {
-        self.total.filter(|&t| t > 0).map(|t| (self.consumed.get() as f64 / t as f64).min(1.0))
-    }
-
-    /// Documents read so far.
-    pub fn documents_read(&self) -> usize {
-        self.produced
+        self.total.filter(|&t| t > 0).map(|t| (self.counters.consumed.get() as f64 / t as f64).min(1.0))
     }
 
     /// The next documents, up to `max_docs` of them and about `max_bytes` of text (a document is
@@ -462,7 +444,7 @@ impl DocumentReader {
             },
             Source::Csv { reader, text_idx, id_idx, row } => {
                 let mut record = csv::ByteRecord::new();
-                self.since_record.set(0);
+                self.counters.since_record.set(0);
                 let more = match reader.read_byte_record(&mut record) {
                     Ok(more) => more,
                     Err(e) => {
@@ -480,7 +462,7 @@ impl DocumentReader {
                     }
                 };
                 if !more {
-                    let q = self.quotes.get();
+                    let q = self.counters.quotes.get();
                     if q.unterminated() {
                         return Err(Error::Input(format!(
                             "{name}:{}: a quoted field opens here and is never closed: the rest of the file would be read as one field (close the quote, or double a quote inside a field as \"\")",
@@ -596,8 +578,7 @@ fn field_list(obj: &serde_json::Map<String, serde_json::Value>) -> String {
 }
 
 /// The `.txt` entries of a directory, sorted, and a message about what else is there.
-fn list_dir(dir: &Path, opts: &InputOptions) -> Result<(VecDeque<PathBuf>, Vec<String>)> {
-    let _ = opts;
+fn list_dir(dir: &Path) -> Result<(VecDeque<PathBuf>, Vec<String>)> {
     let shown = dir.display().to_string();
     let mut files = Vec::new();
     let mut ignored = 0usize;
@@ -652,11 +633,6 @@ pub fn same_file(path: &Path, other: &Path) -> bool {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
-}
-
-/// The entry kind of a path, for messages ("a named pipe (FIFO)").
-pub fn describe_entry(path: &Path) -> Option<&'static str> {
-    std::fs::symlink_metadata(path).ok().map(|m| kind_of(&m))
 }
 
 #[cfg(test)]

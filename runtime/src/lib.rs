@@ -14,7 +14,6 @@ pub mod deid;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod folder;
 mod error;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod files;
 pub mod init;
 #[cfg(not(target_arch = "wasm32"))]

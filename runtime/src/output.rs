@@ -235,8 +235,8 @@ impl Sink {
             Sink::File(f) => f.target.display().to_string(),
         }
     }
-    /// One JSON value as a line.
-    pub fn line(&mut self, value: &serde_json::Value) -> Result<()> {
+    /// One line (a JSON value, a row of text); a write error names the output.
+    pub fn line(&mut self, value: impl std::fmt::Display) -> Result<()> {
         writeln!(self, "{value}").map_err(|e| Error::Io { path: self.name(), source: e })
     }
     pub fn finish(self) -> Result<()> {
@@ -341,7 +341,7 @@ impl EmbeddingWriter {
         match &mut self.0 {
             Writer::Jsonl(sink) => {
                 for (id, e) in ids.iter().zip(embeddings) {
-                    sink.line(&serde_json::json!({"id": id, "embedding": e}))?;
+                    sink.line(serde_json::json!({"id": id, "embedding": e}))?;
                 }
                 Ok(())
             }
@@ -403,13 +403,6 @@ impl EmbeddingWriter {
             }
         }
     }
-}
-
-/// Write embeddings [N, H] at once (see [`EmbeddingWriter`]).
-pub fn write_embeddings(path: Option<&Path>, ids: &[String], embeddings: &[Vec<f32>], metadata: &[(&str, String)]) -> Result<()> {
-    let mut w = EmbeddingWriter::create(path, metadata)?;
-    w.write(ids, embeddings)?;
-    w.finish()
 }
 
 #[cfg(test)]

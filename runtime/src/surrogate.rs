@@ -306,9 +306,8 @@ impl Surrogates {
             // A ZIP code, a room number.
             return self.different(original, |rng| format_preserving(original, rng), &["LOCATION", "number"]);
         }
-        if let Some((abbr, _)) = STATES.iter().find(|(a, n)| *a == original || n.eq_ignore_ascii_case(original)) {
+        if STATES.iter().any(|(a, n)| *a == original || n.eq_ignore_ascii_case(original)) {
             let full = original.len() > 2;
-            let _ = abbr;
             return self.different(original, |rng| {
                 let (a, n) = STATES[rng.next_u64() as usize % STATES.len()];
                 if full { keep_case(original, n) } else { a.to_string() }
@@ -493,7 +492,6 @@ impl ParsedDate {
                 pieces.push(Piece::Literal(String::new()));
             } else if t.chars().all(char::is_alphabetic) {
                 if let Some(m) = MONTHS.iter().position(|m| m.to_lowercase() == lower || (lower.len() >= 3 && m.to_lowercase().starts_with(&lower) && (lower.len() == 3 || lower == "sept"))) {
-                    let _ = m;
                     pieces.push(Piece::MonthName { short: lower.len() < MONTHS[m].len(), case: case_of(t) });
                     has_month_name = true;
                 } else if let Some(d) = WEEKDAYS.iter().position(|d| d.to_lowercase() == lower || (lower.len() == 3 && d.to_lowercase().starts_with(&lower))) {
@@ -512,8 +510,7 @@ impl ParsedDate {
         }
         // Give the bare numbers their roles.
         let width = |d: &str| if d.len() == 2 && d.starts_with('0') { 2 } else { 1 };
-        let assign = |pieces: &mut Vec<Piece>, idx: usize, p: Piece| pieces[idx] = p;
-        let n: Vec<(usize, String)> = numbers;
+        let n = numbers;
         let value = |d: &str| d.parse::<i64>().unwrap_or(-1);
         let roles: Vec<Piece> = match (n.len(), has_month_name) {
             (0, _) if pieces.iter().any(|p| matches!(p, Piece::MonthName { .. } | Piece::DayOrdinal | Piece::Hour(_))) => vec![],
@@ -549,7 +546,7 @@ impl ParsedDate {
                 let v = value(digits) as i32;
                 year = Some(if w == 2 { if v < 50 { 2000 + v } else { 1900 + v } } else { v });
             }
-            assign(&mut pieces, *idx, role);
+            pieces[*idx] = role;
         }
         if !pieces.iter().any(|p| !matches!(p, Piece::Literal(_))) {
             return None;

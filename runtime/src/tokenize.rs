@@ -95,14 +95,10 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// From the bytes of `tokenizer.json`; `source` names the file in messages.
     pub fn from_bytes(source: &str, bytes: &[u8], names: SpecialNames) -> Result<Self> {
-        let bytes = bytes.strip_prefix(crate::weights::UTF8_BOM).unwrap_or(bytes);
         // The JSON first, whole (UTF-8 in strings, numbers in range): the tokenizers crate panics
         // ("Helper") when its decoder section fails to parse instead of returning an error (found
         // by fuzz/fuzz_targets/tokenizer_json.rs; tests/data/fuzz-regressions).
-        if let Err(e) = std::str::from_utf8(bytes) {
-            let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
-            return Err(Error::tokenizer(source, format!("not UTF-8 text (line {line}, byte {} is not part of a UTF-8 character)", e.valid_up_to())));
-        }
+        let bytes = crate::files::utf8(source, bytes)?.as_bytes();
         drop(serde_json::from_slice::<serde_json::Value>(bytes).map_err(|e| Error::tokenizer(source, format!("not valid JSON ({e})")))?);
         let built = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes))
             .map_err(|_| Error::tokenizer(source, "the tokenizers library failed on this file (it panicked); the file is malformed"))?;
@@ -120,12 +116,7 @@ impl Tokenizer {
         let text = |file: &str| -> Result<Option<String>> {
             match get(file)? {
                 None => Ok(None),
-                Some(mut bytes) => {
-                    if bytes.starts_with(crate::weights::UTF8_BOM) {
-                        bytes.drain(..3);
-                    }
-                    String::from_utf8(bytes).map(Some).map_err(|e| Error::tokenizer(&shown(file), format!("not UTF-8 text (byte {} is not part of a UTF-8 character)", e.utf8_error().valid_up_to())))
-                }
+                Some(bytes) => crate::files::text(&shown(file), bytes).map(Some),
             }
         };
         let mut names = SpecialNames::default();

@@ -425,9 +425,6 @@ impl Checkpoint {
     }
 }
 
-/// The UTF-8 byte-order mark some editors put at the start of a text file.
-pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
-
 /// Refuse a tensor holding NaN or an infinity, naming the first such element.
 pub fn check_finite(file: &str, name: &str, values: &[f32]) -> Result<()> {
     match values.iter().position(|v| !v.is_finite()) {

@@ -109,7 +109,7 @@ pub struct EpochReport {
 
 /// A JSONL file's objects, with their line numbers.
 fn jsonl(path: &Path) -> Result<Vec<(usize, serde_json::Value)>> {
-    let text = runtime::files::read_limited(path, 1 << 34, "a training file").and_then(|b| runtime::files::text(&path.display().to_string(), b))?;
+    let text = crate::data::read_text(path)?;
     let name = path.display().to_string();
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {

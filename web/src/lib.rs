@@ -85,7 +85,7 @@ impl DeidModel {
     pub async fn load(files: js_sys::Map, device: String) -> Result<DeidModel, JsError> {
         let file = |name: &str| -> Option<Vec<u8>> { files.get(&JsValue::from_str(name)).dyn_into::<js_sys::Uint8Array>().ok().map(|a| a.to_vec()) };
         let need = |name: &str| file(name).ok_or_else(|| JsError::new(&format!("the model folder has no {name}")));
-        let text = |name: &str, bytes: Vec<u8>| String::from_utf8(bytes).map_err(|_| JsError::new(&format!("{name}: not UTF-8 text")));
+        let text = |name: &str, bytes: Vec<u8>| runtime::files::text(name, bytes).map_err(js_err);
         let config = ModelConfig::from_json("config.json", &text("config.json", need("config.json")?)?).map_err(js_err)?;
         let tokenizer = Tokenizer::from_files("", &|name: &str| Ok(file(name))).map_err(js_err)?;
         tokenizer.check_config(&config).map_err(js_err)?;

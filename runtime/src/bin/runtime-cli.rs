@@ -544,13 +544,11 @@ fn fill_mask<B: Backend>(be: &B, text: &str, model: &ModelArgs, top_k: usize, js
                 .iter()
                 .map(|c| serde_json::json!({"token": c.token_id, "token_str": c.token.trim(), "piece": loaded.tokenizer().ok().and_then(|t| t.token(c.token_id)), "score": c.score}))
                 .collect();
-            out.line(&serde_json::json!({"mask": k, "offset": p.char_offset, "predictions": candidates}))?;
+            out.line(serde_json::json!({"mask": k, "offset": p.char_offset, "predictions": candidates}))?;
         } else {
-            use std::io::Write;
-            let write = |out: &mut Sink, line: String| writeln!(out, "{line}").map_err(|e| Failure(format!("<stdout>: {e}")));
-            write(&mut out, format!("{mask} #{} at character {}:", k + 1, p.char_offset))?;
+            out.line(format!("{mask} #{} at character {}:", k + 1, p.char_offset))?;
             for c in &p.candidates {
-                write(&mut out, format!("  {:>8.4}  {:?}", c.score, shown_token(loaded.tokenizer()?, c)))?;
+                out.line(format!("  {:>8.4}  {:?}", c.score, shown_token(loaded.tokenizer()?, c)))?;
             }
         }
     }
@@ -582,7 +580,7 @@ fn deid<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &BatchA
     let mut reader = open_input(input, output)?;
     let loaded = load(be, &dir)?;
     loaded.require_head("deid", Architecture::TokenClassification)?;
-    let scheme = LabelScheme::from_labels(&loaded.folder.config.source().to_string(), loaded.model.labels())?;
+    let scheme = LabelScheme::from_labels(loaded.folder.config.source(), loaded.model.labels())?;
     let engine = loaded.engine(be, batch)?;
     let mut sink = Sink::open(output)?;
     let mut bar = ProgressBar::new("de-identified");
@@ -592,7 +590,7 @@ fn deid<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &BatchA
         for ((doc, enc), p) in docs.iter().zip(encs).zip(&probs) {
             let (spans, redacted) = deidentify(&doc.text, enc, p, &scheme, threshold, surrogates.as_ref());
             n_spans += spans.len();
-            sink.line(&serde_json::json!({"id": doc.id, "spans": spans.iter().map(Span::to_json).collect::<Vec<_>>(), "redacted": redacted}))?;
+            sink.line(serde_json::json!({"id": doc.id, "spans": spans.iter().map(Span::to_json).collect::<Vec<_>>(), "redacted": redacted}))?;
         }
         Ok(())
     })?;
@@ -632,7 +630,7 @@ fn classify<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &Ba
                 let scores: serde_json::Map<String, serde_json::Value> = labels.iter().zip(&probs).map(|(n, p)| (n.clone(), serde_json::json!(p))).collect();
                 serde_json::json!({"id": doc.id, "label": labels[best], "score": probs[best], "scores": scores})
             };
-            sink.line(&line)?;
+            sink.line(line)?;
         }
         Ok(())
     })?;
@@ -781,7 +779,7 @@ fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, batch:
     if seq > c.context() {
         return Err(Failure(format!("--seq {seq} exceeds the model's context of {} tokens (max_position_embeddings in {})", c.context(), c.source())));
     }
-    c.ensure_fits()?;
+    // (The weights' memory is checked by the load below, before it allocates.)
     let tokens = (batch * seq) as u128;
     runtime::memory::ensure_fits(
         &format!("--batch {batch} --seq {seq} ({tokens} tokens in one forward pass)"),

@@ -5,6 +5,7 @@
 
 use kernels::tolerance::{parity_with_activations, Parity};
 use kernels::{testing, Backend};
+use runtime::Encoder;
 use runtime::check::{check, load_for_check, CheckReport};
 use runtime::folder::ModelFolder;
 use runtime::weights::{serialize_f32, Checkpoint};

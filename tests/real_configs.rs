@@ -5,6 +5,7 @@
 
 use kernels::tolerance::{cosine, BACKEND_COSINE_F32, BF16_EMBEDDING_COSINE};
 use kernels::{testing, Backend};
+use runtime::Encoder;
 use runtime::config::{Architecture, Pooling};
 use runtime::init::random_checkpoint;
 use runtime::weights::Checkpoint;

@@ -53,7 +53,7 @@ pub struct DeviceInfo {
 /// Shapes: `x` [N, K] means N rows of K features. `w` weights follow PyTorch's `nn.Linear`
 /// convention [out, in]. Index vectors (`Ids`) hold `u32`.
 #[allow(async_fn_in_trait)]
-pub trait Backend {
+pub trait Backend: 'static {
     /// A float tensor on the device (stored f32; arithmetic f32).
     type Tensor: Clone;
     /// A `u32` vector on the device: token ids, row indices, labels.
@@ -62,6 +62,11 @@ pub trait Backend {
     type Seqs;
 
     fn device_info(&self) -> DeviceInfo;
+    /// How many values of `dtype` one kernel argument can bind (unbounded on the CPU): a tensor
+    /// larger than that is processed in row chunks.
+    fn max_binding_elements(&self, dtype: DType) -> usize {
+        self.device_info().max_binding_bytes / dtype.size()
+    }
     /// How `upload_weight` stores parameters (activations: `activation_dtype`).
     fn dtype(&self) -> DType {
         DType::F32

@@ -142,39 +142,151 @@ pub fn parity_with_activations(weights: DType, activations: DType) -> Parity {
     }
 }
 
-/// The result of comparing two arrays: where the worst element is, and how bad.
+/// How an array differs from its reference, in every measure the project judges by: the largest
+/// absolute error, the largest error scaled by max(1, |reference|) (`ErrorScale::AboveOne`), the
+/// reference's own largest magnitude (the scale of relative criteria), the mean, where the worst
+/// element is, and how many elements an element-wise tolerance refuses. The one comparison of the
+/// kernel tests (`assert_close`), the runtime's parity check and the trainer's.
 #[derive(Clone, Debug)]
 pub struct Comparison {
+    /// Elements compared.
+    pub len: usize,
     pub max_abs: f32,
     pub mean_abs: f32,
+    /// max |Δ| / max(1, |reference|).
+    pub max_scaled: f32,
+    /// max |reference|.
+    pub max_reference: f32,
     pub worst_index: usize,
     pub actual: f32,
     pub expected: f32,
-    /// Elements outside the tolerance.
+    /// Elements outside the tolerance given to `compare` (none for `measure`).
     pub failures: usize,
 }
 
-/// Compare element-wise; NaN anywhere counts as a failure at that index.
+impl Comparison {
+    /// The error as `scale` measures it.
+    pub fn err(&self, scale: ErrorScale) -> f32 {
+        match scale {
+            ErrorScale::Absolute => self.max_abs,
+            ErrorScale::AboveOne => self.max_scaled,
+        }
+    }
+    /// max |Δ| / max |reference| (max |Δ| for a reference of zeros).
+    pub fn relative(&self) -> f32 {
+        if self.max_reference > 0.0 {
+            self.max_abs / self.max_reference
+        } else {
+            self.max_abs
+        }
+    }
+    /// Fold in the comparison of the next block of the same tensor.
+    pub fn merge(&mut self, next: &Comparison) {
+        let len = self.len + next.len;
+        if len > 0 {
+            self.mean_abs = ((self.mean_abs as f64 * self.len as f64 + next.mean_abs as f64 * next.len as f64) / len as f64) as f32;
+        }
+        if next.max_abs > self.max_abs || self.len == 0 {
+            (self.max_abs, self.worst_index, self.actual, self.expected) = (next.max_abs, self.len + next.worst_index, next.actual, next.expected);
+        }
+        self.max_scaled = self.max_scaled.max(next.max_scaled);
+        self.max_reference = self.max_reference.max(next.max_reference);
+        self.failures += next.failures;
+        self.len = len;
+    }
+}
+
+/// Compare element-wise against an element-wise tolerance; NaN anywhere counts as an infinite
+/// error at that index, and arrays of different lengths as an infinite error.
 pub fn compare(actual: &[f32], expected: &[f32], tol: Tolerance) -> Comparison {
-    assert_eq!(actual.len(), expected.len(), "compare: lengths differ");
-    let mut c = Comparison { max_abs: 0.0, mean_abs: 0.0, worst_index: 0, actual: 0.0, expected: 0.0, failures: 0 };
+    comparison(actual, expected, Some(tol))
+}
+
+/// Compare element-wise, judged later by a criterion of the whole tensor.
+pub fn measure(actual: &[f32], expected: &[f32]) -> Comparison {
+    comparison(actual, expected, None)
+}
+
+fn comparison(actual: &[f32], expected: &[f32], tol: Option<Tolerance>) -> Comparison {
+    let mut c = Comparison { len: actual.len(), max_abs: 0.0, mean_abs: 0.0, max_scaled: 0.0, max_reference: 0.0, worst_index: 0, actual: 0.0, expected: 0.0, failures: 0 };
+    if actual.len() != expected.len() {
+        c.max_abs = f32::INFINITY;
+        c.max_scaled = f32::INFINITY;
+        c.failures = actual.len().max(expected.len());
+        return c;
+    }
     let mut sum = 0f64;
     for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
-        let d = (a - e).abs();
-        let d = if d.is_nan() { f32::INFINITY } else { d };
+        let d = ErrorScale::Absolute.error(a, e);
         sum += d as f64;
-        if d > tol.atol + tol.rtol * e.abs() {
+        if tol.is_some_and(|t| d > t.atol + t.rtol * e.abs()) {
             c.failures += 1;
         }
         if d > c.max_abs || i == 0 {
-            c.max_abs = d;
-            c.worst_index = i;
-            c.actual = a;
-            c.expected = e;
+            (c.max_abs, c.worst_index, c.actual, c.expected) = (d, i, a, e);
         }
+        c.max_scaled = c.max_scaled.max(ErrorScale::AboveOne.error(a, e));
+        c.max_reference = c.max_reference.max(e.abs());
     }
     c.mean_abs = if actual.is_empty() { 0.0 } else { (sum / actual.len() as f64) as f32 };
     c
+}
+
+/// How one tensor of a whole-model check is judged.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Criterion {
+    /// max |Δ| ≤ tol · max |reference|.
+    Relative(f32),
+    /// max |Δ| ≤ tol.
+    Absolute(f32),
+    /// The AdamW trajectory's final parameters over all values together: max |Δ| ≤ 5e-4 here,
+    /// and p99.9 |Δ| ≤ 5e-6 where the trajectory is replayed (AdamW's first full-lr step
+    /// amplifies gradient rounding up to lr/eps).
+    AdamWFinal,
+}
+
+impl Criterion {
+    pub fn holds(self, c: &Comparison) -> bool {
+        match self {
+            Criterion::Relative(t) => c.max_abs <= t * c.max_reference,
+            Criterion::Absolute(t) => c.max_abs <= t,
+            Criterion::AdamWFinal => c.max_abs <= 5e-4,
+        }
+    }
+    pub fn describe(self) -> String {
+        match self {
+            Criterion::Relative(t) => format!("rel ≤ {t:e}"),
+            Criterion::Absolute(t) => format!("abs ≤ {t:e}"),
+            Criterion::AdamWFinal => "p99.9 ≤ 5e-6, max ≤ 5e-4".to_string(),
+        }
+    }
+}
+
+/// One compared tensor of a report (the runtime's parity check, the trainer's): its name, the
+/// shape compared, how it differs, and, where it is judged on its own, its criterion and verdict.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub diff: Comparison,
+    pub criterion: Option<Criterion>,
+    pub ok: bool,
+}
+
+impl Row {
+    /// A row judged with the rest of its report (by a `Parity`).
+    pub fn new(name: impl Into<String>, shape: Vec<usize>, actual: &[f32], expected: &[f32]) -> Self {
+        Row { name: name.into(), shape, diff: measure(actual, expected), criterion: None, ok: true }
+    }
+    /// Its error as `scale` measures it.
+    pub fn err(&self, scale: ErrorScale) -> f32 {
+        self.diff.err(scale)
+    }
+    /// A row judged on its own.
+    pub fn judged(name: impl Into<String>, shape: Vec<usize>, actual: &[f32], expected: &[f32], criterion: Criterion) -> Self {
+        let diff = measure(actual, expected);
+        Row { name: name.into(), shape, ok: criterion.holds(&diff), diff, criterion: Some(criterion) }
+    }
 }
 
 /// Cosine similarity in f64.
@@ -222,3 +334,29 @@ pub const FINITE_DIFFERENCE_REL: f64 = 2e-3;
 /// Gradients of the whole model against transformers' (fixtures): per tensor,
 /// max |Δ| ≤ 1e-4 · max |reference| (the fixtures' float32-vs-float64 noise floor is 7.4e-6).
 pub const GRAD_REL_F32: f32 = 1e-4;
+
+/// The trainer's check against transformers' training fixtures (fixtures-training/README.md §8;
+/// fixtures/README.md), tensor by tensor.
+pub mod training {
+    use super::Criterion;
+    /// Gradients of the whole model: max |Δ| ≤ 1e-4 · max |reference|.
+    pub const GRAD: Criterion = Criterion::Relative(super::GRAD_REL_F32);
+    pub const ADAMW_ONE_STEP: Criterion = Criterion::Absolute(1e-6);
+    pub const LOSS: Criterion = Criterion::Absolute(5e-5);
+    pub const SMALL_LOSS: Criterion = Criterion::Absolute(1e-5);
+    pub const STABLE_FINAL: Criterion = Criterion::Absolute(2e-5);
+    pub const OPTIM_UNIT: Criterion = Criterion::Absolute(2e-6);
+    pub const RMS: Criterion = Criterion::Absolute(1e-5);
+    /// The trajectory's RMS, in a closed loop: our own gradients feed it. At step t = 1, v̂ = g²
+    /// and RMS = sqrt(mean(min(1, g²/ε²))) counts the entries with |g| < ε = 1e-6, so one entry
+    /// of 3.1e-7 (layers.1.attn.Wo has one among 2,304; the tensor's largest is 0.25) moving by
+    /// 1e-7 — a 4e-7 relative gradient difference, far inside float32 noise — moves RMS by 3e-5.
+    /// The README's 1e-5 was measured with the recorded gradients; with them (the optimizer unit
+    /// test) RMS is held to 1e-5 above. Losses and final parameters keep their 5e-5 / 2e-5.
+    pub const TRAJECTORY_RMS: Criterion = Criterion::Absolute(1e-4);
+    pub const LR: Criterion = Criterion::Absolute(1e-10);
+    /// A gradient that is 0 analytically (BERT's key bias): only float32 noise on either side.
+    pub const NOISE_ONLY: Criterion = Criterion::Absolute(1e-6);
+    /// The AdamW trajectory's final parameters: the 99.9th percentile of |Δ| over all values.
+    pub const ADAMW_FINAL_P999: f32 = 5e-6;
+}

@@ -2,48 +2,13 @@
 //! `tests/fixtures/reference.safetensors` (made by transformers) and compare every tensor the
 //! model can produce, on real (non-pad) tokens only.
 
-use kernels::tolerance::ErrorScale;
+use kernels::tolerance::{measure, ErrorScale, Row as CheckRow};
 use kernels::Backend;
 
-use crate::bert::Bert;
 use crate::config::{LayerType, ModelConfig, Pooling};
-use crate::model::{mean_cross_entropy, Batch, Model, ModernBert, Trace};
+use crate::model::{mean_cross_entropy, Batch, Bert, Encoder, Model, ModernBert, Tape};
 use crate::weights::{Checkpoint, Overlay};
 use crate::{Error, Result};
-
-/// One compared tensor.
-#[derive(Clone, Debug)]
-pub struct CheckRow {
-    pub name: String,
-    /// Shape of what was compared (real tokens only): [T, X], [B, X] or [1].
-    pub shape: Vec<usize>,
-    pub max_abs_err: f32,
-    /// max |Δ| / max(1, |reference|) (`ErrorScale::AboveOne`).
-    pub max_scaled_err: f32,
-}
-
-impl CheckRow {
-    /// Compare ours with the reference element-wise.
-    fn new(name: impl Into<String>, shape: Vec<usize>, ours: &[f32], theirs: &[f32]) -> Self {
-        let mut row = CheckRow { name: name.into(), shape, max_abs_err: 0.0, max_scaled_err: 0.0 };
-        row.merge(ours, theirs);
-        row
-    }
-    /// Fold in another block of the same tensor.
-    fn merge(&mut self, ours: &[f32], theirs: &[f32]) {
-        for (&a, &e) in ours.iter().zip(theirs) {
-            self.max_abs_err = self.max_abs_err.max(ErrorScale::Absolute.error(a, e));
-            self.max_scaled_err = self.max_scaled_err.max(ErrorScale::AboveOne.error(a, e));
-        }
-    }
-    /// The error as `scale` measures it.
-    pub fn err(&self, scale: ErrorScale) -> f32 {
-        match scale {
-            ErrorScale::Absolute => self.max_abs_err,
-            ErrorScale::AboveOne => self.max_scaled_err,
-        }
-    }
-}
 
 /// The outcome of a check.
 #[derive(Clone, Debug, Default)]
@@ -60,7 +25,7 @@ impl CheckReport {
     }
     /// The largest error as `scale` measures it (infinite if any row is NaN).
     pub fn max_err(&self, scale: ErrorScale) -> f32 {
-        self.rows.iter().map(|r| r.err(scale)).map(|e| if e.is_nan() { f32::INFINITY } else { e }).fold(0.0, f32::max)
+        self.rows.iter().map(|r| r.diff.err(scale)).map(|e| if e.is_nan() { f32::INFINITY } else { e }).fold(0.0, f32::max)
     }
     /// Human-readable table; the last line is `max_abs_err=<v> compared=<n>`.
     pub fn render(&self) -> String {
@@ -68,7 +33,7 @@ impl CheckReport {
         let w = self.rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(6);
         s.push_str(&format!("{:<w$}  {:<14}  {:<11}  {}\n", "tensor", "shape", "max_abs_err", "max_err/max(1,|ref|)"));
         for r in &self.rows {
-            s.push_str(&format!("{:<w$}  {:<14}  {:<11.3e}  {:.3e}\n", r.name, format!("{:?}", r.shape), r.max_abs_err, r.max_scaled_err));
+            s.push_str(&format!("{:<w$}  {:<14}  {:<11.3e}  {:.3e}\n", r.name, format!("{:?}", r.shape), r.diff.max_abs, r.diff.max_scaled));
         }
         // Skipped tensors, one line per reason.
         let mut reasons: Vec<&str> = self.skipped.iter().map(|(_, why)| why.as_str()).collect();
@@ -304,7 +269,7 @@ async fn mlm_logits_row<B: Backend>(
         let end = (start + rows_per_block).min(t_real);
         let rows: Vec<u32> = (start as u32..end as u32).collect();
         let ours = be.read(&head(&be.gather_rows(hidden, &be.upload_ids(&rows)?)?)?).await?;
-        row.merge(&ours, &theirs[start * v..end * v]);
+        row.diff.merge(&measure(&ours, &theirs[start * v..end * v]));
     }
     Ok(row)
 }
@@ -334,9 +299,9 @@ async fn check_bert<B: Backend>(be: &B, bert: &Bert<B>, reference: &Checkpoint) 
         let seqs: Vec<&[u32]> = inp.sequences.iter().map(Vec::as_slice).collect();
         let types: Vec<&[u32]> = inp.types.iter().map(Vec::as_slice).collect();
         let batch: Batch<B> = bert.batch(be, &seqs, Some(&types))?;
-        let mut trace: Trace<B> = Vec::new();
-        let hidden = bert.encode(be, &batch, Some(&mut trace))?;
-        for (name, tensor) in &trace {
+        let mut tape = Tape::trace();
+        let hidden = bert.encode(be, &batch, Some(&mut tape))?;
+        for (name, tensor) in tape.trace.iter().flatten() {
             let name = format!("{prefix}{name}");
             if reference.contains(&name) {
                 let theirs = real_rows(reference, &name, &inp, h)?;
@@ -375,7 +340,7 @@ async fn check_bert<B: Backend>(be: &B, bert: &Bert<B>, reference: &Checkpoint) 
             }
             let name = format!("{prefix}seqcls_logits");
             if bert.pooler.is_some() && reference.contains(&name) {
-                let logits = bert.sequence_logits(be, &hidden, &batch)?;
+                let logits = bert.sequence_logits(be, &hidden, &batch, None)?;
                 report.rows.push(per_sequence_row(be, &logits, reference, &name, b, c).await?);
                 let loss_name = format!("{prefix}seqcls_loss");
                 if prefix.is_empty() && reference.contains(&loss_name) && reference.contains("seqcls_labels") {
@@ -393,13 +358,13 @@ async fn check_modernbert<B: Backend>(be: &B, model: &ModernBert<B>, reference: 
     let inp = inputs(reference, "")?;
     let seqs: Vec<&[u32]> = inp.sequences.iter().map(|s| s.as_slice()).collect();
     let batch = model.batch(be, &seqs)?;
-    let mut trace: Trace<B> = Vec::new();
-    let hidden = model.encode(be, &batch, Some(&mut trace))?;
+    let mut tape = Tape::trace();
+    let hidden = model.encode(be, &batch, Some(&mut tape))?;
     let h = model.config.hidden_size;
     let mut report = CheckReport::default();
     let t_real = inp.flat.len();
 
-    for (name, tensor) in &trace {
+    for (name, tensor) in tape.trace.iter().flatten() {
         if !reference.contains(name) {
             continue;
         }
@@ -410,7 +375,7 @@ async fn check_modernbert<B: Backend>(be: &B, model: &ModernBert<B>, reference: 
 
     // RoPE tables: transformers stores cos/sin [S, hd] (the half table twice); ours is [P, hd/2].
     for (kind, tag) in [(LayerType::Full, "full_attention"), (LayerType::Sliding, "sliding_attention")] {
-        let table = model.rope_table(kind);
+        let (table, _) = model.ropes.of(kind);
         for (ours, name) in [(&table.cos, format!("rope_cos_{tag}")), (&table.sin, format!("rope_sin_{tag}"))] {
             let Some(t) = reference.get(&name) else { continue };
             let hd = model.config.head_dim();
@@ -434,7 +399,7 @@ async fn check_modernbert<B: Backend>(be: &B, model: &ModernBert<B>, reference: 
             let (rows, labels) = labelled(reference, "mlm_labels", &inp)?;
             // Sparse prediction: the head runs on the labelled rows only.
             let logits = model.mlm_logits(be, &be.gather_rows(&hidden, &be.upload_ids(&rows)?)?)?;
-            let loss = model.mean_cross_entropy(be, &logits, &labels).await?;
+            let loss = mean_cross_entropy(be, &logits, &labels).await?;
             report.rows.push(loss_row(reference, "mlm_loss", loss)?);
         }
     }
@@ -450,7 +415,7 @@ async fn check_modernbert<B: Backend>(be: &B, model: &ModernBert<B>, reference: 
         if reference.contains("tokcls_loss") && reference.contains("tokcls_labels") {
             let (rows, labels) = labelled(reference, "tokcls_labels", &inp)?;
             let logits = model.token_logits(be, &be.gather_rows(&hidden, &be.upload_ids(&rows)?)?)?;
-            let loss = model.mean_cross_entropy(be, &logits, &labels).await?;
+            let loss = mean_cross_entropy(be, &logits, &labels).await?;
             report.rows.push(loss_row(reference, "tokcls_loss", loss)?);
         }
         for (pooling, tag) in [(Pooling::Cls, "cls"), (Pooling::Mean, "mean")] {
@@ -459,7 +424,7 @@ async fn check_modernbert<B: Backend>(be: &B, model: &ModernBert<B>, reference: 
             if !reference.contains(&logits_name) && !reference.contains(&loss_name) {
                 continue;
             }
-            let logits = model.sequence_logits(be, &hidden, &batch, pooling)?;
+            let logits = model.sequence_logits(be, &hidden, &batch, Some(pooling))?;
             if reference.contains(&logits_name) {
                 let t = reference.require(&logits_name)?;
                 let expected = [inp.sequences.len(), c];

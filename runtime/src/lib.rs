@@ -4,31 +4,23 @@
 //! are built: the fuzz targets of `fuzz/` use that.
 
 pub mod args;
-#[cfg(feature = "compute")]
-pub mod bert;
 pub mod bundled;
 #[cfg(feature = "compute")]
 pub mod check;
 pub mod config;
 pub mod deid;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod folder;
 mod error;
 pub mod files;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod folder;
 pub mod init;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod input;
 pub mod memory;
 #[cfg(feature = "compute")]
 pub mod model;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod output;
 #[cfg(feature = "compute")]
 pub mod pipeline;
-#[cfg(all(feature = "compute", not(target_arch = "wasm32")))]
-pub mod progress;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod serve;
 pub mod surrogate;
 pub mod tokenize;
 pub mod tokenize_files;
@@ -38,6 +30,4 @@ pub mod weights;
 pub use config::{BertConfig, ModelConfig, ModernBertConfig};
 pub use error::{Error, Result};
 #[cfg(feature = "compute")]
-pub use model::{Model, ModernBert};
-#[cfg(feature = "compute")]
-pub use bert::Bert;
+pub use model::{Bert, Encoder, Model, ModernBert};

@@ -11,10 +11,10 @@ use kernels::Backend;
 use runtime::weights::{serialize_f32, Checkpoint};
 use serde::{Deserialize, Serialize};
 
-use crate::backward::Parameters;
 use crate::data::{write_atomic, LoaderState};
 use crate::optim::{Moments, Optimizer};
 use crate::{Error, Result};
+use runtime::model::Encoder;
 
 fn io(path: &Path, e: std::io::Error) -> Error {
     Error::Io { path: path.display().to_string(), source: e }
@@ -41,7 +41,7 @@ pub const TOKENIZER_FILES: [&str; 6] = ["tokenizer.json", "tokenizer_config.json
 
 /// The model's parameters, read back, in checkpoint order and under transformers' names (BERT's
 /// fused q|k|v split back into query, key and value).
-pub fn parameters<B: Backend>(be: &B, model: &mut impl Parameters<B>) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+pub fn parameters<B: Backend>(be: &B, model: &mut dyn Encoder<B>) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
     read_named(be, model.parameters_mut().into_iter().map(|(name, t)| (name, &*t)))
 }
 
@@ -52,7 +52,7 @@ pub fn read_named<'t, B: Backend + 't>(be: &B, named: impl IntoIterator<Item = (
     for (name, t) in named {
         out.push((name, be.shape(t).to_vec(), kernels::block_on(be.read(t))?));
     }
-    Ok(crate::bert::unfuse(out))
+    Ok(unfuse(out))
 }
 
 /// Write a checkpoint folder `dir`: the model as a Hugging Face folder (config text as given,
@@ -62,7 +62,7 @@ pub fn save<B: Backend>(
     dir: &Path,
     config_json: &str,
     tokenizer_dir: Option<&Path>,
-    model: &mut impl Parameters<B>,
+    model: &mut dyn Encoder<B>,
     optimizer: Option<&Optimizer<B>>,
     state: Option<&TrainerState>,
 ) -> Result<()> {
@@ -166,7 +166,9 @@ pub fn latest(root: &Path) -> Result<Option<PathBuf>> {
     let mut best: Option<(u64, PathBuf)> = None;
     for e in std::fs::read_dir(root).map_err(|e| io(root, e))? {
         let p = e.map_err(|e| io(root, e))?.path();
-        let Some(n) = p.file_name().and_then(|f| f.to_str()).and_then(|f| f.strip_prefix("step-")).and_then(|s| s.parse::<u64>().ok()) else { continue };
+        let Some(n) = p.file_name().and_then(|f| f.to_str()).and_then(|f| f.strip_prefix("step-")).and_then(|s| s.parse::<u64>().ok()) else {
+            continue;
+        };
         if p.join("trainer_state.json").exists() && best.as_ref().is_none_or(|(b, _)| n > *b) {
             best = Some((n, p));
         }
@@ -208,4 +210,57 @@ pub fn export(src: &Path, out: &Path, dtype: runtime::weights::StoredDtype) -> R
     }
     std::fs::rename(&tmp, out).map_err(|e| io(out, e))?;
     Ok(bytes.len() as u64)
+}
+
+/// Named tensors (parameters, gradients, optimizer moments) with the fused
+/// `….attention.self.qkv.{weight,bias}` split into transformers' `query`, `key` and `value`
+/// (row blocks of H); everything else unchanged and in order.
+pub fn unfuse(tensors: Vec<(String, Vec<usize>, Vec<f32>)>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut out = Vec::with_capacity(tensors.len() + tensors.len() / 4);
+    for (name, shape, values) in tensors {
+        let Some((stem, kind)) = name.rsplit_once('.').and_then(|(s, k)| Some((s.strip_suffix(".attention.self.qkv")?, k))) else {
+            out.push((name, shape, values));
+            continue;
+        };
+        let rows = shape[0] / 3;
+        let per = values.len() / 3;
+        let mut part_shape = shape.clone();
+        part_shape[0] = rows;
+        for (j, part) in ["query", "key", "value"].into_iter().enumerate() {
+            out.push((format!("{stem}.attention.self.{part}.{kind}"), part_shape.clone(), values[j * per..(j + 1) * per].to_vec()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unfuse;
+
+    #[test]
+    fn unfuse_splits_qkv_rows_and_keeps_the_rest() {
+        let w: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let out = unfuse(vec![
+            ("bert.encoder.layer.0.attention.self.qkv.weight".into(), vec![6, 2], w),
+            ("bert.encoder.layer.0.attention.self.qkv.bias".into(), vec![6], vec![0., 1., 2., 3., 4., 5.]),
+            ("classifier.bias".into(), vec![2], vec![7., 8.]),
+        ]);
+        let names: Vec<&str> = out.iter().map(|t| t.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "bert.encoder.layer.0.attention.self.query.weight",
+                "bert.encoder.layer.0.attention.self.key.weight",
+                "bert.encoder.layer.0.attention.self.value.weight",
+                "bert.encoder.layer.0.attention.self.query.bias",
+                "bert.encoder.layer.0.attention.self.key.bias",
+                "bert.encoder.layer.0.attention.self.value.bias",
+                "classifier.bias"
+            ]
+        );
+        assert_eq!(out[1].1, vec![2, 2]);
+        assert_eq!(out[1].2, vec![4., 5., 6., 7.]);
+        assert_eq!(out[5].2, vec![4., 5.]);
+        assert_eq!(out[6].2, vec![7., 8.]);
+    }
 }

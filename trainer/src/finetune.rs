@@ -20,7 +20,7 @@ use runtime::weights::{Checkpoint, WeightSource};
 use runtime::{Model, ModelConfig};
 use serde::Serialize;
 
-use crate::backward::{forward_backward_model, Grads, Target};
+use crate::backward::{forward_backward, Grads, Target};
 use crate::checkpoint;
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use crate::schedule::Schedule;
@@ -521,10 +521,10 @@ pub fn finetune<B: Backend>(be: &B, o: &FinetuneOptions, mut log: impl FnMut(&Ep
                 Task::SequenceClassification => Target::Sequences { labels: &seq_labels, pooling },
             };
             let mut grads = Grads::default();
-            let out = forward_backward_model(be, &model, &b, &ids, &target, 1.0 / n_items as f32, &mut grads)?;
+            let out = forward_backward(be, &model, &b, &ids, &target, 1.0 / n_items as f32, &mut grads)?;
             loss_sum += out.loss_sum;
             loss_n += n_items;
-            opt.step(be, &mut model, &grads, lr, false)?;
+            opt.step(be, &mut *model, &grads, lr, false)?;
         }
         let mut report = evaluate(be, &model, o.task, &eval, &labels, o.batch_size)?;
         report.epoch = epoch;
@@ -532,7 +532,7 @@ pub fn finetune<B: Backend>(be: &B, o: &FinetuneOptions, mut log: impl FnMut(&Ep
         log(&report);
         if reports.is_empty() || report.f1 > reports[best].f1 {
             best = reports.len();
-            checkpoint::save(be, &o.output, &out_config, Some(&o.model), &mut model, None, None)?;
+            checkpoint::save(be, &o.output, &out_config, Some(&o.model), &mut *model, None, None)?;
         }
         reports.push(report);
     }

@@ -2,7 +2,6 @@
 //! optimizers and schedules, parity checks against transformers' training fixtures.
 
 pub mod backward;
-pub mod bert;
 pub mod check;
 pub mod checkpoint;
 pub mod corpus;

@@ -8,7 +8,9 @@ use kernels::optim::{AdamStep, Rule};
 use kernels::Backend;
 use serde::{Deserialize, Serialize};
 
-use crate::backward::{Grads, Parameters};
+use runtime::model::Encoder;
+
+use crate::backward::Grads;
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,7 +87,7 @@ impl<B: Backend> Optimizer<B> {
 
     /// One update of every parameter that has a gradient, at learning rate `lr`. With
     /// `want_rms`, StableAdamW's per-tensor RMS values are read back.
-    pub fn step(&mut self, be: &B, model: &mut impl Parameters<B>, grads: &Grads<B>, lr: f64, want_rms: bool) -> Result<StepStats> {
+    pub fn step(&mut self, be: &B, model: &mut dyn Encoder<B>, grads: &Grads<B>, lr: f64, want_rms: bool) -> Result<StepStats> {
         let c = self.config.clone();
         // One Σg² per tensor on the device, gathered into one vector: a single read-back.
         let per_tensor = grads.tensors.values().map(|g| be.sum_squares(g)).collect::<kernels::Result<Vec<_>>>()?;

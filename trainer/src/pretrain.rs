@@ -44,6 +44,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use kernels::Backend;
+use runtime::Encoder;
 use runtime::config::Architecture;
 use runtime::folder::ModelFolder;
 use runtime::init::Rng;

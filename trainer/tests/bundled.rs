@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use kernels::{Backend, CpuBackend};
+use runtime::Encoder;
 use runtime::folder::ModelFolder;
 use runtime::tokenize::Tokenizer;
 use runtime::ModernBert;

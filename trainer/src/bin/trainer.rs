@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use kernels::device::{cuda_device, wgpu_device, AdapterChoice};
 use kernels::{Backend, CpuBackend, GpuBackend};
+use runtime::Encoder;
 use runtime::args::{fraction, in_range, non_negative, positive, probability, MAX_THREADS};
 use runtime::weights::Checkpoint;
 

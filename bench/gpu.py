@@ -21,7 +21,7 @@ and prints one table: tokens/s and the ratio ours/PyTorch, peak memory of both, 
 as a share of PyTorch's measured bf16 peak. Without CUDA (this project's CI machines), pass
 --torch-device cpu to smoke-test the harness: the numbers then compare nothing.
 
-The CUDA runtime needs `cargo build --release -p runtime --features cuda`; this script builds it
+The CUDA runtime needs `cargo build --release -p runtime-cli --features cuda`; this script builds it
 when `cuda-*` is asked for (and `nvcc`/the driver are present). No assertion: the table is the
 result.
 """
@@ -108,7 +108,7 @@ def main():
     runtimes = [r for r in a.ours.split(",") if r]
     if not a.no_build:
         features = ["--features", "cuda"] if any(r.startswith("cuda") for r in runtimes) else []
-        subprocess.run(["cargo", "build", "--release", "-p", "runtime", "--bin", "runtime-cli"] + features, cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "-p", "runtime-cli", "--bin", "runtime-cli"] + features, cwd=ROOT, check=True)
     attn = a.attn
     if attn == "auto":
         fa = subprocess.run([sys.executable, "-c", "import flash_attn"], capture_output=True).returncode == 0

@@ -93,7 +93,7 @@ def main():
     p.add_argument("--out", default=None, help="also write the table (markdown) to this file")
     a = p.parse_args()
 
-    subprocess.run(["cargo", "build", "--release", "-p", "runtime", "--bin", "runtime-cli", "-p", "trainer", "--bin", "trainer"],
+    subprocess.run(["cargo", "build", "--release", "-p", "runtime-cli", "--bin", "runtime-cli", "-p", "trainer", "--bin", "trainer"],
                    cwd=ROOT, check=True)
     torch_ok = have_torch()
     if not torch_ok:

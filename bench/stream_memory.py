@@ -64,7 +64,7 @@ def main():
     ap.add_argument("--out", help="also write the table (Markdown) here")
     a = ap.parse_args()
     if not os.path.exists(CLI):
-        subprocess.run(["cargo", "build", "--release", "-p", "runtime", "--bin", "runtime-cli"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "-p", "runtime-cli", "--bin", "runtime-cli"], cwd=ROOT, check=True)
     texts = notes()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

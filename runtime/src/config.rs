@@ -125,11 +125,7 @@ impl ModernBertConfig {
 
     /// Parse `config.json` text; `source` names the file in messages.
     pub fn from_json(source: &str, text: &str) -> Result<Self> {
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let value: Value = serde_json::from_str(text).map_err(|e| Error::config(source, format!("not valid JSON: {e}")))?;
-        let obj = value.as_object().ok_or_else(|| Error::config(source, "expected a JSON object at the top level"))?;
-        let f = Fields { source, obj };
-        parse(&f)
+        parse(&Fields { source, obj: &object(source, text)? })
     }
 
     /// Read and parse `config.json`.
@@ -175,10 +171,7 @@ impl BertConfig {
 
     /// Parse `config.json` text; `source` names the file in messages.
     pub fn from_json(source: &str, text: &str) -> Result<Self> {
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let value: Value = serde_json::from_str(text).map_err(|e| Error::config(source, format!("not valid JSON: {e}")))?;
-        let obj = value.as_object().ok_or_else(|| Error::config(source, "expected a JSON object at the top level"))?;
-        parse_bert(&Fields { source, obj })
+        parse_bert(&Fields { source, obj: &object(source, text)? })
     }
 }
 
@@ -189,13 +182,24 @@ pub enum ModelConfig {
     Bert(BertConfig),
 }
 
+/// Accessors for the fields both families' configs have, each `fn name(&self) -> T` reading
+/// the expression of whichever family's config it is.
+macro_rules! shared_fields {
+    ($($(#[$doc:meta])* $name:ident: $t:ty = |$c:ident| $e:expr;)*) => {
+        $($(#[$doc])* pub fn $name(&self) -> $t {
+            match self {
+                ModelConfig::ModernBert($c) => $e,
+                ModelConfig::Bert($c) => $e,
+            }
+        })*
+    };
+}
+
 impl ModelConfig {
     /// Parse `config.json` text: `model_type` "modernbert" or "bert"; a config without
     /// `model_type` that has BERT's `type_vocab_size` is read as BERT (Google-converted checkpoints).
     pub fn from_json(source: &str, text: &str) -> Result<Self> {
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let value: Value = serde_json::from_str(text).map_err(|e| Error::config(source, format!("not valid JSON: {e}")))?;
-        let obj = value.as_object().ok_or_else(|| Error::config(source, "expected a JSON object at the top level"))?;
+        let obj = &object(source, text)?;
         let f = Fields { source, obj };
         match f.opt_str("model_type")? {
             Some("modernbert") => Ok(ModelConfig::ModernBert(parse(&f)?)),
@@ -219,75 +223,25 @@ impl ModelConfig {
     pub fn modernbert(&self, what: &str) -> Result<&ModernBertConfig> {
         match self {
             ModelConfig::ModernBert(c) => Ok(c),
-            ModelConfig::Bert(c) => Err(Error::config(&c.source, format!("{what} needs a ModernBERT model; this is a classic BERT model (model_type \"bert\")"))),
+            ModelConfig::Bert(c) => {
+                Err(Error::config(&c.source, format!("{what} needs a ModernBERT model; this is a classic BERT model (model_type \"bert\")")))
+            }
         }
     }
-    pub fn source(&self) -> &str {
-        match self {
-            ModelConfig::ModernBert(c) => &c.source,
-            ModelConfig::Bert(c) => &c.source,
-        }
-    }
-    pub fn hidden_size(&self) -> usize {
-        match self {
-            ModelConfig::ModernBert(c) => c.hidden_size,
-            ModelConfig::Bert(c) => c.hidden_size,
-        }
-    }
-    pub fn vocab_size(&self) -> usize {
-        match self {
-            ModelConfig::ModernBert(c) => c.vocab_size,
-            ModelConfig::Bert(c) => c.vocab_size,
-        }
-    }
-    pub fn num_hidden_layers(&self) -> usize {
-        match self {
-            ModelConfig::ModernBert(c) => c.num_hidden_layers,
-            ModelConfig::Bert(c) => c.num_hidden_layers,
-        }
-    }
-    pub fn num_attention_heads(&self) -> usize {
-        match self {
-            ModelConfig::ModernBert(c) => c.num_attention_heads,
-            ModelConfig::Bert(c) => c.num_attention_heads,
-        }
-    }
-    pub fn intermediate_size(&self) -> usize {
-        match self {
-            ModelConfig::ModernBert(c) => c.intermediate_size,
-            ModelConfig::Bert(c) => c.intermediate_size,
-        }
-    }
-    /// The longest sequence the model takes (`max_position_embeddings`).
-    pub fn context(&self) -> usize {
-        match self {
-            ModelConfig::ModernBert(c) => c.max_position_embeddings,
-            ModelConfig::Bert(c) => c.max_position_embeddings,
-        }
-    }
-    pub fn pad_token_id(&self) -> u32 {
-        match self {
-            ModelConfig::ModernBert(c) => c.pad_token_id,
-            ModelConfig::Bert(c) => c.pad_token_id,
-        }
-    }
-    pub fn labels(&self) -> &[String] {
-        match self {
-            ModelConfig::ModernBert(c) => &c.labels,
-            ModelConfig::Bert(c) => &c.labels,
-        }
-    }
-    pub fn architecture(&self) -> Option<Architecture> {
-        match self {
-            ModelConfig::ModernBert(c) => c.architecture,
-            ModelConfig::Bert(c) => c.architecture,
-        }
-    }
-    pub fn problem_type(&self) -> Option<&str> {
-        match self {
-            ModelConfig::ModernBert(c) => c.problem_type.as_deref(),
-            ModelConfig::Bert(c) => c.problem_type.as_deref(),
-        }
+    shared_fields! {
+        /// Where it was read from (for messages).
+        source: &str = |c| &c.source;
+        hidden_size: usize = |c| c.hidden_size;
+        vocab_size: usize = |c| c.vocab_size;
+        num_hidden_layers: usize = |c| c.num_hidden_layers;
+        num_attention_heads: usize = |c| c.num_attention_heads;
+        intermediate_size: usize = |c| c.intermediate_size;
+        /// The longest sequence the model takes (`max_position_embeddings`).
+        context: usize = |c| c.max_position_embeddings;
+        pad_token_id: u32 = |c| c.pad_token_id;
+        labels: &[String] = |c| &c.labels;
+        architecture: Option<Architecture> = |c| c.architecture;
+        problem_type: Option<&str> = |c| c.problem_type.as_deref();
     }
     /// The transformers class name of an architecture in this family.
     pub fn class_name(&self, arch: Architecture) -> &'static str {
@@ -305,7 +259,9 @@ impl ModelConfig {
         let norms = 2 * h;
         match self {
             // Wqkv 3h², Wo h², Wi 2hi, Wo ih; embeddings, head h², decoder (untied: vh), classifier.
-            ModelConfig::ModernBert(_) => v * h + norms + l * (4 * h * h + 3 * h * i + 4 * h + 2 * i + 2 * norms) + norms + h * h + h + norms + 2 * v * h + v + labels * (h + 1),
+            ModelConfig::ModernBert(_) => {
+                v * h + norms + l * (4 * h * h + 3 * h * i + 4 * h + 2 * i + 2 * norms) + norms + h * h + h + norms + 2 * v * h + v + labels * (h + 1)
+            }
             // words, positions, types; q, k, v, o 4h², intermediate hi, output ih; pooler, MLM transform, decoder.
             ModelConfig::Bert(c) => {
                 (v + c.max_position_embeddings as u128 + c.type_vocab_size as u128) * h
@@ -366,6 +322,15 @@ impl ModelConfig {
     }
 }
 
+/// The top-level object of a `config.json` text (a byte-order mark ignored).
+fn object(source: &str, text: &str) -> Result<Map<String, Value>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    match serde_json::from_str(text).map_err(|e| Error::config(source, format!("not valid JSON: {e}")))? {
+        Value::Object(obj) => Ok(obj),
+        _ => Err(Error::config(source, "expected a JSON object at the top level")),
+    }
+}
+
 /// Typed access to the fields of a JSON object, with errors that name the field.
 struct Fields<'a> {
     source: &'a str,
@@ -374,7 +339,11 @@ struct Fields<'a> {
 
 fn describe(v: &Value) -> String {
     let s = v.to_string();
-    if s.chars().count() > 60 { format!("{}…", s.chars().take(60).collect::<String>()) } else { s }
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(60).collect::<String>())
+    } else {
+        s
+    }
 }
 
 impl Fields<'_> {
@@ -443,7 +412,10 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
     match f.opt_str("model_type")? {
         Some("modernbert") => {}
         Some(other) => {
-            return Err(Error::config(source, format!("field \"model_type\": \"{other}\" is not supported; this runtime runs ModernBERT-family models (model_type \"modernbert\")")))
+            return Err(Error::config(
+                source,
+                format!("field \"model_type\": \"{other}\" is not supported; this runtime runs ModernBERT-family models (model_type \"modernbert\")"),
+            ))
         }
         None => return Err(Error::config(source, "missing required field \"model_type\" (expected \"modernbert\")")),
     }
@@ -473,7 +445,9 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
     if hidden_size % num_attention_heads != 0 || (hidden_size / num_attention_heads) % 2 != 0 {
         return Err(Error::config(
             source,
-            format!("fields \"hidden_size\" ({hidden_size}) and \"num_attention_heads\" ({num_attention_heads}): the head dimension must be a whole, even number"),
+            format!(
+                "fields \"hidden_size\" ({hidden_size}) and \"num_attention_heads\" ({num_attention_heads}): the head dimension must be a whole, even number"
+            ),
         ));
     }
 
@@ -587,7 +561,10 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
     let mask_token_id = f.opt_u32("mask_token_id")?;
     for (key, id) in [("pad_token_id", Some(pad_token_id)), ("cls_token_id", cls_token_id), ("sep_token_id", sep_token_id), ("mask_token_id", mask_token_id)] {
         if let Some(id) = id.filter(|&id| id as usize >= vocab_size) {
-            return Err(Error::config(source, format!("field \"{key}\": token id {id} is outside the vocabulary of {vocab_size} tokens (field \"vocab_size\": ids 0 to {})", vocab_size - 1)));
+            return Err(Error::config(
+                source,
+                format!("field \"{key}\": token id {id} is outside the vocabulary of {vocab_size} tokens (field \"vocab_size\": ids 0 to {})", vocab_size - 1),
+            ));
         }
     }
     let max_position_embeddings = f.context(8192)?;
@@ -678,7 +655,10 @@ fn parse_bert(f: &Fields) -> Result<BertConfig> {
     match f.opt_str("position_embedding_type")? {
         None | Some("absolute") => {}
         Some(other) => {
-            return Err(Error::config(source, format!("field \"position_embedding_type\": \"{other}\" is not supported; expected \"absolute\" (learned positions)")))
+            return Err(Error::config(
+                source,
+                format!("field \"position_embedding_type\": \"{other}\" is not supported; expected \"absolute\" (learned positions)"),
+            ))
         }
     }
     let vocab_size = f.sized("vocab_size", MAX_VOCAB)?;
@@ -687,7 +667,10 @@ fn parse_bert(f: &Fields) -> Result<BertConfig> {
     if pad_token_id as usize >= vocab_size {
         return Err(Error::config(
             source,
-            format!("field \"pad_token_id\": token id {pad_token_id} is outside the vocabulary of {vocab_size} tokens (field \"vocab_size\": ids 0 to {})", vocab_size - 1),
+            format!(
+                "field \"pad_token_id\": token id {pad_token_id} is outside the vocabulary of {vocab_size} tokens (field \"vocab_size\": ids 0 to {})",
+                vocab_size - 1
+            ),
         ));
     }
     let max_position_embeddings = f.context(512)?;
@@ -735,7 +718,10 @@ fn parse_labels(f: &Fields) -> Result<Vec<String>> {
                     return Err(Error::config(f.source, format!("field \"id2label.{k}\": expected a label name, found an empty one")));
                 }
                 if let Some(other) = seen.insert(name, k) {
-                    return Err(Error::config(f.source, format!("field \"id2label\": ids {other} and {k} have the same label \"{name}\"; every label must be distinct")));
+                    return Err(Error::config(
+                        f.source,
+                        format!("field \"id2label\": ids {other} and {k} have the same label \"{name}\"; every label must be distinct"),
+                    ));
                 }
             }
         }
@@ -796,16 +782,22 @@ mod tests {
     #[test]
     fn both_spellings_agree() {
         let both = ModernBertConfig::from_json("tiny", TINY).unwrap();
-        let legacy = ModernBertConfig::from_json("tiny", &edit(TINY, |m| {
-            m.remove("layer_types");
-            m.remove("rope_parameters");
-        }))
+        let legacy = ModernBertConfig::from_json(
+            "tiny",
+            &edit(TINY, |m| {
+                m.remove("layer_types");
+                m.remove("rope_parameters");
+            }),
+        )
         .unwrap();
-        let v5 = ModernBertConfig::from_json("tiny", &edit(TINY, |m| {
-            m.remove("global_attn_every_n_layers");
-            m.remove("global_rope_theta");
-            m.remove("local_rope_theta");
-        }))
+        let v5 = ModernBertConfig::from_json(
+            "tiny",
+            &edit(TINY, |m| {
+                m.remove("global_attn_every_n_layers");
+                m.remove("global_rope_theta");
+                m.remove("local_rope_theta");
+            }),
+        )
         .unwrap();
         for c in [&legacy, &v5] {
             assert_eq!(c.layer_types, both.layer_types);
@@ -817,10 +809,13 @@ mod tests {
 
     #[test]
     fn rope_parameters_win_over_legacy_keys() {
-        let c = ModernBertConfig::from_json("tiny", &edit(TINY, |m| {
-            m.insert("rope_parameters".into(), serde_json::json!({"full_attention": {"rope_type": "default", "rope_theta": 80000.0}}));
-            m.insert("local_rope_theta".into(), serde_json::json!(5000.0));
-        }))
+        let c = ModernBertConfig::from_json(
+            "tiny",
+            &edit(TINY, |m| {
+                m.insert("rope_parameters".into(), serde_json::json!({"full_attention": {"rope_type": "default", "rope_theta": 80000.0}}));
+                m.insert("local_rope_theta".into(), serde_json::json!(5000.0));
+            }),
+        )
         .unwrap();
         assert_eq!((c.global_rope_theta, c.local_rope_theta), (80_000.0, 5_000.0));
     }
@@ -852,7 +847,12 @@ mod tests {
         // A ModernBERT config still reads as ModernBERT, the same as through its own parser.
         let m = ModelConfig::from_json("tiny", TINY).unwrap();
         assert_eq!(m.modernbert("test").unwrap().layer_types, ModernBertConfig::from_json("tiny", TINY).unwrap().layer_types);
-        assert!(ModelConfig::from_json("b", BERT_MLM).unwrap().modernbert("pre-training").unwrap_err().to_string().contains("pre-training needs a ModernBERT model"));
+        assert!(ModelConfig::from_json("b", BERT_MLM)
+            .unwrap()
+            .modernbert("pre-training")
+            .unwrap_err()
+            .to_string()
+            .contains("pre-training needs a ModernBERT model"));
     }
 
     #[test]

@@ -182,7 +182,7 @@ pub struct Checkpoint {
 /// else safetensors.
 fn parse_file(name: String, buffer: Buffer) -> Result<(File, Vec<(String, StoredDtype, Vec<usize>, Data)>)> {
     if crate::torch::is_torch(&buffer) {
-        let tensors = crate::torch::read(&buffer).map_err(|e| Error::weights(&name, e))?;
+        let tensors = crate::torch::read(&buffer, &name)?;
         let format = if buffer.starts_with(b"PK") { "PyTorch zip" } else { "PyTorch legacy" };
         let tensors = tensors
             .into_iter()

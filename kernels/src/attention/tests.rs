@@ -46,7 +46,7 @@ fn attention_head_dim_64<B: Backend>(b: &B) {
 fn attention_many_key_tiles<B: Backend>(b: &B) {
     // Pinned: Mesa 22.3's lavapipe (Debian 12's) computes this wrong (16+ key tiles at hd = 64
     // lose part of the last tile); Mesa 25's is right, and so is every other backend. CI runs on
-    // Mesa 25 (see .ci/run); `cargo run -p runtime --bin runtime-cli -- info` shows the driver.
+    // Mesa 25 (see .ci/run); `cargo run -p runtime-cli -- info` shows the driver.
     check(b, &[488], 1, 64, None, 1.0);
     check(b, &[1000], 1, 48, None, 1.0);
 }

@@ -95,7 +95,7 @@ fn check_both_bert_models_on_both_devices() {
             let last = stdout.lines().last().unwrap();
             assert!(last.ends_with(&format!("compared={compared}")), "{model} on {device}:\n{stdout}");
             let err: f32 = last.split_whitespace().next().unwrap().strip_prefix("max_abs_err=").unwrap().parse().unwrap();
-            assert!(err <= 1e-4, "{model} on {device}: {err}");
+            assert!(err <= kernels::tolerance::PARITY_F32, "{model} on {device}: {err}");
             for row in ["pair.last_hidden_state ", "pair.pooler_output ", "layer_2 "] {
                 assert!(stdout.lines().any(|l| l.starts_with(row)), "{row}missing:\n{stdout}");
             }
@@ -239,7 +239,7 @@ fn pytorch_bin_and_vocab_txt_folders() {
         let (stdout, _) = ok(&["check", "--model", &data(folder), "--reference", &bert("reference.safetensors")]);
         let last = stdout.lines().last().unwrap();
         let err: f32 = last.split_whitespace().next().unwrap().strip_prefix("max_abs_err=").unwrap().parse().unwrap();
-        assert!(err <= 1e-4 && last.ends_with("compared=16"), "{folder}:\n{stdout}");
+        assert!(err <= kernels::tolerance::PARITY_F32 && last.ends_with("compared=16"), "{folder}:\n{stdout}");
     }
     let dir = data("bert-torch");
     let (stdout, _) = ok(&["info", "--model", &dir]);

@@ -9,7 +9,7 @@
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result};
+use runtime::{Error, Result};
 
 fn io_err(path: &Path, e: std::io::Error) -> Error {
     Error::Io { path: path.display().to_string(), source: e }
@@ -147,10 +147,10 @@ fn check_target(target: &Path) -> Result<()> {
         Ok(m) if m.is_dir() => Err(Error::Input(format!("{shown}: is a directory; -o expects a file name"))),
         Ok(m) if m.file_type().is_symlink() || m.is_file() => match std::fs::metadata(target) {
             Ok(m) if m.is_dir() => Err(Error::Input(format!("{shown}: is a directory; -o expects a file name"))),
-            Ok(m) if !m.is_file() => Err(Error::Input(format!("{shown}: is {}; -o expects a regular file", crate::files::kind_of(&m)))),
+            Ok(m) if !m.is_file() => Err(Error::Input(format!("{shown}: is {}; -o expects a regular file", runtime::files::kind_of(&m)))),
             _ => Ok(()),
         },
-        Ok(m) => Err(Error::Input(format!("{shown}: is {}; -o expects a regular file", crate::files::kind_of(&m)))),
+        Ok(m) => Err(Error::Input(format!("{shown}: is {}; -o expects a regular file", runtime::files::kind_of(&m)))),
         Err(_) => Ok(()),
     }
 }
@@ -169,7 +169,11 @@ pub fn check_output(output: &Path, input: Option<&Path>) -> Result<()> {
     for t in &targets {
         check_target(t)?;
         if let Some(input) = input {
-            if crate::input::same_file(t, input) || (input.is_dir() && t.parent().is_some_and(|p| crate::input::same_file(p, input)) && t.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt"))) {
+            if runtime::input::same_file(t, input)
+                || (input.is_dir()
+                    && t.parent().is_some_and(|p| runtime::input::same_file(p, input))
+                    && t.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt")))
+            {
                 return Err(Error::Input(format!("-o {}: this is the input {}; write the output to another file", t.display(), input.display())));
             }
         }
@@ -280,8 +284,10 @@ fn npy_header(rows: usize, cols: usize, total: usize) -> Vec<u8> {
 /// Header size of the streamed `.npy`: room for any row and column count.
 const NPY_HEADER: usize = 128;
 
-/// A `.npy` (format 1.0) little-endian f32 matrix [rows, cols].
-pub fn npy_bytes(values: &[f32], rows: usize, cols: usize) -> Vec<u8> {
+/// A `.npy` (format 1.0) little-endian f32 matrix [rows, cols], whole (the tests' reference for
+/// the streamed writer).
+#[cfg(test)]
+fn npy_bytes(values: &[f32], rows: usize, cols: usize) -> Vec<u8> {
     let mut out = npy_header(rows, cols, NPY_HEADER);
     for v in values {
         out.extend_from_slice(&v.to_le_bytes());
@@ -497,7 +503,7 @@ mod tests {
         assert_eq!(npy, npy_bytes(&rows.concat(), 5, 3));
         let ids_json: Vec<String> = serde_json::from_str(&std::fs::read_to_string(dir.join("e.npy.ids.json")).unwrap()).unwrap();
         assert_eq!(ids_json, ids);
-        let st = crate::weights::Checkpoint::open_file(&dir.join("e.safetensors")).unwrap();
+        let st = runtime::weights::Checkpoint::open_file(&dir.join("e.safetensors")).unwrap();
         let t = st.get("embeddings").unwrap();
         assert_eq!(t.shape, &[5, 3]);
         assert_eq!(t.to_f32().unwrap(), rows.concat());

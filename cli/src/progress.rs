@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use crate::pipeline::Progress;
+use runtime::pipeline::Progress;
 
 pub struct ProgressBar {
     what: &'static str,

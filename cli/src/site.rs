@@ -179,7 +179,19 @@ mod tests {
         assert_eq!(site.resolve("/?model=x"), Some(root.join("index.html")));
         assert_eq!(site.resolve("/pkg/web.js"), Some(root.join("pkg/web.js")));
         assert_eq!(site.resolve("/models/deid/config.json"), Some(model.join("config.json")));
-        for bad in ["/../secret.txt", "/%2e%2e/secret.txt", "/..%2fsecret.txt", "/%2e%2e%5csecret.txt", "//etc/passwd", "/models/deid/../../secret.txt", "/link.txt", "/pkg", "/missing", "relative", "/%zz"] {
+        for bad in [
+            "/../secret.txt",
+            "/%2e%2e/secret.txt",
+            "/..%2fsecret.txt",
+            "/%2e%2e%5csecret.txt",
+            "//etc/passwd",
+            "/models/deid/../../secret.txt",
+            "/link.txt",
+            "/pkg",
+            "/missing",
+            "relative",
+            "/%zz",
+        ] {
             assert_eq!(site.resolve(bad), None, "{bad}");
         }
         assert_eq!(Site { root: root.clone(), model: None, loopback: true }.resolve("/models/deid/config.json"), None);

@@ -36,7 +36,7 @@ fn both_models_on_both_devices() {
             let (code, stdout, stderr) = check(model, device, &[]);
             assert_eq!(code, 0, "{model} on {device}: {stdout}{stderr}");
             let (err, n) = summary(&stdout);
-            assert!(err <= 1e-4, "{model} on {device}: {err}");
+            assert!(err <= kernels::tolerance::PARITY_F32, "{model} on {device}: {err}");
             assert_eq!(n, compared, "{model} on {device}:\n{stdout}");
             assert!(stdout.lines().any(|l| l.starts_with("layer_3 ")), "{stdout}");
         }

@@ -1,0 +1,291 @@
+//! The command line: every command and its arguments (clap), checked as they are parsed.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use runtime::args::{in_range, probability, MAX_THREADS};
+
+use crate::Failure;
+
+#[derive(Parser)]
+#[command(name = "runtime-cli", version, about = "Run ModernBERT-family clinical encoders on any GPU or the CPU")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    /// A hardware GPU if there is one, else the CPU.
+    Auto,
+    /// The wgpu GPU backend (Vulkan, Metal, DX12), software adapters included.
+    Gpu,
+    /// The CPU backend.
+    Cpu,
+    /// NVIDIA GPUs through cubecl's CUDA runtime (builds with `--features cuda`).
+    Cuda,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DTypeArg {
+    F32,
+    /// Half-precision weight matrices (GPUs with shader-f16); with `--activations f16`, f16 end to
+    /// end.
+    F16,
+    /// bfloat16 weights and products, f32 accumulation (the CPU backend; twice the f32 rate with
+    /// AVX512-BF16).
+    Bf16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ActArg {
+    F32,
+    F16,
+}
+
+#[derive(Args)]
+pub struct ModelArgs {
+    /// Hugging Face model folder (config.json, model.safetensors, tokenizer.json); embed,
+    /// fill-mask, info and deid default to the small models bundled in models/.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+    /// Storage precision of the weights (arithmetic stays f32).
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    pub dtype: DTypeArg,
+    /// Storage precision of the activations on a GPU: f16 halves their memory and bandwidth and
+    /// lets GEMMs take f16 operands (f32 arithmetic and accumulation inside every kernel).
+    #[arg(long, value_enum, default_value_t = ActArg::F32)]
+    pub activations: ActArg,
+    /// CPU threads (default: all cores).
+    #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, MAX_THREADS))]
+    pub threads: Option<usize>,
+}
+
+impl ModelArgs {
+    /// The model folder: `--model`, or the bundled model of the command.
+    pub fn dir(&self, bundled: Option<&str>) -> Result<PathBuf, Failure> {
+        match (&self.model, bundled) {
+            (Some(dir), _) => Ok(dir.clone()),
+            (None, Some(name)) => runtime::bundled::locate(name).map_err(|e| Failure(e.to_string())),
+            (None, None) => Err(Failure("--model DIR is required: a Hugging Face model folder (no bundled model fits this command)".into())),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct InputArgs {
+    /// A .txt file (one document), .jsonl (`text`, optional `id`), .csv (with --text-column), a
+    /// directory of .txt files, or - for standard input.
+    pub input: String,
+    /// One document per line of a text file.
+    #[arg(long)]
+    pub lines: bool,
+    /// The text column of a CSV file.
+    #[arg(long)]
+    pub text_column: Option<String>,
+    /// The id column of a CSV file (default: the row number).
+    #[arg(long)]
+    pub id_column: Option<String>,
+    /// Format of standard input: txt, jsonl or csv.
+    #[arg(long, value_parser = ["txt", "jsonl", "csv"])]
+    pub format: Option<String>,
+    /// Skip documents that cannot be used (invalid UTF-8, larger than --max-doc-bytes, a
+    /// directory entry that is not a readable file) instead of stopping; each is reported.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// The largest document, in bytes: a larger one is refused with its id and size (or skipped
+    /// with --skip-invalid); one up to this size is windowed like any long document.
+    #[arg(long, default_value_t = runtime::input::DEFAULT_MAX_DOC_BYTES, allow_negative_numbers = true, value_parser = in_range(1, 1 << 34))]
+    pub max_doc_bytes: usize,
+}
+
+#[derive(Args)]
+pub struct BatchArgs {
+    /// Content tokens per window for documents longer than that (default: the model's context).
+    #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, runtime::config::MAX_CONTEXT as u64))]
+    pub window: Option<usize>,
+    /// Tokens shared by consecutive windows (default: an eighth of the window).
+    #[arg(long, allow_negative_numbers = true, value_parser = in_range(0, runtime::config::MAX_CONTEXT as u64))]
+    pub overlap: Option<usize>,
+    /// Most tokens per batch (default: 16,384, or what the device can hold).
+    #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, 1 << 24))]
+    pub batch_tokens: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PoolingArg {
+    Mean,
+    Cls,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// One embedding per document.
+    #[command(
+        after_help = "Examples:\n  runtime-cli embed examples/notes.txt            # the bundled clinical-small\n  runtime-cli embed notes.txt --model DIR\n  runtime-cli embed notes.jsonl --model DIR --normalize -o notes.npy\n  runtime-cli embed notes.csv --text-column note --model DIR -o notes.safetensors"
+    )]
+    Embed {
+        #[command(flatten)]
+        input: InputArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        batch: BatchArgs,
+        /// Pooling (default: the folder's sentence-transformers config, else mean).
+        #[arg(long, value_enum)]
+        pooling: Option<PoolingArg>,
+        /// L2-normalise each embedding.
+        #[arg(long)]
+        normalize: bool,
+        /// Output file: .jsonl (default, also stdout), .npy (ids in FILE.ids.json) or .safetensors.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Predict the tokens behind every [MASK].
+    #[command(
+        after_help = "Examples:\n  runtime-cli fill-mask \"The patient denies chest [MASK].\"\n  runtime-cli fill-mask \"The patient denies chest [MASK].\" --model DIR --top-k 5"
+    )]
+    FillMask {
+        /// Text with one or more mask tokens.
+        text: String,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Candidates per mask.
+        #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = in_range(1, 1000))]
+        top_k: usize,
+        /// JSON output instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find and redact protected health information with a token-classification model.
+    #[command(
+        after_help = "Examples:\n  runtime-cli deid examples/notes.txt             # the bundled deid-small\n  runtime-cli deid note.txt --model DIR\n  runtime-cli deid notes.jsonl --model DIR --surrogate --threshold 0.2 -o deid.jsonl"
+    )]
+    Deid {
+        #[command(flatten)]
+        input: InputArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        batch: BatchArgs,
+        /// A word is PHI when P(PHI) ≥ this (0 to 1); below 0.5 favours recall (a missed name is
+        /// a leak).
+        #[arg(long, default_value_t = runtime::deid::DEFAULT_THRESHOLD, allow_negative_numbers = true, value_parser = probability)]
+        threshold: f32,
+        /// Replace PHI with fake values of the same form instead of [CATEGORY] placeholders,
+        /// consistent within the run and drawn under a fresh secret key.
+        #[arg(long)]
+        surrogate: bool,
+        /// With --surrogate: draw the surrogates under the secret in this file (at least 16
+        /// bytes, e.g. `head -c 32 /dev/urandom > deid.key`), so that other runs with the same
+        /// file give the same surrogates. Keep it as secret as the notes.
+        #[arg(long, value_name = "FILE")]
+        surrogate_key: Option<PathBuf>,
+        /// Output JSONL file (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Sequence classification: a label and probabilities per document.
+    #[command(after_help = "Example:\n  runtime-cli classify notes.jsonl --model DIR -o labels.jsonl")]
+    Classify {
+        #[command(flatten)]
+        input: InputArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        batch: BatchArgs,
+        /// Pooling (default: the config's classifier_pooling).
+        #[arg(long, value_enum)]
+        pooling: Option<PoolingArg>,
+        /// Output JSONL file (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Compare the model with reference tensors made by transformers (parity check).
+    #[command(after_help = "Example:\n  runtime-cli check --model tests/fixtures/tiny-modernbert-mlm --reference tests/fixtures/reference.safetensors")]
+    Check {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Reference file in the schema of tests/fixtures/reference.safetensors.
+        #[arg(long)]
+        reference: PathBuf,
+        /// Largest acceptable error on real tokens, measured as the dtypes' criterion says
+        /// (default: 1e-4 absolute in f32; 3e-2 of max(1, |reference|) with f16 weights, 8e-2 with
+        /// f16 activations too).
+        #[arg(long)]
+        tol: Option<f32>,
+    },
+    /// Describe a model folder and the device that would run it.
+    #[command(after_help = "Example:\n  runtime-cli info --model DIR")]
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Serve the browser de-identification page (built by web/build.sh) on this machine, with a
+    /// model folder as the page's default model. Notes pasted into the page stay in the browser.
+    #[command(
+        after_help = "Examples:\n  web/build.sh && runtime-cli serve-web            # the bundled deid-small as the page's model\n  runtime-cli serve-web --model DIR\n  runtime-cli serve-web --no-model --port 8080     # pick a folder in the page"
+    )]
+    ServeWeb {
+        /// A token-classification model folder, served at /models/deid/ (the page loads it);
+        /// default: the bundled deid-small. `--no-model` serves the page alone.
+        #[arg(long, conflicts_with = "no_model")]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        no_model: bool,
+        /// The built page.
+        #[arg(long, default_value = "web/dist")]
+        root: PathBuf,
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+        /// Listen on every interface instead of loopback only.
+        #[arg(long)]
+        public: bool,
+    },
+    /// Time the encoder: median tokens/s, useful GFLOP/s and peak memory.
+    #[command(
+        after_help = "Examples:\n  runtime-cli bench --config tests/data/modernbert-configs/ModernBERT-base.config.json --batch 8 --seq 128 --threads 1\n  runtime-cli bench --model DIR --batch 1 --seq 8192 --device gpu"
+    )]
+    Bench {
+        /// A model folder, or --config for random seeded weights.
+        #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+        model: Option<PathBuf>,
+        /// A config.json: the model is built with random seeded weights.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Sequences per forward pass.
+        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, 1 << 20))]
+        batch: usize,
+        /// Tokens per sequence (at most the model's context).
+        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, runtime::config::MAX_CONTEXT as u64))]
+        seq: usize,
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
+        #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+        dtype: DTypeArg,
+        #[arg(long, value_enum, default_value_t = ActArg::F32)]
+        activations: ActArg,
+        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, MAX_THREADS))]
+        threads: Option<usize>,
+        /// Also time one GEMM the size of the model's fused QKV projection on 1,024 tokens and
+        /// print its rate: the machine's matmul peak, measured in the same run.
+        #[arg(long)]
+        matmul_peak: bool,
+        /// Rows of the --matmul-peak GEMM.
+        #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = in_range(1, 1 << 20))]
+        matmul_rows: usize,
+        /// Timed forward passes (after one warm-up).
+        #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = in_range(1, 10_000))]
+        iters: usize,
+        /// GEMM path on a GPU: auto (tensor cores where the device and operand types allow, else
+        /// the unit path), unit, cmma, double-cmma.
+        #[arg(long, default_value = "auto", value_parser = parse_gemm)]
+        gemm: kernels::linear::GemmPath,
+    },
+}
+
+pub fn parse_gemm(s: &str) -> Result<kernels::linear::GemmPath, String> {
+    kernels::linear::GemmPath::parse(s).ok_or_else(|| format!("unknown GEMM path {s:?}; expected auto, unit, cmma or double-cmma"))
+}

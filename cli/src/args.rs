@@ -120,6 +120,18 @@ pub enum PoolingArg {
     Cls,
 }
 
+/// What the commands over documents (embed, deid, classify) share: the input, the model and
+/// the batching.
+#[derive(Args)]
+pub struct DocumentArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// One embedding per document.
@@ -128,11 +140,7 @@ pub enum Command {
     )]
     Embed {
         #[command(flatten)]
-        input: InputArgs,
-        #[command(flatten)]
-        model: ModelArgs,
-        #[command(flatten)]
-        batch: BatchArgs,
+        docs: DocumentArgs,
         /// Pooling (default: the folder's sentence-transformers config, else mean).
         #[arg(long, value_enum)]
         pooling: Option<PoolingArg>,
@@ -165,11 +173,7 @@ pub enum Command {
     )]
     Deid {
         #[command(flatten)]
-        input: InputArgs,
-        #[command(flatten)]
-        model: ModelArgs,
-        #[command(flatten)]
-        batch: BatchArgs,
+        docs: DocumentArgs,
         /// A word is PHI when P(PHI) ≥ this (0 to 1); below 0.5 favours recall (a missed name is
         /// a leak).
         #[arg(long, default_value_t = runtime::deid::DEFAULT_THRESHOLD, allow_negative_numbers = true, value_parser = probability)]
@@ -191,11 +195,7 @@ pub enum Command {
     #[command(after_help = "Example:\n  runtime-cli classify notes.jsonl --model DIR -o labels.jsonl")]
     Classify {
         #[command(flatten)]
-        input: InputArgs,
-        #[command(flatten)]
-        model: ModelArgs,
-        #[command(flatten)]
-        batch: BatchArgs,
+        docs: DocumentArgs,
         /// Pooling (default: the config's classifier_pooling).
         #[arg(long, value_enum)]
         pooling: Option<PoolingArg>,

@@ -37,15 +37,15 @@ fn main() -> ExitCode {
         std::process::exit(130);
     });
     let result: Outcome = (|| match &cli.command {
-        Command::Embed { input, model, batch, pooling, normalize, output } => {
-            on_backend!(model, |be| embed::embed(&be, input, model, batch, *pooling, *normalize, output.as_deref()))
+        Command::Embed { docs, pooling, normalize, output } => {
+            on_backend!(docs.model, |be| embed::embed(&be, docs, *pooling, *normalize, output.as_deref()))
         }
         Command::FillMask { text, model, top_k, json } => on_backend!(model, |be| fill_mask::fill_mask(&be, text, model, *top_k, *json)),
-        Command::Deid { input, model, batch, threshold, surrogate, surrogate_key, output } => {
-            on_backend!(model, |be| deid::deid(&be, input, model, batch, *threshold, *surrogate, surrogate_key.as_deref(), output.as_deref()))
+        Command::Deid { docs, threshold, surrogate, surrogate_key, output } => {
+            on_backend!(docs.model, |be| deid::deid(&be, docs, *threshold, *surrogate, surrogate_key.as_deref(), output.as_deref()))
         }
-        Command::Classify { input, model, batch, pooling, output } => {
-            on_backend!(model, |be| classify::classify(&be, input, model, batch, *pooling, output.as_deref()))
+        Command::Classify { docs, pooling, output } => {
+            on_backend!(docs.model, |be| classify::classify(&be, docs, *pooling, output.as_deref()))
         }
         Command::Check { model, reference, tol } => on_backend!(model, |be| check::run_check(&be, &model.dir(None)?, reference, *tol)),
         Command::Info { model } => on_backend!(model, |be| info::info(&be, &model.dir(Some(runtime::bundled::CLINICAL_SMALL))?)),

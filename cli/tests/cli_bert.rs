@@ -3,14 +3,14 @@
 //! reference's pooler), on both backends; and a 1,500-token note through a 512-position BERT,
 //! which goes through overlapping windows and is never truncated.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{fails, jsonl, ok, repo};
 
 use runtime::weights::{serialize_f32, Checkpoint};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 fn bert(name: &str) -> String {
     repo().join("tests/fixtures-bert").join(name).display().to_string()
 }
@@ -22,29 +22,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_runtime-cli")).args(args).output().unwrap()
-}
-
-fn ok(args: &[&str]) -> (String, String) {
-    let out = cli(args);
-    let (stdout, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
-    assert!(out.status.success(), "runtime-cli {args:?} failed:\n{stdout}\n{stderr}");
-    (stdout, stderr)
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = cli(args);
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(2), "runtime-cli {args:?} should fail with status 2:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
-}
-
-fn jsonl(text: &str) -> Vec<serde_json::Value> {
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// Copy a fixture folder, then change its config and add or replace tensors.

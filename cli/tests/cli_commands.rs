@@ -2,12 +2,13 @@
 //! fixture models, on both backends, with real clinical text (ACI-BENCH notes longer than the
 //! tiny models' 512-token context, MTS-Dialog sections of mixed lengths, the OBI demo notes).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{fails, jsonl, ok, repo};
+
 fn fixture(name: &str) -> String {
     repo().join("tests/fixtures").join(name).display().to_string()
 }
@@ -23,29 +24,6 @@ fn scratch(name: &str) -> PathBuf {
 
 const MLM: &str = "tiny-modernbert-mlm";
 const TOKCLS: &str = "tiny-modernbert-tokcls";
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_runtime-cli")).args(args).output().unwrap()
-}
-
-fn ok(args: &[&str]) -> (String, String) {
-    let out = cli(args);
-    let (stdout, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
-    assert!(out.status.success(), "runtime-cli {args:?} failed:\n{stderr}");
-    (stdout, stderr)
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = cli(args);
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(2), "runtime-cli {args:?} should fail with status 2:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
-}
-
-fn jsonl(text: &str) -> Vec<serde_json::Value> {
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
 
 fn embedding(v: &serde_json::Value) -> Vec<f32> {
     v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()

@@ -208,8 +208,31 @@ pub trait Backend: 'static {
         g: &Self::Tensor,
         m: &Self::Tensor,
         v: &Self::Tensor,
-        step: &crate::optim::AdamStep,
+        step: &AdamStep,
     ) -> Result<AdamUpdate<Self::Tensor>>;
+}
+
+/// Which update rule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rule {
+    AdamW,
+    /// `max_lr`: the peak learning rate the fully decoupled weight decay is relative to.
+    StableAdamW { max_lr: f64 },
+}
+
+/// One step's hyper-parameters for one tensor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStep {
+    pub rule: Rule,
+    /// This step's learning rate (after the schedule).
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// 0 for tensors that do not decay.
+    pub weight_decay: f64,
+    /// 1 for the first step.
+    pub step: u64,
 }
 
 /// What `Backend::adam_step` returns.

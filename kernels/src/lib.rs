@@ -4,7 +4,7 @@
 //! Layout: `backend` (the trait the model is written against), `device` (GPU set-up),
 //! `reference` (the oracles), `cpu` (the CPU backend), `gpu` (the cubecl backend), and one folder
 //! per kernel family (`attention`, `elementwise`, `embedding`, `layernorm`, `linear`, `loss`,
-//! `rope`) holding its kernels, launcher and tests.
+//! `optim`, `reduce`, `rope`) holding its kernels, launcher and tests.
 
 pub mod attention;
 pub mod backend;
@@ -18,9 +18,10 @@ pub mod layernorm;
 pub mod linear;
 pub mod loss;
 pub mod optim;
+pub mod reduce;
 pub mod reference;
 pub mod rope;
-#[cfg(not(target_family = "wasm"))]
+#[cfg(all(feature = "testing", not(target_family = "wasm")))]
 pub mod testing;
 pub mod tolerance;
 

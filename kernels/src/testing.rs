@@ -1,5 +1,8 @@
 //! Test support shared by every kernel family and by the runtime's tests: the test devices,
-//! deterministic data, and a macro that stamps one generic test body out per backend.
+//! deterministic data, a macro that stamps one generic test body out per backend, and the
+//! registry of the families' WGSL exercises (`wgsl_exercise!`, run by `kernels/tests/wgsl.rs`).
+//! Built with the `testing` feature only (the crates' dev-dependencies), never into a shipped
+//! binary.
 
 use std::sync::OnceLock;
 
@@ -132,4 +135,43 @@ macro_rules! training_backend_tests {
             $( #[test] fn $name() { super::$name(&$crate::testing::gpu()); } )*
         }
     };
+}
+
+/// A family's WGSL exercise: every op of the family on the comptime variants the model uses, run
+/// on the f32, f16-weight and f16-activation GPU backends so that `kernels/tests/wgsl.rs` can
+/// validate every module cubecl compiles as WebGPU WGSL; and the kernels it must have compiled.
+pub struct Exercise {
+    /// The family's folder (`layernorm`, …).
+    pub family: &'static str,
+    /// Substrings of the kernel names the exercise compiles.
+    pub kernels: &'static [&'static str],
+    /// Training ops run where `b` is f32 end to end; mixed precision where weights are f16.
+    pub run: fn(&GpuBackend),
+}
+
+inventory::collect!(Exercise);
+
+/// Every family's registered exercise.
+pub fn exercises() -> impl Iterator<Item = &'static Exercise> {
+    inventory::iter::<Exercise>.into_iter()
+}
+
+/// Register a family's WGSL exercise: `wgsl_exercise!("family", ["kernel", …], function)`.
+#[macro_export]
+macro_rules! wgsl_exercise {
+    ($family:literal, [$($kernel:literal),* $(,)?], $run:path) => {
+        inventory::submit! { $crate::testing::Exercise { family: $family, kernels: &[$($kernel),*], run: $run } }
+    };
+}
+
+/// The shapes every exercise covers: (heads, head dim) of 4 × 12 and 2 × 64 (hidden 48 and 128),
+/// and sequences of 1, 5, 70 and 130 tokens (cu_seqlens).
+pub fn exercise_shapes() -> impl Iterator<Item = (usize, usize, Vec<u32>)> {
+    [(4usize, 12usize), (2, 64)].into_iter().map(|(nh, hd)| (nh, hd, cu_seqlens(&[1, 5, 70, 130])))
+}
+
+/// Whether `b` runs training ops (f32 weights and activations).
+pub fn trains(b: &GpuBackend) -> bool {
+    use crate::backend::{Backend, DType};
+    b.dtype() == DType::F32 && b.activation_dtype() == DType::F32
 }

@@ -335,6 +335,78 @@ pub const FINITE_DIFFERENCE_REL: f64 = 2e-3;
 /// max |Δ| ≤ 1e-4 · max |reference| (the fixtures' float32-vs-float64 noise floor is 7.4e-6).
 pub const GRAD_REL_F32: f32 = 1e-4;
 
+/// The outcome of a whole-model check (the runtime's parity check against a reference file, the
+/// trainer's against a training fixture): one row per compared tensor, and the reference's
+/// tensors not compared, with the reason.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub rows: Vec<Row>,
+    pub skipped: Vec<(String, String)>,
+}
+
+impl Report {
+    /// Compare a tensor and judge it on its own.
+    pub fn judge(&mut self, name: &str, shape: &[usize], actual: &[f32], expected: &[f32], criterion: Criterion) {
+        self.rows.push(Row::judged(name, shape.to_vec(), actual, expected, criterion));
+    }
+    /// The largest error as `scale` measures it (infinite if any row is NaN).
+    pub fn max_err(&self, scale: ErrorScale) -> f32 {
+        self.rows.iter().map(|r| r.err(scale)).map(|e| if e.is_nan() { f32::INFINITY } else { e }).fold(0.0, f32::max)
+    }
+    /// The largest absolute error (infinite if any row is NaN).
+    pub fn max_abs_err(&self) -> f32 {
+        self.max_err(ErrorScale::Absolute)
+    }
+    /// The largest relative error, leaving out tensors that are 0 analytically (their "relative"
+    /// error is noise over noise).
+    pub fn max_rel_err(&self) -> f32 {
+        let noise = Some(training::NOISE_ONLY);
+        self.rows.iter().filter(|r| r.criterion != noise).map(|r| r.diff.relative()).map(|e| if e.is_nan() { f32::INFINITY } else { e }).fold(0.0, f32::max)
+    }
+    /// Something was compared, and every row judged on its own holds.
+    pub fn passed(&self) -> bool {
+        !self.rows.is_empty() && self.rows.iter().all(|r| r.ok)
+    }
+    /// One line per tensor, then the failures' worst elements and what was not compared (one
+    /// line per reason). Rows judged on their own show their criterion and verdict, and the last
+    /// line is `max_rel_err=<v> compared=<n>`; a report judged as a whole by a `Parity` shows both
+    /// error measures, and ends with `max_abs_err=<v> compared=<n>`.
+    pub fn render(&self) -> String {
+        let judged = self.rows.iter().any(|r| r.criterion.is_some());
+        let w = self.rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
+        let mut s = if judged {
+            format!("{:<w$}  {:<12}  {:>11}  {:>11}  {:<22}  result\n", "tensor", "shape", "max_abs_err", "max_rel_err", "criterion")
+        } else {
+            format!("{:<w$}  {:<14}  {:<11}  {}\n", "tensor", "shape", "max_abs_err", "max_err/max(1,|ref|)")
+        };
+        for r in &self.rows {
+            let (shape, d) = (format!("{:?}", r.shape), &r.diff);
+            s.push_str(&match r.criterion {
+                Some(c) => format!("{:<w$}  {shape:<12}  {:>11.3e}  {:>11.3e}  {:<22}  {}\n", r.name, d.max_abs, d.relative(), c.describe(), if r.ok { "ok" } else { "FAIL" }),
+                None if judged => format!("{:<w$}  {shape:<12}  {:>11.3e}  {:>11.3e}\n", r.name, d.max_abs, d.relative()),
+                None => format!("{:<w$}  {shape:<14}  {:<11.3e}  {:.3e}\n", r.name, d.max_abs, d.max_scaled),
+            });
+        }
+        for r in self.rows.iter().filter(|r| !r.ok) {
+            let d = &r.diff;
+            s.push_str(&format!("FAIL {}: worst at flat index {}: {} against {}\n", r.name, d.worst_index, d.actual, d.expected));
+        }
+        let mut reasons: Vec<&str> = self.skipped.iter().map(|(_, why)| why.as_str()).collect();
+        reasons.sort();
+        reasons.dedup();
+        for why in reasons {
+            let names: Vec<&str> = self.skipped.iter().filter(|(_, w)| w == why).map(|(n, _)| n.as_str()).collect();
+            let shown = if names.len() > 4 { format!("{}, … ({} tensors)", names[..4].join(", "), names.len()) } else { names.join(", ") };
+            s.push_str(&format!("not compared: {shown}: {why}\n"));
+        }
+        s.push_str(&match judged {
+            true => format!("max_rel_err={:e} compared={}\n", self.max_rel_err(), self.rows.len()),
+            false => format!("max_abs_err={:e} compared={}\n", self.max_abs_err(), self.rows.len()),
+        });
+        s
+    }
+}
+
 /// The trainer's check against transformers' training fixtures (fixtures-training/README.md §8;
 /// fixtures/README.md), tensor by tensor.
 pub mod training {

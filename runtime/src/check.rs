@@ -2,7 +2,7 @@
 //! `tests/fixtures/reference.safetensors` (made by transformers) and compare every tensor the
 //! model can produce, on real (non-pad) tokens only.
 
-use kernels::tolerance::{measure, ErrorScale, Row as CheckRow};
+use kernels::tolerance::{measure, Report, Row as CheckRow};
 use kernels::Backend;
 
 use crate::config::{LayerType, ModelConfig, Pooling};
@@ -10,45 +10,8 @@ use crate::model::{mean_cross_entropy, Batch, Bert, Encoder, Model, ModernBert, 
 use crate::weights::{Checkpoint, Overlay};
 use crate::{Error, Result};
 
-/// The outcome of a check.
-#[derive(Clone, Debug, Default)]
-pub struct CheckReport {
-    pub rows: Vec<CheckRow>,
-    /// Reference tensors not compared, with the reason.
-    pub skipped: Vec<(String, String)>,
-}
-
-impl CheckReport {
-    /// The largest absolute error (infinite if any row is NaN).
-    pub fn max_abs_err(&self) -> f32 {
-        self.max_err(ErrorScale::Absolute)
-    }
-    /// The largest error as `scale` measures it (infinite if any row is NaN).
-    pub fn max_err(&self, scale: ErrorScale) -> f32 {
-        self.rows.iter().map(|r| r.diff.err(scale)).map(|e| if e.is_nan() { f32::INFINITY } else { e }).fold(0.0, f32::max)
-    }
-    /// Human-readable table; the last line is `max_abs_err=<v> compared=<n>`.
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        let w = self.rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(6);
-        s.push_str(&format!("{:<w$}  {:<14}  {:<11}  {}\n", "tensor", "shape", "max_abs_err", "max_err/max(1,|ref|)"));
-        for r in &self.rows {
-            s.push_str(&format!("{:<w$}  {:<14}  {:<11.3e}  {:.3e}\n", r.name, format!("{:?}", r.shape), r.diff.max_abs, r.diff.max_scaled));
-        }
-        // Skipped tensors, one line per reason.
-        let mut reasons: Vec<&str> = self.skipped.iter().map(|(_, why)| why.as_str()).collect();
-        reasons.dedup();
-        reasons.sort();
-        reasons.dedup();
-        for why in reasons {
-            let names: Vec<&str> = self.skipped.iter().filter(|(_, w)| w == why).map(|(n, _)| n.as_str()).collect();
-            let shown = if names.len() > 4 { format!("{}, … ({} tensors)", names[..4].join(", "), names.len()) } else { names.join(", ") };
-            s.push_str(&format!("not compared: {shown}: {why}\n"));
-        }
-        s.push_str(&format!("max_abs_err={:e} compared={}\n", self.max_abs_err(), self.rows.len()));
-        s
-    }
-}
+/// The outcome of a check (`kernels::tolerance::Report`, judged as a whole by a `Parity`).
+pub type CheckReport = Report;
 
 /// Inputs of the reference, unpadded.
 struct RefInputs {
@@ -263,7 +226,7 @@ async fn mlm_logits_row<B: Backend>(
 ) -> Result<CheckRow> {
     let t_real = inp.flat.len();
     let theirs = real_rows(reference, name, inp, v)?;
-    let rows_per_block = (be.device_info().max_binding_bytes / (v * 4)).clamp(1, t_real);
+    let rows_per_block = (be.max_binding_elements(be.activation_dtype()) / v).clamp(1, t_real);
     let mut row = CheckRow::new(name, vec![t_real, v], &[], &[]);
     for start in (0..t_real).step_by(rows_per_block) {
         let end = (start + rows_per_block).min(t_real);

@@ -133,6 +133,14 @@ impl Rng {
     pub fn uniform(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
+    /// n token ids below `bound` (random batches for benchmarks).
+    pub fn ids(&mut self, n: usize, bound: usize) -> Vec<u32> {
+        (0..n).map(|_| (self.next_u64() % bound.max(1) as u64) as u32).collect()
+    }
+    /// n values uniform in [−scale, scale).
+    pub fn uniform_vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| (self.uniform() * 2.0 - 1.0) as f32 * scale).collect()
+    }
     /// Standard normal (Box–Muller).
     pub fn normal(&mut self) -> f64 {
         let u1 = self.uniform().max(f64::MIN_POSITIVE);

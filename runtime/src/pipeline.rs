@@ -30,7 +30,7 @@ impl Settings {
     /// bind for the [T, 3H] attention input.
     pub fn for_model<B: Backend>(be: &B, model: &Model<B>) -> Self {
         let window = model.context().saturating_sub(2).max(1);
-        let device_cap = be.device_info().max_binding_bytes / (3 * model.hidden_size() * 4);
+        let device_cap = be.max_binding_elements(be.activation_dtype()) / (3 * model.hidden_size());
         let batch_tokens = device_cap.clamp(1, 16_384).max(window + 2);
         Settings { window, overlap: window / 8, batch_tokens }
     }

@@ -9,7 +9,8 @@
 //! those the fixtures' README derives from their float32-vs-float64 noise floors.
 
 use kernels::optim::{AdamStep, Rule};
-use kernels::tolerance::{training as tol, Criterion, Row};
+pub use kernels::tolerance::Report;
+use kernels::tolerance::{training as tol, Criterion};
 use kernels::Backend;
 use runtime::Encoder;
 use runtime::config::Architecture;
@@ -23,54 +24,6 @@ use crate::backward::{forward_backward, Grads, Target};
 use crate::optim::{decays, Optimizer, OptimizerConfig, OptimizerKind};
 use crate::schedule::Schedule;
 use crate::{Error, Result};
-
-#[derive(Clone, Debug, Default)]
-pub struct Report {
-    pub rows: Vec<Row>,
-    pub skipped: Vec<(String, String)>,
-}
-
-impl Report {
-    pub fn passed(&self) -> bool {
-        !self.rows.is_empty() && self.rows.iter().all(|r| r.ok)
-    }
-    /// The largest relative error, leaving out gradients that are 0 analytically (their
-    /// "relative" error is noise over noise).
-    pub fn max_rel_err(&self) -> f32 {
-        self.rows.iter().filter(|r| r.criterion != Some(tol::NOISE_ONLY)).map(|r| r.diff.relative()).map(|e| if e.is_nan() { f32::INFINITY } else { e }).fold(0.0, f32::max)
-    }
-    /// One line per tensor; the last line is `max_rel_err=<v> compared=<n>`.
-    pub fn render(&self) -> String {
-        let w = self.rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
-        let mut s = format!("{:<w$}  {:<12}  {:>11}  {:>11}  {:<22}  result\n", "tensor", "shape", "max_abs_err", "max_rel_err", "criterion");
-        for r in &self.rows {
-            let crit = r.criterion.map(Criterion::describe).unwrap_or_default();
-            s.push_str(&format!(
-                "{:<w$}  {:<12}  {:>11.3e}  {:>11.3e}  {:<22}  {}\n",
-                r.name,
-                format!("{:?}", r.shape),
-                r.diff.max_abs,
-                r.diff.relative(),
-                crit,
-                if r.ok { "ok" } else { "FAIL" }
-            ));
-        }
-        for r in self.rows.iter().filter(|r| !r.ok) {
-            let d = &r.diff;
-            s.push_str(&format!("FAIL {}: worst at flat index {}: {} against {}\n", r.name, d.worst_index, d.actual, d.expected));
-        }
-        for (name, why) in &self.skipped {
-            s.push_str(&format!("not compared: {name}: {why}\n"));
-        }
-        s.push_str(&format!("max_rel_err={:e} compared={}\n", self.max_rel_err(), self.rows.len()));
-        s
-    }
-
-    fn compare(&mut self, name: &str, shape: &[usize], actual: &[f32], expected: &[f32], criterion: Criterion) {
-        self.rows.push(Row::judged(name, shape.to_vec(), actual, expected, criterion));
-    }
-}
-
 
 /// The models a check may use, by architecture.
 pub struct Models<'a> {
@@ -193,10 +146,10 @@ fn check_oracle<B: Backend>(be: &B, models: &Models, r: &Checkpoint, report: &mu
     let mut grads = Grads::default();
     let up = batch.upload(be, &model)?;
     let out = forward_backward(be, &model, &up, &batch.ids(), &Target::MaskedLm { rows: &rows, labels: &labels }, 1.0 / labels.len() as f32, &mut grads)?;
-    report.compare("mlm_loss", &[1], &[(out.loss_sum / labels.len() as f64) as f32], &floats(r, "mlm_loss")?, tol::SMALL_LOSS);
+    report.judge("mlm_loss", &[1], &[(out.loss_sum / labels.len() as f64) as f32], &floats(r, "mlm_loss")?, tol::SMALL_LOSS);
     for (name, shape, _) in crate::checkpoint::parameters(be, &mut model)? {
         let g = grads.get(&name).ok_or_else(|| Error::Input(format!("no gradient for {name}")))?;
-        report.compare(&format!("grad.{name}"), &shape, &kernels::block_on(be.read(g))?, &floats(r, &format!("grad.{name}"))?, tol::GRAD);
+        report.judge(&format!("grad.{name}"), &shape, &kernels::block_on(be.read(g))?, &floats(r, &format!("grad.{name}"))?, tol::GRAD);
     }
     // One AdamW step from the stored gradients (the optimizer alone): lr 1e-2, betas (0.9,
     // 0.98), eps 1e-6, weight decay 0.1 on matrices (fixtures/README.md).
@@ -207,7 +160,7 @@ fn check_oracle<B: Backend>(be: &B, models: &Models, r: &Checkpoint, report: &mu
     let mut opt = Optimizer::new(OptimizerConfig { kind: OptimizerKind::AdamW, lr: 1e-2, betas: (0.9, 0.98), eps: 1e-6, weight_decay: 0.1, grad_clip: None });
     opt.step(be, &mut model, &ref_grads, 1e-2, false)?;
     for (name, shape, values) in crate::checkpoint::parameters(be, &mut model)? {
-        report.compare(&format!("adamw.{name}"), &shape, &values, &floats(r, &format!("adamw.{name}"))?, tol::ADAMW_ONE_STEP);
+        report.judge(&format!("adamw.{name}"), &shape, &values, &floats(r, &format!("adamw.{name}"))?, tol::ADAMW_ONE_STEP);
     }
     Ok(())
 }
@@ -262,14 +215,14 @@ fn optimizer_unit<B: Backend>(be: &B, r: &Checkpoint, report: &mut Report) -> Re
             }
             let mut full = vec![10];
             full.extend(&shape);
-            report.compare(&format!("optim.{key}.{name}"), &full, &actual, &expected, tol::OPTIM_UNIT);
+            report.judge(&format!("optim.{key}.{name}"), &full, &actual, &expected, tol::OPTIM_UNIT);
         }
         if kind == OptimizerKind::StableAdamW {
             let mut grid = vec![0f32; 40];
             for (k, col, v) in rms_actual {
                 grid[k * 4 + col] = v;
             }
-            report.compare("optim.stableadamw.rms", &[10, 4], &grid, &floats(r, "optim.stableadamw.rms")?, tol::RMS);
+            report.judge("optim.stableadamw.rms", &[10, 4], &grid, &floats(r, "optim.stableadamw.rms")?, tol::RMS);
         }
     }
     Ok(())
@@ -303,18 +256,18 @@ fn trajectory<B: Backend>(be: &B, models: &Models, r: &Checkpoint, report: &mut 
         }
     }
     let lr_ref: Vec<f32> = doubles(r, &format!("{key}.lr"))?.into_iter().map(|v| v as f32).collect();
-    report.compare(&format!("{key}.lr"), &[10], &lrs, &lr_ref, tol::LR);
-    report.compare(&format!("{key}.loss"), &[10], &losses, &floats(r, &format!("{key}.loss"))?, tol::LOSS);
-    report.compare(&format!("{key}.grad_norm"), &[10], &norms, &floats(r, &format!("{key}.grad_norm"))?, tol::GRAD);
+    report.judge(&format!("{key}.lr"), &[10], &lrs, &lr_ref, tol::LR);
+    report.judge(&format!("{key}.loss"), &[10], &losses, &floats(r, &format!("{key}.loss"))?, tol::LOSS);
+    report.judge(&format!("{key}.grad_norm"), &[10], &norms, &floats(r, &format!("{key}.grad_norm"))?, tol::GRAD);
     if kind == OptimizerKind::StableAdamW {
-        report.compare("stableadamw.rms", &[10, order.len()], &rms, &floats(r, "stableadamw.rms")?, tol::TRAJECTORY_RMS);
+        report.judge("stableadamw.rms", &[10, order.len()], &rms, &floats(r, "stableadamw.rms")?, tol::TRAJECTORY_RMS);
     }
     let mut all_actual = Vec::new();
     let mut all_expected = Vec::new();
     for (name, shape, values) in crate::checkpoint::parameters(be, &mut model)? {
         let expected = floats(r, &format!("{key}.final.{name}"))?;
         match kind {
-            OptimizerKind::StableAdamW => report.compare(&format!("{key}.final.{name}"), &shape, &values, &expected, tol::STABLE_FINAL),
+            OptimizerKind::StableAdamW => report.judge(&format!("{key}.final.{name}"), &shape, &values, &expected, tol::STABLE_FINAL),
             OptimizerKind::AdamW => {
                 all_actual.extend(values);
                 all_expected.extend(expected);
@@ -327,7 +280,7 @@ fn trajectory<B: Backend>(be: &B, models: &Models, r: &Checkpoint, report: &mut 
         let mut d: Vec<f32> = all_actual.iter().zip(&all_expected).map(|(a, e)| (a - e).abs()).collect();
         d.sort_by(f32::total_cmp);
         let p999 = d.get(((d.len() as f64) * 0.999) as usize).copied().unwrap_or(f32::INFINITY);
-        report.compare("adamw.final.* (all)", &[all_actual.len()], &all_actual, &all_expected, Criterion::AdamWFinal);
+        report.judge("adamw.final.* (all)", &[all_actual.len()], &all_actual, &all_expected, Criterion::AdamWFinal);
         let last = report.rows.last_mut().unwrap();
         last.ok = last.ok && p999 <= tol::ADAMW_FINAL_P999;
         last.name = format!("adamw.final.* (all; p99.9 {p999:.2e})");
@@ -347,10 +300,10 @@ fn accumulation<B: Backend>(be: &B, models: &Models, r: &Checkpoint, report: &mu
         let out = forward_backward(be, &model, &up, &batch.ids(), &Target::MaskedLm { rows: &rws, labels: &labels }, 1.0 / total as f32, &mut grads)?;
         micro.push((out.loss_sum / total as f64) as f32);
     }
-    report.compare("accum.micro_loss", &[2], &micro, &floats(r, "accum.micro_loss")?, tol::SMALL_LOSS);
+    report.judge("accum.micro_loss", &[2], &micro, &floats(r, "accum.micro_loss")?, tol::SMALL_LOSS);
     for (name, shape, _) in crate::checkpoint::parameters(be, &mut model)? {
         let g = grads.get(&name).ok_or_else(|| Error::Input(format!("no gradient for {name}")))?;
-        report.compare(&format!("accum.grad.{name}"), &shape, &kernels::block_on(be.read(g))?, &floats(r, &format!("accum.grad.{name}"))?, tol::GRAD);
+        report.judge(&format!("accum.grad.{name}"), &shape, &kernels::block_on(be.read(g))?, &floats(r, &format!("accum.grad.{name}"))?, tol::GRAD);
     }
     Ok(())
 }
@@ -363,10 +316,10 @@ fn token_classification<B: Backend>(be: &B, folder: &ModelFolder, r: &Checkpoint
     let mut grads = Grads::default();
     let up = batch.upload(be, &model)?;
     let out = forward_backward(be, &model, &up, &batch.ids(), &Target::Tokens { rows: &rows, labels: &labels }, 1.0 / labels.len() as f32, &mut grads)?;
-    report.compare("tokcls.loss", &[1], &[(out.loss_sum / labels.len() as f64) as f32], &floats(r, "tokcls.loss")?, tol::SMALL_LOSS);
+    report.judge("tokcls.loss", &[1], &[(out.loss_sum / labels.len() as f64) as f32], &floats(r, "tokcls.loss")?, tol::SMALL_LOSS);
     for (name, shape, _) in crate::checkpoint::parameters(be, &mut model)? {
         let g = grads.get(&name).ok_or_else(|| Error::Input(format!("no gradient for {name}")))?;
-        report.compare(&format!("tokcls.grad.{name}"), &shape, &kernels::block_on(be.read(g))?, &floats(r, &format!("tokcls.grad.{name}"))?, tol::GRAD);
+        report.judge(&format!("tokcls.grad.{name}"), &shape, &kernels::block_on(be.read(g))?, &floats(r, &format!("tokcls.grad.{name}"))?, tol::GRAD);
     }
     Ok(())
 }
@@ -404,7 +357,7 @@ fn check_bert_oracle<B: Backend>(be: &B, config: runtime::BertConfig, folder: &M
     let mut grads = Grads::default();
     let up = upload(&model, &batch, &types)?;
     let out = forward_backward(be, &model, &up, &batch.ids(), &Target::MaskedLm { rows: &rows, labels: &labels }, 1.0 / labels.len() as f32, &mut grads)?;
-    report.compare("mlm_loss", &[1], &[(out.loss_sum / labels.len() as f64) as f32], &floats(r, "mlm_loss")?, tol::SMALL_LOSS);
+    report.judge("mlm_loss", &[1], &[(out.loss_sum / labels.len() as f64) as f32], &floats(r, "mlm_loss")?, tol::SMALL_LOSS);
     let names: Vec<String> = model.parameters_mut().into_iter().map(|(n, _)| n).collect();
     let mut named = Vec::new();
     for name in &names {
@@ -415,7 +368,7 @@ fn check_bert_oracle<B: Backend>(be: &B, config: runtime::BertConfig, folder: &M
         // key.bias moves every score of a query by the same amount, which softmax removes: its
         // gradient is 0 analytically and the reference holds float32 noise (fixtures-bert README).
         let criterion = if name.ends_with(".attention.self.key.bias") { tol::NOISE_ONLY } else { tol::GRAD };
-        report.compare(&format!("grad.{name}"), &shape, &values, &expected, criterion);
+        report.judge(&format!("grad.{name}"), &shape, &values, &expected, criterion);
     }
     match models.find(Architecture::TokenClassification)? {
         Some(f) => {
@@ -429,7 +382,7 @@ fn check_bert_oracle<B: Backend>(be: &B, config: runtime::BertConfig, folder: &M
             let (rows, labels) = (tok.rows(), tok.labels());
             let up = upload(&model, &tok, &types)?;
             let out = forward_backward(be, &model, &up, &tok.ids(), &Target::Tokens { rows: &rows, labels: &labels }, 1.0 / labels.len() as f32, &mut Grads::default())?;
-            report.compare("tokcls_loss", &[1], &[(out.loss_sum / labels.len() as f64) as f32], &floats(r, "tokcls_loss")?, tol::SMALL_LOSS);
+            report.judge("tokcls_loss", &[1], &[(out.loss_sum / labels.len() as f64) as f32], &floats(r, "tokcls_loss")?, tol::SMALL_LOSS);
             let pooler = ["bert.pooler.dense.weight", "bert.pooler.dense.bias"];
             if !f.checkpoint.contains(pooler[0]) && !pooler.iter().all(|n| r.contains(n)) {
                 report.skipped.push(("seqcls_loss".into(), "neither the model nor the reference has a pooler".into()));
@@ -441,7 +394,7 @@ fn check_bert_oracle<B: Backend>(be: &B, config: runtime::BertConfig, folder: &M
             let model = Bert::load_trainable(be, c, &overlay)?;
             let seq_labels: Vec<u32> = ints(r, "seqcls_labels")?.0.into_iter().map(|v| v.max(0) as u32).collect();
             let out = forward_backward(be, &model, &up, &tok.ids(), &Target::Sequences { labels: &seq_labels, pooling: runtime::config::Pooling::Cls }, 1.0, &mut Grads::default())?;
-            report.compare("seqcls_loss", &[1], &[(out.loss_sum / seq_labels.len() as f64) as f32], &floats(r, "seqcls_loss")?, tol::SMALL_LOSS);
+            report.judge("seqcls_loss", &[1], &[(out.loss_sum / seq_labels.len() as f64) as f32], &floats(r, "seqcls_loss")?, tol::SMALL_LOSS);
         }
         None => report.skipped.push(("tokcls_loss, seqcls_loss".into(), "no token-classification model given (--model DIR)".into())),
     }

@@ -21,17 +21,11 @@ pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-/// n values uniform in [−scale, scale), seeded.
-fn uniform(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut rng = Rng::new(seed);
-    (0..n).map(|_| (rng.uniform() * 2.0 - 1.0) as f32 * scale).collect()
-}
-
 /// Best rate, in GFLOP/s, of `x[rows, h] · Wᵀ[h, 3h]` on this backend (the fused QKV projection
 /// of a model of width `h`): the matmul peak the encoder's figures are compared with.
 pub fn matmul_peak<B: Backend>(be: &B, h: usize, rows: usize) -> Result<f64, Failure> {
-    let x = be.upload_vec(uniform(rows * h, 1, 1.0), &[rows, h])?;
-    let w = be.upload_weight(uniform(3 * h * h, 2, 0.05), &[3 * h, h])?;
+    let x = be.upload_vec(Rng::new(1).uniform_vec(rows * h, 1.0), &[rows, h])?;
+    let w = be.upload_weight(Rng::new(2).uniform_vec(3 * h * h, 0.05), &[3 * h, h])?;
     let mut best = f64::INFINITY;
     for _ in 0..6 {
         let t0 = std::time::Instant::now();
@@ -77,13 +71,7 @@ pub fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, ba
         }
     };
     let c = m.config();
-    let vocab = c.vocab_size().min(50_000) as u64;
-    let ids: Vec<Vec<u32>> = (0..batch)
-        .map(|b| {
-            let mut rng = Rng::new(b as u64 + 1);
-            (0..seq).map(|_| (rng.next_u64() % vocab) as u32).collect()
-        })
-        .collect();
+    let ids: Vec<Vec<u32>> = (0..batch).map(|b| Rng::new(b as u64 + 1).ids(seq, c.vocab_size().min(50_000))).collect();
     let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
     let run = || -> Result<f64, Failure> {
         let t0 = std::time::Instant::now();

@@ -7,11 +7,12 @@ use runtime::config::{Architecture, Pooling};
 use runtime::pipeline::softmax;
 
 use super::{device_name, for_each_chunk, load, named, open_input, split_note, Outcome};
-use crate::args::{BatchArgs, InputArgs, ModelArgs, PoolingArg};
+use crate::args::{DocumentArgs, PoolingArg};
 use crate::output::Sink;
 use crate::progress::ProgressBar;
 
-pub fn classify<B: Backend>(be: &B, input: &InputArgs, model: &ModelArgs, batch: &BatchArgs, pooling: Option<PoolingArg>, output: Option<&Path>) -> Outcome {
+pub fn classify<B: Backend>(be: &B, docs: &DocumentArgs, pooling: Option<PoolingArg>, output: Option<&Path>) -> Outcome {
+    let DocumentArgs { input, model, batch } = docs;
     let dir = model.dir(None)?;
     let mut reader = open_input(input, output)?;
     let loaded = load(be, &dir)?;

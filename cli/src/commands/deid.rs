@@ -7,21 +7,13 @@ use runtime::config::Architecture;
 use runtime::deid::{deidentify, LabelScheme, Span, SurrogateKey, Surrogates};
 
 use super::{device_name, for_each_chunk, load, named, open_input, split_note, Outcome};
-use crate::args::{BatchArgs, InputArgs, ModelArgs};
+use crate::args::DocumentArgs;
 use crate::output::Sink;
 use crate::progress::ProgressBar;
 
 #[allow(clippy::too_many_arguments)]
-pub fn deid<B: Backend>(
-    be: &B,
-    input: &InputArgs,
-    model: &ModelArgs,
-    batch: &BatchArgs,
-    threshold: f32,
-    surrogate: bool,
-    surrogate_key: Option<&Path>,
-    output: Option<&Path>,
-) -> Outcome {
+pub fn deid<B: Backend>(be: &B, docs: &DocumentArgs, threshold: f32, surrogate: bool, surrogate_key: Option<&Path>, output: Option<&Path>) -> Outcome {
+    let DocumentArgs { input, model, batch } = docs;
     let dir = model.dir(Some(runtime::bundled::DEID_SMALL))?;
     let surrogates = match (surrogate, surrogate_key) {
         (_, Some(key)) => {

@@ -7,19 +7,12 @@ use runtime::config::Pooling;
 use runtime::folder::sentence_transformers_pooling;
 
 use super::{device_name, for_each_chunk, load, named, open_input, split_note, Outcome};
-use crate::args::{BatchArgs, InputArgs, ModelArgs, PoolingArg};
+use crate::args::{DocumentArgs, PoolingArg};
 use crate::output::EmbeddingWriter;
 use crate::progress::ProgressBar;
 
-pub fn embed<B: Backend>(
-    be: &B,
-    input: &InputArgs,
-    model: &ModelArgs,
-    batch: &BatchArgs,
-    pooling: Option<PoolingArg>,
-    normalize: bool,
-    output: Option<&Path>,
-) -> Outcome {
+pub fn embed<B: Backend>(be: &B, docs: &DocumentArgs, pooling: Option<PoolingArg>, normalize: bool, output: Option<&Path>) -> Outcome {
+    let DocumentArgs { input, model, batch } = docs;
     let dir = model.dir(Some(runtime::bundled::CLINICAL_SMALL))?;
     let mut reader = open_input(input, output)?;
     let loaded = load(be, &dir)?;

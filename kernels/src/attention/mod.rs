@@ -19,10 +19,10 @@
 use cubecl::prelude::*;
 
 use crate::backend::DType;
-use crate::gpu::{launch_float, GpuBackend, GpuSeqs, GpuTensor};
+use crate::gpu::tensor::{launch_float, GpuBackend, GpuSeqs, GpuTensor};
 use crate::{Error, Result};
 
-#[cfg(test)]
+#[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
 mod tests;
 
 /// Queries per workgroup (= invocations per workgroup).

@@ -1,3 +1,5 @@
+#![cfg_attr(not(test), allow(dead_code, unused_imports))] // the WGSL exercise is built with `testing` alone
+
 use crate::backend::Backend;
 use crate::reference;
 use crate::testing::{block_on, cu_seqlens, rand_for};
@@ -139,3 +141,41 @@ crate::training_backend_tests!(
     attention_backward_sharp_scores,
     attention_backward_rejects_mismatch
 );
+
+
+/// f16 activations: q, k, v and the output stored in f16, scores and softmax in f32.
+#[test]
+fn f16_activations() {
+    use crate::backend::DType;
+    use crate::tolerance::F16_ACTIVATION_OP;
+    let b = crate::testing::gpu_f16_activations();
+    for (nh, hd) in [(4usize, 12usize), (2, 64)] {
+        let h = nh * hd;
+        let cu = cu_seqlens(&[1, 5, 70, 130]);
+        let t = *cu.last().unwrap() as usize;
+        let qkv = crate::testing::representable(DType::F16, crate::testing::rand_vec(t * 3 * h, 14, 1.0));
+        for window in [None, Some(4), Some(64)] {
+            let (o, _) = b.attention(&b.upload(&qkv, &[t, 3 * h]).unwrap(), &b.seqs(&cu).unwrap(), nh, window).unwrap();
+            let (o_ref, _) = reference::attention(&qkv, &cu, nh, hd, window);
+            assert_close(&format!("attention hd={hd} window={window:?}"), &block_on(b.read(&o)).unwrap(), &o_ref, F16_ACTIVATION_OP);
+        }
+    }
+}
+
+/// Global and windowed attention at head dims 12 and 64, and (training) both backwards.
+fn exercise(b: &crate::GpuBackend) {
+    for (nh, hd, cu) in crate::testing::exercise_shapes() {
+        let (h, t) = (nh * hd, *cu.last().unwrap() as usize);
+        let seqs = b.seqs(&cu).unwrap();
+        let qkv = b.upload(&crate::testing::rand_vec(t * 3 * h, 4, 1.0), &[t, 3 * h]).unwrap();
+        for window in [None, Some(4)] {
+            let (out, lse) = b.attention(&qkv, &seqs, nh, window).unwrap();
+            if crate::testing::trains(b) {
+                let dout = b.upload(&crate::testing::rand_vec(t * h, 1, 1.0), &[t, h]).unwrap();
+                b.attention_backward(&qkv, &out, &lse, &dout, &seqs, nh, window).unwrap();
+            }
+        }
+    }
+}
+
+crate::wgsl_exercise!("attention", ["attention", "attention_delta", "attention_dkv", "attention_dq"], exercise);

@@ -624,7 +624,7 @@ impl Backend for CpuBackend {
         Ok(CpuTensor::new(vec![train::sum_squares(x.values("sum_squares")?) as f32], vec![1, 1]))
     }
 
-    fn adam_step(&self, p: &CpuTensor, g: &CpuTensor, m: &CpuTensor, v: &CpuTensor, step: &crate::optim::AdamStep) -> Result<AdamUpdate<CpuTensor>> {
+    fn adam_step(&self, p: &CpuTensor, g: &CpuTensor, m: &CpuTensor, v: &CpuTensor, step: &crate::backend::AdamStep) -> Result<AdamUpdate<CpuTensor>> {
         if g.shape != p.shape || m.shape != p.shape || v.shape != p.shape {
             return Err(Error::shape("adam_step", format!("param {:?}, grad {:?}, m {:?}, v {:?}", p.shape, g.shape, m.shape, v.shape)));
         }
@@ -638,7 +638,7 @@ impl Backend for CpuBackend {
             param: CpuTensor::new(pn, shape.clone()),
             m: CpuTensor::new(mn, shape.clone()),
             v: CpuTensor::new(vn, shape),
-            rms: matches!(step.rule, crate::optim::Rule::StableAdamW { .. }).then(|| CpuTensor::new(vec![rms], vec![1])),
+            rms: matches!(step.rule, crate::backend::Rule::StableAdamW { .. }).then(|| CpuTensor::new(vec![rms], vec![1])),
         })
     }
 }

@@ -1,3 +1,5 @@
+#![cfg_attr(not(test), allow(dead_code, unused_imports))] // the WGSL exercise is built with `testing` alone
+
 use crate::backend::Backend;
 use crate::reference;
 use crate::testing::{block_on, rand_vec};
@@ -194,3 +196,50 @@ fn wgpu_cast_to_f16_rounds_to_a_neighbour() {
         assert!(ok, "value {i}: {v} became {g}; nearest f16 is {n}");
     }
 }
+
+
+/// f16 activations: inputs and outputs stored in f16, arithmetic f32; row copies are exact.
+#[test]
+fn f16_activations() {
+    use crate::backend::DType;
+    use crate::tolerance::F16_ACTIVATION_OP;
+    let b = crate::testing::gpu_f16_activations();
+    assert_eq!(b.activation_dtype(), DType::F16);
+    let half = |v| crate::testing::representable(DType::F16, v);
+    let read = |t: &crate::gpu::GpuTensor| block_on(b.read(t)).unwrap();
+    for (rows, h) in [(1usize, 1usize), (7, 63), (33, 96)] {
+        let (x, y) = (half(rand_vec(rows * h, 1, 3.0)), half(rand_vec(rows * h, 2, 3.0)));
+        let (xt, yt) = (b.upload(&x, &[rows, h]).unwrap(), b.upload(&y, &[rows, h]).unwrap());
+        let what = format!("rows={rows} h={h}");
+        assert_close(&format!("add {what}"), &read(&b.add(&xt, &yt).unwrap()), &half(reference::add(&x, &y)), F16_ACTIVATION_OP);
+        assert_close(&format!("gelu {what}"), &read(&b.gelu(&xt).unwrap()), &reference::gelu(&x), F16_ACTIVATION_OP);
+        assert_close(&format!("tanh {what}"), &read(&b.tanh(&xt).unwrap()), &reference::tanh(&x), F16_ACTIVATION_OP);
+        let parts = [b.slice_rows(&xt, 0, rows / 2).unwrap(), b.slice_rows(&xt, rows / 2, rows).unwrap()];
+        assert_eq!(read(&b.concat_rows(&parts).unwrap()), x, "slice and concat {what}");
+    }
+    let u = half(rand_vec(9 * 2 * 37, 5, 2.0));
+    assert_close("geglu", &read(&b.geglu(&b.upload(&u, &[9, 74]).unwrap()).unwrap()), &reference::geglu(&u, 37), F16_ACTIVATION_OP);
+}
+
+/// The element-wise ops, rows sliced and concatenated, and (training) their backwards and scaling.
+fn exercise(b: &crate::GpuBackend) {
+    for (nh, hd, cu) in crate::testing::exercise_shapes() {
+        let (h, t) = (nh * hd, *cu.last().unwrap() as usize);
+        let x = b.upload(&rand_vec(t * h, 1, 1.0), &[t, h]).unwrap();
+        let u = b.upload(&rand_vec(t * 2 * h, 6, 1.0), &[t, 2 * h]).unwrap();
+        b.geglu(&u).unwrap();
+        b.gelu(&x).unwrap();
+        b.tanh(&x).unwrap();
+        b.add(&x, &x).unwrap();
+        let parts = [b.slice_rows(&x, 0, 3).unwrap(), b.slice_rows(&x, 3, t).unwrap()];
+        b.concat_rows(&parts).unwrap();
+        if crate::testing::trains(b) {
+            b.scale(&x, 0.5).unwrap();
+            b.gelu_backward(&x, &x).unwrap();
+            b.tanh_backward(&x, &x).unwrap();
+            b.geglu_backward(&u, &x).unwrap();
+        }
+    }
+}
+
+crate::wgsl_exercise!("elementwise", ["geglu", "gelu", "tanh", "add_kernel", "copy", "scale", "gelu_backward", "tanh_backward", "geglu_backward"], exercise);

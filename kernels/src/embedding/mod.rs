@@ -11,11 +11,11 @@
 use cubecl::prelude::*;
 
 use crate::backend::{Backend, DType};
-use crate::elementwise::fill;
-use crate::gpu::{launch_float, launch_pair, GpuBackend, GpuIds, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
+use crate::reduce::fill;
+use crate::gpu::tensor::{launch_float, launch_pair, GpuBackend, GpuIds, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
 use crate::{Error, Result};
 
-#[cfg(test)]
+#[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
 mod tests;
 
 /// out[t, c] = table[ids[t] − lo, c] for the ids that fall in this chunk's rows [lo, lo + rows).

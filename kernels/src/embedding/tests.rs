@@ -1,3 +1,5 @@
+#![cfg_attr(not(test), allow(dead_code, unused_imports))] // the WGSL exercise is built with `testing` alone
+
 use crate::backend::Backend;
 use crate::reference;
 use crate::testing::{block_on, cu_seqlens, rand_for, rand_ids, rand_vec};
@@ -137,3 +139,61 @@ fn wgpu_training_chunked_embedding_backward() {
     assert_eq!((d.parts.len(), d.part_rows), (table.parts.len(), table.part_rows));
     assert_close("chunked embedding_backward", &block_on(gpu.read(&d)).unwrap(), &reference::embedding_backward(&ids, &dy, v, h), REDUCTION_F32);
 }
+
+/// Lookups (whole and summed into x), row gathers and mean pooling, and (training) their
+
+/// f16 activations: lookups and row gathers exact, the sum and the mean within f16 rounding.
+#[test]
+fn f16_activations() {
+    use crate::backend::DType;
+    use crate::tolerance::F16_ACTIVATION_OP;
+    let b = crate::testing::gpu_f16_activations();
+    let half = |v| crate::testing::representable(DType::F16, v);
+    let read = |t: &crate::gpu::GpuTensor| block_on(b.read(t)).unwrap();
+    let (v, h) = (320usize, 48usize);
+    let table = half(rand_vec(v * h, 7, 1.0));
+    let ids = rand_ids(29, 8, v as u32);
+    let e = b.embedding(&b.upload_weight(table.clone(), &[v, h]).unwrap(), &b.upload_ids(&ids).unwrap()).unwrap();
+    assert_eq!(read(&e), reference::embedding(&table, &ids, h), "embedding");
+    let types = half(rand_vec(2 * h, 13, 0.5));
+    let type_ids: Vec<u32> = (0..29).map(|t| t % 2).collect();
+    let s = b.embedding_add(&e, &b.upload_weight(types.clone(), &[2, h]).unwrap(), &b.upload_ids(&type_ids).unwrap()).unwrap();
+    assert_close("embedding_add", &read(&s), &half(reference::embedding_add(&read(&e), &types, &type_ids, h)), F16_ACTIVATION_OP);
+    for (rows, h) in [(1usize, 1usize), (7, 63), (33, 96)] {
+        let x = half(rand_vec(rows * h, 1, 3.0));
+        let picked: Vec<u32> = (0..rows as u32).rev().step_by(2).collect();
+        let g = b.gather_rows(&b.upload(&x, &[rows, h]).unwrap(), &b.upload_ids(&picked).unwrap()).unwrap();
+        assert_eq!(read(&g), reference::gather_rows(&x, &picked, h), "gather_rows rows={rows} h={h}");
+    }
+    let cu = cu_seqlens(&[1, 5, 70]);
+    let x = half(rand_vec(76 * 48, 6, 2.0));
+    let pooled = b.mean_pool(&b.upload(&x, &[76, 48]).unwrap(), &b.seqs(&cu).unwrap()).unwrap();
+    assert_close("mean_pool", &read(&pooled), &reference::mean_pool(&x, &cu, 48), F16_ACTIVATION_OP);
+}
+
+/// backwards, whole and in row chunks.
+fn exercise(b: &crate::GpuBackend) {
+    for (nh, hd, cu) in crate::testing::exercise_shapes() {
+        let (h, t) = (nh * hd, *cu.last().unwrap() as usize);
+        let seqs = b.seqs(&cu).unwrap();
+        let x = b.upload(&rand_vec(t * h, 1, 1.0), &[t, h]).unwrap();
+        b.mean_pool(&x, &seqs).unwrap();
+        b.gather_rows(&x, &b.upload_ids(&[0, 3]).unwrap()).unwrap();
+        let table = b.upload_weight(rand_vec(320 * h, 7, 1.0), &[320, h]).unwrap();
+        let e = b.embedding(&table, &b.upload_ids(&rand_ids(t, 8, 320)).unwrap()).unwrap();
+        b.embedding_add(&e, &table, &b.upload_ids(&rand_ids(t, 8, 320)).unwrap()).unwrap();
+        if crate::testing::trains(b) {
+            let b_seqs = cu.len() - 1;
+            b.mean_pool_backward(&b.upload(&rand_vec(b_seqs * h, 7, 1.0), &[b_seqs, h]).unwrap(), &seqs).unwrap();
+            b.scatter_rows(&b.upload(&rand_vec(2 * h, 8, 1.0), &[2, h]).unwrap(), &b.upload_ids(&[0, 3]).unwrap(), t).unwrap();
+            b.embedding_backward(&rand_ids(t, 9, 320), &x, 320).unwrap();
+        }
+    }
+    if crate::testing::trains(b) {
+        let chunked = b.clone().with_max_binding_bytes(100 * 48 * 4);
+        let dy = chunked.upload(&rand_vec(40 * 48, 16, 1.0), &[40, 48]).unwrap();
+        block_on(chunked.read(&chunked.embedding_backward(&rand_ids(40, 15, 320), &dy, 320).unwrap())).unwrap();
+    }
+}
+
+crate::wgsl_exercise!("embedding", ["gather", "gather_add", "mean_pool", "mean_pool_backward", "scatter_rows", "embedding_backward"], exercise);

@@ -9,49 +9,15 @@
 use cubecl::prelude::*;
 
 use crate::backend::DType;
-use crate::elementwise::{column_grid, finish_column_sums, ROWS_PER_BLOCK, SUM_COLS, SUM_LANES};
-use crate::gpu::{launch_float, launch_pair, GpuBackend, GpuTensor};
+use crate::gpu::tensor::{launch_float, launch_pair, GpuBackend, GpuTensor};
+use crate::reduce::{block_sum, column_grid, fill, finish_column_sums, ROWS_PER_BLOCK, SUM_COLS, SUM_LANES};
 use crate::{Error, Result};
 
-#[cfg(test)]
+#[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
 mod tests;
 
 /// Invocations per row (a power of two).
 const UNITS: usize = 64;
-
-/// Sum of s[0..CUBE_DIM] into s[0], visible to every unit after the call. CUBE_DIM must be a
-/// power of two. Every unit must call it (it holds barriers).
-#[cube]
-pub(crate) fn block_sum(s: &mut Shared<[f32]>) {
-    sync_cube();
-    let tid = UNIT_POS;
-    let mut active = CUBE_DIM;
-    while active > 1 {
-        active /= 2;
-        if tid < active {
-            let sum = s[tid as usize] + s[(tid + active) as usize];
-            s[tid as usize] = sum;
-        }
-        sync_cube();
-    }
-}
-
-/// Max of s[0..CUBE_DIM] into s[0], visible to every unit after the call. CUBE_DIM must be a
-/// power of two. Every unit must call it (it holds barriers).
-#[cube]
-pub(crate) fn block_max(s: &mut Shared<[f32]>) {
-    sync_cube();
-    let tid = UNIT_POS;
-    let mut active = CUBE_DIM;
-    while active > 1 {
-        active /= 2;
-        if tid < active {
-            let larger = max(s[tid as usize], s[(tid + active) as usize]);
-            s[tid as usize] = larger;
-        }
-        sync_cube();
-    }
-}
 
 /// The second half of a row's LayerNorm, given its mean: the variance of src[base..base + h],
 /// then out = (src − μ)/sqrt(σ² + ε) ⊙ w (+ b). Every unit of the workgroup must call it (it holds
@@ -334,7 +300,7 @@ pub fn layer_norm_backward(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, dy: &
     let dx = gpu.alloc(op, rows * h)?;
     if rows == 0 {
         let dw = gpu.alloc(op, h)?;
-        crate::elementwise::fill(gpu, &dw, h, 0.0)?;
+        fill(gpu, &dw, h, 0.0)?;
         return Ok((GpuTensor::single(dx, x.shape.clone()), GpuTensor::single(dw, vec![h])));
     }
     let stats = gpu.alloc(op, rows * 2)?;

@@ -1,3 +1,5 @@
+#![cfg_attr(not(test), allow(dead_code, unused_imports))] // the WGSL exercise is built with `testing` alone
+
 use crate::backend::Backend;
 use crate::reference;
 use crate::testing::{block_on, rand_for, rand_vec};
@@ -130,3 +132,44 @@ fn layer_norm_backward_rejects_mismatch<B: Backend>(b: &B) {
 }
 
 crate::training_backend_tests!(layer_norm_backward_shapes, layer_norm_backward_rejects_mismatch);
+
+
+/// f16 activations: inputs and outputs stored in f16, arithmetic f32 (odd widths pad f16 buffers).
+#[test]
+fn f16_activations() {
+    use crate::backend::DType;
+    use crate::tolerance::F16_ACTIVATION_OP;
+    let b = crate::testing::gpu_f16_activations();
+    let half = |v| crate::testing::representable(DType::F16, v);
+    for (rows, h) in [(1usize, 1usize), (7, 63), (33, 96)] {
+        let (x, y, w, bias) = (half(rand_vec(rows * h, 1, 3.0)), half(rand_vec(rows * h, 2, 3.0)), half(rand_vec(h, 3, 1.5)), half(rand_vec(h, 4, 0.5)));
+        let (xt, yt) = (b.upload(&x, &[rows, h]).unwrap(), b.upload(&y, &[rows, h]).unwrap());
+        let (wt, bt) = (b.upload_weight(w.clone(), &[h]).unwrap(), b.upload_weight(bias.clone(), &[h]).unwrap());
+        let read = |t: &crate::gpu::GpuTensor| block_on(b.read(t)).unwrap();
+        let n = b.layer_norm(&xt, &wt, Some(&bt), 1e-5).unwrap();
+        assert_close(&format!("layer_norm {rows}x{h}"), &read(&n), &reference::layer_norm(&x, &w, Some(&bias), 1e-5, h), F16_ACTIVATION_OP);
+        // The sum is rounded to f16 before the norm reads it, as the unfused pair does (WGSL lets
+        // f32 → f16 pick either neighbour, so the sums are compared within the tolerance).
+        let (s, n) = b.add_layer_norm(&xt, &yt, &wt, None, 1e-5).unwrap();
+        assert_close(&format!("add_layer_norm sum {rows}x{h}"), &read(&s), &half(reference::add(&x, &y)), F16_ACTIVATION_OP);
+        assert_close(&format!("add_layer_norm {rows}x{h}"), &read(&n), &reference::layer_norm(&read(&s), &w, None, 1e-5, h), F16_ACTIVATION_OP);
+    }
+}
+
+/// LayerNorm with and without bias, the fused add, and (training) the backward.
+fn exercise(b: &crate::GpuBackend) {
+    for (nh, hd, cu) in crate::testing::exercise_shapes() {
+        let (h, t) = (nh * hd, *cu.last().unwrap() as usize);
+        let x = b.upload(&rand_vec(t * h, 1, 1.0), &[t, h]).unwrap();
+        let w = b.upload_weight(rand_vec(h, 2, 1.0), &[h]).unwrap();
+        let bias = b.upload_weight(rand_vec(h, 3, 1.0), &[h]).unwrap();
+        b.layer_norm(&x, &w, None, 1e-5).unwrap();
+        b.layer_norm(&x, &w, Some(&bias), 1e-5).unwrap();
+        b.add_layer_norm(&x, &x, &w, Some(&bias), 1e-5).unwrap();
+        if crate::testing::trains(b) {
+            b.layer_norm_backward(&x, &w, &x, 1e-5).unwrap();
+        }
+    }
+}
+
+crate::wgsl_exercise!("layernorm", ["layer_norm", "add_layer_norm", "layer_norm_backward", "layer_norm_dw"], exercise);

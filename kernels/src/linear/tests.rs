@@ -1,3 +1,5 @@
+#![cfg_attr(not(test), allow(dead_code, unused_imports))] // the WGSL exercise is built with `testing` alone
+
 use crate::backend::Backend;
 use crate::reference;
 use crate::testing::{block_on, rand_for, rand_vec};
@@ -130,3 +132,66 @@ fn wgpu_f16_products_round_f32_master_weights() {
         assert_eq!(block_on(gpu.read(&wt)).unwrap(), w, "the master copy stays f32");
     }
 }
+
+/// Products with and without bias, a weight in row chunks; (training) both backward products,
+
+/// f16 activations: products with f16 operands and f32 accumulation, and a vocabulary projection
+/// stored in row chunks, each chunk's product copied into its columns.
+#[test]
+fn f16_activations() {
+    use crate::backend::DType;
+    use crate::tolerance::F16_ACTIVATION_OP;
+    let b = crate::testing::gpu_f16_activations();
+    let half = |v| crate::testing::representable(DType::F16, v);
+    for (n, k, m) in [(1usize, 48usize, 144usize), (29, 48, 320), (67, 96, 97)] {
+        let (x, w, bias) = (half(rand_vec(n * k, 9, 1.0)), half(rand_vec(m * k, 10, 0.1)), half(rand_vec(m, 11, 0.5)));
+        let y = b.linear(&b.upload(&x, &[n, k]).unwrap(), &b.upload_weight(w.clone(), &[m, k]).unwrap(), Some(&b.upload_weight(bias.clone(), &[m]).unwrap())).unwrap();
+        assert_close(&format!("linear {n}x{k}x{m}"), &block_on(b.read(&y)).unwrap(), &reference::linear(&x, &w, Some(&bias), k), F16_ACTIVATION_OP);
+    }
+    let (v, h) = (320usize, 48usize);
+    let chunked = b.clone().with_max_binding_bytes(128 * h * 2);
+    let w = half(rand_vec(v * h, 12, 0.1));
+    let wt = chunked.upload_weight(w.clone(), &[v, h]).unwrap();
+    assert!(wt.parts_len() > 1);
+    let x = half(rand_vec(5 * h, 13, 1.0));
+    let y = chunked.linear(&chunked.upload(&x, &[5, h]).unwrap(), &wt, None).unwrap();
+    assert_close("linear, chunked weight", &block_on(chunked.read(&y)).unwrap(), &reference::linear(&x, &w, None, h), F16_ACTIVATION_OP);
+}
+
+/// whole and chunked; (f16 weights) f32 master weights cast for `linear` and `matmul`.
+fn exercise(b: &crate::GpuBackend) {
+    use crate::backend::DType;
+    for (nh, hd, cu) in crate::testing::exercise_shapes() {
+        let (h, t) = (nh * hd, *cu.last().unwrap() as usize);
+        let x = b.upload(&rand_vec(t * h, 1, 1.0), &[t, h]).unwrap();
+        let w = b.upload_weight(rand_vec(3 * h * h, 4, 0.1), &[3 * h, h]).unwrap();
+        let y = b.linear(&x, &w, None).unwrap();
+        b.linear(&x, &w, Some(&b.upload_weight(rand_vec(3 * h, 5, 0.1), &[3 * h]).unwrap())).unwrap();
+        if crate::testing::trains(b) {
+            b.matmul(&y, &w).unwrap();
+            b.matmul_tn(&y, &x).unwrap();
+        }
+    }
+    // A weight in row chunks (the projection onto a vocabulary larger than one binding).
+    let chunked = b.clone().with_max_binding_bytes(128 * 48 * b.dtype().size());
+    let w = chunked.upload_weight(rand_vec(320 * 48, 11, 0.1), &[320, 48]).unwrap();
+    let y = chunked.linear(&chunked.upload(&rand_vec(5 * 48, 12, 1.0), &[5, 48]).unwrap(), &w, None).unwrap();
+    block_on(chunked.read(&y)).unwrap();
+    if crate::testing::trains(b) {
+        let chunked = b.clone().with_max_binding_bytes(100 * 48 * 4);
+        let dy = chunked.upload(&rand_vec(9 * 320, 13, 1.0), &[9, 320]).unwrap();
+        let p = chunked.upload(&rand_vec(320 * 48, 12, 1.0), &[320, 48]).unwrap();
+        chunked.matmul_tn(&dy, &chunked.upload(&rand_vec(9 * 48, 14, 1.0), &[9, 48]).unwrap()).unwrap();
+        chunked.matmul(&dy, &p).unwrap();
+    }
+    if b.dtype() == DType::F16 && b.activation_dtype() == DType::F32 {
+        for bytes in [usize::MAX, 100 * 48 * 4] {
+            let b = b.clone().with_max_binding_bytes(bytes);
+            let w = b.upload(&rand_vec(320 * 48, 1, 0.1), &[320, 48]).unwrap();
+            b.linear(&b.upload(&rand_vec(9 * 48, 2, 1.0), &[9, 48]).unwrap(), &w, None).unwrap();
+            block_on(b.read(&b.matmul(&b.upload(&rand_vec(9 * 320, 3, 1.0), &[9, 320]).unwrap(), &w).unwrap())).unwrap();
+        }
+    }
+}
+
+crate::wgsl_exercise!("linear", ["matmul", "add_bias", "copy_columns", "take_columns", "cast"], exercise);

@@ -7,11 +7,11 @@
 use cubecl::prelude::*;
 
 use crate::backend::DType;
-use crate::gpu::{launch_float, launch_pair, GpuBackend, GpuIds, GpuTensor};
-use crate::layernorm::{block_max, block_sum};
+use crate::gpu::tensor::{launch_float, launch_pair, GpuBackend, GpuIds, GpuTensor};
+use crate::reduce::{block_max, block_sum};
 use crate::{Error, Result};
 
-#[cfg(test)]
+#[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
 mod tests;
 
 const UNITS: usize = 64;

@@ -1,3 +1,5 @@
+#![cfg_attr(not(test), allow(dead_code, unused_imports))] // the WGSL exercise is built with `testing` alone
+
 use crate::backend::Backend;
 use crate::reference;
 use crate::testing::{block_on, rand_ids, rand_vec};
@@ -52,3 +54,33 @@ fn label_rank_rows<B: Backend>(b: &B) {
     assert!(b.label_rank(&b.upload(&[0.0; 10], &[2, 5]).unwrap(), &b.upload_ids(&[1, 5]).unwrap()).is_err());
     assert!(b.label_rank(&b.upload(&[0.0; 10], &[2, 5]).unwrap(), &b.upload_ids(&[1]).unwrap()).is_err());
 }
+
+
+/// f16 activations: the logits stored in f16, the losses and ranks computed and kept in f32.
+#[test]
+fn f16_activations() {
+    use crate::backend::DType;
+    let b = crate::testing::gpu_f16_activations();
+    let (n, c) = (7usize, 321usize);
+    let logits = crate::testing::representable(DType::F16, rand_vec(n * c, 15, 3.0));
+    let labels = rand_ids(n, 16, c as u32);
+    let (lt, ids) = (b.upload(&logits, &[n, c]).unwrap(), b.upload_ids(&labels).unwrap());
+    let labels64: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    let loss = block_on(b.read(&b.cross_entropy(&lt, &ids).unwrap())).unwrap();
+    assert_close("cross_entropy", &loss, &reference::cross_entropy(&logits, &labels64, c, -100), REDUCTION_F32);
+    let ranks: Vec<f32> = reference::label_rank(&logits, &labels, c).iter().map(|&r| r as f32).collect();
+    assert_eq!(block_on(b.read(&b.label_rank(&lt, &ids).unwrap())).unwrap(), ranks, "label_rank");
+}
+
+/// Cross-entropy, and (training) its backward and the label ranks.
+fn exercise(b: &crate::GpuBackend) {
+    let logits = b.upload(&rand_vec(7 * 320, 9, 3.0), &[7, 320]).unwrap();
+    let labels = b.upload_ids(&rand_ids(7, 10, 320)).unwrap();
+    block_on(b.read(&b.cross_entropy(&logits, &labels).unwrap())).unwrap();
+    if crate::testing::trains(b) {
+        b.cross_entropy_backward(&logits, &labels, 1.0 / 7.0).unwrap();
+        b.label_rank(&logits, &labels).unwrap();
+    }
+}
+
+crate::wgsl_exercise!("loss", ["cross_entropy", "cross_entropy_backward", "label_rank"], exercise);

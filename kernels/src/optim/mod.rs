@@ -21,37 +21,14 @@
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 
+pub use crate::backend::{AdamStep, Rule};
 use crate::backend::{AdamUpdate, DType};
-use crate::elementwise::{fill, flat_total, SUM_CHUNK};
-use crate::gpu::{launch_float, GpuBackend, GpuTensor, ELEMWISE_UNITS};
-use crate::layernorm::block_sum;
+use crate::gpu::tensor::{launch_float, GpuBackend, GpuTensor, ELEMWISE_UNITS};
+use crate::reduce::{block_sum, fill, flat_total, SUM_CHUNK};
 use crate::{Error, Result};
 
-#[cfg(test)]
+#[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
 mod tests;
-
-/// Which update rule.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Rule {
-    AdamW,
-    /// `max_lr`: the peak learning rate the fully decoupled weight decay is relative to.
-    StableAdamW { max_lr: f64 },
-}
-
-/// One step's hyper-parameters for one tensor.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamStep {
-    pub rule: Rule,
-    /// This step's learning rate (after the schedule).
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    /// 0 for tensors that do not decay.
-    pub weight_decay: f64,
-    /// 1 for the first step.
-    pub step: u64,
-}
 
 /// Invocations per workgroup of the StableAdamW moment kernel (a power of two; it handles
 /// `SUM_CHUNK` elements, like the flat sums that finish its partial sums).

@@ -1,3 +1,5 @@
+#![cfg_attr(not(test), allow(dead_code, unused_imports))] // the WGSL exercise is built with `testing` alone
+
 use super::{AdamStep, Rule};
 use crate::backend::Backend;
 use crate::reference;
@@ -106,3 +108,21 @@ fn wgpu_training_chunked_adam_step() {
         }
     }
 }
+
+/// Both update rules on a parameter in row chunks (training backends only).
+fn exercise(b: &crate::GpuBackend) {
+    if !crate::testing::trains(b) {
+        return;
+    }
+    let chunked = b.clone().with_max_binding_bytes(100 * 48 * 4);
+    let p = chunked.upload(&rand_vec(320 * 48, 12, 1.0), &[320, 48]).unwrap();
+    let g = chunked.add(&p, &p).unwrap();
+    let zeros = chunked.upload(&vec![0.0; 320 * 48], &[320, 48]).unwrap();
+    for rule in [Rule::AdamW, Rule::StableAdamW { max_lr: 1e-3 }] {
+        let step = AdamStep { rule, lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 1e-2, step: 1 };
+        let up = chunked.adam_step(&p, &g, &zeros, &zeros, &step).unwrap();
+        block_on(chunked.read(&up.param)).unwrap();
+    }
+}
+
+crate::wgsl_exercise!("optim", ["adamw", "stable_moments", "stable_rms", "stable_params"], exercise);

@@ -7,10 +7,10 @@
 
 use cubecl::prelude::*;
 
-use crate::gpu::{launch_pair, GpuBackend, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
+use crate::gpu::tensor::{launch_pair, GpuBackend, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
 use crate::{Error, Result};
 
-#[cfg(test)]
+#[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
 mod tests;
 
 /// cos and sin tables [positions, hd/2] for one RoPE base θ, in float32 as transformers computes

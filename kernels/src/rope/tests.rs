@@ -1,3 +1,5 @@
+#![cfg_attr(not(test), allow(dead_code, unused_imports))] // the WGSL exercise is built with `testing` alone
+
 use super::rope_tables;
 use crate::backend::{positions, Backend};
 use crate::reference;
@@ -85,3 +87,41 @@ fn rope_backward_inverts_rope<B: Backend>(b: &B) {
 }
 
 crate::training_backend_tests!(rope_backward_mixed_batches, rope_backward_inverts_rope);
+
+
+/// f16 activations: the tables are activations too (uploaded in f16, as the model uploads them).
+#[test]
+fn f16_activations() {
+    use crate::backend::DType;
+    use crate::tolerance::F16_ACTIVATION_OP;
+    let b = crate::testing::gpu_f16_activations();
+    let half = |v| crate::testing::representable(DType::F16, v);
+    for (nh, hd) in [(4usize, 12usize), (2, 64)] {
+        let h = nh * hd;
+        let cu = cu_seqlens(&[1, 5, 70, 130]);
+        let t = *cu.last().unwrap() as usize;
+        let qkv = half(rand_vec(t * 3 * h, 14, 1.0));
+        let (cos, sin) = rope_tables(10_000.0, hd, 256);
+        let (cos, sin) = (half(cos), half(sin));
+        let rotated = b.rope(&b.upload(&qkv, &[t, 3 * h]).unwrap(), &b.seqs(&cu).unwrap(), &b.upload(&cos, &[256, hd / 2]).unwrap(), &b.upload(&sin, &[256, hd / 2]).unwrap(), nh).unwrap();
+        let expected = reference::rope(&qkv, &positions(&cu), &cos, &sin, nh, hd);
+        assert_close(&format!("rope hd={hd}"), &block_on(b.read(&rotated)).unwrap(), &expected, F16_ACTIVATION_OP);
+    }
+}
+
+/// RoPE at head dims 12 and 64, and (training) its backward.
+fn exercise(b: &crate::GpuBackend) {
+    for (nh, hd, cu) in crate::testing::exercise_shapes() {
+        let (h, t) = (nh * hd, *cu.last().unwrap() as usize);
+        let seqs = b.seqs(&cu).unwrap();
+        let qkv = b.upload(&rand_vec(t * 3 * h, 4, 1.0), &[t, 3 * h]).unwrap();
+        let (cos, sin) = rope_tables(10_000.0, hd, 256);
+        let (cos, sin) = (b.upload(&cos, &[256, hd / 2]).unwrap(), b.upload(&sin, &[256, hd / 2]).unwrap());
+        b.rope(&qkv, &seqs, &cos, &sin, nh).unwrap();
+        if crate::testing::trains(b) {
+            b.rope_backward(&qkv, &seqs, &cos, &sin, nh).unwrap();
+        }
+    }
+}
+
+crate::wgsl_exercise!("rope", ["rope"], exercise);

@@ -11,7 +11,7 @@
 use kernels::Backend;
 
 use super::parts::{in_row_chunks, LayerNorm, Linear, Loader};
-use super::{Batch, Ctx, Encoder, Tape, Task};
+use super::{Batch, Ctx, Encoder, Output, Tape, Task};
 use crate::config::{Architecture, BertConfig, ModelConfig, Pooling};
 use crate::weights::WeightSource;
 use crate::{Error, Result};
@@ -226,22 +226,6 @@ impl<B: Backend> Bert<B> {
             .as_ref()
             .ok_or_else(|| Error::Input(format!("{source}: this checkpoint has no pooler (bert.pooler.dense), which sequence classification needs")))
     }
-
-    /// The output projection of a head: the (tied) decoder for masked LM, the classifier
-    /// otherwise; (weight, bias).
-    pub fn output(&self, task: Task) -> Result<(&B::Tensor, Option<&B::Tensor>)> {
-        let source = &self.config.source;
-        Ok(match task {
-            Task::MaskedLm => {
-                let head = self.mlm.as_ref().ok_or_else(|| Error::Input(format!("{source}: this checkpoint has no masked-LM head (cls.predictions)")))?;
-                (head.decoder_weight.as_ref().unwrap_or(&self.embeddings.word_embeddings), Some(&head.bias))
-            }
-            _ => {
-                let c = self.classifier.as_ref().ok_or_else(|| Error::Input(format!("{source}: this checkpoint has no classifier")))?;
-                (&c.weight, c.bias.as_ref())
-            }
-        })
-    }
 }
 
 impl<B: Backend> Encoder<B> for Bert<B> {
@@ -362,6 +346,24 @@ impl<B: Backend> Encoder<B> for Bert<B> {
         Ok(x)
     }
 
+    fn output(&self, task: Task) -> Result<Output<'_, B>> {
+        let source = &self.config.source;
+        Ok(match task {
+            Task::MaskedLm => {
+                let head = self.mlm.as_ref().ok_or_else(|| Error::Input(format!("{source}: this checkpoint has no masked-LM head (cls.predictions)")))?;
+                let (weight, weight_name) = match &head.decoder_weight {
+                    Some(w) => (w, "cls.predictions.decoder.weight".to_string()),
+                    None => (&self.embeddings.word_embeddings, format!("{}embeddings.word_embeddings.weight", self.prefix())),
+                };
+                Output { weight, bias: Some(&head.bias), weight_name, bias_name: "cls.predictions.bias" }
+            }
+            _ => {
+                let c = self.classifier.as_ref().ok_or_else(|| Error::Input(format!("{source}: this checkpoint has no classifier")))?;
+                Output { weight: &c.weight, bias: c.bias.as_ref(), weight_name: "classifier.weight".into(), bias_name: "classifier.bias" }
+            }
+        })
+    }
+
     /// Each sequence's first token ([CLS]); BERT always classifies its pooler output, so a
     /// pooling choice is refused.
     fn sequence_rows(&self, be: &B, hidden: &B::Tensor, batch: &Batch<B>, pooling: Option<Pooling>) -> Result<B::Tensor> {
@@ -377,7 +379,7 @@ impl<B: Backend> Encoder<B> for Bert<B> {
     /// Masked LM: LN(GELU(transform(x))) · decoderᵀ + bias; tokens: classifier(x); sequences:
     /// classifier(tanh(pooler(x))) of each sequence's first token.
     fn head(&self, be: &B, x: &B::Tensor, task: Task, tape: &mut Tape<B>) -> Result<B::Tensor> {
-        let (w, b) = self.output(task)?;
+        let out = self.output(task)?;
         tape.save(None, "head.x", x);
         let z = match task {
             Task::MaskedLm => {
@@ -395,6 +397,6 @@ impl<B: Backend> Encoder<B> for Bert<B> {
             Task::Sequences => be.tanh(&self.pooler()?.forward(be, x)?)?,
         };
         tape.save(None, "head.z", &z);
-        Ok(be.linear(&z, w, b)?)
+        Ok(be.linear(&z, out.weight, out.bias)?)
     }
 }

@@ -104,6 +104,16 @@ pub enum Task {
     Sequences,
 }
 
+/// A head's output projection (the decoder or the classifier), with its parameters' checkpoint
+/// names.
+pub struct Output<'m, B: Backend> {
+    pub weight: &'m B::Tensor,
+    pub bias: Option<&'m B::Tensor>,
+    /// The tied decoder's weight is the token embedding: its name is the embedding's.
+    pub weight_name: String,
+    pub bias_name: &'static str,
+}
+
 /// What a model of either family offers.
 pub trait Encoder<B: Backend> {
     /// A copy of the config it was loaded with.
@@ -135,6 +145,8 @@ pub trait Encoder<B: Backend> {
     /// The row each sequence is classified from [B, H]: pooled (ModernBERT; `pooling` overrides
     /// the config's) or its first token (BERT, whose pooler is part of its head).
     fn sequence_rows(&self, be: &B, hidden: &B::Tensor, batch: &Batch<B>, pooling: Option<Pooling>) -> Result<B::Tensor>;
+    /// The output projection of a head: the (tied) decoder for masked LM, the classifier otherwise.
+    fn output(&self, task: Task) -> Result<Output<'_, B>>;
     /// A head over its input rows x [N, H] → logits [N, V or C].
     fn head(&self, be: &B, x: &B::Tensor, task: Task, tape: &mut Tape<B>) -> Result<B::Tensor>;
 

@@ -7,7 +7,7 @@
 use kernels::Backend;
 
 use super::parts::{in_row_chunks, LayerNorm, Linear, Loader, Residual, RopeTable, Ropes};
-use super::{pool, Batch, Ctx, Encoder, Tape, Task};
+use super::{pool, Batch, Ctx, Encoder, Output, Tape, Task};
 use crate::config::{Architecture, LayerType, ModelConfig, ModernBertConfig, Pooling};
 
 use crate::weights::WeightSource;
@@ -178,22 +178,6 @@ impl<B: Backend> ModernBert<B> {
         let ropes = Ropes::new(be, c.head_dim(), c.max_position_embeddings, c.global_rope_theta, c.local_rope_theta, c.window())?;
         Ok(ModernBert { ropes, embeddings, layers, final_norm, head, decoder, classifier, labels, config })
     }
-
-    /// The output projection of a head: the (tied) decoder for masked LM, the classifier
-    /// otherwise; (weight, bias).
-    pub fn output(&self, task: Task) -> Result<(&B::Tensor, Option<&B::Tensor>)> {
-        let source = &self.config.source;
-        Ok(match task {
-            Task::MaskedLm => {
-                let d = self.decoder.as_ref().ok_or_else(|| Error::Input(format!("{source}: this checkpoint has no masked-LM head (decoder)")))?;
-                (d.weight.as_ref().unwrap_or(&self.embeddings.tok_embeddings), d.bias.as_ref())
-            }
-            _ => {
-                let c = self.classifier.as_ref().ok_or_else(|| Error::Input(format!("{source}: this checkpoint has no classifier")))?;
-                (&c.weight, c.bias.as_ref())
-            }
-        })
-    }
 }
 
 impl<B: Backend> Encoder<B> for ModernBert<B> {
@@ -309,13 +293,31 @@ impl<B: Backend> Encoder<B> for ModernBert<B> {
         Ok(last)
     }
 
+    fn output(&self, task: Task) -> Result<Output<'_, B>> {
+        let source = &self.config.source;
+        Ok(match task {
+            Task::MaskedLm => {
+                let d = self.decoder.as_ref().ok_or_else(|| Error::Input(format!("{source}: this checkpoint has no masked-LM head (decoder)")))?;
+                let (weight, weight_name) = match &d.weight {
+                    Some(w) => (w, "decoder.weight".to_string()),
+                    None => (&self.embeddings.tok_embeddings, format!("{}embeddings.tok_embeddings.weight", self.prefix())),
+                };
+                Output { weight, bias: d.bias.as_ref(), weight_name, bias_name: "decoder.bias" }
+            }
+            _ => {
+                let c = self.classifier.as_ref().ok_or_else(|| Error::Input(format!("{source}: this checkpoint has no classifier")))?;
+                Output { weight: &c.weight, bias: c.bias.as_ref(), weight_name: "classifier.weight".into(), bias_name: "classifier.bias" }
+            }
+        })
+    }
+
     fn sequence_rows(&self, be: &B, hidden: &B::Tensor, batch: &Batch<B>, pooling: Option<Pooling>) -> Result<B::Tensor> {
         pool(be, hidden, batch, pooling.unwrap_or(self.config.classifier_pooling))
     }
 
     /// z = LN(GELU(dense(x))), then the (tied) decoder or the classifier.
     fn head(&self, be: &B, x: &B::Tensor, task: Task, tape: &mut Tape<B>) -> Result<B::Tensor> {
-        let (w, b) = self.output(task)?;
+        let out = self.output(task)?;
         let head = self.head.as_ref().ok_or_else(|| Error::Input(format!("{}: this checkpoint has no prediction head (head.dense)", self.config.source)))?;
         let d = head.dense.forward(be, x)?;
         let g = be.gelu(&d)?;
@@ -323,6 +325,6 @@ impl<B: Backend> Encoder<B> for ModernBert<B> {
         for (name, t) in [("head.x", x), ("head.d", &d), ("head.g", &g), ("head.z", &z)] {
             tape.save(None, name, t);
         }
-        Ok(be.linear(&z, w, b)?)
+        Ok(be.linear(&z, out.weight, out.bias)?)
     }
 }

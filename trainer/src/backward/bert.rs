@@ -10,36 +10,27 @@ use kernels::Backend;
 use runtime::model::{Batch, Encoder, Tape, Task};
 use runtime::Bert;
 
-use super::{linear_backward, norm_backward, project_backward, Grads};
+use super::{linear_backward, norm_backward, Grads};
 use crate::{Error, Result};
 
-/// The head backward: d logits [N, V or C] → d of the head's input rows [N, H].
-pub fn head_backward<B: Backend>(be: &B, m: &Bert<B>, task: Task, tape: &Tape<B>, dlogits: &B::Tensor, grads: &mut Grads<B>) -> Result<B::Tensor> {
+/// The head backward: d of the output projection's input z [N, H] → d of the head's input rows.
+pub fn head_backward<B: Backend>(be: &B, m: &Bert<B>, task: Task, tape: &Tape<B>, dz: &B::Tensor, grads: &mut Grads<B>) -> Result<B::Tensor> {
     let saved = |name| tape.get(None, name);
     let source = &m.config.source;
-    let (w, b) = m.output(task)?;
-    let (weight, bias) = match task {
-        Task::MaskedLm => match m.mlm.as_ref().and_then(|h| h.decoder_weight.as_ref()) {
-            Some(_) => ("cls.predictions.decoder.weight".to_string(), "cls.predictions.bias"),
-            None => (format!("{}embeddings.word_embeddings.weight", m.prefix()), "cls.predictions.bias"),
-        },
-        _ => ("classifier.weight".to_string(), "classifier.bias"),
-    };
-    let dz = project_backward(be, w, &weight, b.map(|_| bias), saved("head.z")?, dlogits, grads)?;
     let x = saved("head.x")?;
     match task {
         // z = LN(GELU(transform(x)))
         Task::MaskedLm => {
             let head = m.mlm.as_ref().ok_or_else(|| Error::Input(format!("{source}: the model has no masked-LM head (cls.predictions)")))?;
-            let dg = norm_backward(be, &head.norm, "cls.predictions.transform.LayerNorm", saved("head.g")?, &dz, grads)?;
+            let dg = norm_backward(be, &head.norm, "cls.predictions.transform.LayerNorm", saved("head.g")?, dz, grads)?;
             let dd = be.gelu_backward(saved("head.d")?, &dg)?;
             linear_backward(be, &head.transform, "cls.predictions.transform.dense", x, &dd, grads)
         }
         // z = x
-        Task::Tokens => Ok(dz),
+        Task::Tokens => Ok(dz.clone()),
         // z = tanh(pooler(x))
         Task::Sequences => {
-            let dpre = be.tanh_backward(saved("head.z")?, &dz)?;
+            let dpre = be.tanh_backward(saved("head.z")?, dz)?;
             linear_backward(be, m.pooler()?, &format!("{}pooler.dense", m.prefix()), x, &dpre, grads)
         }
     }

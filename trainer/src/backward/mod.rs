@@ -207,9 +207,11 @@ pub fn forward_backward<'m, B: Backend>(
 
     // Backward, the forward in reverse.
     let dlogits = be.cross_entropy_backward(&logits, &label_ids, scale)?;
+    let out = model.output(task)?;
+    let dz = project_backward(be, out.weight, &out.weight_name, out.bias.map(|_| out.bias_name), tape.get(None, "head.z")?, &dlogits, grads)?;
     let dx = match family {
-        Family::ModernBert(m) => modernbert::head_backward(be, m, task, &tape, &dlogits, grads)?,
-        Family::Bert(m) => bert::head_backward(be, m, task, &tape, &dlogits, grads)?,
+        Family::ModernBert(m) => modernbert::head_backward(be, m, &tape, &dz, grads)?,
+        Family::Bert(m) => bert::head_backward(be, m, task, &tape, &dz, grads)?,
     };
     let d_last = match (rows, pooling) {
         (Some(rows), _) => be.scatter_rows(&dx, &be.upload_ids(rows)?, t)?,

@@ -2,27 +2,18 @@
 //! forward kept on the tape (`h`, `qkv`, `o`, `lse`, … per layer: see `runtime::model::modernbert`).
 
 use kernels::Backend;
-use runtime::model::{Encoder, Tape, Task};
+use runtime::model::{Encoder, Tape};
 use runtime::ModernBert;
 
-use super::{linear_backward, norm_backward, project_backward, Grads};
+use super::{linear_backward, norm_backward, Grads};
 use crate::{Error, Result};
 
-/// The head backward: d logits [N, V or C] → d of the head's input rows [N, H].
-pub fn head_backward<B: Backend>(be: &B, m: &ModernBert<B>, task: Task, tape: &Tape<B>, dlogits: &B::Tensor, grads: &mut Grads<B>) -> Result<B::Tensor> {
+/// The head backward: d of the output projection's input z [N, H] → d of the head's input rows.
+pub fn head_backward<B: Backend>(be: &B, m: &ModernBert<B>, tape: &Tape<B>, dz: &B::Tensor, grads: &mut Grads<B>) -> Result<B::Tensor> {
     let saved = |name| tape.get(None, name);
-    let (w, b) = m.output(task)?;
-    let (weight, bias) = match task {
-        Task::MaskedLm => match m.decoder.as_ref().and_then(|d| d.weight.as_ref()) {
-            Some(_) => ("decoder.weight".to_string(), "decoder.bias"),
-            None => (format!("{}embeddings.tok_embeddings.weight", m.prefix()), "decoder.bias"),
-        },
-        _ => ("classifier.weight".to_string(), "classifier.bias"),
-    };
-    let dz = project_backward(be, w, &weight, b.map(|_| bias), saved("head.z")?, dlogits, grads)?;
     // z = LN(GELU(dense(x)))
     let head = m.head.as_ref().ok_or_else(|| Error::Input(format!("{}: the model has no prediction head (head.dense)", m.config.source)))?;
-    let dg = norm_backward(be, &head.norm, "head.norm", saved("head.g")?, &dz, grads)?;
+    let dg = norm_backward(be, &head.norm, "head.norm", saved("head.g")?, dz, grads)?;
     let dd = be.gelu_backward(saved("head.d")?, &dg)?;
     linear_backward(be, &head.dense, "head.dense", saved("head.x")?, &dd, grads)
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use kernels::device::{cuda_device, wgpu_device, AdapterChoice};
 use kernels::{Backend, CpuBackend, GpuBackend};
 use runtime::Encoder;
@@ -86,6 +86,17 @@ enum StoreArg {
 enum TaskArg {
     TokenClassification,
     SequenceClassification,
+}
+
+/// Where a training command runs: the device, the weights' precision, CPU threads.
+#[derive(Args)]
+struct RunArgs {
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    dtype: DTypeArg,
+    #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, MAX_THREADS))]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -214,12 +225,8 @@ enum Command {
         /// Continue from the newest checkpoint under the run's output folder.
         #[arg(long)]
         resume: bool,
-        #[arg(long, value_enum, default_value_t = Device::Cpu)]
-        device: Device,
-        #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
-        dtype: DTypeArg,
-        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, MAX_THREADS))]
-        threads: Option<usize>,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Fine-tune a classification head from any masked-LM or task checkpoint, ModernBERT or
     /// classic BERT, evaluating every epoch (per-label precision/recall/F1) and keeping the best.
@@ -254,12 +261,8 @@ enum Command {
         text_column: Option<String>,
         #[arg(long)]
         label_column: Option<String>,
-        #[arg(long, value_enum, default_value_t = Device::Cpu)]
-        device: Device,
-        #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
-        dtype: DTypeArg,
-        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, MAX_THREADS))]
-        threads: Option<usize>,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Time training steps (forward, backward, AdamW) of the MLM with 30% of the tokens masked:
     /// median tokens/s and peak memory; last line `tokens_per_s=<v> peak_rss_mib=<v>`.
@@ -275,12 +278,8 @@ enum Command {
         /// Timed steps (after one warm-up).
         #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = in_range(1, 10_000))]
         iters: usize,
-        #[arg(long, value_enum, default_value_t = Device::Cpu)]
-        device: Device,
-        #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
-        dtype: DTypeArg,
-        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, MAX_THREADS))]
-        threads: Option<usize>,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Replay a transformers training fixture (gradients, optimizer steps, 10-step trajectories,
     /// gradient accumulation, token classification) and compare every tensor.
@@ -394,7 +393,7 @@ fn bench<B: Backend>(be: &B, config: &PathBuf, batch: usize, seq: usize, iters: 
     c.architecture = Some(Architecture::MaskedLm);
     let weights = runtime::init::RandomWeights::new(&c, Architecture::MaskedLm, 0, 42);
     let mut model = runtime::ModernBert::load_trainable(be, c.clone(), &weights).map_err(|e| e.to_string())?;
-    let seqs: Vec<Vec<u32>> = (0..batch).map(|b| kernels::testing::rand_ids(seq, b as u32 + 1, (c.vocab_size as u32).min(50_000))).collect();
+    let seqs: Vec<Vec<u32>> = (0..batch).map(|b| runtime::init::Rng::new(b as u64 + 1).ids(seq, c.vocab_size.min(50_000))).collect();
     let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
     // 30% of the tokens labelled (every third-ish position), like ModernBERT's pretraining.
     let rows: Vec<u32> = (0..(batch * seq) as u32).filter(|r| r % 10 < 3).collect();
@@ -472,8 +471,8 @@ fn main() -> ExitCode {
             println!("{} documents → train {ts} sequences / {tt} tokens, eval {es} sequences / {et} tokens ({} held-out documents) in {}", info.documents, info.eval_documents, output.display());
             Ok(true)
         })(),
-        Command::Finetune { task, model, train, eval, output, epochs, lr, weight_decay, batch_size, max_seq_len, warmup_ratio, seed, text_column, label_column, device, dtype, threads } => (|| {
-            set_threads(threads)?;
+        Command::Finetune { task, model, train, eval, output, epochs, lr, weight_decay, batch_size, max_seq_len, warmup_ratio, seed, text_column, label_column, run } => (|| {
+            set_threads(&run.threads)?;
             let task = match task {
                 TaskArg::TokenClassification => trainer::finetune::Task::TokenClassification,
                 TaskArg::SequenceClassification => trainer::finetune::Task::SequenceClassification,
@@ -481,15 +480,15 @@ fn main() -> ExitCode {
             let mut o = trainer::finetune::FinetuneOptions::new(task, model.clone(), train.clone(), eval.clone(), output.clone());
             (o.epochs, o.lr, o.weight_decay, o.batch_size, o.max_seq_len, o.warmup_ratio, o.seed) = (*epochs, *lr, *weight_decay, *batch_size, *max_seq_len, *warmup_ratio, *seed);
             (o.text_column, o.label_column) = (text_column.clone(), label_column.clone());
-            on_device!(device, dtype, |be| finetune(&be, &o))
+            on_device!(run.device, run.dtype, |be| finetune(&be, &o))
         })(),
-        Command::Bench { config, batch, seq, iters, device, dtype, threads } => (|| {
-            set_threads(threads)?;
-            on_device!(device, dtype, |be| bench(&be, config, *batch, *seq, *iters))
+        Command::Bench { config, batch, seq, iters, run } => (|| {
+            set_threads(&run.threads)?;
+            on_device!(run.device, run.dtype, |be| bench(&be, config, *batch, *seq, *iters))
         })(),
-        Command::Pretrain { config, resume, device, dtype, threads } => (|| {
-            set_threads(threads)?;
-            on_device!(device, dtype, |be| pretrain(&be, config, *resume))
+        Command::Pretrain { config, resume, run } => (|| {
+            set_threads(&run.threads)?;
+            on_device!(run.device, run.dtype, |be| pretrain(&be, config, *resume))
         })(),
         Command::Check { model, reference, device, threads } => (|| {
             set_threads(threads)?;

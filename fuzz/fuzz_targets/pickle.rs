@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use runtime::torch::{read, TorchData};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(tensors) = read(data) {
+    if let Ok(tensors) = read(data, "pytorch_model.bin") {
         for t in tensors {
             if let TorchData::Range(r) = t.data {
                 assert!(r.start <= r.end && r.end <= data.len());

@@ -9,6 +9,7 @@ pub mod bundled;
 pub mod check;
 pub mod config;
 pub mod deid;
+pub mod dtype;
 mod error;
 pub mod files;
 #[cfg(not(target_arch = "wasm32"))]

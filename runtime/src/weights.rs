@@ -10,7 +10,7 @@ use std::ops::Deref;
 
 use safetensors::tensor::Dtype;
 
-use crate::torch::{TorchData, TorchDtype};
+use crate::torch::TorchData;
 use crate::{Error, Result};
 
 /// The bytes of one file: a memory map, or an owned buffer.
@@ -50,18 +50,7 @@ struct Entry {
     data: Data,
 }
 
-/// A tensor's element type as stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoredDtype {
-    F32,
-    /// Reference files only (learning rates); read with `to_f64`.
-    F64,
-    F16,
-    BF16,
-    I64,
-    I32,
-    U8,
-}
+pub use crate::dtype::StoredDtype;
 
 /// A view of one stored tensor.
 pub struct TensorView<'a> {
@@ -187,20 +176,11 @@ fn parse_file(name: String, buffer: Buffer) -> Result<(File, Vec<(String, Stored
         let tensors = tensors
             .into_iter()
             .map(|t| {
-                let dtype = match t.dtype {
-                    TorchDtype::F32 => StoredDtype::F32,
-                    TorchDtype::F64 => StoredDtype::F64,
-                    TorchDtype::F16 => StoredDtype::F16,
-                    TorchDtype::BF16 => StoredDtype::BF16,
-                    TorchDtype::I64 => StoredDtype::I64,
-                    TorchDtype::I32 => StoredDtype::I32,
-                    TorchDtype::U8 => StoredDtype::U8,
-                };
                 let data = match t.data {
                     TorchData::Range(r) => Data::Range(r),
                     TorchData::Owned(v) => Data::Owned(v),
                 };
-                (t.name, dtype, t.shape, data)
+                (t.name, t.dtype, t.shape, data)
             })
             .collect();
         return Ok((File { name, buffer, format }, tensors));
@@ -255,16 +235,10 @@ pub fn safetensors_header(bytes: &[u8]) -> std::result::Result<Vec<HeaderEntry>,
         }
         let field = |key: &str| info.get(key).ok_or_else(|| format!("tensor \"{tensor}\": the header has no \"{key}\""));
         let dtype_name = field("dtype")?.as_str().ok_or_else(|| format!("tensor \"{tensor}\": \"dtype\" is not a string"))?;
-        let (dtype, size) = match dtype_name {
-            "F32" => (StoredDtype::F32, 4usize),
-            "F64" => (StoredDtype::F64, 8),
-            "F16" => (StoredDtype::F16, 2),
-            "BF16" => (StoredDtype::BF16, 2),
-            "I64" => (StoredDtype::I64, 8),
-            "I32" => (StoredDtype::I32, 4),
-            "U8" => (StoredDtype::U8, 1),
-            other => return Err(format!("tensor \"{tensor}\": dtype \"{other}\" is not supported; expected F32, F16, BF16, F64, I64, I32 or U8")),
-        };
+        let dtype = StoredDtype::from_safetensors(dtype_name).ok_or_else(|| {
+            format!("tensor \"{tensor}\": dtype \"{dtype_name}\" is not supported; expected F32, F16, BF16, F64, I64, I32 or U8")
+        })?;
+        let size = dtype.size();
         let shape: Vec<usize> = field("shape")?
             .as_array()
             .and_then(|a| a.iter().map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok())).collect::<Option<Vec<usize>>>())

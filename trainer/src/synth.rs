@@ -11,7 +11,7 @@
 //! de-identification markup (`**NAME[…]`, `**DATE[…]`, `**INSTITUTION`, …) is replaced by
 //! generated values, and a signature block.
 //!
-//! Categories (RECIPES.md): NAME (patients, relatives, staff), DATE (every date element but a
+//! Categories (spec/RECIPES.md): NAME (patients, relatives, staff), DATE (every date element but a
 //! lone year), AGE (over 89, HIPAA's rule; younger ages are left as text), LOCATION (hospitals,
 //! streets, cities, states, zip codes, countries, rooms), CONTACT (phone, fax, email, URL, IP),
 //! ID (medical record, SSN, account, health plan, licence, device, vehicle, card numbers),

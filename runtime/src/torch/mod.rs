@@ -45,56 +45,12 @@ use pickle::{shown, Value, Vm};
 use state_dict::collect;
 use zip::{le_u64, read_zip, span};
 
+pub use crate::dtype::StoredDtype;
 use crate::{Error, Result};
 
 /// A checkpoint that cannot be read; `read` names the file.
 fn bad(message: impl Into<String>) -> Error {
     Error::Weights { path: String::new(), message: message.into() }
-}
-
-/// Element type of a stored tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TorchDtype {
-    /// float32 (`torch.FloatStorage`)
-    F32,
-    /// float64 (`torch.DoubleStorage`)
-    F64,
-    /// float16 (`torch.HalfStorage`)
-    F16,
-    /// bfloat16 (`torch.BFloat16Storage`)
-    BF16,
-    /// int64 (`torch.LongStorage`)
-    I64,
-    /// int32 (`torch.IntStorage`)
-    I32,
-    /// uint8 (`torch.ByteStorage`)
-    U8,
-}
-
-impl TorchDtype {
-    /// Bytes per element.
-    fn size(self) -> usize {
-        match self {
-            TorchDtype::F64 | TorchDtype::I64 => 8,
-            TorchDtype::F32 | TorchDtype::I32 => 4,
-            TorchDtype::F16 | TorchDtype::BF16 => 2,
-            TorchDtype::U8 => 1,
-        }
-    }
-
-    /// The dtype of a `torch.<name>` storage type.
-    fn from_storage_type(name: &str) -> Option<TorchDtype> {
-        Some(match name {
-            "FloatStorage" => TorchDtype::F32,
-            "DoubleStorage" => TorchDtype::F64,
-            "HalfStorage" => TorchDtype::F16,
-            "BFloat16Storage" => TorchDtype::BF16,
-            "LongStorage" => TorchDtype::I64,
-            "IntStorage" => TorchDtype::I32,
-            "ByteStorage" => TorchDtype::U8,
-            _ => return None,
-        })
-    }
 }
 
 /// Where a tensor's little-endian bytes are.
@@ -112,7 +68,7 @@ pub struct TorchTensor {
     /// Its state-dict name, e.g. `bert.embeddings.word_embeddings.weight`.
     pub name: String,
     /// Its element type.
-    pub dtype: TorchDtype,
+    pub dtype: StoredDtype,
     /// Its sizes, outermost first (empty for a scalar).
     pub shape: Vec<usize>,
     /// Its elements in row-major order.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::{bad, TorchDtype, LEGACY_MAGIC, MAX_GLOBAL_LINE, MAX_MEMO, MAX_NDIM, MAX_OBJECTS, MAX_STACK};
+use super::{bad, StoredDtype, LEGACY_MAGIC, MAX_GLOBAL_LINE, MAX_MEMO, MAX_NDIM, MAX_OBJECTS, MAX_STACK};
 use crate::Result;
 
 /// A pickle value. Containers live in [`Vm::objects`] and are referred to by index, so values are cheap to
@@ -38,13 +38,13 @@ pub(super) enum Callable {
     OrderedDict,
     RebuildTensorV2,
     RebuildParameter,
-    Storage(TorchDtype),
+    Storage(StoredDtype),
 }
 
 /// A storage named by a persistent id.
 pub(super) struct StorageDecl {
     pub(super) key: Rc<str>,
-    pub(super) dtype: TorchDtype,
+    pub(super) dtype: StoredDtype,
     pub(super) numel: usize,
 }
 
@@ -193,7 +193,7 @@ pub(super) fn resolve_global(module: &str, name: &str, at: usize) -> Result<Valu
         ("collections", "OrderedDict") => Some(Callable::OrderedDict),
         ("torch._utils", "_rebuild_tensor_v2") => Some(Callable::RebuildTensorV2),
         ("torch._utils", "_rebuild_parameter") => Some(Callable::RebuildParameter),
-        ("torch", storage) => TorchDtype::from_storage_type(storage).map(Callable::Storage),
+        ("torch", storage) => StoredDtype::from_torch_storage(storage).map(Callable::Storage),
         _ => None,
     };
     match callable {

@@ -50,7 +50,7 @@ fn check_fixture(path: &str) {
     assert_eq!(bytes_of(&file, decoder), bytes_of(&file, embeddings));
     assert_eq!(decoder.data, embeddings.data, "tied: the same bytes of the file");
     let positions = find("bert.embeddings.position_ids");
-    assert_eq!((positions.dtype, positions.shape.as_slice()), (TorchDtype::I64, &[1usize, 64][..]));
+    assert_eq!((positions.dtype, positions.shape.as_slice()), (StoredDtype::I64, &[1usize, 64][..]));
     let ids: Vec<i64> = bytes_of(&file, positions).chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(ids, (0..64).collect::<Vec<i64>>());
 }

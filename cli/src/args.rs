@@ -68,7 +68,7 @@ impl ModelArgs {
     pub fn dir(&self, bundled: Option<&str>) -> Result<PathBuf, Failure> {
         match (&self.model, bundled) {
             (Some(dir), _) => Ok(dir.clone()),
-            (None, Some(name)) => runtime::bundled::locate(name).map_err(|e| Failure(e.to_string())),
+            (None, Some(name)) => runtime::bundled::locate(name).map_err(|e| Failure(format!("no --model DIR given, and {e}"))),
             (None, None) => Err(Failure("--model DIR is required: a Hugging Face model folder (no bundled model fits this command)".into())),
         }
     }
@@ -119,6 +119,10 @@ pub enum PoolingArg {
     Mean,
     Cls,
 }
+
+/// The input settings' flags, for the messages that say which one to change.
+pub const INPUT_FLAGS: runtime::input::SettingNames =
+    runtime::input::SettingNames { format: "--format", text_column: "--text-column", skip_invalid: "--skip-invalid", max_doc_bytes: "--max-doc-bytes" };
 
 /// What the commands over documents (embed, deid, classify) share: the input, the model and
 /// the batching.

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
             let model = match (model, no_model) {
                 (Some(m), _) => Some(m.clone()),
                 (None, true) => None,
-                (None, false) => Some(runtime::bundled::locate(runtime::bundled::DEID_SMALL).map_err(|e| Failure(e.to_string()))?),
+                (None, false) => Some(runtime::bundled::locate(runtime::bundled::DEID_SMALL).map_err(|e| Failure(format!("no --model DIR given, and {e}")))?),
             };
             serve_web::serve_web(model.as_deref(), root, *port, *public)
         }

@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         skip_invalid: mode & 8 != 0,
         stdin_format: None,
         max_doc_bytes: MAX,
+        names: Default::default(),
     };
     let mut reader = match DocumentReader::from_reader("input", format, Box::new(std::io::Cursor::new(rest.to_vec())), &opts) {
         Ok(r) => r,

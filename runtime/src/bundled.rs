@@ -47,7 +47,7 @@ pub fn locate(name: &str) -> Result<PathBuf> {
     }
     let looked: Vec<String> = dirs.iter().map(|d| d.join(name).display().to_string()).collect();
     Err(Error::Input(format!(
-        "no --model given and the bundled model \"{name}\" was not found (looked in {}); pass --model DIR (any Hugging Face model folder), or set RUNTIME_MODELS_DIR to the folder that holds {name}/",
+        "the bundled model \"{name}\" was not found (looked in {}); give a Hugging Face model folder instead, or set RUNTIME_MODELS_DIR to the folder that holds {name}/",
         looked.join(", ")
     )))
 }

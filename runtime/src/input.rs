@@ -23,7 +23,7 @@ pub struct Document {
     pub text: String,
 }
 
-/// The default `--max-doc-bytes`: 8 MiB of text, some 2,000 pages, far beyond any single note;
+/// The default `max_doc_bytes`: 8 MiB of text, some 2,000 pages, far beyond any single note;
 /// a document up to it is windowed and processed in bounded memory.
 pub const DEFAULT_MAX_DOC_BYTES: usize = 8 << 20;
 
@@ -43,11 +43,49 @@ pub struct InputOptions {
     pub stdin_format: Option<String>,
     /// The largest document, in bytes of UTF-8 text.
     pub max_doc_bytes: usize,
+    /// How the caller names these settings to its users, for the messages that say which one to
+    /// change (a command line gives its flags).
+    pub names: SettingNames,
+}
+
+/// The names under which a caller exposes the input settings.
+#[derive(Clone, Copy, Debug)]
+pub struct SettingNames {
+    pub format: &'static str,
+    pub text_column: &'static str,
+    pub skip_invalid: &'static str,
+    pub max_doc_bytes: &'static str,
+}
+
+impl Default for SettingNames {
+    /// The fields' own names.
+    fn default() -> Self {
+        SettingNames { format: "stdin_format", text_column: "text_column", skip_invalid: "skip_invalid", max_doc_bytes: "max_doc_bytes" }
+    }
+}
+
+impl InputOptions {
+    fn limit(&self) -> Limit {
+        Limit { bytes: self.max_doc_bytes, name: self.names.max_doc_bytes }
+    }
+}
+
+/// The document size limit, shown with its setting's name.
+#[derive(Clone, Copy, Debug)]
+struct Limit {
+    bytes: usize,
+    name: &'static str,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.name, self.bytes)
+    }
 }
 
 impl Default for InputOptions {
     fn default() -> Self {
-        InputOptions { lines: false, text_column: None, id_column: None, skip_invalid: false, stdin_format: None, max_doc_bytes: DEFAULT_MAX_DOC_BYTES }
+        InputOptions { lines: false, text_column: None, id_column: None, skip_invalid: false, stdin_format: None, max_doc_bytes: DEFAULT_MAX_DOC_BYTES, names: SettingNames::default() }
     }
 }
 
@@ -85,7 +123,7 @@ impl Format {
             "txt" => Format::Txt,
             "jsonl" => Format::Jsonl,
             "csv" => Format::Csv,
-            other => return Err(Error::Input(format!("--format {other}: expected txt, jsonl or csv"))),
+            other => return Err(Error::Input(format!("{} {other}: expected txt, jsonl or csv", opts.names.format))),
         })
     }
 }
@@ -262,7 +300,7 @@ impl DocumentReader {
                 _ => Format::Txt,
             };
             if format == Format::Txt && size > opts.max_doc_bytes as u64 {
-                return Err(too_large(path, size, opts.max_doc_bytes, "the file"));
+                return Err(too_large(path, size, opts.limit(), "the file"));
             }
             (path.to_string(), format, Box::new(file), Some(size))
         };
@@ -287,7 +325,7 @@ impl DocumentReader {
         let mut buffered: Box<dyn BufRead> = Box::new(BufReader::with_capacity(64 << 10, tracked));
         skip_bom(&mut *buffered).map_err(|e| io(&name, e))?;
         let source = if format == Format::Csv {
-            let column = opts.text_column.as_deref().ok_or_else(|| Error::Input(format!("{name}: a CSV input needs --text-column NAME")))?;
+            let column = opts.text_column.as_deref().ok_or_else(|| Error::Input(format!("{name}: a CSV input needs {} NAME", opts.names.text_column)))?;
             let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(Box::new(buffered) as Box<dyn Read>);
             let headers = reader.byte_headers().map_err(|e| Error::Input(format!("{name}: cannot read the CSV header ({e})")))?.clone();
             counters.since_record.set(0);
@@ -343,7 +381,7 @@ impl DocumentReader {
             self.messages.push(message);
             Ok(())
         } else {
-            Err(Error::Input(format!("{message}; use --skip-invalid to skip it")))
+            Err(Error::Input(format!("{message}; use {} to skip it", self.opts.names.skip_invalid)))
         }
     }
 
@@ -373,7 +411,7 @@ impl DocumentReader {
     }
 
     fn read_one(&mut self) -> Result<Step> {
-        let max = self.opts.max_doc_bytes;
+        let max = self.opts.limit();
         let name = self.name.clone();
         match &mut self.source {
             Source::Done => Ok(Step::End),
@@ -385,11 +423,11 @@ impl DocumentReader {
                     Err(e) => return Ok(Step::Invalid(Invalid(e.to_string()))),
                 };
                 let size = file.metadata().map_err(|e| io(&shown, e))?.len();
-                if size > max as u64 {
+                if size > max.bytes as u64 {
                     return Ok(Step::Invalid(Invalid(too_large(&shown, size, max, "the file").to_string())));
                 }
                 let mut bytes = Vec::with_capacity(size as usize);
-                file.take(max as u64 + 1).read_to_end(&mut bytes).map_err(|e| io(&shown, e))?;
+                file.take(max.bytes as u64 + 1).read_to_end(&mut bytes).map_err(|e| io(&shown, e))?;
                 let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(&bytes);
                 match utf8(&shown, bytes, 1) {
                     Ok(text) if text.trim().is_empty() => {
@@ -403,9 +441,9 @@ impl DocumentReader {
             Source::Stream(reader) => match self.format {
                 Format::Txt => {
                     let mut bytes = Vec::new();
-                    (&mut **reader).take(max as u64 + 1).read_to_end(&mut bytes).map_err(|e| io(&name, e))?;
+                    (&mut **reader).take(max.bytes as u64 + 1).read_to_end(&mut bytes).map_err(|e| io(&name, e))?;
                     self.source = Source::Done;
-                    if bytes.len() > max {
+                    if bytes.len() > max.bytes {
                         return Err(too_large_stream(&name, max));
                     }
                     match utf8(&name, &bytes, 1) {
@@ -415,7 +453,7 @@ impl DocumentReader {
                     }
                 }
                 Format::Lines | Format::Jsonl => {
-                    let limit = if self.format == Format::Jsonl { jsonl_line_limit(max) } else { max };
+                    let limit = if self.format == Format::Jsonl { jsonl_line_limit(max.bytes) } else { max.bytes };
                     let mut buf = Vec::new();
                     let Some((read, full)) = read_line_bounded(&mut **reader, &mut buf, limit).map_err(|e| io(&name, e))? else {
                         return Ok(Step::End);
@@ -424,7 +462,7 @@ impl DocumentReader {
                     let n = self.line;
                     if !full {
                         let what = if self.format == Format::Jsonl { "a JSONL line" } else { "a document" };
-                        return Ok(Step::Invalid(Invalid(format!("{name}:{n}: the line is {read} bytes, more than {what} may take with --max-doc-bytes {max}"))));
+                        return Ok(Step::Invalid(Invalid(format!("{name}:{n}: the line is {read} bytes, more than {what} may take with {max}"))));
                     }
                     let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -451,7 +489,7 @@ impl DocumentReader {
                         let line = e.position().map_or(*row + 2, |p| p.line() as usize);
                         let message = match e.kind() {
                             csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::InvalidData && io.to_string() == "record too large" => {
-                                format!("{name}: the record after line {line} is larger than a document may take with --max-doc-bytes {max} (an unclosed quote can make the rest of a file one field)")
+                                format!("{name}: the record after line {line} is larger than a document may take with {max} (an unclosed quote can make the rest of a file one field)")
                             }
                             csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
                                 format!("{name}:{line}: {len} fields where the header has {expected_len}")
@@ -482,7 +520,7 @@ impl DocumentReader {
                     Ok(id) => id.map_or_else(|| row.to_string(), str::to_string),
                     Err(m) => return Ok(Step::Invalid(m)),
                 };
-                if text.len() > max {
+                if text.len() > max.bytes {
                     return Ok(Step::Invalid(Invalid(too_large(&format!("{name}:{line}: document \"{id}\""), text.len() as u64, max, "its text").to_string())));
                 }
                 Ok(Step::Document(Document { id, text: text.to_string() }))
@@ -499,12 +537,12 @@ enum Step {
     End,
 }
 
-fn too_large(what: &str, size: u64, max: usize, whose: &str) -> Error {
-    Error::Input(format!("{what}: {whose} is {size} bytes, more than --max-doc-bytes {max}; raise the limit to process it (it is windowed like any long document), or split it"))
+fn too_large(what: &str, size: u64, max: Limit, whose: &str) -> Error {
+    Error::Input(format!("{what}: {whose} is {size} bytes, more than {max}; raise the limit to process it (it is windowed like any long document), or split it"))
 }
 
-fn too_large_stream(name: &str, max: usize) -> Error {
-    Error::Input(format!("{name}: the document is more than --max-doc-bytes {max} bytes; raise the limit to process it (it is windowed like any long document), or split it"))
+fn too_large_stream(name: &str, max: Limit) -> Error {
+    Error::Input(format!("{name}: the document is more than {max} bytes; raise the limit to process it (it is windowed like any long document), or split it"))
 }
 
 /// Read one line into `buf` (with its `\n`), keeping it only if its length without the newline
@@ -538,7 +576,7 @@ fn read_line_bounded(reader: &mut dyn BufRead, buf: &mut Vec<u8>, limit: usize) 
     }
 }
 
-fn jsonl_document(name: &str, n: usize, text: &str, max: usize) -> Result<Document> {
+fn jsonl_document(name: &str, n: usize, text: &str, max: Limit) -> Result<Document> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Input(format!("{name}:{n}: not a JSON object ({e})")))?;
     let obj = v.as_object().ok_or_else(|| Error::Input(format!("{name}:{n}: expected a JSON object with a string field \"text\", found {}", json_kind(&v))))?;
     let id = match obj.get("id") {
@@ -552,7 +590,7 @@ fn jsonl_document(name: &str, n: usize, text: &str, max: usize) -> Result<Docume
         None => return Err(Error::Input(format!("{name}:{n}: expected a string field \"text\"; the object has {}", field_list(obj)))),
         Some(other) => return Err(Error::Input(format!("{name}:{n}: field \"text\": expected a string, found {}", json_kind(other)))),
     };
-    if body.len() > max {
+    if body.len() > max.bytes {
         return Err(too_large(&format!("{name}:{n}: document \"{id}\""), body.len() as u64, max, "its text"));
     }
     Ok(Document { id, text: body.clone() })

@@ -39,7 +39,7 @@ impl Settings {
     pub fn with_window(mut self, window: Option<usize>, overlap: Option<usize>) -> Result<Self> {
         if let Some(w) = window {
             if w == 0 || w > self.window {
-                return Err(Error::Input(format!("--window {w}: expected 1 to {} tokens (the model's context minus 2)", self.window)));
+                return Err(Error::Input(format!("a window of {w} tokens: expected 1 to {} (the model's context minus 2)", self.window)));
             }
             self.window = w;
             self.overlap = w / 8;
@@ -48,7 +48,7 @@ impl Settings {
             self.overlap = o;
         }
         if self.overlap >= self.window {
-            return Err(Error::Input(format!("--overlap {}: must be smaller than the window of {} tokens", self.overlap, self.window)));
+            return Err(Error::Input(format!("an overlap of {} tokens: it must be smaller than the window of {} tokens", self.overlap, self.window)));
         }
         self.batch_tokens = self.batch_tokens.max(self.window + 2);
         Ok(self)

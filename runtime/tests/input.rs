@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use runtime::input::*;
 use runtime::{Error, Result};
 
+/// The options as a command line gives them: messages name its flags.
 fn opts() -> InputOptions {
-    InputOptions::default()
+    let names = SettingNames { format: "--format", text_column: "--text-column", skip_invalid: "--skip-invalid", max_doc_bytes: "--max-doc-bytes" };
+    InputOptions { names, ..InputOptions::default() }
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -146,4 +148,13 @@ fn chunks_hold_whole_documents_in_order() {
     assert_eq!(seen, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
     assert_eq!(r.fraction_read(), Some(1.0));
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn messages_name_the_settings_as_the_caller_does() {
+    let bad = b"ok\n\xff\n";
+    let m = parse("n.txt", bad, &InputOptions { lines: true, ..InputOptions::default() }).unwrap_err().to_string();
+    assert!(m.contains("use skip_invalid to skip it") && !m.contains("--"), "{m}");
+    let m = parse("big.txt", b"much too long\n", &InputOptions { lines: true, max_doc_bytes: 4, ..InputOptions::default() }).unwrap_err().to_string();
+    assert!(m.contains("more than a document may take with max_doc_bytes 4"), "{m}");
 }

@@ -138,7 +138,7 @@ fn check_oracle<B: Backend>(be: &B, models: &Models, r: &Checkpoint, report: &mu
         }
     }
     let Some(mut model) = mlm_model(be, models)? else {
-        report.skipped.push(("mlm_loss, grad.*, adamw.*".into(), "no masked-LM model given (--model DIR)".into()));
+        report.skipped.push(("mlm_loss, grad.*, adamw.*".into(), "no masked-LM model given".into()));
         return Ok(());
     };
     let batch = ref_batch(r, "", "mlm_labels", None)?;
@@ -169,7 +169,7 @@ fn check_oracle<B: Backend>(be: &B, models: &Models, r: &Checkpoint, report: &mu
 fn check_training<B: Backend>(be: &B, models: &Models, r: &Checkpoint, report: &mut Report) -> Result<()> {
     optimizer_unit(be, r, report)?;
     if mlm_model(be, models)?.is_none() {
-        report.skipped.push(("adamw.*, stableadamw.*, accum.*".into(), "no masked-LM model given (--model DIR)".into()));
+        report.skipped.push(("adamw.*, stableadamw.*, accum.*".into(), "no masked-LM model given".into()));
     } else {
         trajectory(be, models, r, report, OptimizerKind::AdamW)?;
         trajectory(be, models, r, report, OptimizerKind::StableAdamW)?;
@@ -177,7 +177,7 @@ fn check_training<B: Backend>(be: &B, models: &Models, r: &Checkpoint, report: &
     }
     match models.find(Architecture::TokenClassification)? {
         Some(f) => token_classification(be, &f, r, report)?,
-        None => report.skipped.push(("tokcls.*".into(), "no token-classification model given (--model DIR)".into())),
+        None => report.skipped.push(("tokcls.*".into(), "no token-classification model given".into())),
     }
     Ok(())
 }
@@ -396,7 +396,7 @@ fn check_bert_oracle<B: Backend>(be: &B, config: runtime::BertConfig, folder: &M
             let out = forward_backward(be, &model, &up, &tok.ids(), &Target::Sequences { labels: &seq_labels, pooling: runtime::config::Pooling::Cls }, 1.0, &mut Grads::default())?;
             report.judge("seqcls_loss", &[1], &[(out.loss_sum / seq_labels.len() as f64) as f32], &floats(r, "seqcls_loss")?, tol::SMALL_LOSS);
         }
-        None => report.skipped.push(("tokcls_loss, seqcls_loss".into(), "no token-classification model given (--model DIR)".into())),
+        None => report.skipped.push(("tokcls_loss, seqcls_loss".into(), "no token-classification model given".into())),
     }
     Ok(())
 }

@@ -155,7 +155,7 @@ pub fn is_heldout(doc: &Doc, fraction: f64, seed: u64) -> bool {
 /// Write `train.jsonl` and `heldout.jsonl` under `out`.
 pub fn build(data: &Path, out: &Path, heldout_fraction: f64, seed: u64) -> Result<CorpusReport> {
     if !(0.0..1.0).contains(&heldout_fraction) {
-        return Err(Error::Input(format!("--heldout-fraction {heldout_fraction}: expected a fraction in [0, 1)")));
+        return Err(Error::Input(format!("a held-out fraction of {heldout_fraction}: expected a fraction in [0, 1)")));
     }
     let docs = documents(data)?;
     std::fs::create_dir_all(out).map_err(|e| Error::Io { path: out.display().to_string(), source: e })?;
@@ -193,7 +193,7 @@ pub fn train_tokenizer(jsonl: &Path, vocab_size: usize, out: &Path) -> Result<us
     use tokenizers::{AddedToken, Tokenizer};
 
     if !(256 + SPECIALS.len()..=65_535).contains(&vocab_size) {
-        return Err(Error::Input(format!("--vocab-size {vocab_size}: expected {} to 65535 (token ids are stored as uint16)", 256 + SPECIALS.len())));
+        return Err(Error::Input(format!("a vocabulary of {vocab_size}: expected {} to 65535 tokens (token ids are stored as uint16)", 256 + SPECIALS.len())));
     }
     let name = jsonl.display().to_string();
     let mut texts = Vec::new();

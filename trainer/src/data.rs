@@ -67,11 +67,13 @@ pub struct PrepareOptions {
     /// Files whose documents all go to the eval split (a held-out file made apart), in
     /// addition to the `eval_fraction` of `inputs`.
     pub eval_inputs: Vec<PathBuf>,
+    /// How the caller names the input settings (its flags), for messages.
+    pub input_names: runtime::input::SettingNames,
 }
 
 impl Default for PrepareOptions {
     fn default() -> Self {
-        PrepareOptions { max_seq_len: 8192, eval_fraction: 0.0, shard_tokens: 1 << 24, text_column: None, lines: false, eval_inputs: Vec::new() }
+        PrepareOptions { max_seq_len: 8192, eval_fraction: 0.0, shard_tokens: 1 << 24, text_column: None, lines: false, eval_inputs: Vec::new(), input_names: Default::default() }
     }
 }
 
@@ -164,6 +166,7 @@ fn for_each_block(path: &Path, opts: &PrepareOptions, mut f: impl FnMut(Vec<Stri
         text_column: opts.text_column.clone(),
         // Training corpora may hold whole books as one document; they are cut into sequences.
         max_doc_bytes: 1 << 30,
+        names: opts.input_names,
         ..Default::default()
     };
     let mut reader = runtime::input::DocumentReader::open(&path.display().to_string(), &io_opts)?;

@@ -378,7 +378,7 @@ pub struct FinetuneResult {
 
 pub fn finetune<B: Backend>(be: &B, o: &FinetuneOptions, mut log: impl FnMut(&EpochReport)) -> Result<FinetuneResult> {
     if o.epochs == 0 || o.batch_size == 0 || o.max_seq_len < 3 {
-        return Err(Error::Input("--epochs and --batch-size must be at least 1, --max-seq-len at least 3".into()));
+        return Err(Error::Input("epochs and the batch size must be at least 1, the longest sequence at least 3 tokens".into()));
     }
     let folder = ModelFolder::open(&o.model)?;
     let tok = folder.tokenizer.as_ref().ok_or_else(|| Error::Input(format!("{}: no tokenizer (tokenizer.json, vocab.txt or vocab.json + merges.txt) in the model folder", o.model.display())))?;

@@ -361,10 +361,10 @@ pub fn run<B: Backend>(be: &B, c: &RunConfig, opts: &RunOptions, mut log: impl F
     let ck_root = c.output.join("checkpoints");
     let resume_from = if resume { checkpoint::latest(&ck_root)? } else { None };
     if resume && resume_from.is_none() {
-        return Err(Error::Input(format!("--resume: no checkpoint under {}", ck_root.display())));
+        return Err(Error::Input(format!("nothing to resume: no checkpoint under {}", ck_root.display())));
     }
     if !resume && ck_root.exists() && checkpoint::latest(&ck_root)?.is_some() {
-        return Err(Error::Input(format!("{} already holds checkpoints: pass --resume to continue, or choose another output", c.output.display())));
+        return Err(Error::Input(format!("{} already holds checkpoints: resume the run to continue it, or choose another output", c.output.display())));
     }
     std::fs::create_dir_all(&c.output).map_err(|e| Error::Io { path: c.output.display().to_string(), source: e })?;
     let Start { mut model, config_json, tokenizer_dir, tokenizer } = start(be, c, resume_from.as_deref())?;
@@ -495,7 +495,7 @@ pub fn load_masked_lm<B: Backend>(be: &B, dir: &Path) -> Result<(ModernBert<B>, 
 pub fn heldout_metrics<B: Backend>(be: &B, model: &ModernBert<B>, tokenizer: &Tokenizer, data: &Path, batch_tokens: usize, seed: u64) -> Result<Metrics> {
     let info = data::open(data)?;
     if info.eval.is_empty() {
-        return Err(Error::Input(format!("{}: the dataset has no eval split (prepare it with --eval-input or --eval-fraction)", data.display())));
+        return Err(Error::Input(format!("{}: the dataset has no eval split (prepare it with an eval input or an eval fraction)", data.display())));
     }
     let tokens = mask_tokens(tokenizer, model.config.vocab_size)?;
     let m = evaluate(be, model, data, &info, batch_tokens.max(info.max_seq_len), usize::MAX, &tokens, seed)?;

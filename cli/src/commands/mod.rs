@@ -108,6 +108,7 @@ pub fn open_input(input: &InputArgs, output: Option<&Path>) -> Result<DocumentRe
         skip_invalid: input.skip_invalid,
         stdin_format: input.format.clone(),
         max_doc_bytes: input.max_doc_bytes,
+        names: crate::args::INPUT_FLAGS,
     };
     Ok(DocumentReader::open(&input.input, &opts)?)
 }

@@ -94,7 +94,7 @@ impl<B: Backend> BertLayer<B> {
             return self.output.forward(be, &g);
         }
         let wide = be.shape(&self.intermediate.weight)[0];
-        in_row_chunks(be, a, wide, false, |a| self.output.forward(be, &be.gelu(&self.intermediate.forward(be, a)?)?))
+        in_row_chunks(be, a, wide, |a| self.output.forward(be, &be.gelu(&self.intermediate.forward(be, a)?)?))
     }
 }
 

@@ -94,7 +94,7 @@ impl<B: Backend> Mlp<B> {
             }
             return self.Wo.forward(be, &a);
         }
-        in_row_chunks(be, h, wide, false, |h| self.Wo.forward(be, &be.geglu(&self.Wi.forward(be, h)?)?))
+        in_row_chunks(be, h, wide, |h| self.Wo.forward(be, &be.geglu(&self.Wi.forward(be, h)?)?))
     }
 }
 

@@ -145,12 +145,12 @@ impl<B: Backend> Ropes<B> {
 }
 
 /// f(x) over rows x [T, K] → [T, N], in row chunks when an intermediate of `widest` values per
-/// row would not fit one device binding (ModernBERT-large's MLP at 8,192 tokens); `whole` runs
-/// it in one piece regardless (a training forward keeps the intermediates whole).
-pub fn in_row_chunks<B: Backend>(be: &B, x: &B::Tensor, widest: usize, whole: bool, f: impl Fn(&B::Tensor) -> Result<B::Tensor>) -> Result<B::Tensor> {
+/// row would not fit one device binding (ModernBERT-large's MLP at 8,192 tokens). A training
+/// forward does not chunk: it keeps the intermediates whole for the backward.
+pub fn in_row_chunks<B: Backend>(be: &B, x: &B::Tensor, widest: usize, f: impl Fn(&B::Tensor) -> Result<B::Tensor>) -> Result<B::Tensor> {
     let t = be.shape(x)[0];
     let rows = (be.max_binding_elements(be.activation_dtype()) / widest.max(1)).max(1);
-    if whole || t <= rows {
+    if t <= rows {
         return f(x);
     }
     let mut parts = Vec::new();

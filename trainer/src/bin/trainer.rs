@@ -88,6 +88,9 @@ enum TaskArg {
     SequenceClassification,
 }
 
+/// `trainer prepare`'s flags for the input settings it has, for the reader's messages.
+const PREPARE_FLAGS: runtime::input::SettingNames = runtime::input::SettingNames { text_column: "--text-column", format: "format", skip_invalid: "skip_invalid", max_doc_bytes: "max_doc_bytes" };
+
 /// Where a training command runs: the device, the weights' precision, CPU threads.
 #[derive(Args)]
 struct RunArgs {
@@ -464,7 +467,7 @@ fn main() -> ExitCode {
         })(),
         Command::Prepare { inputs, tokenizer, max_seq_len, eval_fraction, lines, text_column, eval_input, output } => (|| {
             let tok = runtime::tokenize::Tokenizer::from_dir(tokenizer).map_err(|e| e.to_string())?;
-            let opts = trainer::data::PrepareOptions { max_seq_len: *max_seq_len, eval_fraction: *eval_fraction, lines: *lines, text_column: text_column.clone(), eval_inputs: eval_input.clone(), ..Default::default() };
+            let opts = trainer::data::PrepareOptions { max_seq_len: *max_seq_len, eval_fraction: *eval_fraction, lines: *lines, text_column: text_column.clone(), eval_inputs: eval_input.clone(), input_names: PREPARE_FLAGS, ..Default::default() };
             let info = trainer::data::prepare(&tok, inputs, output, &opts).map_err(|e| e.to_string())?;
             let count = |s: &[trainer::data::ShardInfo]| (s.iter().map(|x| x.sequences).sum::<u64>(), s.iter().map(|x| x.tokens).sum::<u64>());
             let ((ts, tt), (es, et)) = (count(&info.train), count(&info.eval));

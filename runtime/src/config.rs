@@ -4,6 +4,8 @@
 //! §1.2), and classic BERT-layout models (BioClinicalBERT, BioBERT, PubMedBERT: `model_type`
 //! "bert", or the old Google-converted configs that have no `model_type`).
 
+use serde::de::{Deserializer, Error as _};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::{Error, Result};
@@ -125,7 +127,7 @@ impl ModernBertConfig {
 
     /// Parse `config.json` text; `source` names the file in messages.
     pub fn from_json(source: &str, text: &str) -> Result<Self> {
-        parse(&Fields { source, obj: &object(source, text)? })
+        parse(source, &read(source, &object(source, text)?)?)
     }
 
     /// Read and parse `config.json`.
@@ -171,7 +173,7 @@ impl BertConfig {
 
     /// Parse `config.json` text; `source` names the file in messages.
     pub fn from_json(source: &str, text: &str) -> Result<Self> {
-        parse_bert(&Fields { source, obj: &object(source, text)? })
+        parse_bert(source, &read(source, &object(source, text)?)?)
     }
 }
 
@@ -200,11 +202,11 @@ impl ModelConfig {
     /// `model_type` that has BERT's `type_vocab_size` is read as BERT (Google-converted checkpoints).
     pub fn from_json(source: &str, text: &str) -> Result<Self> {
         let obj = &object(source, text)?;
-        let f = Fields { source, obj };
-        match f.opt_str("model_type")? {
-            Some("modernbert") => Ok(ModelConfig::ModernBert(parse(&f)?)),
-            Some("bert") => Ok(ModelConfig::Bert(parse_bert(&f)?)),
-            None if obj.contains_key("type_vocab_size") => Ok(ModelConfig::Bert(parse_bert(&f)?)),
+        let f = &read(source, obj)?;
+        match f.model_type.as_deref() {
+            Some("modernbert") => Ok(ModelConfig::ModernBert(parse(source, f)?)),
+            Some("bert") => Ok(ModelConfig::Bert(parse_bert(source, f)?)),
+            None if obj.contains_key("type_vocab_size") => Ok(ModelConfig::Bert(parse_bert(source, f)?)),
             Some(other) => Err(Error::config(
                 source,
                 format!("field \"model_type\": \"{other}\" is not supported; expected \"modernbert\" (ModernBERT, BioClinical ModernBERT) or \"bert\" (BERT, BioClinicalBERT, BioBERT)"),
@@ -331,10 +333,133 @@ fn object(source: &str, text: &str) -> Result<Map<String, Value>> {
     }
 }
 
-/// Typed access to the fields of a JSON object, with errors that name the field.
-struct Fields<'a> {
-    source: &'a str,
-    obj: &'a Map<String, Value>,
+/// The fields of `config.json` this runtime reads, for both families (others are ignored), each
+/// as the kind of JSON value it must hold: a wrong kind is refused naming the field (through
+/// `serde_path_to_error`), an absent or `null` field is `None`. Structured fields whose shape is
+/// checked with the rest (`architectures`, `layer_types`, `rope_parameters`, `id2label`) stay JSON
+/// values; `validate` (`parse`, `parse_bert`) checks every range and relation.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Raw {
+    #[serde(deserialize_with = "text")]
+    model_type: Option<String>,
+    architectures: Option<Value>,
+    #[serde(deserialize_with = "count")]
+    vocab_size: Option<usize>,
+    #[serde(deserialize_with = "count")]
+    hidden_size: Option<usize>,
+    #[serde(deserialize_with = "count")]
+    num_hidden_layers: Option<usize>,
+    #[serde(deserialize_with = "count")]
+    num_attention_heads: Option<usize>,
+    #[serde(deserialize_with = "count")]
+    intermediate_size: Option<usize>,
+    #[serde(deserialize_with = "count")]
+    max_position_embeddings: Option<usize>,
+    #[serde(deserialize_with = "count")]
+    type_vocab_size: Option<usize>,
+    #[serde(deserialize_with = "count")]
+    num_labels: Option<usize>,
+    id2label: Option<Value>,
+    #[serde(deserialize_with = "text")]
+    problem_type: Option<String>,
+    #[serde(deserialize_with = "token_id")]
+    pad_token_id: Option<u32>,
+    #[serde(deserialize_with = "token_id")]
+    cls_token_id: Option<u32>,
+    #[serde(deserialize_with = "token_id")]
+    bos_token_id: Option<u32>,
+    #[serde(deserialize_with = "token_id")]
+    sep_token_id: Option<u32>,
+    #[serde(deserialize_with = "token_id")]
+    eos_token_id: Option<u32>,
+    #[serde(deserialize_with = "token_id")]
+    mask_token_id: Option<u32>,
+    #[serde(deserialize_with = "flag")]
+    tie_word_embeddings: Option<bool>,
+    #[serde(deserialize_with = "number")]
+    initializer_range: Option<f64>,
+    #[serde(deserialize_with = "number")]
+    layer_norm_eps: Option<f64>,
+    // ModernBERT.
+    layer_types: Option<Value>,
+    #[serde(deserialize_with = "count")]
+    global_attn_every_n_layers: Option<usize>,
+    rope_parameters: Option<Value>,
+    #[serde(deserialize_with = "number")]
+    global_rope_theta: Option<f64>,
+    #[serde(deserialize_with = "number")]
+    local_rope_theta: Option<f64>,
+    #[serde(deserialize_with = "count")]
+    local_attention: Option<usize>,
+    #[serde(deserialize_with = "text")]
+    hidden_activation: Option<String>,
+    #[serde(deserialize_with = "text")]
+    classifier_activation: Option<String>,
+    #[serde(deserialize_with = "number")]
+    norm_eps: Option<f64>,
+    #[serde(deserialize_with = "flag")]
+    norm_bias: Option<bool>,
+    #[serde(deserialize_with = "flag")]
+    attention_bias: Option<bool>,
+    #[serde(deserialize_with = "flag")]
+    mlp_bias: Option<bool>,
+    #[serde(deserialize_with = "flag")]
+    decoder_bias: Option<bool>,
+    #[serde(deserialize_with = "flag")]
+    classifier_bias: Option<bool>,
+    #[serde(deserialize_with = "text")]
+    classifier_pooling: Option<String>,
+    #[serde(deserialize_with = "number")]
+    initializer_cutoff_factor: Option<f64>,
+    // BERT.
+    #[serde(deserialize_with = "text")]
+    hidden_act: Option<String>,
+    #[serde(deserialize_with = "text")]
+    position_embedding_type: Option<String>,
+    #[serde(deserialize_with = "flag")]
+    is_decoder: Option<bool>,
+    #[serde(deserialize_with = "flag")]
+    add_cross_attention: Option<bool>,
+}
+
+/// Read the fields of a `config.json` object; a field of the wrong kind is named.
+fn read(source: &str, obj: &Map<String, Value>) -> Result<Raw> {
+    serde_path_to_error::deserialize(Value::Object(obj.clone()))
+        .map_err(|e| Error::config(source, format!("field \"{}\": {}", e.path(), e.inner())))
+}
+
+/// A field's value as `kind` reads it (`None` when null), or the error that says what was expected.
+fn field<'de, D: Deserializer<'de>, T>(d: D, expected: &str, kind: impl FnOnce(&Value) -> Option<T>) -> std::result::Result<Option<T>, D::Error> {
+    let v = Value::deserialize(d)?;
+    if v.is_null() {
+        return Ok(None);
+    }
+    kind(&v).map(Some).ok_or_else(|| D::Error::custom(format!("expected {expected}, found {}", describe(&v))))
+}
+
+fn count<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<usize>, D::Error> {
+    field(d, "a non-negative integer", |v| v.as_u64().and_then(|n| usize::try_from(n).ok()))
+}
+
+fn token_id<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u32>, D::Error> {
+    let v = Value::deserialize(d)?;
+    match v.as_u64() {
+        Some(n) if n > u32::MAX as u64 => Err(D::Error::custom(format!("expected a token id below 2^32, found {}", describe(&v)))),
+        _ => field(v, "a non-negative integer", |v| v.as_u64().map(|n| n as u32)).map_err(D::Error::custom),
+    }
+}
+
+fn number<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<f64>, D::Error> {
+    field(d, "a number", Value::as_f64)
+}
+
+fn flag<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<bool>, D::Error> {
+    field(d, "true or false", Value::as_bool)
+}
+
+fn text<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    field(d, "a string", |v| v.as_str().map(str::to_string))
 }
 
 fn describe(v: &Value) -> String {
@@ -346,70 +471,37 @@ fn describe(v: &Value) -> String {
     }
 }
 
-impl Fields<'_> {
-    fn err(&self, key: &str, expected: &str, found: &Value) -> Error {
-        Error::config(self.source, format!("field \"{key}\": expected {expected}, found {}", describe(found)))
-    }
-    fn get(&self, key: &str) -> Option<&Value> {
-        self.obj.get(key).filter(|v| !v.is_null())
-    }
-    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v.as_u64().and_then(|n| usize::try_from(n).ok()).map(Some).ok_or_else(|| self.err(key, "a non-negative integer", v)),
-        }
-    }
-    fn usize(&self, key: &str) -> Result<usize> {
-        self.opt_usize(key)?.ok_or_else(|| Error::config(self.source, format!("missing required field \"{key}\"")))
-    }
-    /// A required integer in 1..=`max`.
-    fn sized(&self, key: &str, max: usize) -> Result<usize> {
-        let n = self.usize(key)?;
-        if !(1..=max).contains(&n) {
-            return Err(Error::config(self.source, format!("field \"{key}\": expected 1 to {max}, found {n}")));
-        }
-        Ok(n)
-    }
-    /// `max_position_embeddings`, or `default` when absent, in MIN_CONTEXT..=MAX_CONTEXT.
-    fn context(&self, default: usize) -> Result<usize> {
-        let n = self.opt_usize("max_position_embeddings")?.unwrap_or(default);
-        if !(MIN_CONTEXT..=MAX_CONTEXT).contains(&n) {
-            return Err(Error::config(
-                self.source,
-                format!("field \"max_position_embeddings\": expected {MIN_CONTEXT} to {MAX_CONTEXT} (room for [CLS], [SEP] and at least one token), found {n}"),
-            ));
-        }
-        Ok(n)
-    }
-    fn opt_u32(&self, key: &str) -> Result<Option<u32>> {
-        match self.opt_usize(key)? {
-            Some(n) if n > u32::MAX as usize => Err(self.err(key, "a token id below 2^32", self.obj.get(key).unwrap())),
-            other => Ok(other.map(|n| n as u32)),
-        }
-    }
-    fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.err(key, "a number", v)),
-        }
-    }
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v.as_bool().ok_or_else(|| self.err(key, "true or false", v)),
-        }
-    }
-    fn opt_str(&self, key: &str) -> Result<Option<&str>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v.as_str().map(Some).ok_or_else(|| self.err(key, "a string", v)),
-        }
-    }
+fn err(source: &str, key: &str, expected: &str, found: &Value) -> Error {
+    Error::config(source, format!("field \"{key}\": expected {expected}, found {}", describe(found)))
 }
 
-fn parse(f: &Fields) -> Result<ModernBertConfig> {
-    let source = f.source;
-    match f.opt_str("model_type")? {
+fn required(source: &str, key: &str, v: Option<usize>) -> Result<usize> {
+    v.ok_or_else(|| Error::config(source, format!("missing required field \"{key}\"")))
+}
+
+/// A required integer in 1..=`max`.
+fn sized(source: &str, key: &str, v: Option<usize>, max: usize) -> Result<usize> {
+    let n = required(source, key, v)?;
+    if !(1..=max).contains(&n) {
+        return Err(Error::config(source, format!("field \"{key}\": expected 1 to {max}, found {n}")));
+    }
+    Ok(n)
+}
+
+/// `max_position_embeddings`, or `default` when absent, in MIN_CONTEXT..=MAX_CONTEXT.
+fn context(source: &str, v: Option<usize>, default: usize) -> Result<usize> {
+    let n = v.unwrap_or(default);
+    if !(MIN_CONTEXT..=MAX_CONTEXT).contains(&n) {
+        return Err(Error::config(
+            source,
+            format!("field \"max_position_embeddings\": expected {MIN_CONTEXT} to {MAX_CONTEXT} (room for [CLS], [SEP] and at least one token), found {n}"),
+        ));
+    }
+    Ok(n)
+}
+
+fn parse(source: &str, f: &Raw) -> Result<ModernBertConfig> {
+    match f.model_type.as_deref() {
         Some("modernbert") => {}
         Some(other) => {
             return Err(Error::config(
@@ -419,11 +511,11 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
         }
         None => return Err(Error::config(source, "missing required field \"model_type\" (expected \"modernbert\")")),
     }
-    let architecture = match f.get("architectures") {
+    let architecture = match f.architectures.as_ref() {
         None => None,
         Some(v) => {
-            let names = v.as_array().ok_or_else(|| f.err("architectures", "a list of class names", v))?;
-            let name = names.first().and_then(Value::as_str).ok_or_else(|| f.err("architectures", "a list of class names", v))?;
+            let names = v.as_array().ok_or_else(|| err(source, "architectures", "a list of class names", v))?;
+            let name = names.first().and_then(Value::as_str).ok_or_else(|| err(source, "architectures", "a list of class names", v))?;
             Some(match name {
                 "ModernBertModel" => Architecture::Model,
                 "ModernBertForMaskedLM" => Architecture::MaskedLm,
@@ -439,9 +531,9 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
         }
     };
 
-    let hidden_size = f.sized("hidden_size", MAX_HIDDEN)?;
-    let num_hidden_layers = f.sized("num_hidden_layers", MAX_LAYERS)?;
-    let num_attention_heads = f.sized("num_attention_heads", MAX_HIDDEN)?;
+    let hidden_size = sized(source, "hidden_size", f.hidden_size, MAX_HIDDEN)?;
+    let num_hidden_layers = sized(source, "num_hidden_layers", f.num_hidden_layers, MAX_LAYERS)?;
+    let num_attention_heads = sized(source, "num_attention_heads", f.num_attention_heads, MAX_HIDDEN)?;
     if hidden_size % num_attention_heads != 0 || (hidden_size / num_attention_heads) % 2 != 0 {
         return Err(Error::config(
             source,
@@ -451,9 +543,9 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
         ));
     }
 
-    let layer_types = match f.get("layer_types") {
+    let layer_types = match f.layer_types.as_ref() {
         Some(v) => {
-            let list = v.as_array().ok_or_else(|| f.err("layer_types", "a list of \"full_attention\" / \"sliding_attention\"", v))?;
+            let list = v.as_array().ok_or_else(|| err(source, "layer_types", "a list of \"full_attention\" / \"sliding_attention\"", v))?;
             if list.len() != num_hidden_layers {
                 return Err(Error::config(source, format!("field \"layer_types\": {} entries for {num_hidden_layers} layers", list.len())));
             }
@@ -461,12 +553,12 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
                 .map(|t| match t.as_str() {
                     Some("full_attention") => Ok(LayerType::Full),
                     Some("sliding_attention") => Ok(LayerType::Sliding),
-                    _ => Err(f.err("layer_types", "\"full_attention\" or \"sliding_attention\"", t)),
+                    _ => Err(err(source, "layer_types", "\"full_attention\" or \"sliding_attention\"", t)),
                 })
                 .collect::<Result<Vec<_>>>()?
         }
         None => {
-            let every = f.opt_usize("global_attn_every_n_layers")?.unwrap_or(3);
+            let every = f.global_attn_every_n_layers.unwrap_or(3);
             if every == 0 {
                 return Err(Error::config(source, "field \"global_attn_every_n_layers\": expected a positive integer, found 0"));
             }
@@ -477,20 +569,20 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
     // RoPE: transformers 5's per-layer-type `rope_parameters` win; legacy keys fill what is missing.
     let mut global_rope_theta = None;
     let mut local_rope_theta = None;
-    if let Some(rp) = f.get("rope_parameters") {
-        let rp_obj = rp.as_object().ok_or_else(|| f.err("rope_parameters", "an object", rp))?;
+    if let Some(rp) = f.rope_parameters.as_ref() {
+        let rp_obj = rp.as_object().ok_or_else(|| err(source, "rope_parameters", "an object", rp))?;
         let theta_of = |entry: &Value, key: &str| -> Result<Option<f64>> {
             let name = format!("rope_parameters.{key}");
-            let e = entry.as_object().ok_or_else(|| f.err(&name, "an object", entry))?;
+            let e = entry.as_object().ok_or_else(|| err(source, &name, "an object", entry))?;
             if let Some(t) = e.get("rope_type").filter(|t| !t.is_null()) {
                 if t.as_str() != Some("default") {
-                    return Err(f.err(&format!("{name}.rope_type"), "\"default\" (other RoPE scalings are not supported)", t));
+                    return Err(err(source, &format!("{name}.rope_type"), "\"default\" (other RoPE scalings are not supported)", t));
                 }
             }
             // A missing theta is filled from the legacy keys below.
             match e.get("rope_theta").filter(|t| !t.is_null()) {
                 None => Ok(None),
-                Some(theta) => theta.as_f64().filter(|t| *t > 0.0).map(Some).ok_or_else(|| f.err(&format!("{name}.rope_theta"), "a positive number", theta)),
+                Some(theta) => theta.as_f64().filter(|t| *t > 0.0).map(Some).ok_or_else(|| err(source, &format!("{name}.rope_theta"), "a positive number", theta)),
             }
         };
         if rp_obj.contains_key("rope_theta") {
@@ -509,11 +601,11 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
     }
     let global_rope_theta = match global_rope_theta {
         Some(t) => t,
-        None => f.opt_f64("global_rope_theta")?.unwrap_or(160_000.0),
+        None => f.global_rope_theta.unwrap_or(160_000.0),
     };
     let local_rope_theta = match local_rope_theta {
         Some(t) => t,
-        None => f.opt_f64("local_rope_theta")?.unwrap_or(10_000.0),
+        None => f.local_rope_theta.unwrap_or(10_000.0),
     };
     for (key, t) in [("global_rope_theta", global_rope_theta), ("local_rope_theta", local_rope_theta)] {
         if !(t > 0.0) {
@@ -521,8 +613,8 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
         }
     }
 
-    for key in ["hidden_activation", "classifier_activation"] {
-        match f.opt_str(key)? {
+    for (key, value) in [("hidden_activation", &f.hidden_activation), ("classifier_activation", &f.classifier_activation)] {
+        match value.as_deref() {
             None | Some("gelu") | Some("gelu_python") => {}
             Some(other) => {
                 return Err(Error::config(source, format!("field \"{key}\": \"{other}\" is not supported; ModernBERT uses the exact (erf) \"gelu\"")))
@@ -530,25 +622,25 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
         }
     }
 
-    let norm_eps = match f.opt_f64("norm_eps")? {
+    let norm_eps = match f.norm_eps {
         Some(e) => e,
-        None => f.opt_f64("layer_norm_eps")?.unwrap_or(1e-5),
+        None => f.layer_norm_eps.unwrap_or(1e-5),
     };
     if !(norm_eps > 0.0) {
         return Err(Error::config(source, format!("field \"norm_eps\": expected a positive number, found {norm_eps}")));
     }
 
-    let classifier_pooling = match f.opt_str("classifier_pooling")? {
+    let classifier_pooling = match f.classifier_pooling.as_deref() {
         None | Some("cls") => Pooling::Cls,
         Some("mean") => Pooling::Mean,
         Some(other) => return Err(Error::config(source, format!("field \"classifier_pooling\": expected \"cls\" or \"mean\", found \"{other}\""))),
     };
 
-    let labels = parse_labels(f)?;
-    let vocab_size = f.sized("vocab_size", MAX_VOCAB)?;
+    let labels = parse_labels(source, f)?;
+    let vocab_size = sized(source, "vocab_size", f.vocab_size, MAX_VOCAB)?;
     // transformers' ModernBertConfig default, ModernBERT's own [PAD].
     const DEFAULT_PAD: u32 = 50283;
-    let declared_pad = f.opt_u32("pad_token_id")?;
+    let declared_pad = f.pad_token_id;
     let pad_token_id = declared_pad.unwrap_or(DEFAULT_PAD);
     if declared_pad.is_none() && pad_token_id as usize >= vocab_size {
         return Err(Error::config(
@@ -556,9 +648,9 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
             format!("field \"pad_token_id\" is absent, and transformers' default for ModernBERT ({DEFAULT_PAD}, ModernBERT's own [PAD]) is outside this model's vocabulary of {vocab_size} (field \"vocab_size\"); add \"pad_token_id\" with the id of the tokenizer's padding token"),
         ));
     }
-    let cls_token_id = f.opt_u32("cls_token_id")?.or(f.opt_u32("bos_token_id")?);
-    let sep_token_id = f.opt_u32("sep_token_id")?.or(f.opt_u32("eos_token_id")?);
-    let mask_token_id = f.opt_u32("mask_token_id")?;
+    let cls_token_id = f.cls_token_id.or(f.bos_token_id);
+    let sep_token_id = f.sep_token_id.or(f.eos_token_id);
+    let mask_token_id = f.mask_token_id;
     for (key, id) in [("pad_token_id", Some(pad_token_id)), ("cls_token_id", cls_token_id), ("sep_token_id", sep_token_id), ("mask_token_id", mask_token_id)] {
         if let Some(id) = id.filter(|&id| id as usize >= vocab_size) {
             return Err(Error::config(
@@ -567,8 +659,8 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
             ));
         }
     }
-    let max_position_embeddings = f.context(8192)?;
-    let local_attention = f.opt_usize("local_attention")?.unwrap_or(128);
+    let max_position_embeddings = context(source, f.max_position_embeddings, 8192)?;
+    let local_attention = f.local_attention.unwrap_or(128);
     if !(2..=2 * MAX_CONTEXT).contains(&local_attention) {
         return Err(Error::config(source, format!("field \"local_attention\": expected a window of 2 to {} tokens, found {local_attention}", 2 * MAX_CONTEXT)));
     }
@@ -580,43 +672,42 @@ fn parse(f: &Fields) -> Result<ModernBertConfig> {
         hidden_size,
         num_hidden_layers,
         num_attention_heads,
-        intermediate_size: f.sized("intermediate_size", MAX_INTERMEDIATE)?,
+        intermediate_size: sized(source, "intermediate_size", f.intermediate_size, MAX_INTERMEDIATE)?,
         layer_types,
         global_rope_theta,
         local_rope_theta,
         local_attention,
         max_position_embeddings,
         norm_eps: norm_eps as f32,
-        norm_bias: f.bool_or("norm_bias", false)?,
-        attention_bias: f.bool_or("attention_bias", false)?,
-        mlp_bias: f.bool_or("mlp_bias", false)?,
-        decoder_bias: f.bool_or("decoder_bias", true)?,
-        classifier_bias: f.bool_or("classifier_bias", false)?,
+        norm_bias: f.norm_bias.unwrap_or(false),
+        attention_bias: f.attention_bias.unwrap_or(false),
+        mlp_bias: f.mlp_bias.unwrap_or(false),
+        decoder_bias: f.decoder_bias.unwrap_or(true),
+        classifier_bias: f.classifier_bias.unwrap_or(false),
         classifier_pooling,
         pad_token_id,
         cls_token_id,
         sep_token_id,
         mask_token_id,
         labels,
-        problem_type: f.opt_str("problem_type")?.map(str::to_string),
-        tie_word_embeddings: f.bool_or("tie_word_embeddings", true)?,
-        initializer_range: f.opt_f64("initializer_range")?.unwrap_or(0.02),
-        initializer_cutoff_factor: f.opt_f64("initializer_cutoff_factor")?.unwrap_or(2.0),
+        problem_type: f.problem_type.as_deref().map(str::to_string),
+        tie_word_embeddings: f.tie_word_embeddings.unwrap_or(true),
+        initializer_range: f.initializer_range.unwrap_or(0.02),
+        initializer_cutoff_factor: f.initializer_cutoff_factor.unwrap_or(2.0),
     })
 }
 
-fn parse_bert(f: &Fields) -> Result<BertConfig> {
-    let source = f.source;
-    let declares_model_type = match f.opt_str("model_type")? {
+fn parse_bert(source: &str, f: &Raw) -> Result<BertConfig> {
+    let declares_model_type = match f.model_type.as_deref() {
         Some("bert") => true,
         None => false,
         Some(other) => return Err(Error::config(source, format!("field \"model_type\": expected \"bert\", found \"{other}\""))),
     };
-    let architecture_name = match f.get("architectures") {
+    let architecture_name = match f.architectures.as_ref() {
         None => None,
         Some(v) => {
-            let names = v.as_array().ok_or_else(|| f.err("architectures", "a list of class names", v))?;
-            Some(names.first().and_then(Value::as_str).ok_or_else(|| f.err("architectures", "a list of class names", v))?.to_string())
+            let names = v.as_array().ok_or_else(|| err(source, "architectures", "a list of class names", v))?;
+            Some(names.first().and_then(Value::as_str).ok_or_else(|| err(source, "architectures", "a list of class names", v))?.to_string())
         }
     };
     let architecture = match architecture_name.as_deref() {
@@ -633,26 +724,26 @@ fn parse_bert(f: &Fields) -> Result<BertConfig> {
             ))
         }
     };
-    if architecture_name.as_deref() == Some("BertLMHeadModel") || f.bool_or("is_decoder", false)? {
+    if architecture_name.as_deref() == Some("BertLMHeadModel") || f.is_decoder.unwrap_or(false) {
         return Err(Error::config(source, "field \"is_decoder\": a decoder (causal) BERT is not supported; this runtime runs bidirectional encoders"));
     }
-    if f.bool_or("add_cross_attention", false)? {
+    if f.add_cross_attention.unwrap_or(false) {
         return Err(Error::config(source, "field \"add_cross_attention\": cross-attention is not supported"));
     }
-    let hidden_size = f.sized("hidden_size", MAX_HIDDEN)?;
-    let num_hidden_layers = f.sized("num_hidden_layers", MAX_LAYERS)?;
-    let num_attention_heads = f.sized("num_attention_heads", MAX_HIDDEN)?;
+    let hidden_size = sized(source, "hidden_size", f.hidden_size, MAX_HIDDEN)?;
+    let num_hidden_layers = sized(source, "num_hidden_layers", f.num_hidden_layers, MAX_LAYERS)?;
+    let num_attention_heads = sized(source, "num_attention_heads", f.num_attention_heads, MAX_HIDDEN)?;
     if hidden_size % num_attention_heads != 0 {
         return Err(Error::config(
             source,
             format!("fields \"hidden_size\" ({hidden_size}) and \"num_attention_heads\" ({num_attention_heads}): the head dimension must be a whole number"),
         ));
     }
-    match f.opt_str("hidden_act")? {
+    match f.hidden_act.as_deref() {
         None | Some("gelu") | Some("gelu_python") => {}
         Some(other) => return Err(Error::config(source, format!("field \"hidden_act\": \"{other}\" is not supported; expected the exact (erf) \"gelu\""))),
     }
-    match f.opt_str("position_embedding_type")? {
+    match f.position_embedding_type.as_deref() {
         None | Some("absolute") => {}
         Some(other) => {
             return Err(Error::config(
@@ -661,9 +752,9 @@ fn parse_bert(f: &Fields) -> Result<BertConfig> {
             ))
         }
     }
-    let vocab_size = f.sized("vocab_size", MAX_VOCAB)?;
+    let vocab_size = sized(source, "vocab_size", f.vocab_size, MAX_VOCAB)?;
     // transformers' BertConfig defaults.
-    let pad_token_id = f.opt_u32("pad_token_id")?.unwrap_or(0);
+    let pad_token_id = f.pad_token_id.unwrap_or(0);
     if pad_token_id as usize >= vocab_size {
         return Err(Error::config(
             source,
@@ -673,12 +764,12 @@ fn parse_bert(f: &Fields) -> Result<BertConfig> {
             ),
         ));
     }
-    let max_position_embeddings = f.context(512)?;
-    let type_vocab_size = f.opt_usize("type_vocab_size")?.unwrap_or(2);
+    let max_position_embeddings = context(source, f.max_position_embeddings, 512)?;
+    let type_vocab_size = f.type_vocab_size.unwrap_or(2);
     if !(1..=MAX_TYPE_VOCAB).contains(&type_vocab_size) {
         return Err(Error::config(source, format!("field \"type_vocab_size\": expected 1 to {MAX_TYPE_VOCAB}, found {type_vocab_size}")));
     }
-    let layer_norm_eps = f.opt_f64("layer_norm_eps")?.unwrap_or(1e-12);
+    let layer_norm_eps = f.layer_norm_eps.unwrap_or(1e-12);
     if !(layer_norm_eps > 0.0) {
         return Err(Error::config(source, format!("field \"layer_norm_eps\": expected a positive number, found {layer_norm_eps}")));
     }
@@ -691,35 +782,35 @@ fn parse_bert(f: &Fields) -> Result<BertConfig> {
         hidden_size,
         num_hidden_layers,
         num_attention_heads,
-        intermediate_size: f.sized("intermediate_size", MAX_INTERMEDIATE)?,
+        intermediate_size: sized(source, "intermediate_size", f.intermediate_size, MAX_INTERMEDIATE)?,
         max_position_embeddings,
         type_vocab_size,
         layer_norm_eps: layer_norm_eps as f32,
         pad_token_id,
-        labels: parse_labels(f)?,
-        problem_type: f.opt_str("problem_type")?.map(str::to_string),
-        tie_word_embeddings: f.bool_or("tie_word_embeddings", true)?,
-        initializer_range: f.opt_f64("initializer_range")?.unwrap_or(0.02),
+        labels: parse_labels(source, f)?,
+        problem_type: f.problem_type.as_deref().map(str::to_string),
+        tie_word_embeddings: f.tie_word_embeddings.unwrap_or(true),
+        initializer_range: f.initializer_range.unwrap_or(0.02),
     })
 }
 
 /// `id2label` as a list in id order; or `num_labels` generic names; or none. Label names must be
 /// non-empty and distinct: a classifier whose labels cannot be told apart cannot be read.
-fn parse_labels(f: &Fields) -> Result<Vec<String>> {
-    if let Some(v) = f.get("id2label") {
-        let map = v.as_object().ok_or_else(|| f.err("id2label", "an object mapping ids to label names", v))?;
+fn parse_labels(source: &str, f: &Raw) -> Result<Vec<String>> {
+    if let Some(v) = f.id2label.as_ref() {
+        let map = v.as_object().ok_or_else(|| err(source, "id2label", "an object mapping ids to label names", v))?;
         if map.len() > MAX_LABELS {
-            return Err(Error::config(f.source, format!("field \"id2label\": {} labels, more than the {MAX_LABELS} a classifier may have", map.len())));
+            return Err(Error::config(source, format!("field \"id2label\": {} labels, more than the {MAX_LABELS} a classifier may have", map.len())));
         }
         let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
         for (k, name) in map {
             if let Some(name) = name.as_str() {
                 if name.trim().is_empty() {
-                    return Err(Error::config(f.source, format!("field \"id2label.{k}\": expected a label name, found an empty one")));
+                    return Err(Error::config(source, format!("field \"id2label.{k}\": expected a label name, found an empty one")));
                 }
                 if let Some(other) = seen.insert(name, k) {
                     return Err(Error::config(
-                        f.source,
+                        source,
                         format!("field \"id2label\": ids {other} and {k} have the same label \"{name}\"; every label must be distinct"),
                     ));
                 }
@@ -731,16 +822,16 @@ fn parse_labels(f: &Fields) -> Result<Vec<String>> {
                 .parse()
                 .ok()
                 .filter(|&i| i < map.len())
-                .ok_or_else(|| Error::config(f.source, format!("field \"id2label\": key \"{k}\" is not an id in 0..{}", map.len())))?;
-            let name = name.as_str().ok_or_else(|| f.err(&format!("id2label.{k}"), "a label name", name))?;
+                .ok_or_else(|| Error::config(source, format!("field \"id2label\": key \"{k}\" is not an id in 0..{}", map.len())))?;
+            let name = name.as_str().ok_or_else(|| err(source, &format!("id2label.{k}"), "a label name", name))?;
             if labels[id].replace(name.to_string()).is_some() {
-                return Err(Error::config(f.source, format!("field \"id2label\": id {id} appears twice")));
+                return Err(Error::config(source, format!("field \"id2label\": id {id} appears twice")));
             }
         }
         return Ok(labels.into_iter().map(|l| l.expect("ids are distinct and below the count")).collect());
     }
-    Ok(match f.opt_usize("num_labels")? {
-        Some(n) if n > MAX_LABELS => return Err(Error::config(f.source, format!("field \"num_labels\": expected 0 to {MAX_LABELS}, found {n}"))),
+    Ok(match f.num_labels {
+        Some(n) if n > MAX_LABELS => return Err(Error::config(source, format!("field \"num_labels\": expected 0 to {MAX_LABELS}, found {n}"))),
         Some(n) => (0..n).map(|i| format!("LABEL_{i}")).collect(),
         None => Vec::new(),
     })

@@ -21,6 +21,7 @@ pub mod optim;
 pub mod reduce;
 pub mod reference;
 pub mod rope;
+mod shapes;
 #[cfg(all(feature = "testing", not(target_family = "wasm")))]
 pub mod testing;
 pub mod tolerance;

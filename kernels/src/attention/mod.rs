@@ -20,6 +20,7 @@ use cubecl::prelude::*;
 
 use crate::backend::DType;
 use crate::gpu::tensor::{launch_float, GpuBackend, GpuSeqs, GpuTensor};
+use crate::shapes;
 use crate::{Error, Result};
 
 #[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
@@ -165,11 +166,8 @@ fn attention_kernel<F: Float>(
 /// qkv [T, 3H] (RoPE applied), `nh` heads, window Some(w) for |i − j| ≤ w
 /// → (out [T, H], lse [T, nh]).
 pub fn attention(gpu: &GpuBackend, qkv: &GpuTensor, seqs: &GpuSeqs, nh: usize, window: Option<usize>) -> Result<(GpuTensor, GpuTensor)> {
-    let (t, three_h) = qkv.matrix();
-    let h = three_h / 3;
-    if three_h % 3 != 0 || nh == 0 || h % nh != 0 || t != seqs.tokens {
-        return Err(Error::shape("attention", format!("qkv {:?} with {nh} heads over {} tokens", qkv.shape, seqs.tokens)));
-    }
+    let (t, h, _) = shapes::qkv("attention", &qkv.shape, nh, seqs.tokens)?;
+    let three_h = 3 * h;
     let hd = h / nh;
     let bk = key_tile(hd);
     let limits = gpu.limits();
@@ -455,15 +453,8 @@ pub fn attention_backward(
     window: Option<usize>,
 ) -> Result<GpuTensor> {
     let op = "attention_backward";
-    let (t, three_h) = qkv.matrix();
-    let h = three_h / 3;
-    if three_h % 3 != 0 || nh == 0 || h % nh != 0 || t != seqs.tokens || qkv.shape.len() != 2 {
-        return Err(Error::shape(op, format!("qkv {:?} with {nh} heads over {} tokens", qkv.shape, seqs.tokens)));
-    }
-    if out.shape != [t, h] || dout.shape != [t, h] || lse.shape != [t, nh] {
-        return Err(Error::shape(op, format!("out {:?}, dout {:?}, lse {:?} for qkv {:?} with {nh} heads", out.shape, dout.shape, lse.shape, qkv.shape)));
-    }
-    let hd = h / nh;
+    let (t, h, hd) = shapes::attention_backward(&qkv.shape, &out.shape, &lse.shape, &dout.shape, nh, seqs.tokens)?;
+    let three_h = 3 * h;
     let tile = key_tile(hd);
     let limits = gpu.limits();
     if 2 * tile * hd * 4 > limits.max_shared_bytes || BQ as u32 > limits.max_units_per_cube {

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use crate::backend::{check_concat, check_cu_seqlens, check_slice, positions, AdamUpdate, Backend, DType, DeviceInfo};
 use gemm::Packed;
 use isa::Isa;
+use crate::shapes;
 use crate::{Error, Result};
 
 /// A row-major f32 tensor in host memory; a weight matrix may instead be held packed for the
@@ -148,14 +149,7 @@ fn norm_row(x: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, y: &mut [f32]) {
 
 /// (rows, classes) of logits [N, C] whose labels [N] are one per row and each < C.
 fn check_labels(op: &'static str, logits: &CpuTensor, labels: &[u32]) -> Result<(usize, usize)> {
-    let (n, c) = logits.matrix();
-    if labels.len() != n {
-        return Err(Error::shape(op, format!("{} labels for logits {:?}", labels.len(), logits.shape)));
-    }
-    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= c) {
-        return Err(Error::shape(op, format!("label {bad} for {c} classes")));
-    }
-    Ok((n, c))
+    shapes::labels(op, &logits.shape, labels.len(), labels.iter().copied().max())
 }
 
 impl Backend for CpuBackend {
@@ -227,9 +221,7 @@ impl Backend for CpuBackend {
 
     fn embedding(&self, table: &CpuTensor, ids: &Self::Ids) -> Result<CpuTensor> {
         let (v, h) = table.matrix();
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= v) {
-            return Err(Error::shape("embedding", format!("token id {bad} outside the table of {v} rows")));
-        }
+        shapes::index("embedding", ids.iter().copied().max(), v)?;
         let mut y = vec![0f32; ids.len() * h];
         y.par_chunks_mut(h.max(1)).zip(ids.par_iter()).for_each(|(row, &id)| match &table.packed {
             Some(p) => p.row(id as usize, row),
@@ -239,13 +231,8 @@ impl Backend for CpuBackend {
     }
 
     fn embedding_add(&self, x: &CpuTensor, table: &CpuTensor, ids: &Self::Ids) -> Result<CpuTensor> {
-        let (r, h) = table.matrix();
-        if x.shape != [ids.len(), h] {
-            return Err(Error::shape("embedding_add", format!("x {:?} with {} ids into a table {:?}", x.shape, ids.len(), table.shape)));
-        }
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= r) {
-            return Err(Error::shape("embedding_add", format!("index {bad} outside the table of {r} rows")));
-        }
+        let (r, h) = shapes::embedding_add(&x.shape, &table.shape, ids.len())?;
+        shapes::index("embedding_add", ids.iter().copied().max(), r)?;
         let mut y = x.data.to_vec();
         y.par_chunks_mut(h.max(1)).zip(ids.par_iter()).for_each(|(row, &id)| {
             let mut t = vec![0f32; h];
@@ -259,16 +246,7 @@ impl Backend for CpuBackend {
     }
 
     fn linear(&self, x: &CpuTensor, w: &CpuTensor, b: Option<&CpuTensor>) -> Result<CpuTensor> {
-        let (n, k) = x.matrix();
-        let (m, kw) = w.matrix();
-        if kw != k || w.shape.len() != 2 {
-            return Err(Error::shape("linear", format!("x {:?} · wᵀ with w {:?}: inner sizes differ", x.shape, w.shape)));
-        }
-        if let Some(b) = b {
-            if b.data.len() != m {
-                return Err(Error::shape("linear", format!("bias {:?} for {m} outputs", b.shape)));
-            }
-        }
+        let (n, k, m) = shapes::linear(&x.shape, &w.shape, b.map(|b| &b.shape[..]))?;
         let x_values = x.values("linear")?;
         let mut y = vec![0f32; n * m];
         match &w.packed {
@@ -304,20 +282,14 @@ impl Backend for CpuBackend {
     }
 
     fn layer_norm(&self, x: &CpuTensor, w: &CpuTensor, b: Option<&CpuTensor>, eps: f32) -> Result<CpuTensor> {
-        let (_, h) = x.matrix();
-        if w.data.len() != h || b.is_some_and(|b| b.data.len() != h) {
-            return Err(Error::shape("layer_norm", format!("x {:?} with weight {:?}", x.shape, w.shape)));
-        }
+        let (_, h) = shapes::norm("layer_norm", &x.shape, None, &w.shape, b.map(|b| &b.shape[..]))?;
         let (w, b) = (&w.data[..], b.map(|b| &b.data[..]));
         let y = rows_par(&x.data, h, h, |xr, yr| norm_row(xr, w, b, eps, yr));
         Ok(CpuTensor::new(y, x.shape.clone()))
     }
 
     fn add_layer_norm(&self, x: &CpuTensor, y: &CpuTensor, w: &CpuTensor, b: Option<&CpuTensor>, eps: f32) -> Result<(CpuTensor, CpuTensor)> {
-        let (_, h) = x.matrix();
-        if x.shape != y.shape || w.data.len() != h || b.is_some_and(|b| b.data.len() != h) {
-            return Err(Error::shape("add_layer_norm", format!("x {:?}, y {:?} with weight {:?}", x.shape, y.shape, w.shape)));
-        }
+        let (_, h) = shapes::norm("add_layer_norm", &x.shape, Some(&y.shape), &w.shape, b.map(|b| &b.shape[..]))?;
         let (w, b) = (&w.data[..], b.map(|b| &b.data[..]));
         let mut s = vec![0f32; x.data.len()];
         let mut n = vec![0f32; x.data.len()];
@@ -337,9 +309,7 @@ impl Backend for CpuBackend {
     }
 
     fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
-        if a.shape != b.shape {
-            return Err(Error::shape("add", format!("{:?} + {:?}", a.shape, b.shape)));
-        }
+        shapes::same("add", &a.shape, &b.shape)?;
         let y = a.data.par_iter().zip(b.data.par_iter()).map(|(x, y)| x + y).collect();
         Ok(CpuTensor::new(y, a.shape.clone()))
     }
@@ -355,26 +325,15 @@ impl Backend for CpuBackend {
     }
 
     fn geglu(&self, u: &CpuTensor) -> Result<CpuTensor> {
-        let (n, two_i) = u.matrix();
-        if two_i % 2 != 0 {
-            return Err(Error::shape("geglu", format!("input {:?} has an odd last dimension", u.shape)));
-        }
-        let i = two_i / 2;
+        let (n, i) = shapes::geglu(&u.shape)?;
+        let two_i = 2 * i;
         let y = rows_par(&u.data, two_i, i, math::geglu);
         Ok(CpuTensor::new(y, vec![n, i]))
     }
 
     fn rope(&self, qkv: &CpuTensor, seqs: &CpuSeqs, cos: &CpuTensor, sin: &CpuTensor, nh: usize) -> Result<CpuTensor> {
-        let (t, three_h) = qkv.matrix();
-        let hd = three_h / 3 / nh.max(1);
-        let half = hd / 2;
-        if three_h != 3 * nh * hd || hd % 2 != 0 || t != seqs.positions.len() {
-            return Err(Error::shape("rope", format!("qkv {:?} with {nh} heads over {} tokens", qkv.shape, seqs.positions.len())));
-        }
-        let (p_max, c_half) = cos.matrix();
-        if c_half != half || sin.shape != cos.shape {
-            return Err(Error::shape("rope", format!("tables {:?} / {:?} for head dim {hd}", cos.shape, sin.shape)));
-        }
+        let (_, h, hd, p_max) = shapes::rope("rope", &qkv.shape, nh, seqs.positions.len(), &cos.shape, &sin.shape)?;
+        let (half, three_h) = (hd / 2, 3 * h);
         let longest = seqs.cu_seqlens.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0);
         if longest > p_max {
             return Err(Error::limit("rope", format!("a sequence of {longest} tokens needs tables of {longest} positions, have {p_max}")));
@@ -395,11 +354,7 @@ impl Backend for CpuBackend {
     }
 
     fn attention(&self, qkv: &CpuTensor, seqs: &CpuSeqs, nh: usize, window: Option<usize>) -> Result<(CpuTensor, CpuTensor)> {
-        let (t, three_h) = qkv.matrix();
-        let h = three_h / 3;
-        if three_h % 3 != 0 || nh == 0 || h % nh != 0 || t != seqs.positions.len() {
-            return Err(Error::shape("attention", format!("qkv {:?} with {nh} heads over {} tokens", qkv.shape, seqs.positions.len())));
-        }
+        let (t, h, _) = shapes::qkv("attention", &qkv.shape, nh, seqs.positions.len())?;
         let (out, lse) = attention::forward(qkv.values("attention")?, &seqs.cu_seqlens, nh, h / nh, window, self.dtype == DType::BF16);
         Ok((CpuTensor::new(out, vec![t, h]), CpuTensor::new(lse, vec![t, nh])))
     }
@@ -420,18 +375,13 @@ impl Backend for CpuBackend {
 
     fn gather_rows(&self, x: &CpuTensor, rows: &Self::Ids) -> Result<CpuTensor> {
         let (n, h) = x.matrix();
-        if let Some(&bad) = rows.iter().find(|&&r| r as usize >= n) {
-            return Err(Error::shape("gather_rows", format!("row {bad} of a tensor with {n} rows")));
-        }
+        shapes::index("gather_rows", rows.iter().copied().max(), n)?;
         let y = rows.iter().flat_map(|&r| x.data[r as usize * h..(r as usize + 1) * h].iter().copied()).collect();
         Ok(CpuTensor::new(y, vec![rows.len(), h]))
     }
 
     fn mean_pool(&self, x: &CpuTensor, seqs: &CpuSeqs) -> Result<CpuTensor> {
-        let (t, h) = x.matrix();
-        if t != seqs.positions.len() {
-            return Err(Error::shape("mean_pool", format!("x {:?} over {} tokens", x.shape, seqs.positions.len())));
-        }
+        let (_, h) = shapes::mean_pool(&x.shape, seqs.positions.len())?;
         let b = seqs.cu_seqlens.len() - 1;
         let mut y = vec![0f32; b * h];
         y.par_chunks_mut(h.max(1)).zip(seqs.cu_seqlens.par_windows(2)).for_each(|(out, w)| {
@@ -462,18 +412,12 @@ impl Backend for CpuBackend {
     // ---- Training ----
 
     fn matmul(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
-        let ((n, k), (kb, m)) = (a.matrix(), b.matrix());
-        if k != kb || a.shape.len() != 2 || b.shape.len() != 2 {
-            return Err(Error::shape("matmul", format!("{:?} · {:?}: inner sizes differ", a.shape, b.shape)));
-        }
+        let (n, k, m) = shapes::matmul(&a.shape, &b.shape)?;
         Ok(CpuTensor::new(train::matmul(a.values("matmul")?, b.values("matmul")?, n, k, m, self.dtype == DType::BF16), vec![n, m]))
     }
 
     fn matmul_tn(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
-        let ((n, m), (nb, k)) = (a.matrix(), b.matrix());
-        if n != nb || a.shape.len() != 2 || b.shape.len() != 2 {
-            return Err(Error::shape("matmul_tn", format!("{:?}ᵀ · {:?}: row counts differ", a.shape, b.shape)));
-        }
+        let (n, m, k) = shapes::matmul_tn(&a.shape, &b.shape)?;
         Ok(CpuTensor::new(train::matmul_tn(a.values("matmul_tn")?, b.values("matmul_tn")?, n, m, k, self.dtype == DType::BF16), vec![m, k]))
     }
 
@@ -487,35 +431,26 @@ impl Backend for CpuBackend {
     }
 
     fn layer_norm_backward(&self, x: &CpuTensor, w: &CpuTensor, dy: &CpuTensor, eps: f32) -> Result<(CpuTensor, CpuTensor)> {
-        let (_, h) = x.matrix();
-        if w.data.len() != h || dy.shape != x.shape {
-            return Err(Error::shape("layer_norm_backward", format!("x {:?}, weight {:?}, dy {:?}", x.shape, w.shape, dy.shape)));
-        }
+        let (_, h) = shapes::norm_backward(&x.shape, &w.shape, &dy.shape)?;
         let (dx, dw) = train::layer_norm_backward(x.values("layer_norm_backward")?, w.values("layer_norm_backward")?, &dy.data, eps, h);
         Ok((CpuTensor::new(dx, x.shape.clone()), CpuTensor::new(dw, vec![h])))
     }
 
     fn tanh_backward(&self, y: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
-        if y.shape != dy.shape {
-            return Err(Error::shape("tanh_backward", format!("y {:?}, dy {:?}", y.shape, dy.shape)));
-        }
+        shapes::same("tanh_backward", &y.shape, &dy.shape)?;
         let dx = y.data.par_iter().zip(dy.data.par_iter()).map(|(&t, &d)| d * (1.0 - t * t)).collect();
         Ok(CpuTensor::new(dx, y.shape.clone()))
     }
 
     fn gelu_backward(&self, x: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
-        if x.shape != dy.shape {
-            return Err(Error::shape("gelu_backward", format!("x {:?}, dy {:?}", x.shape, dy.shape)));
-        }
+        shapes::same("gelu_backward", &x.shape, &dy.shape)?;
         let y = x.data.par_iter().zip(dy.data.par_iter()).map(|(&z, &d)| d * math::gelu_grad(z)).collect();
         Ok(CpuTensor::new(y, x.shape.clone()))
     }
 
     fn geglu_backward(&self, u: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
-        let ((n, two_i), (nd, i)) = (u.matrix(), dy.matrix());
-        if two_i != 2 * i || n != nd {
-            return Err(Error::shape("geglu_backward", format!("u {:?}, dy {:?}", u.shape, dy.shape)));
-        }
+        let (n, i) = shapes::geglu_backward(&u.shape, &dy.shape)?;
+        let two_i = 2 * i;
         let mut du = vec![0f32; n * two_i];
         du.par_chunks_mut(two_i.max(1)).zip(u.data.par_chunks(two_i.max(1)).zip(dy.data.par_chunks(i.max(1)))).for_each(|(out, (row, d))| {
             for j in 0..i {
@@ -534,26 +469,15 @@ impl Backend for CpuBackend {
     }
 
     fn attention_backward(&self, qkv: &CpuTensor, out: &CpuTensor, lse: &CpuTensor, dout: &CpuTensor, seqs: &CpuSeqs, nh: usize, window: Option<usize>) -> Result<CpuTensor> {
-        let (t, three_h) = qkv.matrix();
-        let h = three_h / 3;
-        if three_h % 3 != 0 || nh == 0 || h % nh != 0 || t != seqs.positions.len() || out.shape != [t, h] || dout.shape != [t, h] || lse.shape != [t, nh] {
-            return Err(Error::shape(
-                "attention_backward",
-                format!("qkv {:?}, out {:?}, lse {:?}, dout {:?} with {nh} heads over {} tokens", qkv.shape, out.shape, lse.shape, dout.shape, seqs.positions.len()),
-            ));
-        }
+        let (t, h, _) = shapes::attention_backward(&qkv.shape, &out.shape, &lse.shape, &dout.shape, nh, seqs.positions.len())?;
+        let three_h = 3 * h;
         let d = train::attention_backward(qkv.values("attention_backward")?, &out.data, &lse.data, &dout.data, &seqs.cu_seqlens, nh, h / nh, window);
         Ok(CpuTensor::new(d, vec![t, three_h]))
     }
 
     fn embedding_backward(&self, ids: &[u32], dy: &CpuTensor, vocab: usize) -> Result<CpuTensor> {
-        let (t, h) = dy.matrix();
-        if t != ids.len() {
-            return Err(Error::shape("embedding_backward", format!("{} ids for dy {:?}", ids.len(), dy.shape)));
-        }
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(Error::shape("embedding_backward", format!("token id {bad} outside the table of {vocab} rows")));
-        }
+        let (_, h) = shapes::rows_of("embedding_backward", &dy.shape, ids.len())?;
+        shapes::index("embedding_backward", ids.iter().copied().max(), vocab)?;
         let mut table = vec![0f32; vocab * h];
         for (row, &id) in dy.data.chunks(h.max(1)).zip(ids) {
             table[id as usize * h..(id as usize + 1) * h].iter_mut().zip(row).for_each(|(a, b)| *a += b);
@@ -562,10 +486,7 @@ impl Backend for CpuBackend {
     }
 
     fn mean_pool_backward(&self, dy: &CpuTensor, seqs: &CpuSeqs) -> Result<CpuTensor> {
-        let (b, h) = dy.matrix();
-        if b + 1 != seqs.cu_seqlens.len() {
-            return Err(Error::shape("mean_pool_backward", format!("dy {:?} for {} sequences", dy.shape, seqs.cu_seqlens.len() - 1)));
-        }
+        let (_, h) = shapes::mean_pool_backward(&dy.shape, seqs.cu_seqlens.len() - 1)?;
         let t = seqs.positions.len();
         let mut dx = vec![0f32; t * h];
         for (s, w) in seqs.cu_seqlens.windows(2).enumerate() {
@@ -578,13 +499,8 @@ impl Backend for CpuBackend {
     }
 
     fn scatter_rows(&self, dy: &CpuTensor, rows: &Self::Ids, n: usize) -> Result<CpuTensor> {
-        let (r, h) = dy.matrix();
-        if r != rows.len() {
-            return Err(Error::shape("scatter_rows", format!("{} rows for dy {:?}", rows.len(), dy.shape)));
-        }
-        if let Some(&bad) = rows.iter().find(|&&row| row as usize >= n) {
-            return Err(Error::shape("scatter_rows", format!("row {bad} of a tensor with {n} rows")));
-        }
+        let (_, h) = shapes::rows_of("scatter_rows", &dy.shape, rows.len())?;
+        shapes::index("scatter_rows", rows.iter().copied().max(), n)?;
         let mut dx = vec![0f32; n * h];
         for (src, &row) in dy.data.chunks(h.max(1)).zip(rows.iter()) {
             dx[row as usize * h..(row as usize + 1) * h].copy_from_slice(src);
@@ -625,12 +541,7 @@ impl Backend for CpuBackend {
     }
 
     fn adam_step(&self, p: &CpuTensor, g: &CpuTensor, m: &CpuTensor, v: &CpuTensor, step: &crate::backend::AdamStep) -> Result<AdamUpdate<CpuTensor>> {
-        if g.shape != p.shape || m.shape != p.shape || v.shape != p.shape {
-            return Err(Error::shape("adam_step", format!("param {:?}, grad {:?}, m {:?}, v {:?}", p.shape, g.shape, m.shape, v.shape)));
-        }
-        if step.step == 0 {
-            return Err(Error::shape("adam_step", "steps count from 1"));
-        }
+        shapes::adam(&p.shape, &g.shape, &m.shape, &v.shape, step.step)?;
         let (mut pn, mut mn, mut vn) = (p.values("adam_step")?.to_vec(), m.data.to_vec(), v.data.to_vec());
         let rms = train::adam_step(&mut pn, g.values("adam_step")?, &mut mn, &mut vn, step);
         let shape = p.shape.clone();

@@ -7,6 +7,7 @@ use cubecl::server::Handle;
 
 use crate::backend::DType;
 use crate::gpu::tensor::{launch_float, launch_pair, GpuBackend, GpuTensor, ELEMWISE_UNITS};
+use crate::shapes;
 use crate::{Error, Result};
 
 #[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
@@ -103,10 +104,7 @@ fn copy_range_kernel<F: Float>(src: &[F], dst: &mut [F], n: usize, src_off: usiz
 }
 
 fn same_shape(op: &'static str, a: &GpuTensor, b: &GpuTensor) -> Result<()> {
-    if a.shape != b.shape {
-        return Err(Error::shape(op, format!("{:?} and {:?} differ", a.shape, b.shape)));
-    }
-    Ok(())
+    shapes::same(op, &a.shape, &b.shape)
 }
 
 /// a, b [*] → a + b [*]. Tensors in row chunks (gradients of parameters larger than one binding)
@@ -183,11 +181,8 @@ pub fn tanh(gpu: &GpuBackend, x: &GpuTensor) -> Result<GpuTensor> {
 
 /// u [N, 2I] → GELU(u[:, :I]) ⊙ u[:, I:] [N, I].
 pub fn geglu(gpu: &GpuBackend, u: &GpuTensor) -> Result<GpuTensor> {
-    let (rows, two_i) = u.matrix();
-    if two_i % 2 != 0 {
-        return Err(Error::shape("geglu", format!("input {:?} has an odd last dimension", u.shape)));
-    }
-    let inter = two_i / 2;
+    let (rows, inter) = shapes::geglu(&u.shape)?;
+    let two_i = 2 * inter;
     let n = rows * inter;
     let (uh, ad) = u.act("geglu")?;
     let out = gpu.alloc_as("geglu", n, ad)?;
@@ -204,9 +199,7 @@ pub fn geglu(gpu: &GpuBackend, u: &GpuTensor) -> Result<GpuTensor> {
 /// y [N, M] += b [M], in place on a tensor the caller just created.
 pub(crate) fn add_bias_in_place(gpu: &GpuBackend, y: &GpuTensor, b: &GpuTensor) -> Result<()> {
     let (rows, m) = y.matrix();
-    if b.len() != m {
-        return Err(Error::shape("linear", format!("bias {:?} for {m} outputs", b.shape)));
-    }
+    shapes::bias(&b.shape, m)?;
     let n = rows * m;
     let (count, dim) = gpu.elementwise("bias", n, ELEMWISE_UNITS)?;
     let (yh, ad) = y.act("bias")?;
@@ -394,11 +387,8 @@ pub fn tanh_backward(gpu: &GpuBackend, y: &GpuTensor, dy: &GpuTensor) -> Result<
 
 /// u [N, 2I], dy [N, I] → du [N, 2I].
 pub fn geglu_backward(gpu: &GpuBackend, u: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
-    let (rows, two_i) = u.matrix();
-    let inter = two_i / 2;
-    if two_i % 2 != 0 || dy.matrix() != (rows, inter) || u.shape.len() != dy.shape.len() {
-        return Err(Error::shape("geglu_backward", format!("u {:?} with dy {:?}", u.shape, dy.shape)));
-    }
+    let (rows, inter) = shapes::geglu_backward(&u.shape, &dy.shape)?;
+    let two_i = 2 * inter;
     let n = rows * inter;
     let out = gpu.alloc("geglu_backward", rows * two_i)?;
     let (count, dim) = gpu.elementwise("geglu_backward", n, ELEMWISE_UNITS)?;

@@ -13,6 +13,7 @@ use cubecl::prelude::*;
 use crate::backend::{Backend, DType};
 use crate::reduce::fill;
 use crate::gpu::tensor::{launch_float, launch_pair, GpuBackend, GpuIds, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
+use crate::shapes;
 use crate::{Error, Result};
 
 #[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
@@ -66,9 +67,7 @@ fn mean_pool_kernel<F: Float>(x: &[F], cu_seqlens: &[u32], out: &mut [F], n: usi
 
 fn gather(gpu: &GpuBackend, op: &'static str, table: &GpuTensor, ids: &GpuIds, out_dtype: DType) -> Result<GpuTensor> {
     let (rows, h) = table.matrix();
-    if let Some(max) = ids.max.filter(|&m| m as usize >= rows) {
-        return Err(Error::shape(op, format!("index {max} outside a table of {rows} rows")));
-    }
+    shapes::index(op, ids.max, rows)?;
     let n = ids.len * h;
     let out = gpu.alloc_as(op, n, out_dtype)?;
     let (count, dim) = gpu.elementwise(op, n, ELEMWISE_UNITS)?;
@@ -92,13 +91,8 @@ pub fn embedding(gpu: &GpuBackend, table: &GpuTensor, ids: &GpuIds) -> Result<Gp
 /// x [T, H] (an activation), table [R, H] (a weight, possibly in row chunks), ids [T]
 /// → x + table[ids] [T, H] in x's dtype.
 pub fn embedding_add(gpu: &GpuBackend, x: &GpuTensor, table: &GpuTensor, ids: &GpuIds) -> Result<GpuTensor> {
-    let (rows, h) = table.matrix();
-    if x.shape != [ids.len, h] {
-        return Err(Error::shape("embedding_add", format!("x {:?} with {} ids into a table {:?}", x.shape, ids.len, table.shape)));
-    }
-    if let Some(max) = ids.max.filter(|&m| m as usize >= rows) {
-        return Err(Error::shape("embedding_add", format!("index {max} outside a table of {rows} rows")));
-    }
+    let (rows, h) = shapes::embedding_add(&x.shape, &table.shape, ids.len)?;
+    shapes::index("embedding_add", ids.max, rows)?;
     let n = ids.len * h;
     let (xh, ad) = x.act("embedding_add")?;
     let out = gpu.alloc_as("embedding_add", n, ad)?;
@@ -126,10 +120,7 @@ pub fn gather_rows(gpu: &GpuBackend, x: &GpuTensor, rows: &GpuIds) -> Result<Gpu
 
 /// x [T, H] → per-sequence mean [B, H].
 pub fn mean_pool(gpu: &GpuBackend, x: &GpuTensor, seqs: &GpuSeqs) -> Result<GpuTensor> {
-    let (t, h) = x.matrix();
-    if t != seqs.tokens {
-        return Err(Error::shape("mean_pool", format!("x {:?} over {} tokens", x.shape, seqs.tokens)));
-    }
+    let (t, h) = shapes::mean_pool(&x.shape, seqs.tokens)?;
     let b = seqs.cu_seqlens.len() - 1;
     let n = b * h;
     let (xh, ad) = x.act("mean_pool")?;
@@ -226,13 +217,8 @@ fn group_by_id(ids: &[u32]) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
 /// `upload` would use for a [V, H] f32 tensor.
 pub fn embedding_backward(gpu: &GpuBackend, ids: &[u32], dy: &GpuTensor, vocab: usize) -> Result<GpuTensor> {
     let op = "embedding_backward";
-    let (t, h) = dy.matrix();
-    if t != ids.len() || dy.shape.len() != 2 {
-        return Err(Error::shape(op, format!("{} ids with dy {:?}", ids.len(), dy.shape)));
-    }
-    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-        return Err(Error::shape(op, format!("index {bad} outside a table of {vocab} rows")));
-    }
+    let (t, h) = shapes::rows_of(op, &dy.shape, ids.len())?;
+    shapes::index(op, ids.iter().copied().max(), vocab)?;
     let dyh = dy.handle(op)?;
     let out = gpu.alloc_parts(op, &[vocab, h])?;
     let (uniq, offsets, rows) = group_by_id(ids);
@@ -267,10 +253,7 @@ pub fn embedding_backward(gpu: &GpuBackend, ids: &[u32], dy: &GpuTensor, vocab: 
 /// dy [B, H] → dx [T, H]: every row of sequence b gets dy[b] / len(b).
 pub fn mean_pool_backward(gpu: &GpuBackend, dy: &GpuTensor, seqs: &GpuSeqs) -> Result<GpuTensor> {
     let op = "mean_pool_backward";
-    let (b, h) = dy.matrix();
-    if b != seqs.cu_seqlens.len() - 1 || dy.shape.len() != 2 {
-        return Err(Error::shape(op, format!("dy {:?} for {} sequences", dy.shape, seqs.cu_seqlens.len() - 1)));
-    }
+    let (b, h) = shapes::mean_pool_backward(&dy.shape, seqs.cu_seqlens.len() - 1)?;
     let t = seqs.tokens;
     let n = t * h;
     let out = gpu.alloc(op, n)?;
@@ -289,13 +272,8 @@ pub fn mean_pool_backward(gpu: &GpuBackend, dy: &GpuTensor, seqs: &GpuSeqs) -> R
 /// dy [R, H], rows [R] (distinct, each < n) → dx [n, H]: dy's rows at `rows`, zero elsewhere.
 pub fn scatter_rows(gpu: &GpuBackend, dy: &GpuTensor, rows: &GpuIds, n: usize) -> Result<GpuTensor> {
     let op = "scatter_rows";
-    let (r, h) = dy.matrix();
-    if r != rows.len || dy.shape.len() != 2 {
-        return Err(Error::shape(op, format!("{} rows for dy {:?}", rows.len, dy.shape)));
-    }
-    if let Some(max) = rows.max.filter(|&m| m as usize >= n) {
-        return Err(Error::shape(op, format!("row {max} outside {n} rows")));
-    }
+    let (r, h) = shapes::rows_of(op, &dy.shape, rows.len)?;
+    shapes::index(op, rows.max, n)?;
     let out = gpu.alloc(op, n * h)?;
     fill(gpu, &out, n * h, 0.0)?;
     let elems = r * h;

@@ -11,6 +11,7 @@ use cubecl::prelude::*;
 use crate::backend::DType;
 use crate::gpu::tensor::{launch_float, launch_pair, GpuBackend, GpuTensor};
 use crate::reduce::{block_sum, column_grid, fill, finish_column_sums, ROWS_PER_BLOCK, SUM_COLS, SUM_LANES};
+use crate::shapes;
 use crate::{Error, Result};
 
 #[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
@@ -82,10 +83,7 @@ fn layer_norm_kernel<A: Float, W: Float>(
 /// x [N, H] (an activation, f32 or f16), w [H], b [H] or none (weights, f32 or f16) →
 /// LayerNorm(x) [N, H] in x's dtype.
 pub fn layer_norm(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, eps: f32) -> Result<GpuTensor> {
-    let (rows, h) = x.matrix();
-    if w.len() != h || b.is_some_and(|b| b.len() != h) {
-        return Err(Error::shape("layer_norm", format!("x {:?} with weight {:?} and bias {:?}", x.shape, w.shape, b.map(|b| &b.shape))));
-    }
+    let (rows, h) = shapes::norm("layer_norm", &x.shape, None, &w.shape, b.map(|b| &b.shape[..]))?;
     if b.is_some_and(|b| b.dtype != w.dtype) {
         return Err(Error::shape("layer_norm", "weight and bias are stored in different dtypes"));
     }
@@ -152,10 +150,7 @@ fn add_layer_norm_kernel<A: Float, W: Float>(
 /// x [N, H], y [N, H] (activations, f32 or f16), w [H], b [H] or none (weights, f32 or f16) →
 /// (x + y [N, H], LayerNorm(x + y) [N, H]) in x's dtype.
 pub fn add_layer_norm(gpu: &GpuBackend, x: &GpuTensor, y: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, eps: f32) -> Result<(GpuTensor, GpuTensor)> {
-    let (rows, h) = x.matrix();
-    if x.shape != y.shape || w.len() != h || b.is_some_and(|b| b.len() != h) {
-        return Err(Error::shape("add_layer_norm", format!("x {:?}, y {:?} with weight {:?} and bias {:?}", x.shape, y.shape, w.shape, b.map(|b| &b.shape))));
-    }
+    let (rows, h) = shapes::norm("add_layer_norm", &x.shape, Some(&y.shape), &w.shape, b.map(|b| &b.shape[..]))?;
     if b.is_some_and(|b| b.dtype != w.dtype) {
         return Err(Error::shape("add_layer_norm", "weight and bias are stored in different dtypes"));
     }
@@ -292,10 +287,7 @@ fn layer_norm_dw_kernel<F: Float>(x: &[F], dy: &[F], stats: &[F], partial: &mut 
 /// x [N, H], w [H], dy [N, H] (all f32) → (dx [N, H], dw [H]). The bias gradient is `sum_rows(dy)`.
 pub fn layer_norm_backward(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, dy: &GpuTensor, eps: f32) -> Result<(GpuTensor, GpuTensor)> {
     let op = "layer_norm_backward";
-    let (rows, h) = x.matrix();
-    if w.len() != h || dy.shape != x.shape {
-        return Err(Error::shape(op, format!("x {:?} with weight {:?} and dy {:?}", x.shape, w.shape, dy.shape)));
-    }
+    let (rows, h) = shapes::norm_backward(&x.shape, &w.shape, &dy.shape)?;
     let (xh, wh, dyh) = (x.handle(op)?, w.handle(op)?, dy.handle(op)?);
     let dx = gpu.alloc(op, rows * h)?;
     if rows == 0 {

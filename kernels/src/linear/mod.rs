@@ -27,6 +27,7 @@ use crate::elementwise::{add, add_bias_in_place, cast, copy_columns, take_column
 use crate::gpu::tensor::{GpuBackend, GpuTensor};
 use crate::reduce::fill;
 pub use path::{GemmLog, GemmPath};
+use crate::shapes;
 use crate::{Error, Result};
 
 pub mod path;
@@ -106,11 +107,7 @@ fn in_weight_dtype<'a>(gpu: &GpuBackend, w: &'a GpuTensor) -> Result<Cow<'a, Gpu
 /// x [N, K] (an activation, f32 or f16), w [M, K] (a weight, possibly in row chunks), b [M] →
 /// x·wᵀ + b [N, M] in x's dtype, accumulated in f32.
 pub fn linear(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
-    let (n, k) = x.matrix();
-    let (m, kw) = w.matrix();
-    if kw != k || w.shape.len() != 2 {
-        return Err(Error::shape("linear", format!("x {:?} · wᵀ with w {:?}: inner sizes differ", x.shape, w.shape)));
-    }
+    let (n, k, m) = shapes::linear(&x.shape, &w.shape, None)?;
     let mut shape = x.shape.clone();
     *shape.last_mut().unwrap() = m;
     let (xh, ad) = x.act("linear")?;
@@ -154,11 +151,7 @@ fn gemm(gpu: &GpuBackend, op: &'static str, lhs: View, rhs: View, rd: DType, out
 /// and may be in row chunks (a parameter larger than one binding): then each chunk multiplies its
 /// column block of `a` and the products are summed.
 pub fn matmul(gpu: &GpuBackend, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
-    let (n, k) = a.matrix();
-    let (kb, m) = b.matrix();
-    if a.shape.len() != 2 || b.shape.len() != 2 || kb != k {
-        return Err(Error::shape("matmul", format!("a {:?} · b {:?}: inner sizes differ", a.shape, b.shape)));
-    }
+    let (n, k, m) = shapes::matmul(&a.shape, &b.shape)?;
     let ah = a.handle("matmul")?;
     let b = in_weight_dtype(gpu, b)?;
     let y = GpuTensor::single(gpu.alloc("matmul", n * m)?, vec![n, m]);
@@ -186,11 +179,7 @@ pub fn matmul(gpu: &GpuBackend, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTenso
 /// binding is returned in the row chunks `upload` would use for that shape, each chunk computed
 /// from its column block of `a`.
 pub fn matmul_tn(gpu: &GpuBackend, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
-    let (n, m) = a.matrix();
-    let (nb, k) = b.matrix();
-    if a.shape.len() != 2 || b.shape.len() != 2 || nb != n {
-        return Err(Error::shape("matmul_tn", format!("a {:?}ᵀ · b {:?}: row counts differ", a.shape, b.shape)));
-    }
+    let (n, m, k) = shapes::matmul_tn(&a.shape, &b.shape)?;
     let ah = a.handle("matmul_tn")?;
     let bh = b.handle("matmul_tn")?;
     let y = gpu.alloc_parts("matmul_tn", &[m, k])?;

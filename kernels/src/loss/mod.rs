@@ -9,7 +9,8 @@ use cubecl::prelude::*;
 use crate::backend::DType;
 use crate::gpu::tensor::{launch_float, launch_pair, GpuBackend, GpuIds, GpuTensor};
 use crate::reduce::{block_max, block_sum};
-use crate::{Error, Result};
+use crate::shapes;
+use crate::Result;
 
 #[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
 mod tests;
@@ -18,14 +19,7 @@ const UNITS: usize = 64;
 
 /// (rows, classes) of logits [N, C] whose labels [N] are one per row and each < C.
 fn check_labels(op: &'static str, logits: &GpuTensor, labels: &GpuIds) -> Result<(usize, usize)> {
-    let (rows, c) = logits.matrix();
-    if labels.len != rows {
-        return Err(Error::shape(op, format!("{} labels for logits {:?}", labels.len, logits.shape)));
-    }
-    if let Some(max) = labels.max.filter(|&m| m as usize >= c) {
-        return Err(Error::shape(op, format!("label {max} for {c} classes")));
-    }
-    Ok((rows, c))
+    shapes::labels(op, &logits.shape, labels.len, labels.max)
 }
 
 /// loss[r] = logsumexp(logits[r, :]) − logits[r, labels[r]] for logits [rows, c].

@@ -25,6 +25,7 @@ pub use crate::backend::{AdamStep, Rule};
 use crate::backend::{AdamUpdate, DType};
 use crate::gpu::tensor::{launch_float, GpuBackend, GpuTensor, ELEMWISE_UNITS};
 use crate::reduce::{block_sum, fill, flat_total, SUM_CHUNK};
+use crate::shapes;
 use crate::{Error, Result};
 
 #[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
@@ -135,16 +136,11 @@ fn stable_params_kernel<F: Float>(p: &[F], m: &[F], v: &[F], rms: &[F], p_out: &
 /// Hyper-parameters and bias corrections are computed on the host in f64.
 pub fn adam_step(gpu: &GpuBackend, p: &GpuTensor, g: &GpuTensor, m: &GpuTensor, v: &GpuTensor, s: &AdamStep) -> Result<AdamUpdate<GpuTensor>> {
     let op = "adam_step";
+    shapes::adam(&p.shape, &g.shape, &m.shape, &v.shape, s.step)?;
     for (name, x) in [("g", g), ("m", m), ("v", v)] {
-        if x.shape != p.shape {
-            return Err(Error::shape(op, format!("{name} {:?} for a parameter {:?}", x.shape, p.shape)));
-        }
         if !x.same_layout(p) {
             return Err(Error::limit(op, format!("{name} is stored in {} row chunks, the parameter {:?} in {}", x.parts.len(), p.shape, p.parts.len())));
         }
-    }
-    if s.step == 0 {
-        return Err(Error::shape(op, "steps count from 1"));
     }
     let (p_out, m_out, v_out) = (gpu.alloc_parts(op, &p.shape)?, gpu.alloc_parts(op, &p.shape)?, gpu.alloc_parts(op, &p.shape)?);
     if !p_out.same_layout(p) {

@@ -8,6 +8,7 @@
 use cubecl::prelude::*;
 
 use crate::gpu::tensor::{launch_pair, GpuBackend, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
+use crate::shapes;
 use crate::{Error, Result};
 
 #[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
@@ -87,16 +88,8 @@ pub fn rope_backward(gpu: &GpuBackend, dqkv: &GpuTensor, seqs: &GpuSeqs, cos: &G
 
 #[allow(clippy::too_many_arguments)]
 fn rotate(gpu: &GpuBackend, op: &'static str, qkv: &GpuTensor, seqs: &GpuSeqs, cos: &GpuTensor, sin: &GpuTensor, nh: usize, inverse: bool) -> Result<GpuTensor> {
-    let (t, three_h) = qkv.matrix();
-    let h = three_h / 3;
-    let hd = h.checked_div(nh).unwrap_or(0);
-    if three_h != 3 * nh * hd || hd == 0 || hd % 2 != 0 || t != seqs.tokens {
-        return Err(Error::shape(op, format!("qkv {:?} with {nh} heads over {} tokens", qkv.shape, seqs.tokens)));
-    }
-    let (p_max, half) = cos.matrix();
-    if half != hd / 2 || sin.shape != cos.shape {
-        return Err(Error::shape(op, format!("tables {:?} / {:?} for head dim {hd}", cos.shape, sin.shape)));
-    }
+    let (t, h, hd, p_max) = shapes::rope(op, &qkv.shape, nh, seqs.tokens, &cos.shape, &sin.shape)?;
+    let (three_h, half) = (3 * h, hd / 2);
     if seqs.longest > p_max {
         return Err(Error::limit(op, format!("a sequence of {} tokens needs tables of that many positions, have {p_max}", seqs.longest)));
     }

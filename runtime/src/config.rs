@@ -6,7 +6,7 @@
 
 use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::{Error, Result};
 
@@ -206,7 +206,7 @@ impl ModelConfig {
         match f.model_type.as_deref() {
             Some("modernbert") => Ok(ModelConfig::ModernBert(parse(source, f)?)),
             Some("bert") => Ok(ModelConfig::Bert(parse_bert(source, f)?)),
-            None if obj.contains_key("type_vocab_size") => Ok(ModelConfig::Bert(parse_bert(source, f)?)),
+            None if obj.get("type_vocab_size").is_some() => Ok(ModelConfig::Bert(parse_bert(source, f)?)),
             Some(other) => Err(Error::config(
                 source,
                 format!("field \"model_type\": \"{other}\" is not supported; expected \"modernbert\" (ModernBERT, BioClinical ModernBERT) or \"bert\" (BERT, BioClinicalBERT, BioBERT)"),
@@ -325,10 +325,10 @@ impl ModelConfig {
 }
 
 /// The top-level object of a `config.json` text (a byte-order mark ignored).
-fn object(source: &str, text: &str) -> Result<Map<String, Value>> {
+fn object(source: &str, text: &str) -> Result<Value> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     match serde_json::from_str(text).map_err(|e| Error::config(source, format!("not valid JSON: {e}")))? {
-        Value::Object(obj) => Ok(obj),
+        obj @ Value::Object(_) => Ok(obj),
         _ => Err(Error::config(source, "expected a JSON object at the top level")),
     }
 }
@@ -424,8 +424,8 @@ struct Raw {
 }
 
 /// Read the fields of a `config.json` object; a field of the wrong kind is named.
-fn read(source: &str, obj: &Map<String, Value>) -> Result<Raw> {
-    serde_path_to_error::deserialize(Value::Object(obj.clone()))
+fn read(source: &str, obj: &Value) -> Result<Raw> {
+    serde_path_to_error::deserialize(obj)
         .map_err(|e| Error::config(source, format!("field \"{}\": {}", e.path(), e.inner())))
 }
 

@@ -153,8 +153,8 @@ fn chunks_hold_whole_documents_in_order() {
 #[test]
 fn messages_name_the_settings_as_the_caller_does() {
     let bad = b"ok\n\xff\n";
-    let m = parse("n.txt", bad, &InputOptions { lines: true, ..InputOptions::default() }).unwrap_err().to_string();
+    let m = parse("named.txt", bad, &InputOptions { lines: true, ..InputOptions::default() }).unwrap_err().to_string();
     assert!(m.contains("use skip_invalid to skip it") && !m.contains("--"), "{m}");
-    let m = parse("big.txt", b"much too long\n", &InputOptions { lines: true, max_doc_bytes: 4, ..InputOptions::default() }).unwrap_err().to_string();
+    let m = parse("named-big.txt", b"much too long\n", &InputOptions { lines: true, max_doc_bytes: 4, ..InputOptions::default() }).unwrap_err().to_string();
     assert!(m.contains("more than a document may take with max_doc_bytes 4"), "{m}");
 }

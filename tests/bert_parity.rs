@@ -3,8 +3,9 @@
 //! tokens, for single segments and sentence pairs (token types 0 and 1); and the loader reads
 //! the checkpoint spellings real BERT uploads use.
 
+use kernels::prelude::*;
+use kernels::testing;
 use kernels::tolerance::{parity_with_activations, Parity};
-use kernels::{testing, Backend};
 use runtime::Encoder;
 use runtime::check::{check, load_for_check, CheckReport};
 use runtime::folder::ModelFolder;

@@ -1,8 +1,9 @@
 //! The encoder and every head match transformers' ModernBERT on both fixture models, on both
 //! backends, to 1e-4 on real tokens; and the fixture's RoPE tables are what we compute.
 
+use kernels::prelude::*;
+use kernels::testing;
 use kernels::tolerance::{assert_close, parity_with_activations, Parity, Tolerance};
-use kernels::{testing, Backend};
 use runtime::check::{check, CheckReport};
 use runtime::folder::ModelFolder;
 use runtime::weights::Checkpoint;

@@ -3,8 +3,9 @@
 //! The base model's 155 MB f32 embedding table exceeds a 128 MiB binding: on the GPU it is split.
 //! In bf16 on the CPU, real clinical notes embed within cosine 0.999 of the f32 embeddings.
 
+use kernels::prelude::*;
+use kernels::testing;
 use kernels::tolerance::{cosine, BACKEND_COSINE_F32, BF16_EMBEDDING_COSINE};
-use kernels::{testing, Backend};
 use runtime::Encoder;
 use runtime::config::{Architecture, Pooling};
 use runtime::init::random_checkpoint;

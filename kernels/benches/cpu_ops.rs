@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use kernels::backend::Backend;
+use kernels::prelude::*;
 use kernels::testing::{block_on, cu_seqlens, rand_vec};
 use kernels::CpuBackend;
 

@@ -11,8 +11,9 @@
 
 use std::time::Instant;
 
-use kernels::backend::{Backend, DType};
+use kernels::backend::DType;
 use kernels::linear::GemmPath;
+use kernels::prelude::*;
 use kernels::testing::{block_on, cu_seqlens, rand_ids, rand_vec, representable};
 use kernels::tolerance::{self, assert_close};
 use kernels::{reference, GpuBackend};

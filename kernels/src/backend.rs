@@ -1,4 +1,6 @@
-//! The ops the model needs, one trait, implemented by the cubecl backend and the CPU backend.
+//! The ops the model needs: one trait per kernel family (`LinearOps`, `AttentionOps`, …) over the
+//! tensor types and transfers of `Storage`, and `Backend`, all of them together. The cubecl
+//! backend implements each family's trait in that family's folder; the CPU backend in `cpu/`.
 //!
 //! Every op takes whole tensors in row-major layout and returns new ones. Activations are
 //! 2-D `[rows, features]` over an unpadded batch: T tokens of B sequences laid end to end, with
@@ -48,19 +50,31 @@ pub struct DeviceInfo {
     pub details: Vec<(String, String)>,
 }
 
-/// The compute interface the encoder is written against.
+/// The compute interface the encoder is written against: every family's ops over one storage.
+/// It is implemented for every type that implements the parts; generic code bounds on
+/// `B: Backend` and calls any op, code holding a concrete backend imports `kernels::prelude::*`.
 ///
 /// Shapes: `x` [N, K] means N rows of K features. `w` weights follow PyTorch's `nn.Linear`
 /// convention [out, in]. Index vectors (`Ids`) hold `u32`.
+///
+/// Training: the backward ops take the forward's f32 tensors (parameters uploaded with
+/// `upload`/`upload_vec`, not `upload_weight`); gradients are f32 with the shape of what they
+/// differentiate. Mixed precision: on a backend whose `dtype` is not f32 (CPU bf16, GPU f16),
+/// `linear` and `matmul` multiply an f32 parameter as its rounding to `dtype` (the f32 tensor stays
+/// the master copy the optimizer updates); every other op, gradient and optimizer state is f32.
+pub trait Backend: Storage + EmbeddingOps + LinearOps + LayerNormOps + ElementwiseOps + RopeOps + AttentionOps + LossOps + ReduceOps + OptimOps {}
+
+impl<T> Backend for T where T: Storage + EmbeddingOps + LinearOps + LayerNormOps + ElementwiseOps + RopeOps + AttentionOps + LossOps + ReduceOps + OptimOps {}
+
+/// Storage: what a backend runs on, the tensor types, and moving data to, from and within the device..
 #[allow(async_fn_in_trait)]
-pub trait Backend: 'static {
+pub trait Storage: 'static {
     /// A float tensor on the device (stored f32; arithmetic f32).
     type Tensor: Clone;
     /// A `u32` vector on the device: token ids, row indices, labels.
     type Ids: Clone;
     /// An unpadded batch's layout on the device (cumulative offsets, positions, work lists).
     type Seqs;
-
     fn device_info(&self) -> DeviceInfo;
     /// How many values of `dtype` one kernel argument can bind (unbounded on the CPU): a tensor
     /// larger than that is processed in row chunks.
@@ -71,7 +85,6 @@ pub trait Backend: 'static {
     fn dtype(&self) -> DType {
         DType::F32
     }
-
     /// Copy host data to a new tensor of the given shape.
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<Self::Tensor>;
     /// Like `upload`, taking ownership (the CPU backend keeps the vector without a copy).
@@ -98,24 +111,58 @@ pub trait Backend: 'static {
     }
     /// Copy a tensor back to the host.
     async fn read(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+    /// Rows start..end of x [N, C] → [end − start, C].
+    fn slice_rows(&self, x: &Self::Tensor, start: usize, end: usize) -> Result<Self::Tensor>;
+    /// Row blocks with the same column count stacked: [N_1, C], [N_2, C], … → [Σ N_i, C].
+    fn concat_rows(&self, parts: &[Self::Tensor]) -> Result<Self::Tensor>;
+}
 
+/// Lookups, row gathers and pooling, and their backwards (`crate::embedding`).
+pub trait EmbeddingOps: Storage {
     /// Row gather from an embedding table: table [V, H], ids [T] → [T, H].
     fn embedding(&self, table: &Self::Tensor, ids: &Self::Ids) -> Result<Self::Tensor>;
     /// Embedding sum: x [T, H] (an activation), table [R, H] (a weight), ids [T] (each < R)
     /// → x + table[ids] [T, H]. BERT's token-type and position embeddings. Backward: dy for x,
     /// `embedding_backward(ids, dy, R)` for the table.
     fn embedding_add(&self, x: &Self::Tensor, table: &Self::Tensor, ids: &Self::Ids) -> Result<Self::Tensor>;
+    /// Row gather: x [N, H], rows [R] → [R, H].
+    fn gather_rows(&self, x: &Self::Tensor, rows: &Self::Ids) -> Result<Self::Tensor>;
+    /// Mean over each sequence's rows: x [T, H] → [B, H].
+    fn mean_pool(&self, x: &Self::Tensor, seqs: &Self::Seqs) -> Result<Self::Tensor>;
+    /// Backward of `embedding`, a scatter-add: ids [T] (as given to the forward, host copy),
+    /// dy [T, H] → dtable [V, H], zero in the rows no id selects.
+    fn embedding_backward(&self, ids: &[u32], dy: &Self::Tensor, vocab: usize) -> Result<Self::Tensor>;
+    /// Backward of `mean_pool`: dy [B, H] → dx [T, H].
+    fn mean_pool_backward(&self, dy: &Self::Tensor, seqs: &Self::Seqs) -> Result<Self::Tensor>;
+    /// Backward of `gather_rows` for distinct rows: dy [R, H] → dx [n, H], dy's rows placed at
+    /// `rows`, zero elsewhere.
+    fn scatter_rows(&self, dy: &Self::Tensor, rows: &Self::Ids, n: usize) -> Result<Self::Tensor>;
+}
+
+/// Matrix products (`crate::linear`).
+pub trait LinearOps: Storage {
     /// x [N, K], w [M, K], b [M] → x·wᵀ + b [N, M].
     fn linear(&self, x: &Self::Tensor, w: &Self::Tensor, b: Option<&Self::Tensor>) -> Result<Self::Tensor>;
+    /// a [N, K] · b [K, M] → [N, M] (the input gradient of `linear`: dy [N, M] · w [M, K]).
+    fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    /// aᵀ · b: a [N, M], b [N, K] → [M, K] (the weight gradient of `linear`: dyᵀ · x).
+    fn matmul_tn(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+}
+
+/// LayerNorm, fused with the residual add, and its backward (`crate::layernorm`).
+pub trait LayerNormOps: Storage {
     /// LayerNorm over the last axis, biased variance: x [N, H], w [H], b [H] → [N, H].
     fn layer_norm(&self, x: &Self::Tensor, w: &Self::Tensor, b: Option<&Self::Tensor>, eps: f32) -> Result<Self::Tensor>;
     /// The residual add fused with the LayerNorm that follows it: x [N, H], y [N, H], w [H],
     /// b [H] → (x + y, LayerNorm(x + y)), both [N, H]; one pass over the rows instead of two.
-    fn add_layer_norm(&self, x: &Self::Tensor, y: &Self::Tensor, w: &Self::Tensor, b: Option<&Self::Tensor>, eps: f32) -> Result<(Self::Tensor, Self::Tensor)> {
-        let s = self.add(x, y)?;
-        let n = self.layer_norm(&s, w, b, eps)?;
-        Ok((s, n))
-    }
+    fn add_layer_norm(&self, x: &Self::Tensor, y: &Self::Tensor, w: &Self::Tensor, b: Option<&Self::Tensor>, eps: f32) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// Backward of `layer_norm` (no bias term: its gradient is `sum_rows(dy)`):
+    /// x [N, H], w [H], dy [N, H] → (dx [N, H], dw [H]).
+    fn layer_norm_backward(&self, x: &Self::Tensor, w: &Self::Tensor, dy: &Self::Tensor, eps: f32) -> Result<(Self::Tensor, Self::Tensor)>;
+}
+
+/// Element-wise ops and their backwards (`crate::elementwise`).
+pub trait ElementwiseOps: Storage {
     /// Element-wise a + b, same shapes.
     fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
     /// Exact (erf) GELU, element-wise.
@@ -124,51 +171,32 @@ pub trait Backend: 'static {
     fn tanh(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
     /// GeGLU: u [N, 2I] → GELU(u[:, :I]) ⊙ u[:, I:] [N, I].
     fn geglu(&self, u: &Self::Tensor) -> Result<Self::Tensor>;
-    /// Rotary embedding of the q and k blocks of qkv [T, 3H] (rotate-half pairing, `nh` heads),
-    /// positions restarting at 0 in every sequence; cos, sin [P, hd/2] with P ≥ the longest
-    /// sequence. Returns the rotated qkv [T, 3H] (v copied unchanged).
-    fn rope(&self, qkv: &Self::Tensor, seqs: &Self::Seqs, cos: &Self::Tensor, sin: &Self::Tensor, nh: usize) -> Result<Self::Tensor>;
-    /// Attention over qkv [T, 3H] (RoPE already applied), `nh` heads, scale hd^-1/2; within each
-    /// sequence only; `window = Some(w)` limits key j of query i to |i − j| ≤ w.
-    /// Returns (out [T, H], lse [T, nh]): the row log-sum-exp is kept for the backward pass.
-    fn attention(&self, qkv: &Self::Tensor, seqs: &Self::Seqs, nh: usize, window: Option<usize>) -> Result<(Self::Tensor, Self::Tensor)>;
-    /// Rows start..end of x [N, C] → [end − start, C].
-    fn slice_rows(&self, x: &Self::Tensor, start: usize, end: usize) -> Result<Self::Tensor>;
-    /// Row blocks with the same column count stacked: [N_1, C], [N_2, C], … → [Σ N_i, C].
-    fn concat_rows(&self, parts: &[Self::Tensor]) -> Result<Self::Tensor>;
-    /// Row gather: x [N, H], rows [R] → [R, H].
-    fn gather_rows(&self, x: &Self::Tensor, rows: &Self::Ids) -> Result<Self::Tensor>;
-    /// Mean over each sequence's rows: x [T, H] → [B, H].
-    fn mean_pool(&self, x: &Self::Tensor, seqs: &Self::Seqs) -> Result<Self::Tensor>;
-    /// Per-row cross-entropy: logits [N, C], labels [N] (each < C) → loss [N] (as [N, 1]).
-    fn cross_entropy(&self, logits: &Self::Tensor, labels: &Self::Ids) -> Result<Self::Tensor>;
-
-    // ---- Training: the backward of every op above, the optimizers, reductions. ----
-    // Inputs are the forward's f32 tensors (parameters uploaded with `upload`/`upload_vec`, not
-    // `upload_weight`); gradients are f32 with the shape of what they differentiate.
-    // Mixed precision: on a backend whose `dtype` is not f32 (CPU bf16, GPU f16), `linear` and
-    // `matmul` multiply an f32 parameter as its rounding to `dtype` (the f32 tensor stays the
-    // master copy the optimizer updates); every other op, gradient and optimizer state is f32.
-
-    /// a [N, K] · b [K, M] → [N, M] (the input gradient of `linear`: dy [N, M] · w [M, K]).
-    fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
-    /// aᵀ · b: a [N, M], b [N, K] → [M, K] (the weight gradient of `linear`: dyᵀ · x).
-    fn matmul_tn(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
-    /// Column sums: x [N, C] → [C] (bias gradients).
-    fn sum_rows(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
     /// Element-wise a · s.
     fn scale(&self, a: &Self::Tensor, s: f32) -> Result<Self::Tensor>;
-    /// Backward of `layer_norm` (no bias term: its gradient is `sum_rows(dy)`):
-    /// x [N, H], w [H], dy [N, H] → (dx [N, H], dw [H]).
-    fn layer_norm_backward(&self, x: &Self::Tensor, w: &Self::Tensor, dy: &Self::Tensor, eps: f32) -> Result<(Self::Tensor, Self::Tensor)>;
     /// Backward of `gelu`: x [N], dy [N] → dx [N].
     fn gelu_backward(&self, x: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor>;
     /// Backward of `tanh` from its output: y = tanh(x) [N], dy [N] → dx = dy · (1 − y²) [N].
     fn tanh_backward(&self, y: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor>;
     /// Backward of `geglu`: u [N, 2I], dy [N, I] → du [N, 2I].
     fn geglu_backward(&self, u: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor>;
+}
+
+/// Rotary position embedding (`crate::rope`).
+pub trait RopeOps: Storage {
+    /// Rotary embedding of the q and k blocks of qkv [T, 3H] (rotate-half pairing, `nh` heads),
+    /// positions restarting at 0 in every sequence; cos, sin [P, hd/2] with P ≥ the longest
+    /// sequence. Returns the rotated qkv [T, 3H] (v copied unchanged).
+    fn rope(&self, qkv: &Self::Tensor, seqs: &Self::Seqs, cos: &Self::Tensor, sin: &Self::Tensor, nh: usize) -> Result<Self::Tensor>;
     /// Backward of `rope`: the inverse rotation of the q and k blocks of dqkv [T, 3H].
     fn rope_backward(&self, dqkv: &Self::Tensor, seqs: &Self::Seqs, cos: &Self::Tensor, sin: &Self::Tensor, nh: usize) -> Result<Self::Tensor>;
+}
+
+/// Attention within each sequence of an unpadded batch, optionally windowed (`crate::attention`).
+pub trait AttentionOps: Storage {
+    /// Attention over qkv [T, 3H] (RoPE already applied), `nh` heads, scale hd^-1/2; within each
+    /// sequence only; `window = Some(w)` limits key j of query i to |i − j| ≤ w.
+    /// Returns (out [T, H], lse [T, nh]): the row log-sum-exp is kept for the backward pass.
+    fn attention(&self, qkv: &Self::Tensor, seqs: &Self::Seqs, nh: usize, window: Option<usize>) -> Result<(Self::Tensor, Self::Tensor)>;
     /// Backward of `attention`, recomputing the probabilities from the saved row log-sum-exp
     /// (no S×S buffer): qkv [T, 3H] (rotated), out [T, H] and lse [T, nh] from the forward,
     /// dout [T, H] → dqkv [T, 3H].
@@ -183,14 +211,12 @@ pub trait Backend: 'static {
         nh: usize,
         window: Option<usize>,
     ) -> Result<Self::Tensor>;
-    /// Backward of `embedding`, a scatter-add: ids [T] (as given to the forward, host copy),
-    /// dy [T, H] → dtable [V, H], zero in the rows no id selects.
-    fn embedding_backward(&self, ids: &[u32], dy: &Self::Tensor, vocab: usize) -> Result<Self::Tensor>;
-    /// Backward of `mean_pool`: dy [B, H] → dx [T, H].
-    fn mean_pool_backward(&self, dy: &Self::Tensor, seqs: &Self::Seqs) -> Result<Self::Tensor>;
-    /// Backward of `gather_rows` for distinct rows: dy [R, H] → dx [n, H], dy's rows placed at
-    /// `rows`, zero elsewhere.
-    fn scatter_rows(&self, dy: &Self::Tensor, rows: &Self::Ids, n: usize) -> Result<Self::Tensor>;
+}
+
+/// Cross-entropy and label ranks (`crate::loss`).
+pub trait LossOps: Storage {
+    /// Per-row cross-entropy: logits [N, C], labels [N] (each < C) → loss [N] (as [N, 1]).
+    fn cross_entropy(&self, logits: &Self::Tensor, labels: &Self::Ids) -> Result<Self::Tensor>;
     /// Backward of `cross_entropy` with every row weighted by `scale` (1/N for a mean):
     /// logits [N, C], labels [N] → dlogits [N, C] = scale · (softmax − onehot).
     fn cross_entropy_backward(&self, logits: &Self::Tensor, labels: &Self::Ids, scale: f32) -> Result<Self::Tensor>;
@@ -198,8 +224,18 @@ pub trait Backend: 'static {
     /// back: logits [N, C], labels [N] (each < C) → [N, 1], the number of classes scoring strictly
     /// higher than the label (0 = top-1), as f32 (exact below 2²⁴ classes).
     fn label_rank(&self, logits: &Self::Tensor, labels: &Self::Ids) -> Result<Self::Tensor>;
+}
+
+/// Sums over rows and over whole tensors (`crate::reduce`).
+pub trait ReduceOps: Storage {
+    /// Column sums: x [N, C] → [C] (bias gradients).
+    fn sum_rows(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
     /// Σ x² over all elements → [1, 1] (gradient norms; per-tensor sums stack with `concat_rows`).
     fn sum_squares(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+}
+
+/// The optimizer step (`crate::optim`).
+pub trait OptimOps: Storage {
     /// One AdamW or StableAdamW step of a parameter tensor (see `crate::optim`): p, g, m, v of one
     /// shape → the updated (p, m, v) and, for StableAdamW, the update RMS [1].
     fn adam_step(

@@ -1,10 +1,12 @@
 //! The compute layer of the ModernBERT runtime: cubecl kernels (wgpu, CUDA), a CPU backend, and a
 //! plain-Rust reference for every kernel.
 //!
-//! Layout: `backend` (the trait the model is written against), `device` (GPU set-up),
-//! `reference` (the oracles), `cpu` (the CPU backend), `gpu` (the cubecl backend), and one folder
-//! per kernel family (`attention`, `elementwise`, `embedding`, `layernorm`, `linear`, `loss`,
-//! `optim`, `reduce`, `rope`) holding its kernels, launcher and tests.
+//! Layout: `backend` (one op trait per family; `Backend` is all of them, what the model is
+//! written against), `prelude` (the traits, for code holding a concrete backend), `device` (GPU
+//! set-up), `reference` (the oracles), `cpu` (the CPU backend), `gpu` (the cubecl backend's
+//! tensors and storage), and one folder per kernel family (`attention`, `elementwise`,
+//! `embedding`, `layernorm`, `linear`, `loss`, `optim`, `reduce`, `rope`) holding its kernels,
+//! launchers, GPU implementation, shape rules and tests.
 
 pub mod attention;
 pub mod backend;
@@ -18,6 +20,7 @@ pub mod layernorm;
 pub mod linear;
 pub mod loss;
 pub mod optim;
+pub mod prelude;
 pub mod reduce;
 pub mod reference;
 pub mod rope;

@@ -172,6 +172,7 @@ pub fn exercise_shapes() -> impl Iterator<Item = (usize, usize, Vec<u32>)> {
 
 /// Whether `b` runs training ops (f32 weights and activations).
 pub fn trains(b: &GpuBackend) -> bool {
-    use crate::backend::{Backend, DType};
+    use crate::backend::DType;
+    use crate::prelude::*;
     b.dtype() == DType::F32 && b.activation_dtype() == DType::F32
 }

@@ -146,6 +146,7 @@ impl<B: Backend> Optimizer<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kernels::prelude::*;
     use kernels::CpuBackend;
     use runtime::config::Architecture;
     use runtime::ModernBert;

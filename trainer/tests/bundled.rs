@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use kernels::{Backend, CpuBackend};
+use kernels::prelude::*;
+use kernels::CpuBackend;
 use runtime::Encoder;
 use runtime::folder::ModelFolder;
 use runtime::tokenize::Tokenizer;

@@ -6,7 +6,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use kernels::{Backend, CpuBackend};
+use kernels::prelude::*;
+use kernels::CpuBackend;
 use runtime::init::Rng;
 use trainer::finetune::{finetune, FinetuneOptions, Task};
 

@@ -6,7 +6,9 @@
 
 use std::rc::Rc;
 
-use kernels::{Backend, CpuBackend, GpuBackend};
+use kernels::{CpuBackend, GpuBackend};
+
+use kernels::prelude::*;
 use runtime::config::ModelConfig;
 use runtime::deid::{deidentify, LabelScheme, Span, SurrogateKey, Surrogates};
 use runtime::pipeline::Engine;

@@ -18,13 +18,51 @@
 
 use cubecl::prelude::*;
 
-use crate::backend::DType;
+use crate::backend::{AttentionOps, DType};
 use crate::gpu::tensor::{launch_float, GpuBackend, GpuSeqs, GpuTensor};
 use crate::shapes;
 use crate::{Error, Result};
 
 #[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
 mod tests;
+
+impl AttentionOps for GpuBackend {
+    fn attention(&self, qkv: &GpuTensor, seqs: &GpuSeqs, nh: usize, window: Option<usize>) -> Result<(GpuTensor, GpuTensor)> {
+        attention(self, qkv, seqs, nh, window)
+    }
+
+    fn attention_backward(
+        &self,
+        qkv: &GpuTensor,
+        out: &GpuTensor,
+        lse: &GpuTensor,
+        dout: &GpuTensor,
+        seqs: &GpuSeqs,
+        nh: usize,
+        window: Option<usize>,
+    ) -> Result<GpuTensor> {
+        attention_backward(self, qkv, out, lse, dout, seqs, nh, window)
+    }
+}
+
+/// This family's shape rules, checked by the GPU launchers below and by the CPU backend alike.
+pub(crate) mod shape {
+    use crate::shapes::qkv;
+    use crate::{Error, Result};
+
+    /// The backward of attention: qkv [T, 3H] (2-D), out and dout [T, H], lse [T, nh] → (T, H, head dim).
+    pub(crate) fn attention_backward(q: &[usize], out: &[usize], lse: &[usize], dout: &[usize], nh: usize, tokens: usize) -> Result<(usize, usize, usize)> {
+        let op = "attention_backward";
+        let (t, h, hd) = qkv(op, q, nh, tokens)?;
+        if q.len() != 2 {
+            return Err(Error::shape(op, format!("qkv {q:?} with {nh} heads over {tokens} tokens")));
+        }
+        if out != [t, h] || dout != [t, h] || lse != [t, nh] {
+            return Err(Error::shape(op, format!("out {out:?}, dout {dout:?}, lse {lse:?} for qkv {q:?} with {nh} heads")));
+        }
+        Ok((t, h, hd))
+    }
+}
 
 /// Queries per workgroup (= invocations per workgroup).
 pub const BQ: usize = 64;
@@ -453,7 +491,7 @@ pub fn attention_backward(
     window: Option<usize>,
 ) -> Result<GpuTensor> {
     let op = "attention_backward";
-    let (t, h, hd) = shapes::attention_backward(&qkv.shape, &out.shape, &lse.shape, &dout.shape, nh, seqs.tokens)?;
+    let (t, h, hd) = shape::attention_backward(&qkv.shape, &out.shape, &lse.shape, &dout.shape, nh, seqs.tokens)?;
     let three_h = 3 * h;
     let tile = key_tile(hd);
     let limits = gpu.limits();

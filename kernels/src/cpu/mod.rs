@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::backend::{check_concat, check_cu_seqlens, check_slice, positions, AdamUpdate, Backend, DType, DeviceInfo};
+use crate::backend::{check_concat, check_cu_seqlens, check_slice, positions, AdamUpdate, AttentionOps, DType, DeviceInfo, ElementwiseOps, EmbeddingOps, LayerNormOps, LinearOps, LossOps, OptimOps, ReduceOps, RopeOps, Storage};
 use gemm::Packed;
 use isa::Isa;
 use crate::shapes;
@@ -149,28 +149,13 @@ fn norm_row(x: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, y: &mut [f32]) {
 
 /// (rows, classes) of logits [N, C] whose labels [N] are one per row and each < C.
 fn check_labels(op: &'static str, logits: &CpuTensor, labels: &[u32]) -> Result<(usize, usize)> {
-    shapes::labels(op, &logits.shape, labels.len(), labels.iter().copied().max())
+    crate::loss::shape::labels(op, &logits.shape, labels.len(), labels.iter().copied().max())
 }
 
-impl Backend for CpuBackend {
+impl Storage for CpuBackend {
     type Tensor = CpuTensor;
     type Ids = Arc<Vec<u32>>;
     type Seqs = CpuSeqs;
-
-    fn dtype(&self) -> DType {
-        self.dtype
-    }
-
-    fn upload_weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<CpuTensor> {
-        if data.len() != shape.iter().product::<usize>() {
-            return Err(Error::shape("upload", format!("{} values for shape {shape:?}", data.len())));
-        }
-        // Matrices are packed (and rounded to bf16 in bf16 mode); vectors stay f32.
-        if shape.len() == 2 && shape[0] > 0 && shape[1] > 0 {
-            return Ok(self.pack(data, shape[0], shape[1]));
-        }
-        Ok(CpuTensor::new(data, shape.to_vec()))
-    }
 
     fn device_info(&self) -> DeviceInfo {
         DeviceInfo {
@@ -185,6 +170,10 @@ impl Backend for CpuBackend {
         }
     }
 
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<CpuTensor> {
         if data.len() != shape.iter().product::<usize>() {
             return Err(Error::shape("upload", format!("{} values for shape {shape:?}", data.len())));
@@ -195,6 +184,17 @@ impl Backend for CpuBackend {
     fn upload_vec(&self, data: Vec<f32>, shape: &[usize]) -> Result<CpuTensor> {
         if data.len() != shape.iter().product::<usize>() {
             return Err(Error::shape("upload", format!("{} values for shape {shape:?}", data.len())));
+        }
+        Ok(CpuTensor::new(data, shape.to_vec()))
+    }
+
+    fn upload_weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<CpuTensor> {
+        if data.len() != shape.iter().product::<usize>() {
+            return Err(Error::shape("upload", format!("{} values for shape {shape:?}", data.len())));
+        }
+        // Matrices are packed (and rounded to bf16 in bf16 mode); vectors stay f32.
+        if shape.len() == 2 && shape[0] > 0 && shape[1] > 0 {
+            return Ok(self.pack(data, shape[0], shape[1]));
         }
         Ok(CpuTensor::new(data, shape.to_vec()))
     }
@@ -219,6 +219,22 @@ impl Backend for CpuBackend {
         })
     }
 
+    fn slice_rows(&self, x: &CpuTensor, start: usize, end: usize) -> Result<CpuTensor> {
+        let cols = check_slice(&x.shape, start, end)?;
+        Ok(CpuTensor::new(x.data[start * cols..end * cols].to_vec(), vec![end - start, cols]))
+    }
+
+    fn concat_rows(&self, parts: &[CpuTensor]) -> Result<CpuTensor> {
+        let (rows, cols) = check_concat(parts.iter().map(|p| p.shape.as_slice()))?;
+        let mut y = Vec::with_capacity(rows * cols);
+        for p in parts {
+            y.extend_from_slice(&p.data);
+        }
+        Ok(CpuTensor::new(y, vec![rows, cols]))
+    }
+}
+
+impl EmbeddingOps for CpuBackend {
     fn embedding(&self, table: &CpuTensor, ids: &Self::Ids) -> Result<CpuTensor> {
         let (v, h) = table.matrix();
         shapes::index("embedding", ids.iter().copied().max(), v)?;
@@ -231,7 +247,7 @@ impl Backend for CpuBackend {
     }
 
     fn embedding_add(&self, x: &CpuTensor, table: &CpuTensor, ids: &Self::Ids) -> Result<CpuTensor> {
-        let (r, h) = shapes::embedding_add(&x.shape, &table.shape, ids.len())?;
+        let (r, h) = crate::embedding::shape::embedding_add(&x.shape, &table.shape, ids.len())?;
         shapes::index("embedding_add", ids.iter().copied().max(), r)?;
         let mut y = x.data.to_vec();
         y.par_chunks_mut(h.max(1)).zip(ids.par_iter()).for_each(|(row, &id)| {
@@ -245,8 +261,64 @@ impl Backend for CpuBackend {
         Ok(CpuTensor::new(y, x.shape.clone()))
     }
 
+    fn gather_rows(&self, x: &CpuTensor, rows: &Self::Ids) -> Result<CpuTensor> {
+        let (n, h) = x.matrix();
+        shapes::index("gather_rows", rows.iter().copied().max(), n)?;
+        let y = rows.iter().flat_map(|&r| x.data[r as usize * h..(r as usize + 1) * h].iter().copied()).collect();
+        Ok(CpuTensor::new(y, vec![rows.len(), h]))
+    }
+
+    fn mean_pool(&self, x: &CpuTensor, seqs: &CpuSeqs) -> Result<CpuTensor> {
+        let (_, h) = crate::embedding::shape::mean_pool(&x.shape, seqs.positions.len())?;
+        let b = seqs.cu_seqlens.len() - 1;
+        let mut y = vec![0f32; b * h];
+        y.par_chunks_mut(h.max(1)).zip(seqs.cu_seqlens.par_windows(2)).for_each(|(out, w)| {
+            for tok in w[0] as usize..w[1] as usize {
+                out.iter_mut().zip(&x.data[tok * h..(tok + 1) * h]).for_each(|(o, v)| *o += v);
+            }
+            let inv = 1.0 / (w[1] - w[0]) as f32;
+            out.iter_mut().for_each(|o| *o *= inv);
+        });
+        Ok(CpuTensor::new(y, vec![b, h]))
+    }
+
+    fn embedding_backward(&self, ids: &[u32], dy: &CpuTensor, vocab: usize) -> Result<CpuTensor> {
+        let (_, h) = shapes::rows_of("embedding_backward", &dy.shape, ids.len())?;
+        shapes::index("embedding_backward", ids.iter().copied().max(), vocab)?;
+        let mut table = vec![0f32; vocab * h];
+        for (row, &id) in dy.data.chunks(h.max(1)).zip(ids) {
+            table[id as usize * h..(id as usize + 1) * h].iter_mut().zip(row).for_each(|(a, b)| *a += b);
+        }
+        Ok(CpuTensor::new(table, vec![vocab, h]))
+    }
+
+    fn mean_pool_backward(&self, dy: &CpuTensor, seqs: &CpuSeqs) -> Result<CpuTensor> {
+        let (_, h) = crate::embedding::shape::mean_pool_backward(&dy.shape, seqs.cu_seqlens.len() - 1)?;
+        let t = seqs.positions.len();
+        let mut dx = vec![0f32; t * h];
+        for (s, w) in seqs.cu_seqlens.windows(2).enumerate() {
+            let inv = 1.0 / (w[1] - w[0]) as f32;
+            for tok in w[0] as usize..w[1] as usize {
+                dx[tok * h..(tok + 1) * h].iter_mut().zip(&dy.data[s * h..(s + 1) * h]).for_each(|(o, v)| *o = v * inv);
+            }
+        }
+        Ok(CpuTensor::new(dx, vec![t, h]))
+    }
+
+    fn scatter_rows(&self, dy: &CpuTensor, rows: &Self::Ids, n: usize) -> Result<CpuTensor> {
+        let (_, h) = shapes::rows_of("scatter_rows", &dy.shape, rows.len())?;
+        shapes::index("scatter_rows", rows.iter().copied().max(), n)?;
+        let mut dx = vec![0f32; n * h];
+        for (src, &row) in dy.data.chunks(h.max(1)).zip(rows.iter()) {
+            dx[row as usize * h..(row as usize + 1) * h].copy_from_slice(src);
+        }
+        Ok(CpuTensor::new(dx, vec![n, h]))
+    }
+}
+
+impl LinearOps for CpuBackend {
     fn linear(&self, x: &CpuTensor, w: &CpuTensor, b: Option<&CpuTensor>) -> Result<CpuTensor> {
-        let (n, k, m) = shapes::linear(&x.shape, &w.shape, b.map(|b| &b.shape[..]))?;
+        let (n, k, m) = crate::linear::shape::linear(&x.shape, &w.shape, b.map(|b| &b.shape[..]))?;
         let x_values = x.values("linear")?;
         let mut y = vec![0f32; n * m];
         match &w.packed {
@@ -281,15 +353,27 @@ impl Backend for CpuBackend {
         Ok(CpuTensor::new(y, shape))
     }
 
+    fn matmul(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        let (n, k, m) = crate::linear::shape::matmul(&a.shape, &b.shape)?;
+        Ok(CpuTensor::new(train::matmul(a.values("matmul")?, b.values("matmul")?, n, k, m, self.dtype == DType::BF16), vec![n, m]))
+    }
+
+    fn matmul_tn(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        let (n, m, k) = crate::linear::shape::matmul_tn(&a.shape, &b.shape)?;
+        Ok(CpuTensor::new(train::matmul_tn(a.values("matmul_tn")?, b.values("matmul_tn")?, n, m, k, self.dtype == DType::BF16), vec![m, k]))
+    }
+}
+
+impl LayerNormOps for CpuBackend {
     fn layer_norm(&self, x: &CpuTensor, w: &CpuTensor, b: Option<&CpuTensor>, eps: f32) -> Result<CpuTensor> {
-        let (_, h) = shapes::norm("layer_norm", &x.shape, None, &w.shape, b.map(|b| &b.shape[..]))?;
+        let (_, h) = crate::layernorm::shape::norm("layer_norm", &x.shape, None, &w.shape, b.map(|b| &b.shape[..]))?;
         let (w, b) = (&w.data[..], b.map(|b| &b.data[..]));
         let y = rows_par(&x.data, h, h, |xr, yr| norm_row(xr, w, b, eps, yr));
         Ok(CpuTensor::new(y, x.shape.clone()))
     }
 
     fn add_layer_norm(&self, x: &CpuTensor, y: &CpuTensor, w: &CpuTensor, b: Option<&CpuTensor>, eps: f32) -> Result<(CpuTensor, CpuTensor)> {
-        let (_, h) = shapes::norm("add_layer_norm", &x.shape, Some(&y.shape), &w.shape, b.map(|b| &b.shape[..]))?;
+        let (_, h) = crate::layernorm::shape::norm("add_layer_norm", &x.shape, Some(&y.shape), &w.shape, b.map(|b| &b.shape[..]))?;
         let (w, b) = (&w.data[..], b.map(|b| &b.data[..]));
         let mut s = vec![0f32; x.data.len()];
         let mut n = vec![0f32; x.data.len()];
@@ -308,6 +392,14 @@ impl Backend for CpuBackend {
         Ok((CpuTensor::new(s, x.shape.clone()), CpuTensor::new(n, x.shape.clone())))
     }
 
+    fn layer_norm_backward(&self, x: &CpuTensor, w: &CpuTensor, dy: &CpuTensor, eps: f32) -> Result<(CpuTensor, CpuTensor)> {
+        let (_, h) = crate::layernorm::shape::norm_backward(&x.shape, &w.shape, &dy.shape)?;
+        let (dx, dw) = train::layer_norm_backward(x.values("layer_norm_backward")?, w.values("layer_norm_backward")?, &dy.data, eps, h);
+        Ok((CpuTensor::new(dx, x.shape.clone()), CpuTensor::new(dw, vec![h])))
+    }
+}
+
+impl ElementwiseOps for CpuBackend {
     fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         shapes::same("add", &a.shape, &b.shape)?;
         let y = a.data.par_iter().zip(b.data.par_iter()).map(|(x, y)| x + y).collect();
@@ -325,14 +417,46 @@ impl Backend for CpuBackend {
     }
 
     fn geglu(&self, u: &CpuTensor) -> Result<CpuTensor> {
-        let (n, i) = shapes::geglu(&u.shape)?;
+        let (n, i) = crate::elementwise::shape::geglu(&u.shape)?;
         let two_i = 2 * i;
         let y = rows_par(&u.data, two_i, i, math::geglu);
         Ok(CpuTensor::new(y, vec![n, i]))
     }
 
+    fn scale(&self, a: &CpuTensor, s: f32) -> Result<CpuTensor> {
+        Ok(CpuTensor::new(a.values("scale")?.par_iter().map(|v| v * s).collect(), a.shape.clone()))
+    }
+
+    fn gelu_backward(&self, x: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
+        shapes::same("gelu_backward", &x.shape, &dy.shape)?;
+        let y = x.data.par_iter().zip(dy.data.par_iter()).map(|(&z, &d)| d * math::gelu_grad(z)).collect();
+        Ok(CpuTensor::new(y, x.shape.clone()))
+    }
+
+    fn tanh_backward(&self, y: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
+        shapes::same("tanh_backward", &y.shape, &dy.shape)?;
+        let dx = y.data.par_iter().zip(dy.data.par_iter()).map(|(&t, &d)| d * (1.0 - t * t)).collect();
+        Ok(CpuTensor::new(dx, y.shape.clone()))
+    }
+
+    fn geglu_backward(&self, u: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
+        let (n, i) = crate::elementwise::shape::geglu_backward(&u.shape, &dy.shape)?;
+        let two_i = 2 * i;
+        let mut du = vec![0f32; n * two_i];
+        du.par_chunks_mut(two_i.max(1)).zip(u.data.par_chunks(two_i.max(1)).zip(dy.data.par_chunks(i.max(1)))).for_each(|(out, (row, d))| {
+            for j in 0..i {
+                let a = row[j];
+                out[j] = d[j] * row[i + j] * math::gelu_grad(a);
+                out[i + j] = d[j] * math::gelu_scalar(a);
+            }
+        });
+        Ok(CpuTensor::new(du, u.shape.clone()))
+    }
+}
+
+impl RopeOps for CpuBackend {
     fn rope(&self, qkv: &CpuTensor, seqs: &CpuSeqs, cos: &CpuTensor, sin: &CpuTensor, nh: usize) -> Result<CpuTensor> {
-        let (_, h, hd, p_max) = shapes::rope("rope", &qkv.shape, nh, seqs.positions.len(), &cos.shape, &sin.shape)?;
+        let (_, h, hd, p_max) = crate::rope::shape::rope("rope", &qkv.shape, nh, seqs.positions.len(), &cos.shape, &sin.shape)?;
         let (half, three_h) = (hd / 2, 3 * h);
         let longest = seqs.cu_seqlens.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0);
         if longest > p_max {
@@ -353,47 +477,29 @@ impl Backend for CpuBackend {
         Ok(CpuTensor::new(y, qkv.shape.clone()))
     }
 
+    fn rope_backward(&self, dqkv: &CpuTensor, seqs: &CpuSeqs, cos: &CpuTensor, sin: &CpuTensor, nh: usize) -> Result<CpuTensor> {
+        // The inverse rotation is the forward one with the angle negated.
+        let neg_sin = CpuTensor::new(sin.values("rope_backward")?.iter().map(|v| -v).collect(), sin.shape.clone());
+        self.rope(dqkv, seqs, cos, &neg_sin, nh)
+    }
+}
+
+impl AttentionOps for CpuBackend {
     fn attention(&self, qkv: &CpuTensor, seqs: &CpuSeqs, nh: usize, window: Option<usize>) -> Result<(CpuTensor, CpuTensor)> {
         let (t, h, _) = shapes::qkv("attention", &qkv.shape, nh, seqs.positions.len())?;
         let (out, lse) = attention::forward(qkv.values("attention")?, &seqs.cu_seqlens, nh, h / nh, window, self.dtype == DType::BF16);
         Ok((CpuTensor::new(out, vec![t, h]), CpuTensor::new(lse, vec![t, nh])))
     }
 
-    fn slice_rows(&self, x: &CpuTensor, start: usize, end: usize) -> Result<CpuTensor> {
-        let cols = check_slice(&x.shape, start, end)?;
-        Ok(CpuTensor::new(x.data[start * cols..end * cols].to_vec(), vec![end - start, cols]))
+    fn attention_backward(&self, qkv: &CpuTensor, out: &CpuTensor, lse: &CpuTensor, dout: &CpuTensor, seqs: &CpuSeqs, nh: usize, window: Option<usize>) -> Result<CpuTensor> {
+        let (t, h, _) = crate::attention::shape::attention_backward(&qkv.shape, &out.shape, &lse.shape, &dout.shape, nh, seqs.positions.len())?;
+        let three_h = 3 * h;
+        let d = train::attention_backward(qkv.values("attention_backward")?, &out.data, &lse.data, &dout.data, &seqs.cu_seqlens, nh, h / nh, window);
+        Ok(CpuTensor::new(d, vec![t, three_h]))
     }
+}
 
-    fn concat_rows(&self, parts: &[CpuTensor]) -> Result<CpuTensor> {
-        let (rows, cols) = check_concat(parts.iter().map(|p| p.shape.as_slice()))?;
-        let mut y = Vec::with_capacity(rows * cols);
-        for p in parts {
-            y.extend_from_slice(&p.data);
-        }
-        Ok(CpuTensor::new(y, vec![rows, cols]))
-    }
-
-    fn gather_rows(&self, x: &CpuTensor, rows: &Self::Ids) -> Result<CpuTensor> {
-        let (n, h) = x.matrix();
-        shapes::index("gather_rows", rows.iter().copied().max(), n)?;
-        let y = rows.iter().flat_map(|&r| x.data[r as usize * h..(r as usize + 1) * h].iter().copied()).collect();
-        Ok(CpuTensor::new(y, vec![rows.len(), h]))
-    }
-
-    fn mean_pool(&self, x: &CpuTensor, seqs: &CpuSeqs) -> Result<CpuTensor> {
-        let (_, h) = shapes::mean_pool(&x.shape, seqs.positions.len())?;
-        let b = seqs.cu_seqlens.len() - 1;
-        let mut y = vec![0f32; b * h];
-        y.par_chunks_mut(h.max(1)).zip(seqs.cu_seqlens.par_windows(2)).for_each(|(out, w)| {
-            for tok in w[0] as usize..w[1] as usize {
-                out.iter_mut().zip(&x.data[tok * h..(tok + 1) * h]).for_each(|(o, v)| *o += v);
-            }
-            let inv = 1.0 / (w[1] - w[0]) as f32;
-            out.iter_mut().for_each(|o| *o *= inv);
-        });
-        Ok(CpuTensor::new(y, vec![b, h]))
-    }
-
+impl LossOps for CpuBackend {
     fn cross_entropy(&self, logits: &CpuTensor, labels: &Self::Ids) -> Result<CpuTensor> {
         let (n, c) = check_labels("cross_entropy", logits, labels)?;
         let y = logits
@@ -407,116 +513,6 @@ impl Backend for CpuBackend {
             })
             .collect();
         Ok(CpuTensor::new(y, vec![n, 1]))
-    }
-
-    // ---- Training ----
-
-    fn matmul(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
-        let (n, k, m) = shapes::matmul(&a.shape, &b.shape)?;
-        Ok(CpuTensor::new(train::matmul(a.values("matmul")?, b.values("matmul")?, n, k, m, self.dtype == DType::BF16), vec![n, m]))
-    }
-
-    fn matmul_tn(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
-        let (n, m, k) = shapes::matmul_tn(&a.shape, &b.shape)?;
-        Ok(CpuTensor::new(train::matmul_tn(a.values("matmul_tn")?, b.values("matmul_tn")?, n, m, k, self.dtype == DType::BF16), vec![m, k]))
-    }
-
-    fn sum_rows(&self, x: &CpuTensor) -> Result<CpuTensor> {
-        let (_, c) = x.matrix();
-        Ok(CpuTensor::new(train::sum_rows(x.values("sum_rows")?, c), vec![c]))
-    }
-
-    fn scale(&self, a: &CpuTensor, s: f32) -> Result<CpuTensor> {
-        Ok(CpuTensor::new(a.values("scale")?.par_iter().map(|v| v * s).collect(), a.shape.clone()))
-    }
-
-    fn layer_norm_backward(&self, x: &CpuTensor, w: &CpuTensor, dy: &CpuTensor, eps: f32) -> Result<(CpuTensor, CpuTensor)> {
-        let (_, h) = shapes::norm_backward(&x.shape, &w.shape, &dy.shape)?;
-        let (dx, dw) = train::layer_norm_backward(x.values("layer_norm_backward")?, w.values("layer_norm_backward")?, &dy.data, eps, h);
-        Ok((CpuTensor::new(dx, x.shape.clone()), CpuTensor::new(dw, vec![h])))
-    }
-
-    fn tanh_backward(&self, y: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
-        shapes::same("tanh_backward", &y.shape, &dy.shape)?;
-        let dx = y.data.par_iter().zip(dy.data.par_iter()).map(|(&t, &d)| d * (1.0 - t * t)).collect();
-        Ok(CpuTensor::new(dx, y.shape.clone()))
-    }
-
-    fn gelu_backward(&self, x: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
-        shapes::same("gelu_backward", &x.shape, &dy.shape)?;
-        let y = x.data.par_iter().zip(dy.data.par_iter()).map(|(&z, &d)| d * math::gelu_grad(z)).collect();
-        Ok(CpuTensor::new(y, x.shape.clone()))
-    }
-
-    fn geglu_backward(&self, u: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
-        let (n, i) = shapes::geglu_backward(&u.shape, &dy.shape)?;
-        let two_i = 2 * i;
-        let mut du = vec![0f32; n * two_i];
-        du.par_chunks_mut(two_i.max(1)).zip(u.data.par_chunks(two_i.max(1)).zip(dy.data.par_chunks(i.max(1)))).for_each(|(out, (row, d))| {
-            for j in 0..i {
-                let a = row[j];
-                out[j] = d[j] * row[i + j] * math::gelu_grad(a);
-                out[i + j] = d[j] * math::gelu_scalar(a);
-            }
-        });
-        Ok(CpuTensor::new(du, u.shape.clone()))
-    }
-
-    fn rope_backward(&self, dqkv: &CpuTensor, seqs: &CpuSeqs, cos: &CpuTensor, sin: &CpuTensor, nh: usize) -> Result<CpuTensor> {
-        // The inverse rotation is the forward one with the angle negated.
-        let neg_sin = CpuTensor::new(sin.values("rope_backward")?.iter().map(|v| -v).collect(), sin.shape.clone());
-        self.rope(dqkv, seqs, cos, &neg_sin, nh)
-    }
-
-    fn attention_backward(&self, qkv: &CpuTensor, out: &CpuTensor, lse: &CpuTensor, dout: &CpuTensor, seqs: &CpuSeqs, nh: usize, window: Option<usize>) -> Result<CpuTensor> {
-        let (t, h, _) = shapes::attention_backward(&qkv.shape, &out.shape, &lse.shape, &dout.shape, nh, seqs.positions.len())?;
-        let three_h = 3 * h;
-        let d = train::attention_backward(qkv.values("attention_backward")?, &out.data, &lse.data, &dout.data, &seqs.cu_seqlens, nh, h / nh, window);
-        Ok(CpuTensor::new(d, vec![t, three_h]))
-    }
-
-    fn embedding_backward(&self, ids: &[u32], dy: &CpuTensor, vocab: usize) -> Result<CpuTensor> {
-        let (_, h) = shapes::rows_of("embedding_backward", &dy.shape, ids.len())?;
-        shapes::index("embedding_backward", ids.iter().copied().max(), vocab)?;
-        let mut table = vec![0f32; vocab * h];
-        for (row, &id) in dy.data.chunks(h.max(1)).zip(ids) {
-            table[id as usize * h..(id as usize + 1) * h].iter_mut().zip(row).for_each(|(a, b)| *a += b);
-        }
-        Ok(CpuTensor::new(table, vec![vocab, h]))
-    }
-
-    fn mean_pool_backward(&self, dy: &CpuTensor, seqs: &CpuSeqs) -> Result<CpuTensor> {
-        let (_, h) = shapes::mean_pool_backward(&dy.shape, seqs.cu_seqlens.len() - 1)?;
-        let t = seqs.positions.len();
-        let mut dx = vec![0f32; t * h];
-        for (s, w) in seqs.cu_seqlens.windows(2).enumerate() {
-            let inv = 1.0 / (w[1] - w[0]) as f32;
-            for tok in w[0] as usize..w[1] as usize {
-                dx[tok * h..(tok + 1) * h].iter_mut().zip(&dy.data[s * h..(s + 1) * h]).for_each(|(o, v)| *o = v * inv);
-            }
-        }
-        Ok(CpuTensor::new(dx, vec![t, h]))
-    }
-
-    fn scatter_rows(&self, dy: &CpuTensor, rows: &Self::Ids, n: usize) -> Result<CpuTensor> {
-        let (_, h) = shapes::rows_of("scatter_rows", &dy.shape, rows.len())?;
-        shapes::index("scatter_rows", rows.iter().copied().max(), n)?;
-        let mut dx = vec![0f32; n * h];
-        for (src, &row) in dy.data.chunks(h.max(1)).zip(rows.iter()) {
-            dx[row as usize * h..(row as usize + 1) * h].copy_from_slice(src);
-        }
-        Ok(CpuTensor::new(dx, vec![n, h]))
-    }
-
-    fn label_rank(&self, logits: &CpuTensor, labels: &Self::Ids) -> Result<CpuTensor> {
-        let (n, c) = check_labels("label_rank", logits, labels)?;
-        let ranks: Vec<f32> = logits
-            .data
-            .par_chunks(c.max(1))
-            .zip(labels.par_iter())
-            .map(|(row, &l)| row.iter().filter(|&&v| v > row[l as usize]).count() as f32)
-            .collect();
-        Ok(CpuTensor::new(ranks, vec![n, 1]))
     }
 
     fn cross_entropy_backward(&self, logits: &CpuTensor, labels: &Self::Ids, scale: f32) -> Result<CpuTensor> {
@@ -536,12 +532,32 @@ impl Backend for CpuBackend {
         Ok(CpuTensor::new(d, logits.shape.clone()))
     }
 
+    fn label_rank(&self, logits: &CpuTensor, labels: &Self::Ids) -> Result<CpuTensor> {
+        let (n, c) = check_labels("label_rank", logits, labels)?;
+        let ranks: Vec<f32> = logits
+            .data
+            .par_chunks(c.max(1))
+            .zip(labels.par_iter())
+            .map(|(row, &l)| row.iter().filter(|&&v| v > row[l as usize]).count() as f32)
+            .collect();
+        Ok(CpuTensor::new(ranks, vec![n, 1]))
+    }
+}
+
+impl ReduceOps for CpuBackend {
+    fn sum_rows(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        let (_, c) = x.matrix();
+        Ok(CpuTensor::new(train::sum_rows(x.values("sum_rows")?, c), vec![c]))
+    }
+
     fn sum_squares(&self, x: &CpuTensor) -> Result<CpuTensor> {
         Ok(CpuTensor::new(vec![train::sum_squares(x.values("sum_squares")?) as f32], vec![1, 1]))
     }
+}
 
+impl OptimOps for CpuBackend {
     fn adam_step(&self, p: &CpuTensor, g: &CpuTensor, m: &CpuTensor, v: &CpuTensor, step: &crate::backend::AdamStep) -> Result<AdamUpdate<CpuTensor>> {
-        shapes::adam(&p.shape, &g.shape, &m.shape, &v.shape, step.step)?;
+        crate::optim::shape::adam(&p.shape, &g.shape, &m.shape, &v.shape, step.step)?;
         let (mut pn, mut mn, mut vn) = (p.values("adam_step")?.to_vec(), m.data.to_vec(), v.data.to_vec());
         let rms = train::adam_step(&mut pn, g.values("adam_step")?, &mut mn, &mut vn, step);
         let shape = p.shape.clone();

@@ -5,13 +5,71 @@
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 
-use crate::backend::DType;
+use crate::backend::{DType, ElementwiseOps};
 use crate::gpu::tensor::{launch_float, launch_pair, GpuBackend, GpuTensor, ELEMWISE_UNITS};
 use crate::shapes;
 use crate::{Error, Result};
 
 #[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
 mod tests;
+
+impl ElementwiseOps for GpuBackend {
+    fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        add(self, a, b)
+    }
+
+    fn gelu(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        gelu(self, x)
+    }
+
+    fn tanh(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        tanh(self, x)
+    }
+
+    fn geglu(&self, u: &GpuTensor) -> Result<GpuTensor> {
+        geglu(self, u)
+    }
+
+    fn scale(&self, a: &GpuTensor, s: f32) -> Result<GpuTensor> {
+        scale(self, a, s)
+    }
+
+    fn gelu_backward(&self, x: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+        gelu_backward(self, x, dy)
+    }
+
+    fn tanh_backward(&self, y: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+        tanh_backward(self, y, dy)
+    }
+
+    fn geglu_backward(&self, u: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+        geglu_backward(self, u, dy)
+    }
+}
+
+/// This family's shape rules, checked by the GPU launchers below and by the CPU backend alike.
+pub(crate) mod shape {
+    use crate::shapes::matrix;
+    use crate::{Error, Result};
+
+    /// u [N, 2I] → (N, I).
+    pub(crate) fn geglu(u: &[usize]) -> Result<(usize, usize)> {
+        let (rows, two_i) = matrix(u);
+        if two_i % 2 != 0 {
+            return Err(Error::shape("geglu", format!("input {u:?} has an odd last dimension")));
+        }
+        Ok((rows, two_i / 2))
+    }
+
+    /// u [N, 2I], dy [N, I] → (N, I).
+    pub(crate) fn geglu_backward(u: &[usize], dy: &[usize]) -> Result<(usize, usize)> {
+        let (rows, two_i) = matrix(u);
+        if two_i % 2 != 0 || matrix(dy) != (rows, two_i / 2) || u.len() != dy.len() {
+            return Err(Error::shape("geglu_backward", format!("u {u:?} with dy {dy:?}")));
+        }
+        Ok((rows, two_i / 2))
+    }
+}
 
 /// Exact GELU in f32: z · ½ · (1 + erf(z/√2)). (cubecl's erf on WGSL is Abramowitz–Stegun
 /// 7.1.26, absolute error ≤ 1.5e-7.) Kernels compute in f32 whatever the storage type.
@@ -181,7 +239,7 @@ pub fn tanh(gpu: &GpuBackend, x: &GpuTensor) -> Result<GpuTensor> {
 
 /// u [N, 2I] → GELU(u[:, :I]) ⊙ u[:, I:] [N, I].
 pub fn geglu(gpu: &GpuBackend, u: &GpuTensor) -> Result<GpuTensor> {
-    let (rows, inter) = shapes::geglu(&u.shape)?;
+    let (rows, inter) = shape::geglu(&u.shape)?;
     let two_i = 2 * inter;
     let n = rows * inter;
     let (uh, ad) = u.act("geglu")?;
@@ -387,7 +445,7 @@ pub fn tanh_backward(gpu: &GpuBackend, y: &GpuTensor, dy: &GpuTensor) -> Result<
 
 /// u [N, 2I], dy [N, I] → du [N, 2I].
 pub fn geglu_backward(gpu: &GpuBackend, u: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
-    let (rows, inter) = shapes::geglu_backward(&u.shape, &dy.shape)?;
+    let (rows, inter) = shape::geglu_backward(&u.shape, &dy.shape)?;
     let two_i = 2 * inter;
     let n = rows * inter;
     let out = gpu.alloc("geglu_backward", rows * two_i)?;

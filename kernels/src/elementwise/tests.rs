@@ -1,6 +1,6 @@
 #![cfg_attr(not(test), allow(dead_code, unused_imports))] // the WGSL exercise is built with `testing` alone
 
-use crate::backend::Backend;
+use crate::prelude::*;
 use crate::reference;
 use crate::testing::{block_on, rand_vec};
 use crate::tolerance::{assert_close, KERNEL_F32};

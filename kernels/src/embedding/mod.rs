@@ -10,7 +10,7 @@
 
 use cubecl::prelude::*;
 
-use crate::backend::{Backend, DType};
+use crate::backend::{DType, EmbeddingOps, Storage};
 use crate::reduce::fill;
 use crate::gpu::tensor::{launch_float, launch_pair, GpuBackend, GpuIds, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
 use crate::shapes;
@@ -18,6 +18,69 @@ use crate::{Error, Result};
 
 #[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
 mod tests;
+
+impl EmbeddingOps for GpuBackend {
+    fn embedding(&self, table: &GpuTensor, ids: &GpuIds) -> Result<GpuTensor> {
+        embedding(self, table, ids)
+    }
+
+    fn embedding_add(&self, x: &GpuTensor, table: &GpuTensor, ids: &GpuIds) -> Result<GpuTensor> {
+        embedding_add(self, x, table, ids)
+    }
+
+    fn gather_rows(&self, x: &GpuTensor, rows: &GpuIds) -> Result<GpuTensor> {
+        gather_rows(self, x, rows)
+    }
+
+    fn mean_pool(&self, x: &GpuTensor, seqs: &GpuSeqs) -> Result<GpuTensor> {
+        mean_pool(self, x, seqs)
+    }
+
+    fn embedding_backward(&self, ids: &[u32], dy: &GpuTensor, vocab: usize) -> Result<GpuTensor> {
+        embedding_backward(self, ids, dy, vocab)
+    }
+
+    fn mean_pool_backward(&self, dy: &GpuTensor, seqs: &GpuSeqs) -> Result<GpuTensor> {
+        mean_pool_backward(self, dy, seqs)
+    }
+
+    fn scatter_rows(&self, dy: &GpuTensor, rows: &GpuIds, n: usize) -> Result<GpuTensor> {
+        scatter_rows(self, dy, rows, n)
+    }
+}
+
+/// This family's shape rules, checked by the GPU launchers below and by the CPU backend alike.
+pub(crate) mod shape {
+    use crate::shapes::matrix;
+    use crate::{Error, Result};
+
+    /// x [T, H] + table [R, H][ids] with `ids` ids → (R, H).
+    pub(crate) fn embedding_add(x: &[usize], table: &[usize], ids: usize) -> Result<(usize, usize)> {
+        let (rows, h) = matrix(table);
+        if x != [ids, h] {
+            return Err(Error::shape("embedding_add", format!("x {x:?} with {ids} ids into a table {table:?}")));
+        }
+        Ok((rows, h))
+    }
+
+    /// x [T, H] pooled over a batch of `tokens` → (T, H).
+    pub(crate) fn mean_pool(x: &[usize], tokens: usize) -> Result<(usize, usize)> {
+        let (t, h) = matrix(x);
+        if t != tokens {
+            return Err(Error::shape("mean_pool", format!("x {x:?} over {tokens} tokens")));
+        }
+        Ok((t, h))
+    }
+
+    /// dy [B, H] for `sequences` sequences → (B, H).
+    pub(crate) fn mean_pool_backward(dy: &[usize], sequences: usize) -> Result<(usize, usize)> {
+        let (b, h) = matrix(dy);
+        if b != sequences || dy.len() != 2 {
+            return Err(Error::shape("mean_pool_backward", format!("dy {dy:?} for {sequences} sequences")));
+        }
+        Ok((b, h))
+    }
+}
 
 /// out[t, c] = table[ids[t] − lo, c] for the ids that fall in this chunk's rows [lo, lo + rows).
 #[cube(launch_unchecked)]
@@ -91,7 +154,7 @@ pub fn embedding(gpu: &GpuBackend, table: &GpuTensor, ids: &GpuIds) -> Result<Gp
 /// x [T, H] (an activation), table [R, H] (a weight, possibly in row chunks), ids [T]
 /// → x + table[ids] [T, H] in x's dtype.
 pub fn embedding_add(gpu: &GpuBackend, x: &GpuTensor, table: &GpuTensor, ids: &GpuIds) -> Result<GpuTensor> {
-    let (rows, h) = shapes::embedding_add(&x.shape, &table.shape, ids.len)?;
+    let (rows, h) = shape::embedding_add(&x.shape, &table.shape, ids.len)?;
     shapes::index("embedding_add", ids.max, rows)?;
     let n = ids.len * h;
     let (xh, ad) = x.act("embedding_add")?;
@@ -120,7 +183,7 @@ pub fn gather_rows(gpu: &GpuBackend, x: &GpuTensor, rows: &GpuIds) -> Result<Gpu
 
 /// x [T, H] → per-sequence mean [B, H].
 pub fn mean_pool(gpu: &GpuBackend, x: &GpuTensor, seqs: &GpuSeqs) -> Result<GpuTensor> {
-    let (t, h) = shapes::mean_pool(&x.shape, seqs.tokens)?;
+    let (t, h) = shape::mean_pool(&x.shape, seqs.tokens)?;
     let b = seqs.cu_seqlens.len() - 1;
     let n = b * h;
     let (xh, ad) = x.act("mean_pool")?;
@@ -253,7 +316,7 @@ pub fn embedding_backward(gpu: &GpuBackend, ids: &[u32], dy: &GpuTensor, vocab: 
 /// dy [B, H] → dx [T, H]: every row of sequence b gets dy[b] / len(b).
 pub fn mean_pool_backward(gpu: &GpuBackend, dy: &GpuTensor, seqs: &GpuSeqs) -> Result<GpuTensor> {
     let op = "mean_pool_backward";
-    let (b, h) = shapes::mean_pool_backward(&dy.shape, seqs.cu_seqlens.len() - 1)?;
+    let (b, h) = shape::mean_pool_backward(&dy.shape, seqs.cu_seqlens.len() - 1)?;
     let t = seqs.tokens;
     let n = t * h;
     let out = gpu.alloc(op, n)?;

@@ -1,19 +1,16 @@
-//! `Backend` for `GpuBackend`: each op checked and handed to its family's launcher.
+//! `Storage` for `GpuBackend`: uploads, reads, batch layouts and row copies. Each family's ops are
+//! implemented in the family's folder.
 
 use cubecl::prelude::*;
 
 use super::tensor::{GpuBackend, GpuIds, GpuSeqs, GpuTensor};
-use crate::backend::{check_concat, check_cu_seqlens, check_slice, positions, Backend, DType, DeviceInfo};
+use crate::backend::{check_concat, check_cu_seqlens, check_slice, positions, DType, DeviceInfo, Storage};
 use crate::{Error, Result};
 
-impl Backend for GpuBackend {
+impl Storage for GpuBackend {
     type Tensor = GpuTensor;
     type Ids = GpuIds;
     type Seqs = GpuSeqs;
-
-    fn dtype(&self) -> DType {
-        self.dtype
-    }
 
     fn device_info(&self) -> DeviceInfo {
         let d = &self.device;
@@ -39,12 +36,8 @@ impl Backend for GpuBackend {
         }
     }
 
-    fn activation_dtype(&self) -> DType {
-        self.act
-    }
-
-    fn device_memory(&self) -> Option<(u64, u64)> {
-        Some(self.memory_usage())
+    fn dtype(&self) -> DType {
+        self.dtype
     }
 
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<GpuTensor> {
@@ -86,6 +79,14 @@ impl Backend for GpuBackend {
         &t.shape
     }
 
+    fn activation_dtype(&self) -> DType {
+        self.act
+    }
+
+    fn device_memory(&self) -> Option<(u64, u64)> {
+        Some(self.memory_usage())
+    }
+
     async fn read(&self, t: &GpuTensor) -> Result<Vec<f32>> {
         let bytes = self.client().read_async(t.parts.clone()).await.map_err(|e| Error::launch("read", format!("{e:?}")))?;
         let mut out = Vec::with_capacity(t.len());
@@ -100,41 +101,6 @@ impl Backend for GpuBackend {
         Ok(out)
     }
 
-    fn embedding(&self, table: &GpuTensor, ids: &GpuIds) -> Result<GpuTensor> {
-        crate::embedding::embedding(self, table, ids)
-    }
-
-    fn embedding_add(&self, x: &GpuTensor, table: &GpuTensor, ids: &GpuIds) -> Result<GpuTensor> {
-        crate::embedding::embedding_add(self, x, table, ids)
-    }
-    fn linear(&self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
-        crate::linear::linear(self, x, w, b)
-    }
-    fn layer_norm(&self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, eps: f32) -> Result<GpuTensor> {
-        crate::layernorm::layer_norm(self, x, w, b, eps)
-    }
-    fn add_layer_norm(&self, x: &GpuTensor, y: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, eps: f32) -> Result<(GpuTensor, GpuTensor)> {
-        crate::layernorm::add_layer_norm(self, x, y, w, b, eps)
-    }
-    fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
-        crate::elementwise::add(self, a, b)
-    }
-    fn gelu(&self, x: &GpuTensor) -> Result<GpuTensor> {
-        crate::elementwise::gelu(self, x)
-    }
-
-    fn tanh(&self, x: &GpuTensor) -> Result<GpuTensor> {
-        crate::elementwise::tanh(self, x)
-    }
-    fn geglu(&self, u: &GpuTensor) -> Result<GpuTensor> {
-        crate::elementwise::geglu(self, u)
-    }
-    fn rope(&self, qkv: &GpuTensor, seqs: &GpuSeqs, cos: &GpuTensor, sin: &GpuTensor, nh: usize) -> Result<GpuTensor> {
-        crate::rope::rope(self, qkv, seqs, cos, sin, nh)
-    }
-    fn attention(&self, qkv: &GpuTensor, seqs: &GpuSeqs, nh: usize, window: Option<usize>) -> Result<(GpuTensor, GpuTensor)> {
-        crate::attention::attention(self, qkv, seqs, nh, window)
-    }
     fn slice_rows(&self, x: &GpuTensor, start: usize, end: usize) -> Result<GpuTensor> {
         let cols = check_slice(&x.shape, start, end)?;
         let (xh, ad) = x.act("slice_rows")?;
@@ -157,69 +123,5 @@ impl Backend for GpuBackend {
             offset += p.len();
         }
         Ok(out)
-    }
-
-    fn gather_rows(&self, x: &GpuTensor, rows: &GpuIds) -> Result<GpuTensor> {
-        crate::embedding::gather_rows(self, x, rows)
-    }
-    fn mean_pool(&self, x: &GpuTensor, seqs: &GpuSeqs) -> Result<GpuTensor> {
-        crate::embedding::mean_pool(self, x, seqs)
-    }
-    fn cross_entropy(&self, logits: &GpuTensor, labels: &GpuIds) -> Result<GpuTensor> {
-        crate::loss::cross_entropy(self, logits, labels)
-    }
-
-    // ---- Training ops. ----
-    fn matmul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
-        crate::linear::matmul(self, a, b)
-    }
-    fn matmul_tn(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
-        crate::linear::matmul_tn(self, a, b)
-    }
-    fn sum_rows(&self, x: &GpuTensor) -> Result<GpuTensor> {
-        crate::reduce::sum_rows(self, x)
-    }
-    fn scale(&self, a: &GpuTensor, s: f32) -> Result<GpuTensor> {
-        crate::elementwise::scale(self, a, s)
-    }
-    fn layer_norm_backward(&self, x: &GpuTensor, w: &GpuTensor, dy: &GpuTensor, eps: f32) -> Result<(GpuTensor, GpuTensor)> {
-        crate::layernorm::layer_norm_backward(self, x, w, dy, eps)
-    }
-    fn gelu_backward(&self, x: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
-        crate::elementwise::gelu_backward(self, x, dy)
-    }
-
-    fn tanh_backward(&self, y: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
-        crate::elementwise::tanh_backward(self, y, dy)
-    }
-    fn geglu_backward(&self, u: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
-        crate::elementwise::geglu_backward(self, u, dy)
-    }
-    fn rope_backward(&self, dqkv: &GpuTensor, seqs: &GpuSeqs, cos: &GpuTensor, sin: &GpuTensor, nh: usize) -> Result<GpuTensor> {
-        crate::rope::rope_backward(self, dqkv, seqs, cos, sin, nh)
-    }
-    fn attention_backward(&self, qkv: &GpuTensor, out: &GpuTensor, lse: &GpuTensor, dout: &GpuTensor, seqs: &GpuSeqs, nh: usize, window: Option<usize>) -> Result<GpuTensor> {
-        crate::attention::attention_backward(self, qkv, out, lse, dout, seqs, nh, window)
-    }
-    fn embedding_backward(&self, ids: &[u32], dy: &GpuTensor, vocab: usize) -> Result<GpuTensor> {
-        crate::embedding::embedding_backward(self, ids, dy, vocab)
-    }
-    fn mean_pool_backward(&self, dy: &GpuTensor, seqs: &GpuSeqs) -> Result<GpuTensor> {
-        crate::embedding::mean_pool_backward(self, dy, seqs)
-    }
-    fn scatter_rows(&self, dy: &GpuTensor, rows: &GpuIds, n: usize) -> Result<GpuTensor> {
-        crate::embedding::scatter_rows(self, dy, rows, n)
-    }
-    fn cross_entropy_backward(&self, logits: &GpuTensor, labels: &GpuIds, scale: f32) -> Result<GpuTensor> {
-        crate::loss::cross_entropy_backward(self, logits, labels, scale)
-    }
-    fn label_rank(&self, logits: &GpuTensor, labels: &GpuIds) -> Result<GpuTensor> {
-        crate::loss::label_rank(self, logits, labels)
-    }
-    fn sum_squares(&self, x: &GpuTensor) -> Result<GpuTensor> {
-        crate::reduce::sum_squares(self, x)
-    }
-    fn adam_step(&self, p: &GpuTensor, g: &GpuTensor, m: &GpuTensor, v: &GpuTensor, step: &crate::backend::AdamStep) -> Result<crate::backend::AdamUpdate<GpuTensor>> {
-        crate::optim::adam_step(self, p, g, m, v, step)
     }
 }

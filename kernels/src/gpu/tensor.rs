@@ -1,7 +1,7 @@
 //! What the kernel families use of the cubecl backend: its tensors (one buffer, or row chunks for
 //! weights larger than one binding), ids and batch layouts, allocation within the device's
-//! limits, launch grids, and the launch macros that pick a kernel's float types. The `Backend`
-//! implementation that dispatches to the families is `backend.rs`.
+//! limits, launch grids, and the launch macros that pick a kernel's float types. Uploads, reads
+//! and batch layouts (`Storage`) are in `backend.rs`; each family implements its own ops.
 
 use cubecl::prelude::*;
 use cubecl::server::Handle;

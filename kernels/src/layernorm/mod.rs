@@ -8,14 +8,52 @@
 
 use cubecl::prelude::*;
 
-use crate::backend::DType;
+use crate::backend::{DType, LayerNormOps};
 use crate::gpu::tensor::{launch_float, launch_pair, GpuBackend, GpuTensor};
 use crate::reduce::{block_sum, column_grid, fill, finish_column_sums, ROWS_PER_BLOCK, SUM_COLS, SUM_LANES};
-use crate::shapes;
 use crate::{Error, Result};
 
 #[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
 mod tests;
+
+impl LayerNormOps for GpuBackend {
+    fn layer_norm(&self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, eps: f32) -> Result<GpuTensor> {
+        layer_norm(self, x, w, b, eps)
+    }
+
+    fn add_layer_norm(&self, x: &GpuTensor, y: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, eps: f32) -> Result<(GpuTensor, GpuTensor)> {
+        add_layer_norm(self, x, y, w, b, eps)
+    }
+
+    fn layer_norm_backward(&self, x: &GpuTensor, w: &GpuTensor, dy: &GpuTensor, eps: f32) -> Result<(GpuTensor, GpuTensor)> {
+        layer_norm_backward(self, x, w, dy, eps)
+    }
+}
+
+/// This family's shape rules, checked by the GPU launchers below and by the CPU backend alike.
+pub(crate) mod shape {
+    use crate::shapes::{len, matrix};
+    use crate::{Error, Result};
+
+    /// LayerNorm of x [N, H] (and, fused, of x + y) with weight [H] and bias [H] → (N, H).
+    pub(crate) fn norm(op: &'static str, x: &[usize], y: Option<&[usize]>, w: &[usize], b: Option<&[usize]>) -> Result<(usize, usize)> {
+        let (rows, h) = matrix(x);
+        if y.is_some_and(|y| y != x) || len(w) != h || b.is_some_and(|b| len(b) != h) {
+            let y = y.map(|y| format!(", y {y:?}")).unwrap_or_default();
+            return Err(Error::shape(op, format!("x {x:?}{y} with weight {w:?} and bias {b:?}")));
+        }
+        Ok((rows, h))
+    }
+
+    /// x [N, H], w [H], dy [N, H] → (N, H).
+    pub(crate) fn norm_backward(x: &[usize], w: &[usize], dy: &[usize]) -> Result<(usize, usize)> {
+        let (rows, h) = matrix(x);
+        if len(w) != h || dy != x {
+            return Err(Error::shape("layer_norm_backward", format!("x {x:?} with weight {w:?} and dy {dy:?}")));
+        }
+        Ok((rows, h))
+    }
+}
 
 /// Invocations per row (a power of two).
 const UNITS: usize = 64;
@@ -83,7 +121,7 @@ fn layer_norm_kernel<A: Float, W: Float>(
 /// x [N, H] (an activation, f32 or f16), w [H], b [H] or none (weights, f32 or f16) →
 /// LayerNorm(x) [N, H] in x's dtype.
 pub fn layer_norm(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, eps: f32) -> Result<GpuTensor> {
-    let (rows, h) = shapes::norm("layer_norm", &x.shape, None, &w.shape, b.map(|b| &b.shape[..]))?;
+    let (rows, h) = shape::norm("layer_norm", &x.shape, None, &w.shape, b.map(|b| &b.shape[..]))?;
     if b.is_some_and(|b| b.dtype != w.dtype) {
         return Err(Error::shape("layer_norm", "weight and bias are stored in different dtypes"));
     }
@@ -150,7 +188,7 @@ fn add_layer_norm_kernel<A: Float, W: Float>(
 /// x [N, H], y [N, H] (activations, f32 or f16), w [H], b [H] or none (weights, f32 or f16) →
 /// (x + y [N, H], LayerNorm(x + y) [N, H]) in x's dtype.
 pub fn add_layer_norm(gpu: &GpuBackend, x: &GpuTensor, y: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, eps: f32) -> Result<(GpuTensor, GpuTensor)> {
-    let (rows, h) = shapes::norm("add_layer_norm", &x.shape, Some(&y.shape), &w.shape, b.map(|b| &b.shape[..]))?;
+    let (rows, h) = shape::norm("add_layer_norm", &x.shape, Some(&y.shape), &w.shape, b.map(|b| &b.shape[..]))?;
     if b.is_some_and(|b| b.dtype != w.dtype) {
         return Err(Error::shape("add_layer_norm", "weight and bias are stored in different dtypes"));
     }
@@ -287,7 +325,7 @@ fn layer_norm_dw_kernel<F: Float>(x: &[F], dy: &[F], stats: &[F], partial: &mut 
 /// x [N, H], w [H], dy [N, H] (all f32) → (dx [N, H], dw [H]). The bias gradient is `sum_rows(dy)`.
 pub fn layer_norm_backward(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, dy: &GpuTensor, eps: f32) -> Result<(GpuTensor, GpuTensor)> {
     let op = "layer_norm_backward";
-    let (rows, h) = shapes::norm_backward(&x.shape, &w.shape, &dy.shape)?;
+    let (rows, h) = shape::norm_backward(&x.shape, &w.shape, &dy.shape)?;
     let (xh, wh, dyh) = (x.handle(op)?, w.handle(op)?, dy.handle(op)?);
     let dx = gpu.alloc(op, rows * h)?;
     if rows == 0 {

@@ -20,19 +20,68 @@ use cubek::matmul::definition::{MatmulElems, MatmulGlobalElems, MatmulSetupError
 use cubek::matmul::launch::launch_ref;
 use cubek::std::InputBinding;
 
-use crate::backend::DType;
+use crate::backend::{DType, LinearOps};
 use std::borrow::Cow;
 
 use crate::elementwise::{add, add_bias_in_place, cast, copy_columns, take_columns};
 use crate::gpu::tensor::{GpuBackend, GpuTensor};
 use crate::reduce::fill;
 pub use path::{GemmLog, GemmPath};
-use crate::shapes;
 use crate::{Error, Result};
 
 pub mod path;
 #[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
 mod tests;
+
+impl LinearOps for GpuBackend {
+    fn linear(&self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
+        linear(self, x, w, b)
+    }
+
+    fn matmul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        matmul(self, a, b)
+    }
+
+    fn matmul_tn(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        matmul_tn(self, a, b)
+    }
+}
+
+/// This family's shape rules, checked by the GPU launchers below and by the CPU backend alike.
+pub(crate) mod shape {
+    use crate::shapes::{bias, matrix};
+    use crate::{Error, Result};
+
+    /// x [N, K] · w [M, K]ᵀ (+ b [M]) → (N, K, M).
+    pub(crate) fn linear(x: &[usize], w: &[usize], b: Option<&[usize]>) -> Result<(usize, usize, usize)> {
+        let ((n, k), (m, kw)) = (matrix(x), matrix(w));
+        if kw != k || w.len() != 2 {
+            return Err(Error::shape("linear", format!("x {x:?} · wᵀ with w {w:?}: inner sizes differ")));
+        }
+        if let Some(b) = b {
+            bias(b, m)?;
+        }
+        Ok((n, k, m))
+    }
+
+    /// a [N, K] · b [K, M] → (N, K, M).
+    pub(crate) fn matmul(a: &[usize], b: &[usize]) -> Result<(usize, usize, usize)> {
+        let ((n, k), (kb, m)) = (matrix(a), matrix(b));
+        if a.len() != 2 || b.len() != 2 || kb != k {
+            return Err(Error::shape("matmul", format!("a {a:?} · b {b:?}: inner sizes differ")));
+        }
+        Ok((n, k, m))
+    }
+
+    /// a [N, M]ᵀ · b [N, K] → (N, M, K).
+    pub(crate) fn matmul_tn(a: &[usize], b: &[usize]) -> Result<(usize, usize, usize)> {
+        let ((n, m), (nb, k)) = (matrix(a), matrix(b));
+        if a.len() != 2 || b.len() != 2 || nb != n {
+            return Err(Error::shape("matmul_tn", format!("a {a:?}ᵀ · b {b:?}: row counts differ")));
+        }
+        Ok((n, m, k))
+    }
+}
 
 fn binding(handle: Handle, shape: [usize; 2], strides: [usize; 2]) -> TensorBinding {
     TensorBinding {
@@ -107,7 +156,7 @@ fn in_weight_dtype<'a>(gpu: &GpuBackend, w: &'a GpuTensor) -> Result<Cow<'a, Gpu
 /// x [N, K] (an activation, f32 or f16), w [M, K] (a weight, possibly in row chunks), b [M] →
 /// x·wᵀ + b [N, M] in x's dtype, accumulated in f32.
 pub fn linear(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
-    let (n, k, m) = shapes::linear(&x.shape, &w.shape, None)?;
+    let (n, k, m) = shape::linear(&x.shape, &w.shape, None)?;
     let mut shape = x.shape.clone();
     *shape.last_mut().unwrap() = m;
     let (xh, ad) = x.act("linear")?;
@@ -151,7 +200,7 @@ fn gemm(gpu: &GpuBackend, op: &'static str, lhs: View, rhs: View, rd: DType, out
 /// and may be in row chunks (a parameter larger than one binding): then each chunk multiplies its
 /// column block of `a` and the products are summed.
 pub fn matmul(gpu: &GpuBackend, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
-    let (n, k, m) = shapes::matmul(&a.shape, &b.shape)?;
+    let (n, k, m) = shape::matmul(&a.shape, &b.shape)?;
     let ah = a.handle("matmul")?;
     let b = in_weight_dtype(gpu, b)?;
     let y = GpuTensor::single(gpu.alloc("matmul", n * m)?, vec![n, m]);
@@ -179,7 +228,7 @@ pub fn matmul(gpu: &GpuBackend, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTenso
 /// binding is returned in the row chunks `upload` would use for that shape, each chunk computed
 /// from its column block of `a`.
 pub fn matmul_tn(gpu: &GpuBackend, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
-    let (n, m, k) = shapes::matmul_tn(&a.shape, &b.shape)?;
+    let (n, m, k) = shape::matmul_tn(&a.shape, &b.shape)?;
     let ah = a.handle("matmul_tn")?;
     let bh = b.handle("matmul_tn")?;
     let y = gpu.alloc_parts("matmul_tn", &[m, k])?;

@@ -6,20 +6,51 @@
 
 use cubecl::prelude::*;
 
-use crate::backend::DType;
+use crate::backend::{DType, LossOps};
 use crate::gpu::tensor::{launch_float, launch_pair, GpuBackend, GpuIds, GpuTensor};
 use crate::reduce::{block_max, block_sum};
-use crate::shapes;
 use crate::Result;
 
 #[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
 mod tests;
 
+impl LossOps for GpuBackend {
+    fn cross_entropy(&self, logits: &GpuTensor, labels: &GpuIds) -> Result<GpuTensor> {
+        cross_entropy(self, logits, labels)
+    }
+
+    fn cross_entropy_backward(&self, logits: &GpuTensor, labels: &GpuIds, scale: f32) -> Result<GpuTensor> {
+        cross_entropy_backward(self, logits, labels, scale)
+    }
+
+    fn label_rank(&self, logits: &GpuTensor, labels: &GpuIds) -> Result<GpuTensor> {
+        label_rank(self, logits, labels)
+    }
+}
+
+/// This family's shape rules, checked by the GPU launchers below and by the CPU backend alike.
+pub(crate) mod shape {
+    use crate::shapes::matrix;
+    use crate::{Error, Result};
+
+    /// Logits [N, C] with one label per row, the largest `max` → (N, C).
+    pub(crate) fn labels(op: &'static str, logits: &[usize], n: usize, max: Option<u32>) -> Result<(usize, usize)> {
+        let (rows, c) = matrix(logits);
+        if n != rows {
+            return Err(Error::shape(op, format!("{n} labels for logits {logits:?}")));
+        }
+        if let Some(bad) = max.filter(|&m| m as usize >= c) {
+            return Err(Error::shape(op, format!("label {bad} for {c} classes")));
+        }
+        Ok((rows, c))
+    }
+}
+
 const UNITS: usize = 64;
 
 /// (rows, classes) of logits [N, C] whose labels [N] are one per row and each < C.
 fn check_labels(op: &'static str, logits: &GpuTensor, labels: &GpuIds) -> Result<(usize, usize)> {
-    shapes::labels(op, &logits.shape, labels.len, labels.max)
+    shape::labels(op, &logits.shape, labels.len, labels.max)
 }
 
 /// loss[r] = logsumexp(logits[r, :]) − logits[r, labels[r]] for logits [rows, c].

@@ -22,14 +22,44 @@ use cubecl::prelude::*;
 use cubecl::server::Handle;
 
 pub use crate::backend::{AdamStep, Rule};
-use crate::backend::{AdamUpdate, DType};
+use crate::backend::{AdamUpdate, DType, OptimOps};
 use crate::gpu::tensor::{launch_float, GpuBackend, GpuTensor, ELEMWISE_UNITS};
 use crate::reduce::{block_sum, fill, flat_total, SUM_CHUNK};
-use crate::shapes;
 use crate::{Error, Result};
 
 #[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
 mod tests;
+
+impl OptimOps for GpuBackend {
+    fn adam_step(
+        &self,
+        p: &GpuTensor,
+        g: &GpuTensor,
+        m: &GpuTensor,
+        v: &GpuTensor,
+        step: &crate::backend::AdamStep,
+    ) -> Result<crate::backend::AdamUpdate<GpuTensor>> {
+        adam_step(self, p, g, m, v, step)
+    }
+}
+
+/// This family's shape rules, checked by the GPU launchers below and by the CPU backend alike.
+pub(crate) mod shape {
+    use crate::{Error, Result};
+
+    /// A parameter p and its gradient and moments, of one shape; steps count from 1.
+    pub(crate) fn adam(p: &[usize], g: &[usize], m: &[usize], v: &[usize], step: u64) -> Result<()> {
+        for (name, x) in [("g", g), ("m", m), ("v", v)] {
+            if x != p {
+                return Err(Error::shape("adam_step", format!("{name} {x:?} for a parameter {p:?}")));
+            }
+        }
+        if step == 0 {
+            return Err(Error::shape("adam_step", "steps count from 1"));
+        }
+        Ok(())
+    }
+}
 
 /// Invocations per workgroup of the StableAdamW moment kernel (a power of two; it handles
 /// `SUM_CHUNK` elements, like the flat sums that finish its partial sums).
@@ -136,7 +166,7 @@ fn stable_params_kernel<F: Float>(p: &[F], m: &[F], v: &[F], rms: &[F], p_out: &
 /// Hyper-parameters and bias corrections are computed on the host in f64.
 pub fn adam_step(gpu: &GpuBackend, p: &GpuTensor, g: &GpuTensor, m: &GpuTensor, v: &GpuTensor, s: &AdamStep) -> Result<AdamUpdate<GpuTensor>> {
     let op = "adam_step";
-    shapes::adam(&p.shape, &g.shape, &m.shape, &v.shape, s.step)?;
+    shape::adam(&p.shape, &g.shape, &m.shape, &v.shape, s.step)?;
     for (name, x) in [("g", g), ("m", m), ("v", v)] {
         if !x.same_layout(p) {
             return Err(Error::limit(op, format!("{name} is stored in {} row chunks, the parameter {:?} in {}", x.parts.len(), p.shape, p.parts.len())));

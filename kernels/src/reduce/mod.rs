@@ -11,12 +11,22 @@
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 
-use crate::backend::DType;
+use crate::backend::{DType, ReduceOps};
 use crate::gpu::tensor::{launch_float, GpuBackend, GpuTensor, ELEMWISE_UNITS};
 use crate::{Error, Result};
 
 #[cfg(all(feature = "testing", not(target_family = "wasm")))]
 mod tests;
+
+impl ReduceOps for GpuBackend {
+    fn sum_rows(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        sum_rows(self, x)
+    }
+
+    fn sum_squares(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        sum_squares(self, x)
+    }
+}
 
 /// Sum of s[0..CUBE_DIM] into s[0], visible to every unit after the call. CUBE_DIM must be a
 /// power of two. Every unit must call it (it holds barriers).

@@ -1,4 +1,4 @@
-use crate::backend::Backend;
+use crate::prelude::*;
 use crate::testing::{block_on, rand_vec};
 
 /// Column sums (bias gradients), Σx² whole and in row chunks, and the fills they start from

@@ -7,12 +7,41 @@
 
 use cubecl::prelude::*;
 
+use crate::backend::RopeOps;
 use crate::gpu::tensor::{launch_pair, GpuBackend, GpuSeqs, GpuTensor, ELEMWISE_UNITS};
-use crate::shapes;
 use crate::{Error, Result};
 
 #[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
 mod tests;
+
+impl RopeOps for GpuBackend {
+    fn rope(&self, qkv: &GpuTensor, seqs: &GpuSeqs, cos: &GpuTensor, sin: &GpuTensor, nh: usize) -> Result<GpuTensor> {
+        rope(self, qkv, seqs, cos, sin, nh)
+    }
+
+    fn rope_backward(&self, dqkv: &GpuTensor, seqs: &GpuSeqs, cos: &GpuTensor, sin: &GpuTensor, nh: usize) -> Result<GpuTensor> {
+        rope_backward(self, dqkv, seqs, cos, sin, nh)
+    }
+}
+
+/// This family's shape rules, checked by the GPU launchers below and by the CPU backend alike.
+pub(crate) mod shape {
+    use crate::shapes::{matrix, qkv};
+    use crate::{Error, Result};
+
+    /// RoPE on qkv [T, 3H] (an even head dim) with cos, sin [P, hd/2] → (T, H, head dim, P).
+    pub(crate) fn rope(op: &'static str, q: &[usize], nh: usize, tokens: usize, cos: &[usize], sin: &[usize]) -> Result<(usize, usize, usize, usize)> {
+        let (t, h, hd) = qkv(op, q, nh, tokens)?;
+        if hd == 0 || hd % 2 != 0 {
+            return Err(Error::shape(op, format!("qkv {q:?} with {nh} heads over {tokens} tokens")));
+        }
+        let (positions, half) = matrix(cos);
+        if half != hd / 2 || sin != cos {
+            return Err(Error::shape(op, format!("tables {cos:?} / {sin:?} for head dim {hd}")));
+        }
+        Ok((t, h, hd, positions))
+    }
+}
 
 /// cos and sin tables [positions, hd/2] for one RoPE base θ, in float32 as transformers computes
 /// them: inv_freq[j] = 1 / θ^(2j/hd), angle = p · inv_freq[j] (one f32 product), then cos/sin.
@@ -88,7 +117,7 @@ pub fn rope_backward(gpu: &GpuBackend, dqkv: &GpuTensor, seqs: &GpuSeqs, cos: &G
 
 #[allow(clippy::too_many_arguments)]
 fn rotate(gpu: &GpuBackend, op: &'static str, qkv: &GpuTensor, seqs: &GpuSeqs, cos: &GpuTensor, sin: &GpuTensor, nh: usize, inverse: bool) -> Result<GpuTensor> {
-    let (t, h, hd, p_max) = shapes::rope(op, &qkv.shape, nh, seqs.tokens, &cos.shape, &sin.shape)?;
+    let (t, h, hd, p_max) = shape::rope(op, &qkv.shape, nh, seqs.tokens, &cos.shape, &sin.shape)?;
     let (three_h, half) = (3 * h, hd / 2);
     if seqs.longest > p_max {
         return Err(Error::limit(op, format!("a sequence of {} tokens needs tables of that many positions, have {p_max}", seqs.longest)));

@@ -1,7 +1,8 @@
 #![cfg_attr(not(test), allow(dead_code, unused_imports))] // the WGSL exercise is built with `testing` alone
 
 use super::rope_tables;
-use crate::backend::{positions, Backend};
+use crate::backend::positions;
+use crate::prelude::*;
 use crate::reference;
 use crate::testing::{block_on, cu_seqlens, rand_vec};
 use crate::tolerance::{assert_close, KERNEL_F32};

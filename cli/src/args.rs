@@ -49,6 +49,13 @@ pub struct ModelArgs {
     /// fill-mask, info and deid default to the small models bundled in models/.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// Where a model runs: the device, weight and activation precision, CPU threads.
+#[derive(Args, Clone, Copy)]
+pub struct BackendArgs {
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub device: Device,
     /// Storage precision of the weights (arithmetic stays f32).
@@ -101,7 +108,7 @@ pub struct InputArgs {
     pub max_doc_bytes: usize,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone, Copy)]
 pub struct BatchArgs {
     /// Content tokens per window for documents longer than that (default: the model's context).
     #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, runtime::config::MAX_CONTEXT as u64))]
@@ -227,6 +234,14 @@ pub enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Serve models over HTTP to existing clients: text-embeddings-inference's routes (/embed,
+    /// /predict, /tokenize, /info, /health, /metrics), OpenAI's /v1/embeddings, Presidio's
+    /// /analyze, /anonymize and /supportedentities, and /deid. Requests from every client are
+    /// batched together per model.
+    #[command(
+        after_help = "Examples:\n  runtime-cli serve                                   # bundled clinical-small (embeddings) and deid-small (de-identification)\n  runtime-cli serve --model enc=DIR --model deid=DIR2 --port 8080\n  runtime-cli serve --host 0.0.0.0 --api-key-file key.txt   # other machines, with a key"
+    )]
+    Serve(ServeArgs),
     /// Serve the browser de-identification page (built by web/build.sh) on this machine, with a
     /// model folder as the page's default model. Notes pasted into the page stay in the browser.
     #[command(
@@ -292,4 +307,52 @@ pub enum Command {
 
 pub fn parse_gemm(s: &str) -> Result<kernels::linear::GemmPath, String> {
     kernels::linear::GemmPath::parse(s).ok_or_else(|| format!("unknown GEMM path {s:?}; expected auto, unit, cmma or double-cmma"))
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// A model folder to serve, optionally named (`NAME=DIR`; default name: the folder's name).
+    /// Repeat for several. Default: the bundled clinical-small and deid-small.
+    #[arg(long = "model", value_name = "[NAME=]DIR")]
+    pub models: Vec<String>,
+    /// The address to listen on: loopback unless another is asked for.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    /// How long a request may wait for others to share its batch (0: a batch takes what is
+    /// queued when the model is free, and nothing waits).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = in_range(0, 10_000))]
+    pub max_batch_wait_ms: usize,
+    /// Documents waiting per model, at most: beyond that a request is answered 429 with Retry-After.
+    #[arg(long, default_value_t = 4096, allow_negative_numbers = true, value_parser = in_range(1, 1 << 24))]
+    pub max_queue_docs: usize,
+    /// Largest request body, in bytes (413 beyond).
+    #[arg(long, default_value_t = 16 << 20, allow_negative_numbers = true, value_parser = in_range(1, 1 << 32))]
+    pub max_body_bytes: usize,
+    /// Most inputs in one request (413 beyond).
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = in_range(1, 1 << 20))]
+    pub max_inputs: usize,
+    /// Most tokens in one input (413 beyond); up to this, a long input is windowed like
+    /// `runtime-cli embed` does (or cut to one window with TEI's `truncate`).
+    #[arg(long, default_value_t = 1 << 17, allow_negative_numbers = true, value_parser = in_range(1, 1 << 26))]
+    pub max_input_tokens: usize,
+    /// A request not answered within this many milliseconds gets 503.
+    #[arg(long, default_value_t = 60_000, allow_negative_numbers = true, value_parser = in_range(1, 3_600_000))]
+    pub timeout_ms: usize,
+    /// On SIGTERM or Ctrl-C, how long requests in flight may take to finish.
+    #[arg(long, default_value_t = 30, allow_negative_numbers = true, value_parser = in_range(0, 3600))]
+    pub shutdown_timeout_s: usize,
+    /// A file holding the API key clients must send (`Authorization: Bearer KEY`); every route
+    /// but /health asks for it. A file, not a flag value, so the key stays out of `ps`.
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
+    /// De-identification's decision threshold: a word is PHI when P(PHI) ≥ this, as in
+    /// `runtime-cli deid`.
+    #[arg(long, default_value_t = runtime::deid::DEFAULT_THRESHOLD, allow_negative_numbers = true, value_parser = probability)]
+    pub threshold: f32,
 }

@@ -1,13 +1,14 @@
 //! `runtime-cli`: run ModernBERT-family models from Hugging Face folders. Thin: parse the
 //! arguments (`args.rs`), set up the device (`device.rs`), run the command (`commands/`) over
-//! the library; the output writers, the progress bar and the page's static server are this
-//! binary's own.
+//! the library; the output writers, the progress bar, the HTTP server (`serve/`) and the page's
+//! static server are this binary's own.
 
 mod args;
 mod commands;
 mod device;
 mod output;
 mod progress;
+mod serve;
 mod site;
 
 use std::process::ExitCode;
@@ -31,24 +32,28 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // An interrupted command leaves no temporary file behind (and no output: outputs appear
     // only when complete).
-    let _ = ctrlc::set_handler(|| {
-        output::remove_temporaries();
-        eprintln!("\ninterrupted");
-        std::process::exit(130);
-    });
+    // (`serve` handles SIGTERM and Ctrl-C itself: it finishes the requests in flight.)
+    if !matches!(cli.command, Command::Serve(_)) {
+        let _ = ctrlc::set_handler(|| {
+            output::remove_temporaries();
+            eprintln!("\ninterrupted");
+            std::process::exit(130);
+        });
+    }
     let result: Outcome = (|| match &cli.command {
         Command::Embed { docs, pooling, normalize, output } => {
-            on_backend!(docs.model, |be| embed::embed(&be, docs, *pooling, *normalize, output.as_deref()))
+            on_backend!(docs.model.backend, |be| embed::embed(&be, docs, *pooling, *normalize, output.as_deref()))
         }
-        Command::FillMask { text, model, top_k, json } => on_backend!(model, |be| fill_mask::fill_mask(&be, text, model, *top_k, *json)),
+        Command::FillMask { text, model, top_k, json } => on_backend!(model.backend, |be| fill_mask::fill_mask(&be, text, model, *top_k, *json)),
         Command::Deid { docs, threshold, surrogate, surrogate_key, output } => {
-            on_backend!(docs.model, |be| deid::deid(&be, docs, *threshold, *surrogate, surrogate_key.as_deref(), output.as_deref()))
+            on_backend!(docs.model.backend, |be| deid::deid(&be, docs, *threshold, *surrogate, surrogate_key.as_deref(), output.as_deref()))
         }
         Command::Classify { docs, pooling, output } => {
-            on_backend!(docs.model, |be| classify::classify(&be, docs, *pooling, output.as_deref()))
+            on_backend!(docs.model.backend, |be| classify::classify(&be, docs, *pooling, output.as_deref()))
         }
-        Command::Check { model, reference, tol } => on_backend!(model, |be| check::run_check(&be, &model.dir(None)?, reference, *tol)),
-        Command::Info { model } => on_backend!(model, |be| info::info(&be, &model.dir(Some(runtime::bundled::CLINICAL_SMALL))?)),
+        Command::Check { model, reference, tol } => on_backend!(model.backend, |be| check::run_check(&be, &model.dir(None)?, reference, *tol)),
+        Command::Info { model } => on_backend!(model.backend, |be| info::info(&be, &model.dir(Some(runtime::bundled::CLINICAL_SMALL))?)),
+        Command::Serve(args) => serve::serve(args),
         Command::ServeWeb { model, no_model, root, port, public } => {
             let model = match (model, no_model) {
                 (Some(m), _) => Some(m.clone()),

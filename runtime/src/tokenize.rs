@@ -83,6 +83,7 @@ impl Encoded {
 }
 
 /// A tokenizer with its special tokens resolved.
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     source: String,

@@ -127,6 +127,11 @@ fn routes_answer_what_the_cli_computes() {
     let v = floats(&one[0]);
     assert!((v.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-5);
     assert!(cosine(&v, &cli[0]) >= 0.99999);
+    let (_, short) = post(&server.url("/embed"), json!({"inputs": "x", "dimensions": 16}));
+    let short = floats(&short[0]);
+    assert_eq!(short.len(), 16);
+    assert!((short.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-5);
+    assert_eq!(post(&server.url("/embed"), json!({"inputs": "x", "dimensions": 0})).0, 422);
     // `/` is TEI's embedding route too, and tolerates huggingface_hub's extra keys.
     let (status, root) = post(&server.url("/"), json!({"inputs": [notes[0]], "parameters": {}, "truncate": null}));
     assert_eq!(status, 200, "{root}");
@@ -335,6 +340,19 @@ fn a_full_queue_answers_429_and_a_late_answer_503() {
     assert_eq!(s, 503, "{v}");
     assert!(started.elapsed() < Duration::from_millis(1900), "the deadline was not kept");
     assert_eq!(get(&server.url("/health")).0, 200);
+}
+
+#[test]
+fn a_client_that_disconnects_has_its_work_dropped() {
+    let server = Server::start(&["--max-batch-wait-ms", "1000"]);
+    let impatient: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_millis(200))).build().into();
+    assert!(impatient.post(&server.url("/embed")).send_json(json!({"inputs": "gone"})).is_err());
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, metrics) = get(&server.url("/metrics"));
+    assert!(!metrics.contains("serve_batch_documents_count{model=\"clinical-small\"}"), "the abandoned request was computed:\n{metrics}");
+    assert_eq!(post(&server.url("/embed"), json!({"inputs": "here"})).0, 200);
+    let (_, metrics) = get(&server.url("/metrics"));
+    assert!(metrics.contains("serve_batch_documents_count{model=\"clinical-small\"} 1"), "{metrics}");
 }
 
 #[test]

@@ -137,9 +137,15 @@ pub struct Usage {
     pub compute: Duration,
 }
 
-/// A JSON response with its usage attached for the log line.
+/// A JSON response with its usage attached for the log line, and TEI's timing headers
+/// (milliseconds): `x-queue-time`, `x-inference-time`, `x-compute-tokens`.
 pub fn answer(body: serde_json::Value, usage: Usage) -> Response {
     let mut r = axum::Json(body).into_response();
+    let h = r.headers_mut();
+    let ms = |d: Duration| HeaderValue::from(d.as_millis() as u64);
+    h.insert("x-queue-time", ms(usage.queue));
+    h.insert("x-inference-time", ms(usage.compute));
+    h.insert("x-compute-tokens", HeaderValue::from(usage.tokens as u64));
     r.extensions_mut().insert(usage);
     r
 }

@@ -204,10 +204,13 @@ async fn guard(State(state): State<api::State>, request: axum::extract::Request,
         }
         _ => next.run(request).await,
     };
+    let mut response = response;
+    response.headers_mut().insert("x-request-id", axum::http::HeaderValue::from(id));
     let usage = response.extensions().get::<Usage>().copied().unwrap_or_default();
     let status = response.status().as_u16();
     let total = start.elapsed();
     state.metrics.request(&route, status, total.as_secs_f64());
+    response.headers_mut().insert("x-total-time", axum::http::HeaderValue::from(total.as_millis() as u64));
     eprintln!(
         "request id={id} route={route} status={status} documents={} tokens={} queue_ms={:.1} compute_ms={:.1} total_ms={:.1}",
         usage.documents,

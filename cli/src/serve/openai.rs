@@ -36,13 +36,7 @@ pub async fn embeddings(State(state): State<super::api::State>, request: Request
         Some(other) => return Err(ApiError::field(STYLE, "encoding_format", format!("{other:?}: expected \"float\" or \"base64\""))),
     };
     let (texts, _) = req.input.into_vec();
-    let (rows, usage) = embed_values(&state, STYLE, req.model.as_deref(), texts, "input", Some(true), None).await?;
-    if let Some(d) = req.dimensions {
-        let width = rows.first().map_or(0, Vec::len);
-        if d != width {
-            return Err(ApiError::field(STYLE, "dimensions", format!("{d}: this model's embeddings have {width} dimensions and cannot be shortened")));
-        }
-    }
+    let (rows, usage) = embed_values(&state, STYLE, req.model.as_deref(), texts, "input", Some(true), None, req.dimensions).await?;
     let data: Vec<serde_json::Value> = rows
         .iter()
         .enumerate()

@@ -23,6 +23,9 @@ struct EmbedRequest {
     truncate: Option<bool>,
     #[serde(default)]
     truncation_direction: Option<String>,
+    /// Keep the first `dimensions` values (then normalise), as TEI does.
+    #[serde(default)]
+    dimensions: Option<usize>,
     /// TEI's extension for naming a model; accepted where several are loaded.
     #[serde(default)]
     model: Option<String>,
@@ -51,14 +54,24 @@ pub(super) async fn embed_values(
     field: &str,
     normalize_it: Option<bool>,
     cut: Option<(bool, bool)>,
+    dimensions: Option<usize>,
 ) -> Result<(Vec<Vec<f32>>, Usage), ApiError> {
     let served = choose(state, style, Needs::Embedder, model)?;
     let mut encs = tokenize_texts(state, style, &served.info, texts, field).await?;
     if let Some((true, from_left)) = cut {
         truncate(&mut encs, served.info.settings.window, from_left);
     }
+    let width = served.info.hidden_size;
+    if let Some(d) = dimensions {
+        if d == 0 || d > width {
+            return Err(ApiError::field(style, "dimensions", format!("{d}: expected 1 to {width} (the model's embedding size)")));
+        }
+    }
     let (done, usage) = run(state, style, served, Work::Embed, encs).await?;
     let mut rows = done.rows;
+    if let Some(d) = dimensions {
+        rows.iter_mut().for_each(|r| r.truncate(d));
+    }
     if normalize_it.unwrap_or(true) {
         rows.iter_mut().for_each(|r| normalize(r));
     }
@@ -78,7 +91,8 @@ pub async fn embed(State(state): State<super::api::State>, request: Request) -> 
     let (texts, _) = req.inputs.into_vec();
     let from_left = direction(req.truncation_direction.as_deref())?;
     let (rows, usage) =
-        embed_values(&state, STYLE, req.model.as_deref(), texts, "inputs", req.normalize, Some((req.truncate.unwrap_or(false), from_left))).await?;
+        embed_values(&state, STYLE, req.model.as_deref(), texts, "inputs", req.normalize, Some((req.truncate.unwrap_or(false), from_left)), req.dimensions)
+            .await?;
     Ok(answer(json!(rows), usage))
 }
 

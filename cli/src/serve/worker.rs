@@ -80,6 +80,7 @@ pub struct ModelInfo {
     pub name: String,
     pub dir: PathBuf,
     pub architecture: Option<Architecture>,
+    pub hidden_size: usize,
     pub labels: Vec<String>,
     pub problem_type: Option<String>,
     /// Token-classification labels read as a tagging scheme (de-identification).
@@ -221,6 +222,7 @@ fn serve_model<B: Backend>(
         name: name.clone(),
         dir: dir.clone(),
         architecture,
+        hidden_size: model.hidden_size(),
         labels: model.labels().to_vec(),
         problem_type: model.problem_type().map(str::to_string),
         scheme,

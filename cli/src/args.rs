@@ -331,6 +331,11 @@ pub struct ServeArgs {
     /// Documents waiting per model, at most: beyond that a request is answered 429 with Retry-After.
     #[arg(long, default_value_t = 4096, allow_negative_numbers = true, value_parser = in_range(1, 1 << 24))]
     pub max_queue_docs: usize,
+    /// The most work a model's queue holds, in milliseconds at the model's recent rate: a request
+    /// that would wait longer is answered 429 at once (clients retry; the server recovers its
+    /// full rate within about this long after a burst).
+    #[arg(long, default_value_t = 2000, allow_negative_numbers = true, value_parser = in_range(1, 3_600_000))]
+    pub max_queue_ms: usize,
     /// Largest request body, in bytes (413 beyond).
     #[arg(long, default_value_t = 16 << 20, allow_negative_numbers = true, value_parser = in_range(1, 1 << 32))]
     pub max_body_bytes: usize,

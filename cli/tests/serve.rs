@@ -24,7 +24,8 @@ struct Server {
 impl Server {
     fn start(args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_runtime-cli"))
-            .args(["serve", "--port", "0", "--device", "cpu"])
+            // A small token budget: each server warms up with a full batch at start.
+            .args(["serve", "--port", "0", "--device", "cpu", "--batch-tokens", "2048"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -262,13 +262,13 @@ pub async fn tokenize(state: &AppState, style: Style, model: &ModelInfo, texts: 
         let at = if texts.len() > 1 { format!("{field}[{i}]") } else { field.to_string() };
         return Err(ApiError::field(style, &at, "an empty input: expected text"));
     }
+    let small = texts.iter().map(String::len).sum::<usize>() <= 16 << 10;
     let tokenizer = model.tokenizer.clone();
-    let encs = tokio::task::spawn_blocking(move || {
-        texts.iter().map(|t| tokenizer.encode_plain_in_pieces(t, runtime::pipeline::TOKENIZE_PIECE_BYTES)).collect::<Result<Vec<_>, _>>()
-    })
-    .await
-    .map_err(|_| ApiError::internal(style, "tokenization failed"))?
-    .map_err(|e| ApiError::new(style, StatusCode::UNPROCESSABLE_ENTITY, format!("tokenization failed: {e}")))?;
+    let encode = move || texts.iter().map(|t| tokenizer.encode_plain_in_pieces(t, runtime::pipeline::TOKENIZE_PIECE_BYTES)).collect::<Result<Vec<_>, _>>();
+    // A short request is tokenized in place (tens of microseconds); a long one on the blocking
+    // pool, so that it does not hold up the connections sharing this thread.
+    let encs = if small { encode() } else { tokio::task::spawn_blocking(encode).await.map_err(|_| ApiError::internal(style, "tokenization failed"))? }
+        .map_err(|e| ApiError::new(style, StatusCode::UNPROCESSABLE_ENTITY, format!("tokenization failed: {e}")))?;
     let limit = state.limits.max_input_tokens;
     if let Some((i, e)) = encs.iter().enumerate().find(|(_, e)| e.len() > limit) {
         let at = if encs.len() > 1 { format!("{field}[{i}]") } else { field.to_string() };
@@ -290,9 +290,9 @@ pub async fn run(state: &AppState, style: Style, served: &Served, work: Work, en
     let (answer, wait) = tokio::sync::oneshot::channel();
     let now = Instant::now();
     let deadline = now + state.limits.timeout;
-    served.queue.submit(Job { work, encs, deadline, enqueued: now, answer }).map_err(|r| match r {
-        Refused::Full => ApiError {
-            retry_after: Some(1),
+    served.queue.submit(Job { work, encs, deadline, enqueued: now, answer }, state.limits.timeout).map_err(|r| match r {
+        Refused::Full { wait } => ApiError {
+            retry_after: Some(wait.as_secs().clamp(1, 60)),
             ..ApiError::new(style, StatusCode::TOO_MANY_REQUESTS, format!("model {} has its queue full; try again shortly", served.info.name))
         },
         Refused::Closed => ApiError::new(style, StatusCode::SERVICE_UNAVAILABLE, format!("model {} has stopped", served.info.name)),

@@ -8,7 +8,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,33 +106,75 @@ impl ModelInfo {
     }
 }
 
-/// A model's queue: the sending side, and how many documents wait in it.
+/// A model's queue: the sending side, what waits in it, and how fast the worker has been going.
 pub struct Queue {
     sender: SyncSender<Job>,
-    waiting: Arc<AtomicUsize>,
+    counts: Arc<Counts>,
     max_docs: usize,
+    max_time: Duration,
     /// Cleared when the worker stops.
     alive: Arc<AtomicBool>,
 }
 
+/// Shared by the queue's two sides.
+#[derive(Default)]
+struct Counts {
+    /// Documents and tokens waiting.
+    docs: AtomicUsize,
+    tokens: AtomicUsize,
+    /// The worker's recent rate, tokens per second (f64 bits; 0 until the first batch).
+    rate: AtomicU64,
+}
+
+impl Counts {
+    fn rate(&self) -> f64 {
+        f64::from_bits(self.rate.load(Ordering::Relaxed))
+    }
+    /// Fold a batch's rate into the estimate (an exponential average over the last few batches).
+    fn observe(&self, tokens: usize, seconds: f64) {
+        if seconds > 0.0 && tokens > 0 {
+            let now = tokens as f64 / seconds;
+            let old = self.rate();
+            let next = if old == 0.0 { now } else { 0.8 * old + 0.2 * now };
+            self.rate.store(next.to_bits(), Ordering::Relaxed);
+        }
+    }
+}
+
 pub enum Refused {
-    /// The queue is full: try again later.
-    Full,
+    /// The queue is full, or holds more than can be computed before this request's deadline:
+    /// try again after about `wait`.
+    Full { wait: Duration },
     /// The worker has stopped.
     Closed,
 }
 
 impl Queue {
-    pub fn submit(&self, job: Job) -> Result<(), Refused> {
+    /// Queue a job, or refuse it when the documents waiting would exceed the queue's size, or when
+    /// at the worker's recent rate the tokens ahead of it (and its own) would take longer than
+    /// the queue's time (`--max-queue-ms`) or half the request's time budget: a request that
+    /// would only time out is refused at once, and a burst leaves little work behind.
+    pub fn submit(&self, job: Job, budget: Duration) -> Result<(), Refused> {
         let docs = job.encs.len();
-        if self.waiting.fetch_add(docs, Ordering::SeqCst) + docs > self.max_docs {
-            self.waiting.fetch_sub(docs, Ordering::SeqCst);
-            return Err(Refused::Full);
+        let tokens = job.tokens();
+        let c = &self.counts;
+        let ahead = c.tokens.fetch_add(tokens, Ordering::SeqCst) + tokens;
+        let waiting = c.docs.fetch_add(docs, Ordering::SeqCst) + docs;
+        let rate = c.rate();
+        let wait = if rate > 0.0 { Duration::from_secs_f64(ahead as f64 / rate) } else { Duration::ZERO };
+        let undo = || {
+            c.docs.fetch_sub(docs, Ordering::SeqCst);
+            c.tokens.fetch_sub(tokens, Ordering::SeqCst);
+        };
+        // One request alone is always taken: it may be long, but nothing is ahead of it.
+        if waiting > self.max_docs || (waiting > docs && wait > self.max_time.min(budget / 2)) {
+            undo();
+            return Err(Refused::Full { wait });
         }
         self.sender.try_send(job).map_err(|e| {
-            self.waiting.fetch_sub(docs, Ordering::SeqCst);
+            undo();
             match e {
-                TrySendError::Full(_) => Refused::Full,
+                TrySendError::Full(_) => Refused::Full { wait },
                 TrySendError::Disconnected(_) => Refused::Closed,
             }
         })
@@ -147,7 +189,7 @@ impl Queue {
     }
     /// Documents waiting now.
     pub fn depth(&self) -> usize {
-        self.waiting.load(Ordering::SeqCst)
+        self.counts.docs.load(Ordering::SeqCst)
     }
 }
 
@@ -156,6 +198,8 @@ impl Queue {
 pub struct Batching {
     pub max_wait: Duration,
     pub max_queue_docs: usize,
+    /// The most work the queue holds, at the worker's recent rate.
+    pub max_queue_time: Duration,
 }
 
 /// Start the worker of the model in `dir`: load it on its own backend in its own thread, and
@@ -170,9 +214,9 @@ pub fn start(
 ) -> Result<(Arc<ModelInfo>, Queue), Failure> {
     // Room for every waiting document's request (each holds at least one).
     let (sender, receiver) = sync_channel::<Job>(batching.max_queue_docs);
-    let waiting = Arc::new(AtomicUsize::new(0));
+    let counts = Arc::new(Counts::default());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Arc<ModelInfo>, Failure>>();
-    let thread_waiting = waiting.clone();
+    let thread_counts = counts.clone();
     let alive = Arc::new(AtomicBool::new(true));
     let thread_alive = alive.clone();
     let thread_name = name.clone();
@@ -181,8 +225,8 @@ pub fn start(
         .spawn(move || {
             let run = || -> Result<(), Failure> {
                 match choose(backend.device, backend.dtype, backend.activations)? {
-                    Chosen::Cpu(be) => serve_model(&be, thread_name, dir, batch, batching, receiver, thread_waiting, &ready_tx, on_batch),
-                    Chosen::Gpu(be) => serve_model(&be, thread_name, dir, batch, batching, receiver, thread_waiting, &ready_tx, on_batch),
+                    Chosen::Cpu(be) => serve_model(&be, thread_name, dir, batch, batching, receiver, thread_counts.clone(), &ready_tx, on_batch.clone()),
+                    Chosen::Gpu(be) => serve_model(&be, thread_name, dir, batch, batching, receiver, thread_counts.clone(), &ready_tx, on_batch.clone()),
                 }
             };
             if let Err(e) = run() {
@@ -192,7 +236,7 @@ pub fn start(
         })
         .map_err(|e| Failure(format!("starting the worker of model {name}: {e}")))?;
     let info = ready_rx.recv().map_err(|_| Failure(format!("the worker of model {name} stopped while loading")))??;
-    Ok((info, Queue { sender, waiting, max_docs: batching.max_queue_docs, alive }))
+    Ok((info, Queue { sender, counts, max_docs: batching.max_queue_docs, max_time: batching.max_queue_time, alive }))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -203,7 +247,7 @@ fn serve_model<B: Backend>(
     batch: BatchArgs,
     batching: Batching,
     receiver: Receiver<Job>,
-    waiting: Arc<AtomicUsize>,
+    counts: Arc<Counts>,
     ready: &std::sync::mpsc::Sender<Result<Arc<ModelInfo>, Failure>>,
     on_batch: Arc<dyn Fn(BatchStats) + Send + Sync>,
 ) -> Result<(), Failure> {
@@ -233,6 +277,7 @@ fn serve_model<B: Backend>(
         device: crate::commands::device_name(be),
     });
     let pooling = info.pooling;
+    warm_up(&engine, architecture, &counts)?;
     let _ = ready.send(Ok(info));
 
     while let Ok(first) = receiver.recv() {
@@ -259,7 +304,8 @@ fn serve_model<B: Backend>(
             tokens += j.tokens();
             jobs.push(j);
         }
-        waiting.fetch_sub(jobs.iter().map(|j| j.encs.len()).sum(), Ordering::SeqCst);
+        counts.docs.fetch_sub(jobs.iter().map(|j| j.encs.len()).sum(), Ordering::SeqCst);
+        counts.tokens.fetch_sub(jobs.iter().map(Job::tokens).sum(), Ordering::SeqCst);
 
         let now = Instant::now();
         let mut live = Vec::with_capacity(jobs.len());
@@ -279,13 +325,43 @@ fn serve_model<B: Backend>(
             if group.is_empty() {
                 continue;
             }
-            run_group(&engine, &name, work, pooling, group, &on_batch);
+            let (tokens, seconds) = run_group(&engine, &name, work, pooling, group, &on_batch);
+            counts.observe(tokens, seconds);
         }
     }
     Ok(())
 }
 
-/// Run one kind of work for a group of requests as one set of batches, and answer each.
+/// Run one batch as large as the token budget allows before taking requests, as TEI does: the
+/// memory a full batch needs is taken now (so a burst of load later does not raise it), a
+/// model that cannot run a full batch fails at start rather than on a request, and the queue
+/// starts with a measured rate.
+fn warm_up<B: Backend>(engine: &runtime::pipeline::Engine<B>, architecture: Option<Architecture>, counts: &Counts) -> Result<(), Failure> {
+    let s = engine.settings;
+    let unk = engine.tokenizer.specials.unk.unwrap_or(engine.tokenizer.specials.sep);
+    let window = runtime::tokenize::Encoded {
+        ids: vec![unk; s.window],
+        type_ids: vec![0; s.window],
+        offsets: vec![(0, 0); s.window],
+        special: vec![false; s.window],
+        words: (0..s.window as u32).map(Some).collect(),
+    };
+    let n = (s.batch_tokens / (s.window + 2)).max(1);
+    let encs = vec![window; n];
+    let start = Instant::now();
+    let mut quiet = |_| {};
+    let done = match architecture {
+        Some(Architecture::TokenClassification) => kernels::block_on(engine.token_probabilities(&encs, &mut quiet)).map(|_| ()),
+        Some(Architecture::SequenceClassification) => kernels::block_on(engine.sequence_logits(&encs, None, &mut quiet)).map(|_| ()),
+        _ => kernels::block_on(engine.embed(&encs, Pooling::Mean, false, &mut quiet)).map(|_| ()),
+    };
+    done.map_err(|e| Failure(format!("warming up with a full batch of {} tokens: {e} (lower --batch-tokens)", n * (s.window + 2))))?;
+    counts.observe(n * (s.window + 2), start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Run one kind of work for a group of requests as one set of batches, and answer each. Returns
+/// the tokens computed and the seconds it took.
 fn run_group<B: Backend>(
     engine: &runtime::pipeline::Engine<B>,
     name: &str,
@@ -293,7 +369,7 @@ fn run_group<B: Backend>(
     pooling: Pooling,
     group: Vec<Job>,
     on_batch: &Arc<dyn Fn(BatchStats) + Send + Sync>,
-) {
+) -> (usize, f64) {
     let start = Instant::now();
     let encs: Vec<Encoded> = group.iter().flat_map(|j| j.encs.iter().cloned()).collect();
     let tokens: usize = group.iter().map(Job::tokens).sum();
@@ -309,6 +385,7 @@ fn run_group<B: Backend>(
     }));
     let compute = start.elapsed();
     on_batch(BatchStats { model: name.to_string(), requests: group.len(), documents: encs.len(), tokens, seconds: compute.as_secs_f64() });
+    let measured = (tokens, compute.as_secs_f64());
     match result {
         Ok(Ok(rows)) => {
             // Answer in order, each request its own rows.
@@ -335,4 +412,5 @@ fn run_group<B: Backend>(
             }
         }
     }
+    measured
 }

@@ -333,7 +333,8 @@ def main():
         f"- 1 client: median of (latency seen by the client / the request's own compute time in the server) = {one['alone']:.2f} (goal ≤ 1.2); "
         f"inside the server (arrival to answer, without the client's own HTTP and JSON work) {one['alone_server']:.2f}." if one else "",
         f"- Overload at 4× the measured capacity for long notes (eight sections each, {long_capacity:.1f} per second with 64 clients), {4 * long_capacity:.0f} requests/s for {args.overload_s} s: statuses {codes}; "
-        f"RSS peak {max(rss):.0f} MiB against {steady:.0f} steady ({(max(rss) / steady - 1) * 100:+.1f}%, goal within 10%); "
+        f"RSS peak {max(rss):.0f} MiB: {(max(rss) / steady - 1) * 100:+.1f}% against the {steady:.0f} MiB before it, "
+        f"{(max(rss) / max(soak_rss or [steady]) - 1) * 100:+.1f}% against the {max(soak_rss or [steady]):.0f} MiB the server holds through the soak below (goal within 10% of the steady value); "
         f"back to ≥ 0.9× the 64-client rate {('within %.1f s' % recovered) if recovered is not None else 'not within 30 s'} after the load dropped (goal 5 s).",
         f"- Soak: {soak_n} requests in {soak_t:.0f} s, statuses {soak_codes}; RSS after the first minute {min(soak_rss or [0]):.0f}–{max(soak_rss or [0]):.0f} MiB "
         f"({flat:.1f}% spread, goal within 5%).",

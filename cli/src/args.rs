@@ -353,9 +353,13 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 30, allow_negative_numbers = true, value_parser = in_range(0, 3600))]
     pub shutdown_timeout_s: usize,
     /// A file holding the API key clients must send (`Authorization: Bearer KEY`); every route
-    /// but /health asks for it. A file, not a flag value, so the key stays out of `ps`.
-    #[arg(long)]
+    /// but /health asks for it. Prefer it to --api-key: a file keeps the key out of `ps`.
+    #[arg(long, conflicts_with = "api_key")]
     pub api_key_file: Option<PathBuf>,
+    /// The API key itself, as TEI's flag takes it (visible to other users in the process list;
+    /// --api-key-file is safer).
+    #[arg(long)]
+    pub api_key: Option<String>,
     /// De-identification's decision threshold: a word is PHI when P(PHI) ≥ this, as in
     /// `runtime-cli deid`.
     #[arg(long, default_value_t = runtime::deid::DEFAULT_THRESHOLD, allow_negative_numbers = true, value_parser = probability)]

@@ -230,6 +230,7 @@ fn routes_answer_what_the_cli_computes() {
     let (_, metrics) = get(&server.url("/metrics"));
     assert!(metrics.contains("serve_requests_total{route=\"/embed\",status=\"200\"}"), "{metrics}");
     assert!(metrics.contains("serve_batch_tokens_bucket"), "{metrics}");
+    assert!(metrics.contains("serve_compute_tokens_per_second{model=\"clinical-small\"}"), "{metrics}");
     assert!(metrics.contains("serve_queue_documents{model=\"deid-small\"} 0"), "{metrics}");
 
     // No note text ever reaches the log; every request has its line.
@@ -370,6 +371,11 @@ fn an_api_key_guards_every_route_but_health() {
     assert_eq!(s, 200);
     assert_eq!(get(&server.url("/health")).0, 200);
     assert_eq!(get(&server.url("/metrics")).0, 401);
+    drop(server);
+    // TEI's flag, the key given on the command line.
+    let server = Server::start(&["--api-key", "k-on-the-line"]);
+    assert_eq!(post_raw(&server.url("/embed"), br#"{"inputs": "x"}"#, &[]).0, 401);
+    assert_eq!(post_raw(&server.url("/embed"), br#"{"inputs": "x"}"#, &[("authorization", "Bearer k-on-the-line")]).0, 200);
 }
 
 #[cfg(unix)]

@@ -1,6 +1,7 @@
 //! `/metrics`: request counts by route and status, latency histograms by route, queue depth per
-//! model, batch sizes in requests, documents and tokens, and tokens processed (whose rate is the
-//! tokens/s), in the OpenMetrics text format Prometheus scrapes (prometheus-client).
+//! model, batch sizes in requests, documents and tokens, tokens processed (whose rate is the
+//! throughput in tokens/s) and each model's recent compute rate, in the OpenMetrics text format
+//! Prometheus scrapes (prometheus-client).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -32,6 +33,7 @@ pub struct Metrics {
     requests: Family<RouteStatus, Counter>,
     latency: Family<Route, Histogram>,
     queue_depth: Family<ModelLabel, Gauge>,
+    rate: Family<ModelLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     batch_requests: Family<ModelLabel, Histogram>,
     batch_documents: Family<ModelLabel, Histogram>,
     batch_tokens: Family<ModelLabel, Histogram>,
@@ -48,6 +50,8 @@ impl Default for Metrics {
         registry.register("request_duration_seconds", "Time from a request's arrival to its answer, by route", latency.clone());
         let queue_depth = Family::<ModelLabel, Gauge>::default();
         registry.register("queue_documents", "Documents waiting in a model's queue", queue_depth.clone());
+        let rate = Family::<ModelLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register("compute_tokens_per_second", "A model's recent compute rate (an average over its last batches), tokens per second", rate.clone());
         let sizes = || Histogram::new(exponential_buckets(1.0, 2.0, 14));
         let batch_requests = Family::<ModelLabel, Histogram>::new_with_constructor(sizes);
         registry.register("batch_requests", "Requests per batch", batch_requests.clone());
@@ -59,7 +63,7 @@ impl Default for Metrics {
         registry.register("batch_duration_seconds", "Compute time per batch", batch_seconds.clone());
         let tokens = Family::<ModelLabel, Counter>::default();
         registry.register("tokens", "Tokens computed; its rate is the tokens per second", tokens.clone());
-        Metrics { registry, requests, latency, queue_depth, batch_requests, batch_documents, batch_tokens, batch_seconds, tokens }
+        Metrics { registry, requests, latency, queue_depth, rate, batch_requests, batch_documents, batch_tokens, batch_seconds, tokens }
     }
 }
 
@@ -78,10 +82,12 @@ impl Metrics {
         self.tokens.get_or_create(&m).inc_by(b.tokens as u64);
     }
 
-    /// The text exposition, with each model's queue depth as of now.
-    pub fn render(&self, depths: &[(String, usize)]) -> String {
-        for (model, depth) in depths {
-            self.queue_depth.get_or_create(&ModelLabel { model: model.clone() }).set(*depth as i64);
+    /// The text exposition, with each model's queue depth and compute rate as of now.
+    pub fn render(&self, models: &[(String, usize, f64)]) -> String {
+        for (model, depth, rate) in models {
+            let m = ModelLabel { model: model.clone() };
+            self.queue_depth.get_or_create(&m).set(*depth as i64);
+            self.rate.get_or_create(&m).set(*rate);
         }
         let mut out = String::new();
         // Writing to a String cannot fail.

@@ -95,7 +95,12 @@ fn few_arenas() {
 pub fn serve(args: &ServeArgs) -> Result<bool, Failure> {
     few_arenas();
     crate::device::set_threads(args.backend.threads)?;
-    let api_key = args.api_key_file.as_deref().map(read_api_key).transpose()?;
+    let api_key = match (&args.api_key, &args.api_key_file) {
+        (Some(k), _) if k.trim().is_empty() => return Err(Failure("--api-key: the key is empty".into())),
+        (Some(k), _) => Some(k.trim().to_string()),
+        (None, Some(path)) => Some(read_api_key(path)?),
+        (None, None) => None,
+    };
     let metrics = Arc::new(Metrics::default());
     let batching = Batching {
         max_wait: Duration::from_millis(args.max_batch_wait_ms as u64),
@@ -260,7 +265,7 @@ async fn health(State(state): State<api::State>) -> Response {
 }
 
 async fn metrics_text(State(state): State<api::State>) -> Response {
-    let depths: Vec<(String, usize)> = state.models.iter().map(|m| (m.info.name.clone(), m.queue.depth())).collect();
+    let depths: Vec<(String, usize, f64)> = state.models.iter().map(|m| (m.info.name.clone(), m.queue.depth(), m.queue.rate())).collect();
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render(&depths)).into_response()
 }
 

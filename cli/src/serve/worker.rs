@@ -187,6 +187,10 @@ impl Queue {
     pub fn is_open(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
     }
+    /// The model's recent compute rate, tokens per second.
+    pub fn rate(&self) -> f64 {
+        self.counts.rate()
+    }
     /// Documents waiting now.
     pub fn depth(&self) -> usize {
         self.counts.docs.load(Ordering::SeqCst)

@@ -39,11 +39,12 @@ def start(binary):
                 base["url"] = line.split("listening on ", 1)[1].strip()
                 ready.set()
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     if not ready.wait(120):
         proc.kill()
         sys.exit("the server did not start:\n" + "".join(log))
-    return proc, base["url"], log
+    return proc, base["url"], log, reader
 
 
 def cosine(a, b):
@@ -53,7 +54,7 @@ def cosine(a, b):
 
 def main():
     binary = sys.argv[1]
-    proc, base, log = start(binary)
+    proc, base, log, reader = start(binary)
     checks = 0
     try:
         direct = requests.post(f"{base}/embed", json={"inputs": [NOTE]}, timeout=60)
@@ -102,7 +103,7 @@ def main():
             json={"text": text, "language": "en", "entities": ["DATE_TIME"], "score_threshold": 0.4},
             timeout=60,
         )
-        assert all(x["entity_type"] == "DATE_TIME" for x in r.json()), r.text
+        assert r.json() and all(x["entity_type"] == "DATE_TIME" for x in r.json()), r.text
         checks += 1
         body = {
             "text": "hello world, my name is Jane Doe. My number is: 034453334",
@@ -148,6 +149,7 @@ def main():
     finally:
         proc.terminate()
         proc.wait(60)
+        reader.join(10)  # every line read before the log is checked
     text_log = "".join(log)
     leaked = [s for s in SECRETS if s in text_log]
     assert not leaked, f"note text in the server's log: {leaked}"

@@ -336,6 +336,10 @@ pub struct ServeArgs {
     /// full rate within about this long after a burst).
     #[arg(long, default_value_t = 2000, allow_negative_numbers = true, value_parser = in_range(1, 3_600_000))]
     pub max_queue_ms: usize,
+    /// Requests in the server at once, at most (429 beyond, as TEI's flag of the same name):
+    /// with the body limit, this bounds the memory requests can hold.
+    #[arg(long, default_value_t = 512, allow_negative_numbers = true, value_parser = in_range(1, 1 << 20))]
+    pub max_concurrent_requests: usize,
     /// Largest request body, in bytes (413 beyond).
     #[arg(long, default_value_t = 16 << 20, allow_negative_numbers = true, value_parser = in_range(1, 1 << 32))]
     pub max_body_bytes: usize,
@@ -360,6 +364,11 @@ pub struct ServeArgs {
     /// --api-key-file is safer).
     #[arg(long)]
     pub api_key: Option<String>,
+    /// The key of `/deid`'s surrogates (`"surrogate": true`), as `runtime-cli deid
+    /// --surrogate-key` takes it (at least 16 secret bytes); default: a fresh random key per
+    /// server run, so the same original gets the same surrogate until the server restarts.
+    #[arg(long)]
+    pub surrogate_key: Option<PathBuf>,
     /// De-identification's decision threshold: a word is PHI when P(PHI) ≥ this, as in
     /// `runtime-cli deid`.
     #[arg(long, default_value_t = runtime::deid::DEFAULT_THRESHOLD, allow_negative_numbers = true, value_parser = probability)]

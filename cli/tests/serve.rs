@@ -108,7 +108,10 @@ fn notes() -> Vec<String> {
 
 #[test]
 fn routes_answer_what_the_cli_computes() {
-    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("deid.key");
+    std::fs::write(&key, b"0123456789abcdef0123456789abcdef").unwrap();
+    let server = Server::start(&["--surrogate-key", key.to_str().unwrap()]);
     let notes = notes();
     let notes_path = repo().join("examples/notes.jsonl");
     let notes_arg = notes_path.to_str().unwrap();
@@ -156,10 +159,22 @@ fn routes_answer_what_the_cli_computes() {
     let cli_deid = jsonl(&cli_deid);
     let (status, deid) = post(&server.url("/deid"), json!({"text": notes}));
     assert_eq!(status, 200, "{deid}");
+    assert_eq!(deid.as_array().unwrap().len(), cli_deid.len());
+    assert!(cli_deid.iter().any(|c| !c["spans"].as_array().unwrap().is_empty()), "the notes have PHI to find");
     for (s, c) in deid.as_array().unwrap().iter().zip(&cli_deid) {
         assert_eq!(s["redacted"], c["redacted"]);
         let key = |v: &Value| v["spans"].as_array().unwrap().iter().map(|x| (x["start"].clone(), x["end"].clone(), x["label"].clone())).collect::<Vec<_>>();
         assert_eq!(key(s), key(c));
+    }
+
+    // Surrogates under a kept key: `runtime-cli deid --surrogate-key` gives the same text.
+    let (cli_sur, _) = ok(&["deid", notes_arg, "--device", "cpu", "--surrogate-key", key.to_str().unwrap()]);
+    let (status, sur) = post(&server.url("/deid"), json!({"text": notes, "surrogate": true}));
+    assert_eq!(status, 200, "{sur}");
+    assert_eq!(sur.as_array().unwrap().len(), notes.len());
+    assert!(sur.as_array().unwrap().iter().zip(deid.as_array().unwrap()).any(|(s, p)| s["redacted"] != p["redacted"]), "surrogates, not placeholders");
+    for (s, c) in sur.as_array().unwrap().iter().zip(jsonl(&cli_sur)) {
+        assert_eq!(s["redacted"], c["redacted"]);
     }
 
     // Presidio /analyze: code-point offsets, Presidio's names, entity filter and threshold.
@@ -177,7 +192,8 @@ fn routes_answer_what_the_cli_computes() {
     assert!(names.contains(&("PERSON".into(), "José Núñez".into())), "{names:?}");
     assert!(names.iter().any(|(e, p)| e == "DATE_TIME" && p == "03/14/2021"), "{names:?}");
     let (_, only) = post(&server.url("/analyze"), json!({"text": text, "language": "en", "entities": ["DATE_TIME"], "score_threshold": 0.5}));
-    assert!(only.as_array().unwrap().iter().all(|r| r["entity_type"] == "DATE_TIME" && r["score"].as_f64().unwrap() >= 0.5), "{only}");
+    let only = only.as_array().unwrap();
+    assert!(!only.is_empty() && only.iter().all(|r| r["entity_type"] == "DATE_TIME" && r["score"].as_f64().unwrap() >= 0.5), "{only:?}");
     let (_, supported) = get(&server.url("/supportedentities?language=en"));
     let supported: Vec<String> = serde_json::from_str(&supported).unwrap();
     for e in ["PERSON", "DATE_TIME", "LOCATION", "PHONE_NUMBER", "EMAIL_ADDRESS", "US_SSN"] {
@@ -200,7 +216,11 @@ fn routes_answer_what_the_cli_computes() {
     assert_eq!(status, 200, "{anon}");
     assert_eq!(anon["text"], "Ça va, <NAME>? Call 555-201-**** 😀 or mail ");
     let out: Vec<char> = anon["text"].as_str().unwrap().chars().collect();
-    for item in anon["items"].as_array().unwrap() {
+    let items = anon["items"].as_array().unwrap();
+    // Presidio lists them from the end of the text back, with the operator that made each.
+    let ops: Vec<&str> = items.iter().map(|i| i["operator"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["redact", "mask", "replace"]);
+    for item in items {
         let (s, e) = (item["start"].as_u64().unwrap() as usize, item["end"].as_u64().unwrap() as usize);
         assert_eq!(out[s..e].iter().collect::<String>(), item["text"].as_str().unwrap());
     }
@@ -211,6 +231,17 @@ fn routes_answer_what_the_cli_computes() {
     );
     // sha256("José" + salt), computed independently by Python's hashlib.
     assert_eq!(hashed["text"], "2b42086e3c1f6e25fb49fc99d842dc3437d9c87064d8e899088d00ef9a862ea1");
+    // Presidio's conflict rules: one type apart by spaces merges, by a newline does not; a result
+    // inside another goes; `keep` keeps.
+    let results = json!([
+        {"start": 0, "end": 3, "entity_type": "PERSON", "score": 0.9},
+        {"start": 4, "end": 7, "entity_type": "PERSON", "score": 0.9},
+        {"start": 8, "end": 11, "entity_type": "PERSON", "score": 0.9},
+        {"start": 8, "end": 10, "entity_type": "LOCATION", "score": 0.9},
+        {"start": 12, "end": 14, "entity_type": "ID", "score": 0.9}
+    ]);
+    let (_, merged) = post(&server.url("/anonymize"), json!({"text": "Ann Lee\nBob 42", "analyzer_results": results, "anonymizers": {"ID": {"type": "keep"}}}));
+    assert_eq!(merged["text"], "<PERSON>\n<PERSON> 42", "{merged}");
     // Default: replace with <ENTITY_TYPE>.
     let (_, plain) =
         post(&server.url("/anonymize"), json!({"text": "Mr Smith", "analyzer_results": [{"start": 3, "end": 8, "entity_type": "PERSON", "score": 0.8}]}));
@@ -233,9 +264,12 @@ fn routes_answer_what_the_cli_computes() {
     assert!(metrics.contains("serve_compute_tokens_per_second{model=\"clinical-small\"}"), "{metrics}");
     assert!(metrics.contains("serve_queue_documents{model=\"deid-small\"} 0"), "{metrics}");
 
-    // No note text ever reaches the log; every request has its line.
+    // No note text ever reaches the log; every request has its line (the last ones read first).
+    assert_eq!(get(&server.url("/health")).0, 200);
+    std::thread::sleep(Duration::from_millis(300));
     let log = server.log();
-    for secret in ["José", "Núñez", "555-201-7788", &notes[0][..40]] {
+    let opening: String = notes[0].chars().take(40).collect();
+    for secret in ["José", "Núñez", "555-201-7788", opening.as_str()] {
         assert!(!log.contains(secret), "note text in the log:\n{log}");
     }
     assert!(log.contains("route=/embed status=200 documents="), "{log}");
@@ -252,8 +286,8 @@ fn bad_requests_are_refused_with_the_field_named_and_the_server_goes_on() {
         (b"{\"inputs\": 5}", 422, "inputs"),
         (b"{\"inputs\": [\"a\", 7]}", 422, "item 1"),
         (b"{\"nothing\": 1}", 422, "inputs"),
-        (b"{\"inputs\": \"\"}", 422, "empty"),
-        (b"{\"inputs\": [\"a\", \"  \"]}", 422, "inputs[1]"),
+        (b"{\"inputs\": \"\"}", 400, "empty"),
+        (b"{\"inputs\": [\"a\", \"  \"]}", 400, "inputs[1]"),
         (b"{\"inputs\": [\"a\", \"b\", \"c\", \"d\"]}", 413, "--max-inputs"),
         (b"{\"inputs\": \"x\", \"truncation_direction\": \"Up\"}", 422, "truncation_direction"),
     ];
@@ -295,10 +329,17 @@ fn bad_requests_are_refused_with_the_field_named_and_the_server_goes_on() {
     let (s, v) = post(&server.url("/predict"), json!({"inputs": "x"}));
     assert_eq!(s, 404, "{v}");
     assert!(v["error"].as_str().unwrap().contains("sequence-classification"), "{v}");
+    // A route asked with the wrong method.
+    let (s, body) = get(&server.url("/embed"));
+    assert_eq!(s, 405, "{body}");
+    assert!(body.contains("error"), "{body}");
     // Still healthy, and still answering.
     assert_eq!(get(&server.url("/health")).0, 200);
     assert_eq!(post(&embed, json!({"inputs": "still here"})).0, 200);
-    assert!(!server.log().contains("panicked"));
+    std::thread::sleep(Duration::from_millis(300));
+    let log = server.log();
+    assert!(!log.contains("panic"), "{log}");
+    assert!(!log.contains("\u{fffe}") && !log.contains("word word"), "request text in the log:\n{log}");
 }
 
 #[test]
@@ -333,6 +374,20 @@ fn a_full_queue_answers_429_and_a_late_answer_503() {
     assert_eq!(s, 429, "{v}");
     assert_eq!(v["error_type"], "Overloaded");
     assert!(retry.is_some());
+    assert_eq!(first.join().unwrap().0, 200);
+    drop(server);
+
+    // The same with the server's limit on requests at once.
+    let server = Server::start(&["--max-concurrent-requests", "1", "--max-batch-wait-ms", "1500"]);
+    let url = server.url("/embed");
+    let first = {
+        let url = url.clone();
+        std::thread::spawn(move || post(&url, json!({"inputs": "first"})))
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    let (s, v, retry) = post_raw(&url, json!({"inputs": "second"}).to_string().as_bytes(), &[]);
+    assert_eq!((s, retry.is_some()), (429, true), "{v}");
+    assert_eq!(get(&server.url("/health")).0, 200, "health answers when the server is full");
     assert_eq!(first.join().unwrap().0, 200);
     drop(server);
 

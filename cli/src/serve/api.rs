@@ -31,10 +31,15 @@ pub struct Limits {
 
 pub struct AppState {
     pub models: Vec<Served>,
+    /// One permit per request in the server (`--max-concurrent-requests`).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    pub in_flight_limit: usize,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub api_key: Option<String>,
     pub threshold: f32,
+    /// `/deid`'s surrogates, under the server's key.
+    pub surrogates: runtime::deid::Surrogates,
 }
 
 pub type State = Arc<AppState>;
@@ -92,8 +97,7 @@ impl ApiError {
             StatusCode::TOO_MANY_REQUESTS => "Overloaded",
             StatusCode::SERVICE_UNAVAILABLE => "Unhealthy",
             StatusCode::INTERNAL_SERVER_ERROR => "Backend",
-            StatusCode::BAD_REQUEST if self.field.is_none() => "Validation",
-            _ if self.message.contains("empty") => "Empty",
+            StatusCode::BAD_REQUEST if self.field.is_some() => "Empty",
             _ => "Validation",
         }
     }
@@ -154,9 +158,18 @@ pub fn answer(body: serde_json::Value, usage: Usage) -> Response {
 /// not fit (422) or saying where the JSON is malformed (400).
 pub async fn parse<T: DeserializeOwned>(state: &AppState, style: Style, body: Body) -> Result<T, ApiError> {
     let limit = state.limits.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(style, StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than the server's limit of {limit} bytes (--max-body-bytes)"))
-    })?;
+    // A body that arrives too slowly holds its place no longer than a request may take.
+    let bytes = match tokio::time::timeout(state.limits.timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => return Err(ApiError::new(style, StatusCode::REQUEST_TIMEOUT, "the request body did not arrive within the server's deadline (--timeout-ms)")),
+        Ok(Err(_)) => {
+            return Err(ApiError::new(
+                style,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than the server's limit of {limit} bytes (--max-body-bytes)"),
+            ))
+        }
+        Ok(Ok(b)) => b,
+    };
     if bytes.is_empty() {
         return Err(ApiError::new(style, StatusCode::BAD_REQUEST, "the request has no body: expected a JSON object"));
     }
@@ -248,8 +261,9 @@ pub fn kind_of(m: &ModelInfo) -> &'static str {
 /// Tokenize the inputs on the blocking pool (without special tokens, like the CLI: windows add
 /// them), checking the per-input token limit. `field` names the inputs in messages.
 pub async fn tokenize(state: &AppState, style: Style, model: &ModelInfo, texts: Vec<String>, field: &str) -> Result<Vec<Encoded>, ApiError> {
+    let empty = |at: &str, what: &str| ApiError { status: StatusCode::BAD_REQUEST, ..ApiError::field(style, at, what) };
     if texts.is_empty() {
-        return Err(ApiError::field(style, field, "no inputs: expected a non-empty string or a non-empty list of strings"));
+        return Err(empty(field, "no inputs: expected a non-empty string or a non-empty list of strings"));
     }
     if texts.len() > state.limits.max_inputs {
         return Err(ApiError::too_large(
@@ -260,7 +274,7 @@ pub async fn tokenize(state: &AppState, style: Style, model: &ModelInfo, texts: 
     }
     if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
         let at = if texts.len() > 1 { format!("{field}[{i}]") } else { field.to_string() };
-        return Err(ApiError::field(style, &at, "an empty input: expected text"));
+        return Err(empty(&at, "an empty input: expected text"));
     }
     let small = texts.iter().map(String::len).sum::<usize>() <= 16 << 10;
     let tokenizer = model.tokenizer.clone();
@@ -287,6 +301,13 @@ pub async fn tokenize(state: &AppState, style: Style, model: &ModelInfo, texts: 
 pub async fn run(state: &AppState, style: Style, served: &Served, work: Work, encs: Vec<Encoded>) -> Result<(Done, Usage), ApiError> {
     let tokens = encs.iter().map(|e| e.len()).sum();
     let documents = encs.len();
+    if documents > served.queue.capacity() {
+        return Err(ApiError::too_large(
+            style,
+            "inputs",
+            format!("{documents} inputs, more than model {}'s whole queue holds ({}, --max-queue-docs)", served.info.name, served.queue.capacity()),
+        ));
+    }
     let (answer, wait) = tokio::sync::oneshot::channel();
     let now = Instant::now();
     let deadline = now + state.limits.timeout;

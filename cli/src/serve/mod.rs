@@ -92,8 +92,18 @@ fn few_arenas() {
     }
 }
 
+/// A panic prints where it happened, never its message: a message can quote the text a request
+/// carried (a failed string slice shows the string).
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map_or_else(|| "an unknown place".to_string(), |l| format!("{}:{}", l.file(), l.line()));
+        eprintln!("internal error (a panic) at {at}; its message is withheld as it may quote request text");
+    }));
+}
+
 pub fn serve(args: &ServeArgs) -> Result<bool, Failure> {
     few_arenas();
+    quiet_panics();
     crate::device::set_threads(args.backend.threads)?;
     let api_key = match (&args.api_key, &args.api_key_file) {
         (Some(k), _) if k.trim().is_empty() => return Err(Failure("--api-key: the key is empty".into())),
@@ -128,7 +138,25 @@ pub fn serve(args: &ServeArgs) -> Result<bool, Failure> {
         max_input_tokens: args.max_input_tokens,
         timeout: Duration::from_millis(args.timeout_ms as u64),
     };
-    let state = Arc::new(AppState { models, limits, metrics, api_key, threshold: args.threshold });
+    let key = match &args.surrogate_key {
+        Some(path) => {
+            let bytes = runtime::files::read_limited(path, 1 << 20, "a surrogate key file")?;
+            runtime::deid::SurrogateKey::from_file_bytes(&path.display().to_string(), &bytes)?
+        }
+        None => runtime::deid::SurrogateKey::random()?,
+    };
+    let surrogates = runtime::deid::Surrogates::new(key);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(args.max_concurrent_requests));
+    let state = Arc::new(AppState {
+        models,
+        in_flight,
+        in_flight_limit: args.max_concurrent_requests,
+        limits,
+        metrics,
+        api_key,
+        threshold: args.threshold,
+        surrogates,
+    });
     let addr = SocketAddr::new(args.host, args.port);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| Failure(format!("starting the server: {e}")))?;
@@ -156,6 +184,7 @@ fn router(state: api::State) -> Router {
         // this project's own
         .route("/deid", post(presidio::deid))
         .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -189,7 +218,10 @@ async fn run(state: api::State, addr: SocketAddr, grace: Duration) -> Result<(),
 
 async fn shutdown_signal() {
     let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+        // Without a handler, never fire (rather than stop at once).
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     };
     #[cfg(unix)]
     let term = async {
@@ -229,7 +261,20 @@ async fn guard(State(state): State<api::State>, request: axum::extract::Request,
         Some(key) if route != "/health" && !authorized(request.headers(), key) => {
             ApiError::new(style, StatusCode::UNAUTHORIZED, "a valid API key is required: send `Authorization: Bearer KEY`").into_response()
         }
-        _ => next.run(request).await,
+        // Health and metrics answer even when the server is full.
+        _ if route == "/health" || route == "/metrics" => next.run(request).await,
+        _ => match state.in_flight.clone().try_acquire_owned() {
+            Ok(_permit) => next.run(request).await,
+            Err(_) => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    style,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "the server has as many requests as it takes at once (--max-concurrent-requests); try again shortly",
+                )
+            }
+            .into_response(),
+        },
     };
     let mut response = response;
     response.headers_mut().insert("x-request-id", axum::http::HeaderValue::from(id));
@@ -267,6 +312,11 @@ async fn health(State(state): State<api::State>) -> Response {
 async fn metrics_text(State(state): State<api::State>) -> Response {
     let depths: Vec<(String, usize, f64)> = state.models.iter().map(|m| (m.info.name.clone(), m.queue.depth(), m.queue.rate())).collect();
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render(&depths)).into_response()
+}
+
+async fn wrong_method(request: axum::extract::Request) -> Response {
+    let path = request.uri().path().to_string();
+    ApiError::new(style_of(&path), StatusCode::METHOD_NOT_ALLOWED, format!("{path} does not take {}", request.method())).into_response()
 }
 
 async fn not_found(request: axum::extract::Request) -> Response {

@@ -19,6 +19,9 @@ use runtime::deid::{deidentify, Span};
 
 const STYLE: Style = Style::Presidio;
 
+/// The most analyzer results one `/anonymize` request may carry (a long note has hundreds).
+const MAX_RESULTS: usize = 100_000;
+
 /// Presidio's name for a span of a model category.
 pub fn presidio_entity(category: &str, text: &str) -> String {
     let c = category.to_ascii_uppercase();
@@ -76,14 +79,26 @@ fn check_language(language: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Spans of each text, from the token classifier through the model's queue.
-async fn find_spans(state: &super::api::AppState, model: Option<&str>, texts: Vec<String>, field: &str) -> Result<(Vec<(Vec<Span>, String)>, Usage), ApiError> {
+/// Spans of each text, from the token classifier through the model's queue, and the text
+/// redacted with placeholders (or, with `surrogate`, the server's keyed surrogates).
+async fn find_spans(
+    state: &super::api::AppState,
+    model: Option<&str>,
+    texts: Vec<String>,
+    field: &str,
+    surrogate: bool,
+) -> Result<(Vec<(Vec<Span>, String)>, Usage), ApiError> {
     let served = choose(state, STYLE, Needs::TokenClassifier, model)?;
     let encs = tokenize(state, STYLE, &served.info, texts.clone(), field).await?;
     let kept = encs.clone();
     let (done, usage) = run(state, STYLE, served, Work::TokenProbs, encs).await?;
     let scheme = served.info.scheme.as_ref().ok_or_else(|| ApiError::internal(STYLE, "the model has no tagging scheme"))?;
-    let out = texts.iter().zip(&kept).zip(&done.rows).map(|((t, e), p)| deidentify(t, e, p, scheme, state.threshold, None)).collect();
+    let out = texts
+        .iter()
+        .zip(&kept)
+        .zip(&done.rows)
+        .map(|((t, e), p)| deidentify(t, e, p, scheme, state.threshold, surrogate.then_some(&state.surrogates)))
+        .collect();
     Ok((out, usage))
 }
 
@@ -112,7 +127,7 @@ pub async fn analyze(State(state): State<super::api::State>, request: Request) -
     let (texts, many) = req.text.into_vec();
     // Presidio answers an empty text with no results; the others go to the model.
     let asked: Vec<String> = texts.iter().filter(|t| !t.trim().is_empty()).cloned().collect();
-    let (found, usage) = if asked.is_empty() { (Vec::new(), Usage::default()) } else { find_spans(&state, req.model.as_deref(), asked, "text").await? };
+    let (found, usage) = if asked.is_empty() { (Vec::new(), Usage::default()) } else { find_spans(&state, req.model.as_deref(), asked, "text", false).await? };
     let mut found = found.into_iter();
     let threshold = req.score_threshold.unwrap_or(0.0);
     let per_text: Vec<serde_json::Value> = texts
@@ -148,7 +163,7 @@ pub async fn supported_entities(State(state): State<super::api::State>, Query(q)
 }
 
 pub async fn anonymizers() -> Response {
-    answer(json!(["hash", "mask", "redact", "replace"]), Usage::default())
+    answer(json!(["hash", "keep", "mask", "redact", "replace"]), Usage::default())
 }
 
 #[derive(Deserialize)]
@@ -170,6 +185,7 @@ struct AnonymizeRequest {
 
 /// One operator's configuration, checked.
 enum Operator {
+    Keep,
     Replace(Option<String>),
     Redact,
     Mask {
@@ -187,6 +203,7 @@ enum Operator {
 impl Operator {
     fn name(&self) -> &'static str {
         match self {
+            Operator::Keep => "keep",
             Operator::Replace(_) => "replace",
             Operator::Redact => "redact",
             Operator::Mask { .. } => "mask",
@@ -206,6 +223,7 @@ impl Operator {
             }
         };
         Ok(match kind {
+            "keep" => Operator::Keep,
             "replace" => Operator::Replace(string("new_value")?),
             "redact" => Operator::Redact,
             "mask" => {
@@ -236,13 +254,16 @@ impl Operator {
                 }
                 Operator::Hash { sha512, salt }
             }
-            other => return Err(ApiError::field(STYLE, &field("type"), format!("{other:?}: expected replace, redact, mask or hash (encrypt is not offered)"))),
+            other => {
+                return Err(ApiError::field(STYLE, &field("type"), format!("{other:?}: expected replace, redact, mask, hash or keep (encrypt is not offered)")))
+            }
         })
     }
 
     fn apply(&self, entity: &str, original: &str) -> String {
         match self {
-            Operator::Replace(v) => v.clone().unwrap_or_else(|| format!("<{entity}>")),
+            Operator::Keep => original.to_string(),
+            Operator::Replace(v) => v.clone().filter(|v| !v.is_empty()).unwrap_or_else(|| format!("<{entity}>")),
             Operator::Redact => String::new(),
             Operator::Mask { char, count, from_end } => {
                 let chars: Vec<char> = original.chars().collect();
@@ -279,36 +300,52 @@ fn char_starts(text: &str) -> Vec<usize> {
     text.char_indices().map(|(b, _)| b).chain(std::iter::once(text.len())).collect()
 }
 
-/// Presidio's conflict rules: results of one entity type that intersect (or touch across
-/// whitespace only) merge into one; a result inside another is dropped; results of different
-/// types that partly overlap are both kept, each anonymized whole. In text order.
+/// Presidio's conflict rules: results of one entity type that intersect, or are apart by spaces
+/// only, merge into one; a result inside another (or on the same span with a score no higher) is
+/// dropped; results of different types that partly overlap are both kept, each anonymized whole.
+/// In text order; O(n log n).
 fn resolve(mut results: Vec<AnalyzerResult>, chars: &[char]) -> Vec<AnalyzerResult> {
     results.sort_by(|a, b| a.start.cmp(&b.start).then(a.end.cmp(&b.end)));
     let mut merged: Vec<AnalyzerResult> = Vec::new();
+    // The last merged result of each type: sorted by start, a result can only join that one.
+    let mut last: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for r in results {
-        // Same type, and intersecting or apart by whitespace only.
-        let joins = |k: &AnalyzerResult| k.entity_type == r.entity_type && (r.start < k.end || chars[k.end..r.start].iter().all(|c| c.is_whitespace()));
-        if let Some(k) = merged.iter_mut().rev().find(|k| joins(k)) {
-            k.end = k.end.max(r.end);
-            k.score = k.score.max(r.score);
-            continue;
+        if let Some(&k) = last.get(&r.entity_type) {
+            let k = &mut merged[k];
+            let spaces = r.start > k.end && chars[k.end..r.start].iter().all(|&c| c == ' ');
+            if r.start < k.end || spaces {
+                k.end = k.end.max(r.end);
+                k.score = k.score.max(r.score);
+                continue;
+            }
         }
+        last.insert(r.entity_type.clone(), merged.len());
         merged.push(r);
     }
+    merged.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)).then(b.score.total_cmp(&a.score)));
     let mut kept: Vec<AnalyzerResult> = Vec::new();
-    for (i, r) in merged.iter().enumerate() {
-        let inside = merged.iter().enumerate().any(|(j, k)| {
-            j != i && k.start <= r.start && r.end <= k.end && ((k.start, k.end) != (r.start, r.end) || k.score > r.score || (k.score == r.score && j < i))
-        });
-        if !inside {
-            kept.push(AnalyzerResult { start: r.start, end: r.end, entity_type: r.entity_type.clone(), score: r.score });
+    let mut reach = 0;
+    for r in merged {
+        // Everything kept so far starts at or before r: r is inside one of them if one reaches
+        // as far as r's end.
+        if !kept.is_empty() && r.end <= reach {
+            continue;
         }
+        reach = reach.max(r.end);
+        kept.push(r);
     }
     kept
 }
 
 pub async fn anonymize(State(state): State<super::api::State>, request: Request) -> Result<Response, ApiError> {
     let req: AnonymizeRequest = parse(&state, STYLE, request.into_body()).await?;
+    if req.analyzer_results.len() > MAX_RESULTS {
+        return Err(ApiError::too_large(
+            STYLE,
+            "analyzer_results",
+            format!("{} results, more than the server's limit of {MAX_RESULTS}", req.analyzer_results.len()),
+        ));
+    }
     let starts = char_starts(&req.text);
     let n_chars = starts.len() - 1;
     for (i, r) in req.analyzer_results.iter().enumerate() {
@@ -356,16 +393,20 @@ pub async fn anonymize(State(state): State<super::api::State>, request: Request)
 #[derive(Deserialize)]
 struct DeidRequest {
     text: OneOrMany,
+    /// Surrogates instead of `[CATEGORY]` placeholders, as `runtime-cli deid --surrogate`.
+    #[serde(default)]
+    surrogate: bool,
     #[serde(default)]
     model: Option<String>,
 }
 
-/// `POST /deid`: the spans and placeholder-redacted text `runtime-cli deid` writes, for one text
-/// (`{"spans", "redacted"}`) or a list of them (a list of those).
+/// `POST /deid`: the spans and redacted text `runtime-cli deid` writes (placeholders, or with
+/// `"surrogate": true` keyed surrogates), for one text (`{"spans", "redacted"}`) or a list of
+/// them (a list of those).
 pub async fn deid(State(state): State<super::api::State>, request: Request) -> Result<Response, ApiError> {
     let req: DeidRequest = parse(&state, STYLE, request.into_body()).await?;
     let (texts, many) = req.text.into_vec();
-    let (found, usage) = find_spans(&state, req.model.as_deref(), texts, "text").await?;
+    let (found, usage) = find_spans(&state, req.model.as_deref(), texts, "text", req.surrogate).await?;
     let each: Vec<serde_json::Value> =
         found.iter().map(|(spans, redacted)| json!({"spans": spans.iter().map(Span::to_json).collect::<Vec<_>>(), "redacted": redacted})).collect();
     let body = if many { json!(each) } else { each.into_iter().next().unwrap_or(json!(null)) };

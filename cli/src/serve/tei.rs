@@ -235,7 +235,7 @@ pub async fn info(State(state): State<super::api::State>) -> Result<Response, Ap
     let mut body = describe(first);
     let limits = state.limits;
     let extra = json!({
-        "max_concurrent_requests": first.queue.capacity(),
+        "max_concurrent_requests": state.in_flight_limit,
         "max_batch_requests": null,
         "max_client_batch_size": limits.max_inputs,
         "auto_truncate": false,

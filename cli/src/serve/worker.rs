@@ -216,8 +216,9 @@ pub fn start(
     batching: Batching,
     on_batch: Arc<dyn Fn(BatchStats) + Send + Sync>,
 ) -> Result<(Arc<ModelInfo>, Queue), Failure> {
-    // Room for every waiting document's request (each holds at least one).
-    let (sender, receiver) = sync_channel::<Job>(batching.max_queue_docs);
+    // Room for every waiting document's request (each holds at least one); the channel's slots
+    // are allocated at once, so past 65,536 requests the document count refuses first.
+    let (sender, receiver) = sync_channel::<Job>(batching.max_queue_docs.min(1 << 16));
     let counts = Arc::new(Counts::default());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Arc<ModelInfo>, Failure>>();
     let thread_counts = counts.clone();
@@ -227,6 +228,14 @@ pub fn start(
     std::thread::Builder::new()
         .name(format!("model {name}"))
         .spawn(move || {
+            // Cleared however the thread ends, a panic included: /health then says so.
+            struct Alive(Arc<AtomicBool>);
+            impl Drop for Alive {
+                fn drop(&mut self) {
+                    self.0.store(false, Ordering::SeqCst);
+                }
+            }
+            let _alive = Alive(thread_alive);
             let run = || -> Result<(), Failure> {
                 match choose(backend.device, backend.dtype, backend.activations)? {
                     Chosen::Cpu(be) => serve_model(&be, thread_name, dir, batch, batching, receiver, thread_counts.clone(), &ready_tx, on_batch.clone()),
@@ -236,7 +245,6 @@ pub fn start(
             if let Err(e) = run() {
                 let _ = ready_tx.send(Err(e));
             }
-            thread_alive.store(false, Ordering::SeqCst);
         })
         .map_err(|e| Failure(format!("starting the worker of model {name}: {e}")))?;
     let info = ready_rx.recv().map_err(|_| Failure(format!("the worker of model {name} stopped while loading")))??;

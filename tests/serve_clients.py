@@ -131,7 +131,7 @@ def main():
         bad = [
             ("/embed", b"{not json", 400),
             ("/embed", json.dumps({"inputs": 3}).encode(), 422),
-            ("/embed", json.dumps({"inputs": ""}).encode(), 422),
+            ("/embed", json.dumps({"inputs": ""}).encode(), 400),
             ("/v1/embeddings", json.dumps({"model": "m"}).encode(), 422),
             ("/analyze", json.dumps({"text": "x", "language": 7}).encode(), 422),
             ("/anonymize", b"\xff\xfe", 400),

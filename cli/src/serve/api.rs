@@ -353,7 +353,12 @@ impl<'de> serde::Deserialize<'de> for OneOrMany {
                 .enumerate()
                 .map(|(i, v)| match v {
                     serde_json::Value::String(s) => Ok(s),
-                    other => Err(D::Error::custom(format!("item {i} is {}: expected a string or a list of strings", kind(&other)))),
+                    other => {
+                        // Token ids (numbers, or lists of them) come from another model's tokenizer.
+                        let ids = matches!(other, serde_json::Value::Number(_) | serde_json::Value::Array(_));
+                        let hint = if ids { " (token ids are not taken: they would be another tokenizer's; LangChain's OpenAIEmbeddings sends them unless check_embedding_ctx_length=False)" } else { "" };
+                        Err(D::Error::custom(format!("item {i} is {}: expected a string or a list of strings{hint}", kind(&other))))
+                    }
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(OneOrMany::Many),

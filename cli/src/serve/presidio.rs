@@ -90,12 +90,12 @@ async fn find_spans(
 ) -> Result<(Vec<(Vec<Span>, String)>, Usage), ApiError> {
     let served = choose(state, STYLE, Needs::TokenClassifier, model)?;
     let encs = tokenize(state, STYLE, &served.info, texts.clone(), field).await?;
-    let kept = encs.clone();
     let (done, usage) = run(state, STYLE, served, Work::TokenProbs, encs).await?;
+    let kept = &done.encs;
     let scheme = served.info.scheme.as_ref().ok_or_else(|| ApiError::internal(STYLE, "the model has no tagging scheme"))?;
     let out = texts
         .iter()
-        .zip(&kept)
+        .zip(kept)
         .zip(&done.rows)
         .map(|((t, e), p)| deidentify(t, e, p, scheme, state.threshold, surrogate.then_some(&state.surrogates)))
         .collect();

@@ -54,6 +54,8 @@ impl Job {
 /// A request's rows, one per input, with where its time went.
 pub struct Done {
     pub rows: Vec<Vec<f32>>,
+    /// The request's encodings, handed back (de-identification maps tokens to characters).
+    pub encs: Vec<Encoded>,
     pub queue: Duration,
     pub compute: Duration,
 }
@@ -383,8 +385,11 @@ fn run_group<B: Backend>(
     on_batch: &Arc<dyn Fn(BatchStats) + Send + Sync>,
 ) -> (usize, f64) {
     let start = Instant::now();
-    let encs: Vec<Encoded> = group.iter().flat_map(|j| j.encs.iter().cloned()).collect();
     let tokens: usize = group.iter().map(Job::tokens).sum();
+    // The encodings move into one list for the batch and back to their requests after it.
+    let mut group = group;
+    let sizes: Vec<usize> = group.iter().map(|j| j.encs.len()).collect();
+    let mut encs: Vec<Encoded> = group.iter_mut().flat_map(|j| std::mem::take(&mut j.encs)).collect();
     let mut quiet = |_| {};
     let result = catch_unwind(AssertUnwindSafe(|| {
         kernels::block_on(async {
@@ -402,10 +407,11 @@ fn run_group<B: Backend>(
         Ok(Ok(rows)) => {
             // Answer in order, each request its own rows.
             let mut rest = rows.into_iter();
-            for job in group {
-                let mine: Vec<Vec<f32>> = rest.by_ref().take(job.encs.len()).collect();
+            for (job, n) in group.into_iter().zip(sizes) {
+                let mine: Vec<Vec<f32>> = rest.by_ref().take(n).collect();
+                let encs: Vec<Encoded> = encs.drain(..n).collect();
                 let queue = start.saturating_duration_since(job.enqueued);
-                let _ = job.answer.send(Ok(Done { rows: mine, queue, compute }));
+                let _ = job.answer.send(Ok(Done { rows: mine, encs, queue, compute }));
             }
         }
         Ok(Err(e)) => {

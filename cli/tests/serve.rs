@@ -436,11 +436,18 @@ fn an_api_key_guards_every_route_but_health() {
 #[cfg(unix)]
 #[test]
 fn sigterm_stops_the_server_gracefully() {
-    let mut server = Server::start(&[]);
+    // A request in flight (held by the batch wait) when SIGTERM comes is still answered.
+    let mut server = Server::start(&["--max-batch-wait-ms", "1000"]);
     assert_eq!(post(&server.url("/embed"), json!({"inputs": "x"})).0, 200);
+    let in_flight = {
+        let url = server.url("/embed");
+        std::thread::spawn(move || post(&url, json!({"inputs": "in flight"})))
+    };
+    std::thread::sleep(Duration::from_millis(300));
     unsafe {
         libc::kill(server.child.id() as i32, libc::SIGTERM);
     }
+    assert_eq!(in_flight.join().unwrap().0, 200);
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     std::thread::sleep(Duration::from_millis(100));

@@ -360,25 +360,9 @@ fn several_models_are_chosen_by_name() {
     assert_eq!(s, 404, "{v}");
 }
 
-#[test]
-fn a_full_queue_answers_429_and_a_late_answer_503() {
-    // The first request holds the queue's one place while the worker waits for companions.
-    let server = Server::start(&["--max-queue-docs", "1", "--max-batch-wait-ms", "1500", "--timeout-ms", "60000"]);
-    let url = server.url("/embed");
-    let first = {
-        let url = url.clone();
-        std::thread::spawn(move || post(&url, json!({"inputs": "first"})))
-    };
-    std::thread::sleep(Duration::from_millis(400));
-    let (s, v, retry) = post_raw(&url, json!({"inputs": "second"}).to_string().as_bytes(), &[]);
-    assert_eq!(s, 429, "{v}");
-    assert_eq!(v["error_type"], "Overloaded");
-    assert!(retry.is_some());
-    assert_eq!(first.join().unwrap().0, 200);
-    drop(server);
-
-    // The same with the server's limit on requests at once.
-    let server = Server::start(&["--max-concurrent-requests", "1", "--max-batch-wait-ms", "1500"]);
+/// While a first request waits in the worker (its batch wait holding it), a second one is
+/// refused: 429 with Retry-After, the server still healthy, and the first answered.
+fn second_request_is_refused(server: &Server) -> Value {
     let url = server.url("/embed");
     let first = {
         let url = url.clone();
@@ -389,7 +373,15 @@ fn a_full_queue_answers_429_and_a_late_answer_503() {
     assert_eq!((s, retry.is_some()), (429, true), "{v}");
     assert_eq!(get(&server.url("/health")).0, 200, "health answers when the server is full");
     assert_eq!(first.join().unwrap().0, 200);
-    drop(server);
+    v
+}
+
+#[test]
+fn a_full_queue_answers_429_and_a_late_answer_503() {
+    // The queue's one place, then the server's one request at a time.
+    let v = second_request_is_refused(&Server::start(&["--max-queue-docs", "1", "--max-batch-wait-ms", "1500", "--timeout-ms", "60000"]));
+    assert_eq!(v["error_type"], "Overloaded");
+    second_request_is_refused(&Server::start(&["--max-concurrent-requests", "1", "--max-batch-wait-ms", "1500"]));
 
     let server = Server::start(&["--max-batch-wait-ms", "2000", "--timeout-ms", "300"]);
     let started = Instant::now();

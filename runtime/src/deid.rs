@@ -124,13 +124,14 @@ impl LabelScheme {
     }
 }
 
-/// Byte offset → character index, rounding inside a multi-byte character down (`floor`) or up.
-struct CharIndex {
-    starts: Vec<usize>,
+/// Byte offset → character index, rounding inside a multi-byte character down (`floor`) or up;
+/// `starts[k]` is the byte where character k begins (and `starts[n]` the text's length).
+pub struct CharIndex {
+    pub starts: Vec<usize>,
 }
 
 impl CharIndex {
-    fn new(text: &str) -> Self {
+    pub fn new(text: &str) -> Self {
         CharIndex { starts: text.char_indices().map(|(b, _)| b).chain(std::iter::once(text.len())).collect() }
     }
     fn floor(&self, byte: usize) -> usize {

@@ -36,7 +36,7 @@ pub async fn embeddings(State(state): State<super::api::State>, request: Request
         Some(other) => return Err(ApiError::field(STYLE, "encoding_format", format!("{other:?}: expected \"float\" or \"base64\""))),
     };
     let (texts, _) = req.input.into_vec();
-    let (rows, usage) = embed_values(&state, STYLE, req.model.as_deref(), texts, "input", Some(true), None, req.dimensions).await?;
+    let (rows, usage, model) = embed_values(&state, STYLE, req.model.as_deref(), texts, "input", Some(true), None, req.dimensions).await?;
     let data: Vec<serde_json::Value> = rows
         .iter()
         .enumerate()
@@ -50,7 +50,6 @@ pub async fn embeddings(State(state): State<super::api::State>, request: Request
             json!({"object": "embedding", "index": index, "embedding": embedding})
         })
         .collect();
-    let model = super::api::choose(&state, STYLE, super::api::Needs::Embedder, req.model.as_deref())?.info.name.clone();
     let body = json!({
         "object": "list",
         "data": data,

@@ -295,11 +295,6 @@ impl Operator {
     }
 }
 
-/// Byte offset of every code point of `text`, and its end: `starts[k]` is where code point k begins.
-fn char_starts(text: &str) -> Vec<usize> {
-    text.char_indices().map(|(b, _)| b).chain(std::iter::once(text.len())).collect()
-}
-
 /// Presidio's conflict rules: results of one entity type that intersect, or are apart by spaces
 /// only, merge into one; a result inside another (or on the same span with a score no higher) is
 /// dropped; results of different types that partly overlap are both kept, each anonymized whole.
@@ -346,7 +341,7 @@ pub async fn anonymize(State(state): State<super::api::State>, request: Request)
             format!("{} results, more than the server's limit of {MAX_RESULTS}", req.analyzer_results.len()),
         ));
     }
-    let starts = char_starts(&req.text);
+    let starts = runtime::deid::CharIndex::new(&req.text).starts;
     let n_chars = starts.len() - 1;
     for (i, r) in req.analyzer_results.iter().enumerate() {
         if r.start >= r.end || r.end > n_chars {

@@ -55,7 +55,7 @@ pub(super) async fn embed_values(
     normalize_it: Option<bool>,
     cut: Option<(bool, bool)>,
     dimensions: Option<usize>,
-) -> Result<(Vec<Vec<f32>>, Usage), ApiError> {
+) -> Result<(Vec<Vec<f32>>, Usage, String), ApiError> {
     let served = choose(state, style, Needs::Embedder, model)?;
     let mut encs = tokenize_texts(state, style, &served.info, texts, field).await?;
     if let Some((true, from_left)) = cut {
@@ -75,7 +75,7 @@ pub(super) async fn embed_values(
     if normalize_it.unwrap_or(true) {
         rows.iter_mut().for_each(|r| normalize(r));
     }
-    Ok((rows, usage))
+    Ok((rows, usage, served.info.name.clone()))
 }
 
 fn direction(d: Option<&str>) -> Result<bool, ApiError> {
@@ -90,7 +90,7 @@ pub async fn embed(State(state): State<super::api::State>, request: Request) -> 
     let req: EmbedRequest = parse(&state, STYLE, request.into_body()).await?;
     let (texts, _) = req.inputs.into_vec();
     let from_left = direction(req.truncation_direction.as_deref())?;
-    let (rows, usage) =
+    let (rows, usage, _) =
         embed_values(&state, STYLE, req.model.as_deref(), texts, "inputs", req.normalize, Some((req.truncate.unwrap_or(false), from_left)), req.dimensions)
             .await?;
     Ok(answer(json!(rows), usage))

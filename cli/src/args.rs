@@ -131,8 +131,26 @@ pub enum PoolingArg {
 pub const INPUT_FLAGS: runtime::input::SettingNames =
     runtime::input::SettingNames { format: "--format", text_column: "--text-column", skip_invalid: "--skip-invalid", max_doc_bytes: "--max-doc-bytes" };
 
-/// What the commands over documents (embed, deid, classify) share: the input, the model and
-/// the batching.
+/// Which share of the input to work on, and how it is written (see `shard.rs`, `parts.rs`).
+#[derive(Args)]
+pub struct ShardArgs {
+    /// Work on shard K of N (K from 0): the documents whose index i in the input has i mod N = K.
+    /// Default: from a Slurm job array (SLURM_ARRAY_TASK_ID, _COUNT, _MIN) or a Kubernetes Indexed
+    /// Job (JOB_COMPLETION_INDEX) when run in one. A sharded run needs -o FILE; it is written as
+    /// fsync'd parts in FILE.parts/, resumes where it stopped when rerun, and ends with FILE and
+    /// FILE.shard.json for `runtime-cli merge`.
+    #[arg(long, value_name = "K/N", value_parser = crate::shard::parse)]
+    pub shard: Option<crate::shard::Shard>,
+    /// A Kubernetes Indexed Job's number of completions (default: $RUNTIME_CLI_SHARD_COUNT).
+    #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, crate::shard::MAX_SHARDS as u64))]
+    pub shard_count: Option<usize>,
+    /// Documents read, batched and written together; a sharded run is resumed a chunk at a time.
+    #[arg(long, default_value_t = 4096, allow_negative_numbers = true, value_parser = in_range(1, 1 << 20))]
+    pub chunk_docs: usize,
+}
+
+/// What the commands over documents (embed, deid, classify) share: the input, the model, the
+/// batching and the shard.
 #[derive(Args)]
 pub struct DocumentArgs {
     #[command(flatten)]
@@ -141,6 +159,8 @@ pub struct DocumentArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub batch: BatchArgs,
+    #[command(flatten)]
+    pub shard: ShardArgs,
 }
 
 #[derive(Subcommand)]
@@ -213,6 +233,18 @@ pub enum Command {
         /// Output JSONL file (default: stdout).
         #[arg(short, long)]
         output: Option<PathBuf>,
+    },
+    /// Assemble the outputs of a sharded run (`--shard`, a Slurm array, a Kubernetes Indexed Job)
+    /// into one, in input order; refuses unless every document of the input is there exactly once.
+    #[command(after_help = "Examples:\n  runtime-cli merge -o notes.deid.jsonl out/deid-*.jsonl\n  runtime-cli merge -o notes.npy out/embed-*.npy")]
+    Merge {
+        /// The merged output: JSONL for JSONL shards; .npy, .safetensors or .jsonl for embeddings
+        /// written as .npy or .safetensors.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Every shard's output (each with its FILE.shard.json beside it).
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
     },
     /// Compare the model with reference tensors made by transformers (parity check).
     #[command(after_help = "Example:\n  runtime-cli check --model tests/fixtures/tiny-modernbert-mlm --reference tests/fixtures/reference.safetensors")]

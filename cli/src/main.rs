@@ -7,8 +7,10 @@ mod args;
 mod commands;
 mod device;
 mod output;
+mod parts;
 mod progress;
 mod serve;
+mod shard;
 mod site;
 
 use std::process::ExitCode;
@@ -16,7 +18,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use args::{Cli, Command};
-use commands::{bench, check, classify, deid, embed, fill_mask, info, serve_web, Outcome};
+use commands::{bench, check, classify, deid, embed, fill_mask, info, merge, serve_web, Outcome};
 use device::{choose, set_threads, Chosen};
 
 /// A failed command's message (exit status 2).
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Classify { docs, pooling, output } => {
             on_backend!(docs.model.backend, |be| classify::classify(&be, docs, *pooling, output.as_deref()))
         }
+        Command::Merge { output, shards } => merge::merge(output, shards),
         Command::Check { model, reference, tol } => on_backend!(model.backend, |be| check::run_check(&be, &model.dir(None)?, reference, *tol)),
         Command::Info { model } => on_backend!(model.backend, |be| info::info(&be, &model.dir(Some(runtime::bundled::CLINICAL_SMALL))?)),
         Command::Serve(args) => serve::serve(args),

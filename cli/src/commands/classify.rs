@@ -6,13 +6,13 @@ use kernels::Backend;
 use runtime::config::{Architecture, Pooling};
 use runtime::pipeline::softmax;
 
-use super::{device_name, for_each_chunk, load, named, open_input, split_note, Outcome};
+use super::{device_name, load, named, open_input, plan, run_chunks, split_note, Outcome};
 use crate::args::{DocumentArgs, PoolingArg};
-use crate::output::Sink;
+use crate::parts::{Kind, Records};
 use crate::progress::ProgressBar;
 
 pub fn classify<B: Backend>(be: &B, docs: &DocumentArgs, pooling: Option<PoolingArg>, output: Option<&Path>) -> Outcome {
-    let DocumentArgs { input, model, batch } = docs;
+    let DocumentArgs { input, model, batch, .. } = docs;
     let dir = model.dir(None)?;
     let mut reader = open_input(input, output)?;
     let loaded = load(be, &dir)?;
@@ -25,10 +25,13 @@ pub fn classify<B: Backend>(be: &B, docs: &DocumentArgs, pooling: Option<Pooling
     let engine = loaded.engine(be, batch)?;
     let labels = loaded.model.labels();
     let problem = loaded.model.problem_type();
-    let mut sink = Sink::open(output)?;
+    let settings = serde_json::json!({"pooling": pooling.map(|p| format!("{p:?}").to_lowercase())});
+    let serde_json::Value::Object(settings) = settings else { unreachable!("an object") };
+    let Some(plan) = plan("classify", docs, &dir, settings, Kind::Lines, output)? else { return Ok(true) };
     let mut bar = ProgressBar::new("classified");
-    let streamed = for_each_chunk(&engine, &mut reader, &mut bar, |docs, encs, progress| {
+    let streamed = run_chunks(&engine, &mut reader, &mut bar, plan, |docs, encs, progress| {
         let logits = kernels::block_on(engine.sequence_logits(encs, pooling, progress)).map_err(named(docs))?;
+        let mut lines = Vec::with_capacity(docs.len());
         for (doc, l) in docs.iter().zip(&logits) {
             let line = if labels.len() == 1 || problem == Some("regression") {
                 serde_json::json!({"id": doc.id, "value": l[0]})
@@ -43,11 +46,10 @@ pub fn classify<B: Backend>(be: &B, docs: &DocumentArgs, pooling: Option<Pooling
                 let scores: serde_json::Map<String, serde_json::Value> = labels.iter().zip(&probs).map(|(n, p)| (n.clone(), serde_json::json!(p))).collect();
                 serde_json::json!({"id": doc.id, "label": labels[best], "score": probs[best], "scores": scores})
             };
-            sink.line(line)?;
+            lines.push(line.to_string());
         }
-        Ok(())
+        Ok(Records::Lines(lines))
     })?;
-    sink.finish()?;
     bar.finish(&device_name(be), &split_note(engine.settings.window, streamed.split));
     Ok(true)
 }

@@ -6,13 +6,13 @@ use kernels::Backend;
 use runtime::config::Pooling;
 use runtime::folder::sentence_transformers_pooling;
 
-use super::{device_name, for_each_chunk, load, named, open_input, split_note, Outcome};
+use super::{device_name, load, named, open_input, plan, run_chunks, split_note, Outcome};
 use crate::args::{DocumentArgs, PoolingArg};
-use crate::output::EmbeddingWriter;
+use crate::parts::{Kind, Records};
 use crate::progress::ProgressBar;
 
 pub fn embed<B: Backend>(be: &B, docs: &DocumentArgs, pooling: Option<PoolingArg>, normalize: bool, output: Option<&Path>) -> Outcome {
-    let DocumentArgs { input, model, batch } = docs;
+    let DocumentArgs { input, model, batch, .. } = docs;
     let dir = model.dir(Some(runtime::bundled::CLINICAL_SMALL))?;
     let mut reader = open_input(input, output)?;
     let loaded = load(be, &dir)?;
@@ -25,16 +25,20 @@ pub fn embed<B: Backend>(be: &B, docs: &DocumentArgs, pooling: Option<PoolingArg
     };
     let normalize = normalize || st.is_some_and(|(_, n)| n);
     let engine = loaded.engine(be, batch)?;
-    let meta = [("model", dir.display().to_string()), ("pooling", format!("{pooling:?}").to_lowercase()), ("normalized", normalize.to_string())];
-    let mut writer = EmbeddingWriter::create(output, &meta)?;
+    let pooling_name = format!("{pooling:?}").to_lowercase();
+    let metadata = vec![("model".into(), dir.display().to_string()), ("pooling".into(), pooling_name.clone()), ("normalized".into(), normalize.to_string())];
+    let settings = serde_json::json!({"pooling": pooling_name, "normalize": normalize});
+    let serde_json::Value::Object(settings) = settings else { unreachable!("an object") };
+    let Some(plan) = plan("embed", docs, &dir, settings, Kind::Embeddings { metadata }, output)? else { return Ok(true) };
     let mut bar = ProgressBar::new("embedded");
-    let streamed = for_each_chunk(&engine, &mut reader, &mut bar, |docs, encs, progress| {
+    let streamed = run_chunks(&engine, &mut reader, &mut bar, plan, |docs, encs, progress| {
         let embeddings = kernels::block_on(engine.embed(encs, pooling, normalize, progress)).map_err(named(docs))?;
-        let ids: Vec<String> = docs.iter().map(|d| d.id.clone()).collect();
-        writer.write(&ids, &embeddings)?;
-        Ok(())
+        let cols = embeddings.first().map_or(0, Vec::len);
+        if let Some(e) = embeddings.iter().find(|e| e.len() != cols) {
+            return Err(crate::Failure(format!("embeddings of {} and {cols} values cannot share one matrix", e.len())));
+        }
+        Ok(Records::Rows { cols, values: embeddings.concat() })
     })?;
-    writer.finish()?;
     bar.finish(&device_name(be), &split_note(engine.settings.window, streamed.split));
     Ok(true)
 }

@@ -8,6 +8,7 @@ pub mod deid;
 pub mod embed;
 pub mod fill_mask;
 pub mod info;
+pub mod merge;
 pub mod serve_web;
 
 use std::path::Path;
@@ -20,9 +21,13 @@ use runtime::pipeline::{Engine, Progress};
 use runtime::tokenize::{Encoded, Tokenizer};
 use runtime::Model;
 
-use crate::args::{BatchArgs, InputArgs};
+use serde_json::Value;
+
+use crate::args::{BatchArgs, DocumentArgs, InputArgs};
 use crate::output::check_output;
+use crate::parts::{input_identity, Chunk, Identity, Kind, Opened, Out, Records};
 use crate::progress::ProgressBar;
+use crate::shard::{self, Shard};
 use crate::Failure;
 
 /// What a command returns: `Ok(false)` when it ran but its check failed (exit status 1).
@@ -113,41 +118,131 @@ pub fn open_input(input: &InputArgs, output: Option<&Path>) -> Result<DocumentRe
     Ok(DocumentReader::open(&input.input, &opts)?)
 }
 
-/// Text read per chunk: documents are tokenized, batched and written a chunk at a time, so
-/// memory depends on this, not on the size of the input.
+/// Text read per chunk, at most (and `--chunk-docs` documents): documents are tokenized, batched
+/// and written a chunk at a time, so memory depends on this, not on the size of the input.
 pub const CHUNK_BYTES: usize = 4 << 20;
-pub const CHUNK_DOCS: usize = 4096;
 
 /// What a streamed run did.
 #[derive(Default)]
 pub struct Streamed {
     /// Documents longer than one window (split into overlapping windows).
     pub split: usize,
+    /// Documents in the whole input (every shard's).
+    pub documents: usize,
+    /// Documents of this run (its shard's).
+    pub done: usize,
 }
 
-/// Read the input a chunk at a time, tokenize each chunk, and hand its documents and encodings
-/// to `work` with a progress callback; skipped documents are reported as they are met. A
-/// non-finite model output is reported with the document's id.
-pub fn for_each_chunk<B: Backend>(
+/// Where a command over documents writes, and which of them it takes.
+pub struct Plan {
+    pub shard: Option<Shard>,
+    pub out: Out,
+    /// Chunks done by an earlier run of the same command (skipped).
+    pub skip: usize,
+    pub chunk_docs: usize,
+}
+
+/// Choose the shard (`--shard` or the scheduler's environment, printed), and open the output:
+/// directly, or as resumable parts identified by the command, its `settings` (the model folder
+/// is added) and the input. `None`: this shard is already complete (said on standard error).
+pub fn plan(command: &str, docs: &DocumentArgs, model_dir: &Path, mut settings: serde_json::Map<String, Value>, kind: Kind, output: Option<&Path>) -> Result<Option<Plan>, Failure> {
+    let sa = &docs.shard;
+    let chosen = shard::choose(sa.shard, sa.shard_count, |k| std::env::var(k).ok())?;
+    let with_identity = match chosen {
+        None => None,
+        Some((s, source)) => {
+            eprintln!("shard {s} (from {source}): the documents whose index i in the input has i mod {} = {}", s.count, s.index);
+            if docs.input.input == "-" {
+                return Err(Failure(format!("shard {s}: a sharded run reads a file or directory, not standard input (every shard must see the same documents)")));
+            }
+            let model = std::fs::canonicalize(model_dir).map_err(|e| Failure(format!("{}: {e}", model_dir.display())))?;
+            settings.insert("model".into(), Value::String(model.display().to_string()));
+            let b = &docs.batch;
+            let i = &docs.input;
+            for (k, v) in [
+                ("window", serde_json::json!(b.window)),
+                ("overlap", serde_json::json!(b.overlap)),
+                ("chunk_docs", serde_json::json!(sa.chunk_docs)),
+                ("lines", serde_json::json!(i.lines)),
+                ("text_column", serde_json::json!(i.text_column)),
+                ("id_column", serde_json::json!(i.id_column)),
+                ("skip_invalid", serde_json::json!(i.skip_invalid)),
+                ("max_doc_bytes", serde_json::json!(i.max_doc_bytes)),
+                ("dtype", serde_json::json!(format!("{:?}", docs.model.backend.dtype).to_lowercase())),
+            ] {
+                settings.insert(k.into(), v);
+            }
+            let identity = Identity { command: command.into(), settings, input: input_identity(&i.input)? };
+            Some((s, identity))
+        }
+    };
+    let shard = with_identity.as_ref().map(|(s, _)| *s);
+    match Out::open(kind, output, with_identity)? {
+        Opened::Complete => {
+            let out = output.map(|p| p.display().to_string()).unwrap_or_default();
+            eprintln!("shard {}: already complete in {out} (with {out}.shard.json); remove them to compute it again", shard.expect("only shards complete"));
+            Ok(None)
+        }
+        Opened::Run(out, skip) => Ok(Some(Plan { shard, out, skip, chunk_docs: sa.chunk_docs })),
+    }
+}
+
+/// The next chunk of this run's documents: up to `max_docs` of them and about `max_bytes` of
+/// text, counting every document read in `index` (a document is never split: one larger than
+/// `max_bytes` comes alone); `None` at the end of the input.
+fn next_chunk(reader: &mut DocumentReader, shard: Option<Shard>, index: &mut usize, max_docs: usize) -> Result<Option<Vec<Document>>, Failure> {
+    let mut chunk = Vec::new();
+    let mut bytes = 0usize;
+    while chunk.len() < max_docs && bytes < CHUNK_BYTES {
+        let Some(d) = reader.next_document()? else { break };
+        let i = *index;
+        *index += 1;
+        if shard.is_none_or(|s| s.owns(i)) {
+            bytes += d.text.len();
+            chunk.push(d);
+        }
+    }
+    Ok(if chunk.is_empty() { None } else { Some(chunk) })
+}
+
+/// Read the input a chunk at a time (this shard's documents), skip the chunks an earlier run
+/// finished, tokenize each other chunk and hand its documents and encodings to `work` with a
+/// progress callback, and give its records to the output, which is completed at the end.
+/// Skipped documents are reported as they are met; a non-finite model output is reported with
+/// the document's id.
+pub fn run_chunks<B: Backend>(
     engine: &Engine<B>,
     reader: &mut DocumentReader,
     bar: &mut ProgressBar,
-    mut work: impl FnMut(&[Document], &[Encoded], &mut dyn FnMut(Progress)) -> Result<(), Failure>,
+    plan: Plan,
+    mut work: impl FnMut(&[Document], &[Encoded], &mut dyn FnMut(Progress)) -> Result<Records, Failure>,
 ) -> Result<Streamed, Failure> {
+    let Plan { shard, mut out, skip, chunk_docs } = plan;
     let mut streamed = Streamed::default();
+    let mut chunk_no = 0;
     loop {
-        let chunk = reader.next_chunk(CHUNK_BYTES, CHUNK_DOCS);
+        let chunk = next_chunk(reader, shard, &mut streamed.documents, chunk_docs);
         for m in reader.take_messages() {
             eprintln!("skipped {m}");
         }
         let Some(docs) = chunk? else { break };
+        chunk_no += 1;
+        if chunk_no <= skip {
+            continue;
+        }
         let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
         let encs = engine.tokenize(&texts)?;
         streamed.split += encs.iter().filter(|e| e.len() > engine.settings.window).count();
         bar.begin_chunk(reader.fraction_read());
-        work(&docs, &encs, &mut |p| bar.update(p))?;
+        let records = work(&docs, &encs, &mut |p| bar.update(p))?;
+        streamed.done += docs.len();
+        out.put(Chunk { ids: docs.iter().map(|d| d.id.clone()).collect(), records })?;
         bar.end_chunk();
     }
+    if chunk_no < skip {
+        return Err(Failure(format!("the input holds {chunk_no} chunks of this run's documents, but an earlier run finished {skip}: the input changed; remove the parts directory to start over")));
+    }
+    out.finish(streamed.documents)?;
     Ok(streamed)
 }
 

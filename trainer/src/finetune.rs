@@ -21,6 +21,7 @@ use runtime::{Model, ModelConfig};
 use serde::Serialize;
 
 use crate::backward::{forward_backward, Grads, Target};
+use crate::dist::Dist;
 use crate::checkpoint;
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use crate::schedule::Schedule;
@@ -44,6 +45,10 @@ pub struct FinetuneOptions {
     pub weight_decay: f64,
     /// Sequences per optimizer step.
     pub batch_size: usize,
+    /// Micro-batches each step's batch is cut into, their gradients summed (the same step in
+    /// less memory; over MPI, rank r computes micro-batches m with m mod ranks = r). Default:
+    /// 1 in one process, the number of ranks in a data-parallel job.
+    pub grad_accum: Option<usize>,
     pub max_seq_len: usize,
     pub warmup_ratio: f64,
     pub seed: u64,
@@ -65,6 +70,7 @@ impl FinetuneOptions {
             lr: 2e-5,
             weight_decay: 0.01,
             batch_size: 16,
+            grad_accum: None,
             max_seq_len: 512,
             warmup_ratio: 0.0,
             seed: 42,
@@ -376,9 +382,25 @@ pub struct FinetuneResult {
     pub truncated: usize,
 }
 
-pub fn finetune<B: Backend>(be: &B, o: &FinetuneOptions, mut log: impl FnMut(&EpochReport)) -> Result<FinetuneResult> {
-    if o.epochs == 0 || o.batch_size == 0 || o.max_seq_len < 3 {
-        return Err(Error::Input("epochs and the batch size must be at least 1, the longest sequence at least 3 tokens".into()));
+pub fn finetune<B: Backend>(be: &B, o: &FinetuneOptions, log: impl FnMut(&EpochReport)) -> Result<FinetuneResult> {
+    finetune_distributed(be, o, &Dist::single(), log)
+}
+
+/// Fine-tune as one rank of a data-parallel job (`dist.rs`): every rank shuffles and batches
+/// the same way, computes its micro-batches of each step, and applies the summed gradients.
+/// Rank 0 evaluates, logs, and writes the model and `eval_results.json`; the other ranks return
+/// no epochs.
+pub fn finetune_distributed<B: Backend>(be: &B, o: &FinetuneOptions, dist: &Dist, mut log: impl FnMut(&EpochReport)) -> Result<FinetuneResult> {
+    if o.epochs == 0 || o.batch_size == 0 || o.max_seq_len < 3 || o.grad_accum == Some(0) {
+        return Err(Error::Input("epochs, the batch size and grad_accum must be at least 1, the longest sequence at least 3 tokens".into()));
+    }
+    let grad_accum = o.grad_accum.unwrap_or(dist.size());
+    if grad_accum < dist.size() {
+        return Err(Error::Input(format!(
+            "--grad-accum {grad_accum}: each step's batch is cut into {grad_accum} micro-batches, which {} ranks cannot share (each rank takes whole micro-batches): give at least {}",
+            dist.size(),
+            dist.size()
+        )));
     }
     let folder = ModelFolder::open(&o.model)?;
     let tok = folder.tokenizer.as_ref().ok_or_else(|| Error::Input(format!("{}: no tokenizer (tokenizer.json, vocab.txt or vocab.json + merges.txt) in the model folder", o.model.display())))?;
@@ -484,6 +506,13 @@ pub fn finetune<B: Backend>(be: &B, o: &FinetuneOptions, mut log: impl FnMut(&Ep
     };
     let bert = matches!(config, ModelConfig::Bert(_));
     let mut model = Model::load_trainable(be, config, &source)?;
+    let params = crate::dist::parameter_shapes(be, &mut *model);
+    let mut board = if dist.is_root() {
+        let dir = o.output.join("tensorboard");
+        Some(syntaxdot_summary::SummaryWriter::from_prefix(dir.join("finetune")).map_err(|e| Error::Io { path: dir.display().to_string(), source: e })?)
+    } else {
+        None
+    };
 
     let steps_per_epoch = train.len().div_ceil(o.batch_size) as u64;
     let total = steps_per_epoch * o.epochs as u64;
@@ -502,39 +531,65 @@ pub fn finetune<B: Backend>(be: &B, o: &FinetuneOptions, mut log: impl FnMut(&Ep
         let (mut loss_sum, mut loss_n) = (0f64, 0usize);
         for chunk in order.chunks(o.batch_size) {
             let batch: Vec<&Example> = chunk.iter().map(|&i| &train[i]).collect();
-            let (seqs, rows, labels_v) = flatten(&batch);
-            let n_items = match o.task {
-                Task::TokenClassification => rows.len(),
-                Task::SequenceClassification => batch.len(),
+            // What the loss is normalised by: the labelled items of the whole step.
+            let items = |b: &[&Example]| match o.task {
+                Task::TokenClassification => b.iter().map(|e| e.tokens.len()).sum(),
+                Task::SequenceClassification => b.len(),
             };
+            let n_items = items(&batch);
             let lr = schedule.lr(step, total, o.lr);
             step += 1;
             if n_items == 0 {
                 continue;
             }
-            let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
-            let b = model.batch(be, &refs)?;
-            let ids = seqs.concat();
-            let seq_labels: Vec<u32> = batch.iter().map(|e| e.label).collect();
-            let target = match o.task {
-                Task::TokenClassification => Target::Tokens { rows: &rows, labels: &labels_v },
-                Task::SequenceClassification => Target::Sequences { labels: &seq_labels, pooling },
-            };
             let mut grads = Grads::default();
-            let out = forward_backward(be, &model, &b, &ids, &target, 1.0 / n_items as f32, &mut grads)?;
-            loss_sum += out.loss_sum;
+            // This rank's micro-batches of the step (all of them in one process).
+            for (m, micro) in batch.chunks(batch.len().div_ceil(grad_accum)).enumerate() {
+                if !dist.owns(m) || items(micro) == 0 {
+                    continue;
+                }
+                let (seqs, rows, labels_v) = flatten(micro);
+                let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+                let b = model.batch(be, &refs)?;
+                let ids = seqs.concat();
+                let seq_labels: Vec<u32> = micro.iter().map(|e| e.label).collect();
+                let target = match o.task {
+                    Task::TokenClassification => Target::Tokens { rows: &rows, labels: &labels_v },
+                    Task::SequenceClassification => Target::Sequences { labels: &seq_labels, pooling },
+                };
+                let mut micro_grads = Grads::default();
+                let out = forward_backward(be, &model, &b, &ids, &target, 1.0 / n_items as f32, &mut micro_grads)?;
+                grads.merge(be, micro_grads)?;
+                loss_sum += out.loss_sum;
+            }
             loss_n += n_items;
+            crate::dist::all_reduce_grads(be, dist, &params, &mut grads)?;
             opt.step(be, &mut *model, &grads, lr, false)?;
+        }
+        let mut summed = [loss_sum];
+        dist.sum_f64(&mut summed);
+        let loss_sum = summed[0];
+        if !dist.is_root() {
+            continue;
         }
         let mut report = evaluate(be, &model, o.task, &eval, &labels, o.batch_size)?;
         report.epoch = epoch;
         report.train_loss = loss_sum / loss_n.max(1) as f64;
+        if let Some(w) = board.as_mut() {
+            let e = epoch as i64;
+            for (tag, v) in [("train/loss", report.train_loss), ("eval/loss", report.eval_loss), ("eval/f1", report.f1), ("eval/accuracy", report.accuracy)] {
+                w.write_scalar(tag, e, v as f32).map_err(|err| Error::Io { path: o.output.join("tensorboard").display().to_string(), source: err })?;
+            }
+        }
         log(&report);
         if reports.is_empty() || report.f1 > reports[best].f1 {
             best = reports.len();
             checkpoint::save(be, &o.output, &out_config, Some(&o.model), &mut *model, None, None)?;
         }
         reports.push(report);
+    }
+    if !dist.is_root() {
+        return Ok(FinetuneResult { labels, epochs: Vec::new(), best: 0, truncated });
     }
     let summary = o.output.join("eval_results.json");
     crate::data::write_atomic(&summary, &serde_json::to_vec_pretty(&serde_json::json!({"best_epoch": reports[best].epoch, "epochs": reports})).expect("serialisable"))?;

@@ -7,11 +7,13 @@ pub mod checkpoint;
 pub mod corpus;
 pub mod data;
 pub mod deid_eval;
+pub mod dist;
 mod error;
 pub mod finetune;
 pub mod mask;
 pub mod optim;
 pub mod pretrain;
+pub mod report;
 pub mod schedule;
 pub mod synth;
 

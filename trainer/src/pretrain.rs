@@ -56,6 +56,8 @@ use serde::{Deserialize, Serialize};
 use crate::backward::{forward_backward, loss_and_ranks, Grads, Target};
 use crate::checkpoint::{self, TrainerState};
 use crate::data::{self, Loader, LoaderState};
+use crate::dist::Dist;
+use crate::report::RunLog;
 use crate::mask::{mask_batch, MaskTokens, Selection};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::schedule::{MaskRate, Schedule};
@@ -215,6 +217,18 @@ pub struct Metrics {
     pub tokens: u64,
     /// `train` or `eval`.
     pub split: String,
+    /// Ranks of a data-parallel run (1: one process).
+    #[serde(default = "one_rank")]
+    pub ranks: usize,
+    /// Seconds and bytes per step spent summing gradients over the ranks (0 in one process).
+    #[serde(default)]
+    pub allreduce_s_per_step: f64,
+    #[serde(default)]
+    pub allreduce_bytes_per_step: u64,
+}
+
+fn one_rank() -> usize {
+    1
 }
 
 /// Accumulates loss and top-k hits over steps.
@@ -255,7 +269,22 @@ impl Meter {
             tokens_per_s: if secs > 0.0 { self.tokens as f64 / secs } else { 0.0 },
             tokens: total_tokens,
             split: split.to_string(),
+            ranks: 1,
+            allreduce_s_per_step: 0.0,
+            allreduce_bytes_per_step: 0,
         }
+    }
+
+    /// The meter summed over every rank (each counted its own micro-batches).
+    fn all_ranks(&mut self, dist: &Dist) {
+        let mut v = [self.loss_sum, self.labels as f64, self.hits[0] as f64, self.hits[1] as f64, self.hits[2] as f64, self.hits[3] as f64, self.tokens as f64];
+        dist.sum_f64(&mut v);
+        self.loss_sum = v[0];
+        self.labels = v[1] as u64;
+        for (h, x) in self.hits.iter_mut().zip(&v[2..6]) {
+            *h = *x as u64;
+        }
+        self.tokens = v[6] as u64;
     }
 }
 
@@ -355,8 +384,15 @@ pub struct RunOptions {
     pub stop_after: Option<u64>,
 }
 
-/// Run (or continue) a pretraining run. `log` receives every metrics line.
-pub fn run<B: Backend>(be: &B, c: &RunConfig, opts: &RunOptions, mut log: impl FnMut(&Metrics)) -> Result<TrainerState> {
+/// Run (or continue) a pretraining run in one process. `log` receives every metrics line.
+pub fn run<B: Backend>(be: &B, c: &RunConfig, opts: &RunOptions, log: impl FnMut(&Metrics)) -> Result<TrainerState> {
+    run_distributed(be, c, opts, &Dist::single(), log)
+}
+
+/// Run (or continue) a pretraining run as one rank of a data-parallel job (`dist.rs`): the same
+/// steps as one process with the step's micro-batches dealt out over the ranks. On rank 0, `log`
+/// receives every metrics line, and the metrics, plots, checkpoints and final model are written.
+pub fn run_distributed<B: Backend>(be: &B, c: &RunConfig, opts: &RunOptions, dist: &Dist, mut log: impl FnMut(&Metrics)) -> Result<TrainerState> {
     let resume = opts.resume;
     let ck_root = c.output.join("checkpoints");
     let resume_from = if resume { checkpoint::latest(&ck_root)? } else { None };
@@ -377,13 +413,26 @@ pub fn run<B: Backend>(be: &B, c: &RunConfig, opts: &RunOptions, mut log: impl F
         }
         None => TrainerState { mask_rng: c.seed ^ 0x6D61_736B, loader: LoaderState { seed: c.seed, ..Default::default() }, ..Default::default() },
     };
-    let metrics_path = c.output.join("metrics.jsonl");
-    let mut metrics_file = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| Error::Io { path: metrics_path.display().to_string(), source: e })?;
-    let mut emit = |m: &Metrics, log: &mut dyn FnMut(&Metrics)| -> Result<()> {
-        writeln!(metrics_file, "{}", serde_json::to_string(m).expect("serialisable")).map_err(|e| Error::Io { path: metrics_path.display().to_string(), source: e })?;
-        log(m);
+    // Rank 0 writes the metrics (JSONL, TensorBoard) and the plot.
+    let mut run_log = if dist.is_root() { Some(RunLog::open(&c.output, resume_from.is_some())?) } else { None };
+    fn emit(run_log: &mut Option<RunLog>, m: &Metrics, log: &mut dyn FnMut(&Metrics)) -> Result<()> {
+        if let Some(r) = run_log.as_mut() {
+            r.write(m)?;
+            log(m);
+        }
         Ok(())
-    };
+    }
+    if dist.size() > 1 && c.phases.iter().any(|p| p.grad_accum < dist.size()) {
+        let p = c.phases.iter().find(|p| p.grad_accum < dist.size()).expect("found above");
+        return Err(Error::Input(format!(
+            "phase \"{}\": grad_accum = {} micro-batches per step cannot be shared by {} ranks (each rank takes whole micro-batches): raise grad_accum to at least {} (a multiple keeps the ranks evenly loaded) or run fewer ranks",
+            p.name,
+            p.grad_accum,
+            dist.size(),
+            dist.size()
+        )));
+    }
+    let params = crate::dist::parameter_shapes(be, &mut model);
 
     while state.phase < c.phases.len() {
         let phase = &c.phases[state.phase];
@@ -400,6 +449,7 @@ pub fn run<B: Backend>(be: &B, c: &RunConfig, opts: &RunOptions, mut log: impl F
         let mut meter = Meter { started: Some(Instant::now()), ..Default::default() };
         let mut progress = ProgressLine::new();
         let mut phase_tokens = 0u64;
+        let mut steps_since_metrics = 0u64;
         while state.phase_step < phase.steps {
             let n = state.phase_step;
             let lr = phase.schedule.lr(n, phase.steps, peak);
@@ -416,18 +466,26 @@ pub fn run<B: Backend>(be: &B, c: &RunConfig, opts: &RunOptions, mut log: impl F
             let mut grads = Grads::default();
             let mut step_tokens = 0u64;
             if labelled > 0 {
-                for m in &micro {
+                // This rank's share of the step: micro-batch i on rank i mod ranks.
+                for (i, m) in micro.iter().enumerate() {
                     if m.labels.is_empty() {
+                        continue;
+                    }
+                    let n_tokens: usize = m.sequences.iter().map(Vec::len).sum();
+                    step_tokens += n_tokens as u64;
+                    if !dist.owns(i) {
                         continue;
                     }
                     let refs: Vec<&[u32]> = m.sequences.iter().map(Vec::as_slice).collect();
                     let batch = model.batch(be, &refs)?;
                     let ids = m.sequences.concat();
-                    let out = forward_backward(be, &model, &batch, &ids, &Target::MaskedLm { rows: &m.rows, labels: &m.labels }, 1.0 / labelled as f32, &mut grads)?;
-                    step_tokens += ids.len() as u64;
+                    let mut micro_grads = Grads::default();
+                    let out = forward_backward(be, &model, &batch, &ids, &Target::MaskedLm { rows: &m.rows, labels: &m.labels }, 1.0 / labelled as f32, &mut micro_grads)?;
+                    grads.merge(be, micro_grads)?;
                     meter.add(out.loss_sum, &out.label_ranks, ids.len() as u64);
                 }
             }
+            crate::dist::all_reduce_grads(be, dist, &params, &mut grads)?;
             let stats = opt.step(be, &mut model, &grads, lr, false)?;
             state.mask_rng = rng.state();
             state.loader = loader.state;
@@ -435,16 +493,32 @@ pub fn run<B: Backend>(be: &B, c: &RunConfig, opts: &RunOptions, mut log: impl F
             state.global_step += 1;
             state.tokens += step_tokens;
             phase_tokens += step_tokens;
-            progress.draw(&phase.name, state.phase_step, phase.steps, meter.loss_sum / meter.labels.max(1) as f64, phase_tokens);
+            steps_since_metrics += 1;
+            if dist.is_root() {
+                progress.draw(&phase.name, state.phase_step, phase.steps, meter.loss_sum / meter.labels.max(1) as f64, phase_tokens);
+            }
             if state.phase_step % c.metrics_every.max(1) == 0 || state.phase_step == phase.steps {
                 progress.clear();
-                emit(&meter.metrics(&phase.name, state.phase_step, state.global_step, lr, rate, stats.grad_norm, state.tokens, "train"), &mut log)?;
+                let traffic = dist.take_traffic();
+                meter.all_ranks(dist);
+                let mut m = meter.metrics(&phase.name, state.phase_step, state.global_step, lr, rate, stats.grad_norm, state.tokens, "train");
+                m.ranks = dist.size();
+                m.allreduce_s_per_step = traffic.seconds / steps_since_metrics as f64;
+                m.allreduce_bytes_per_step = traffic.bytes / steps_since_metrics;
+                emit(&mut run_log, &m, &mut log)?;
                 meter = Meter { started: Some(Instant::now()), ..Default::default() };
+                steps_since_metrics = 0;
             }
-            if c.eval_every > 0 && state.phase_step % c.eval_every == 0 && !info.eval.is_empty() {
+            // Rank 0 evaluates (the others go on to the next step and wait for it there).
+            if c.eval_every > 0 && state.phase_step % c.eval_every == 0 && !info.eval.is_empty() && dist.is_root() {
                 progress.clear();
                 let m = evaluate(be, &model, &phase.data, &info, phase.batch_tokens, c.eval_batches, &tokens, c.seed)?;
-                emit(&m.metrics(&phase.name, state.phase_step, state.global_step, lr, 0.15, 0.0, state.tokens, "eval"), &mut log)?;
+                let mut m = m.metrics(&phase.name, state.phase_step, state.global_step, lr, 0.15, 0.0, state.tokens, "eval");
+                m.ranks = dist.size();
+                emit(&mut run_log, &m, &mut log)?;
+                if let Some(r) = run_log.as_ref() {
+                    r.plot()?;
+                }
             }
             let last = state.phase_step == phase.steps;
             if last {
@@ -452,7 +526,7 @@ pub fn run<B: Backend>(be: &B, c: &RunConfig, opts: &RunOptions, mut log: impl F
                 state.phase_step = 0;
                 state.loader = LoaderState { seed: c.seed.wrapping_add(state.phase as u64), ..Default::default() };
             }
-            if last || (c.checkpoint_every > 0 && state.global_step % c.checkpoint_every == 0) {
+            if dist.is_root() && (last || (c.checkpoint_every > 0 && state.global_step % c.checkpoint_every == 0)) {
                 let dir = ck_root.join(format!("step-{:08}", state.global_step));
                 std::fs::create_dir_all(&ck_root).map_err(|e| Error::Io { path: ck_root.display().to_string(), source: e })?;
                 checkpoint::save(be, &dir, &config_json, Some(&tokenizer_dir), &mut model, Some(&opt), Some(&state))?;
@@ -468,9 +542,12 @@ pub fn run<B: Backend>(be: &B, c: &RunConfig, opts: &RunOptions, mut log: impl F
             return Ok(state);
         }
     }
-    // The final model, as a plain Hugging Face folder.
-    let final_dir = c.output.join("final");
-    checkpoint::save(be, &final_dir, &config_json, Some(&tokenizer_dir), &mut model, None, None)?;
+    // The final model, as a plain Hugging Face folder, and the run's curves.
+    if let Some(r) = run_log.as_ref() {
+        let final_dir = c.output.join("final");
+        checkpoint::save(be, &final_dir, &config_json, Some(&tokenizer_dir), &mut model, None, None)?;
+        r.plot()?;
+    }
     Ok(state)
 }
 

@@ -40,6 +40,15 @@ impl<B: Backend> Grads<B> {
         self.tensors.insert(name.to_string(), sum);
         Ok(())
     }
+    /// Add every gradient of `other` (a micro-batch's, summed on its own first: the sum of a
+    /// step is then the same in one process and over ranks, whose micro-batches are summed the
+    /// same way before the allreduce adds them up).
+    pub fn merge(&mut self, be: &B, other: Grads<B>) -> Result<()> {
+        for (name, g) in other.tensors {
+            self.add(be, &name, g)?;
+        }
+        Ok(())
+    }
     pub fn get(&self, name: &str) -> Option<&B::Tensor> {
         self.tensors.get(name)
     }

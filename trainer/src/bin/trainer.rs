@@ -10,6 +10,7 @@ use kernels::{Backend, CpuBackend, GpuBackend};
 use runtime::Encoder;
 use runtime::args::{fraction, in_range, non_negative, positive, probability, MAX_THREADS};
 use runtime::weights::Checkpoint;
+use trainer::dist::Dist;
 
 /// The longest sequence a command line may ask for.
 const MAX_CONTEXT: u64 = runtime::config::MAX_CONTEXT as u64;
@@ -254,6 +255,10 @@ enum Command {
         weight_decay: f64,
         #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = in_range(1, 1 << 16))]
         batch_size: usize,
+        /// Micro-batches per step, their gradients summed: the same step in less memory; under
+        /// MPI each rank computes its share of them (default: 1, or the number of ranks).
+        #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, 1 << 16))]
+        grad_accum: Option<usize>,
         #[arg(long, default_value_t = 512, allow_negative_numbers = true, value_parser = in_range(3, MAX_CONTEXT))]
         max_seq_len: usize,
         #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = fraction)]
@@ -309,6 +314,16 @@ fn check<B: Backend>(be: &B, models: &[PathBuf], reference: &PathBuf) -> Result<
     Ok(report.passed())
 }
 
+/// A failure on one rank of a job stops every rank (none is left waiting for it), with the
+/// message and the rank.
+fn fail_job(dist: &Dist, message: String) -> String {
+    if dist.size() > 1 {
+        eprintln!("error on rank {} of {}: {message}", dist.rank(), dist.size());
+        dist.abort(2);
+    }
+    message
+}
+
 fn set_threads(threads: &Option<usize>) -> Result<(), String> {
     if let Some(n) = threads {
         rayon::ThreadPoolBuilder::new().num_threads((*n).max(1)).build_global().map_err(|e| e.to_string())?;
@@ -316,28 +331,44 @@ fn set_threads(threads: &Option<usize>) -> Result<(), String> {
     Ok(())
 }
 
-fn pretrain<B: Backend>(be: &B, config: &PathBuf, resume: bool) -> Result<bool, String> {
+/// The data-parallel job this process is a rank of (a single process unless started by
+/// `mpirun` or `srun`), announced once by rank 0.
+fn job() -> Result<Dist, String> {
+    let dist = Dist::from_environment().map_err(|e| e.to_string())?;
+    if dist.size() > 1 && dist.is_root() {
+        eprintln!("data-parallel over {} ranks (MPI): each takes its micro-batches of every step; rank 0 writes", dist.size());
+    }
+    Ok(dist)
+}
+
+fn pretrain<B: Backend>(be: &B, dist: &Dist, config: &PathBuf, resume: bool) -> Result<bool, String> {
     let c = trainer::pretrain::RunConfig::from_file(config).map_err(|e| e.to_string())?;
     let opts = trainer::pretrain::RunOptions { resume, stop_after: None };
-    let state = trainer::pretrain::run(be, &c, &opts, |m| {
+    let state = trainer::pretrain::run_distributed(be, &c, &opts, dist, |m| {
+        let ranks = if m.ranks > 1 { format!(", allreduce {:.3} s / {:.1} MB per step", m.allreduce_s_per_step, m.allreduce_bytes_per_step as f64 / 1e6) } else { String::new() };
         eprintln!(
-            "[{}] {} step {:>6} loss {:.4} top1 {:.3} top10 {:.3} lr {:.3e} mask {:.3} {:.0} tok/s",
+            "[{}] {} step {:>6} loss {:.4} top1 {:.3} top10 {:.3} lr {:.3e} mask {:.3} {:.0} tok/s{ranks}",
             m.split, m.phase, m.step, m.loss, m.top1, m.top10, m.lr, m.mask_rate, m.tokens_per_s
         )
     })
     .map_err(|e| e.to_string())?;
-    println!("trained {} steps on {} tokens; model in {}", state.global_step, state.tokens, c.output.join("final").display());
+    if dist.is_root() {
+        println!("trained {} steps on {} tokens; model in {}", state.global_step, state.tokens, c.output.join("final").display());
+    }
     Ok(true)
 }
 
-fn finetune<B: Backend>(be: &B, o: &trainer::finetune::FinetuneOptions) -> Result<bool, String> {
-    let r = trainer::finetune::finetune(be, o, |e| {
+fn finetune<B: Backend>(be: &B, dist: &Dist, o: &trainer::finetune::FinetuneOptions) -> Result<bool, String> {
+    let r = trainer::finetune::finetune_distributed(be, o, dist, |e| {
         eprintln!("epoch {}: train loss {:.4}, eval loss {:.4}, F1 {:.4}, accuracy {:.4}", e.epoch, e.train_loss, e.eval_loss, e.f1, e.accuracy);
         for l in &e.labels {
             eprintln!("    {:<24} P {:.3}  R {:.3}  F1 {:.3}  ({})", l.label, l.precision, l.recall, l.f1, l.support);
         }
     })
     .map_err(|e| e.to_string())?;
+    if !dist.is_root() {
+        return Ok(true);
+    }
     if r.truncated > 0 {
         eprintln!("note: {} documents longer than --max-seq-len were truncated for training/evaluation", r.truncated);
     }
@@ -474,16 +505,17 @@ fn main() -> ExitCode {
             println!("{} documents → train {ts} sequences / {tt} tokens, eval {es} sequences / {et} tokens ({} held-out documents) in {}", info.documents, info.eval_documents, output.display());
             Ok(true)
         })(),
-        Command::Finetune { task, model, train, eval, output, epochs, lr, weight_decay, batch_size, max_seq_len, warmup_ratio, seed, text_column, label_column, run } => (|| {
+        Command::Finetune { task, model, train, eval, output, epochs, lr, weight_decay, batch_size, grad_accum, max_seq_len, warmup_ratio, seed, text_column, label_column, run } => (|| {
             set_threads(&run.threads)?;
+            let dist = job()?;
             let task = match task {
                 TaskArg::TokenClassification => trainer::finetune::Task::TokenClassification,
                 TaskArg::SequenceClassification => trainer::finetune::Task::SequenceClassification,
             };
             let mut o = trainer::finetune::FinetuneOptions::new(task, model.clone(), train.clone(), eval.clone(), output.clone());
             (o.epochs, o.lr, o.weight_decay, o.batch_size, o.max_seq_len, o.warmup_ratio, o.seed) = (*epochs, *lr, *weight_decay, *batch_size, *max_seq_len, *warmup_ratio, *seed);
-            (o.text_column, o.label_column) = (text_column.clone(), label_column.clone());
-            on_device!(run.device, run.dtype, |be| finetune(&be, &o))
+            (o.text_column, o.label_column, o.grad_accum) = (text_column.clone(), label_column.clone(), *grad_accum);
+            on_device!(run.device, run.dtype, |be| finetune(&be, &dist, &o)).map_err(|e| fail_job(&dist, e))
         })(),
         Command::Bench { config, batch, seq, iters, run } => (|| {
             set_threads(&run.threads)?;
@@ -491,7 +523,8 @@ fn main() -> ExitCode {
         })(),
         Command::Pretrain { config, resume, run } => (|| {
             set_threads(&run.threads)?;
-            on_device!(run.device, run.dtype, |be| pretrain(&be, config, *resume))
+            let dist = job()?;
+            on_device!(run.device, run.dtype, |be| pretrain(&be, &dist, config, *resume)).map_err(|e| fail_job(&dist, e))
         })(),
         Command::Check { model, reference, device, threads } => (|| {
             set_threads(threads)?;

@@ -1,0 +1,276 @@
+//! Data parallelism: one process per rank, started by `mpirun` or `srun`, over MPI (Open MPI
+//! through the `mpi` crate, behind the `mpi` feature).
+//!
+//! Every rank builds the same model, reads the same data in the same order and draws the same
+//! masks: a step's global batch (its micro-batches) is known to all of them, and rank `r` runs
+//! forward and backward on micro-batches `m` with `m mod ranks = r` only. The gradients are then
+//! summed over the ranks in a few large buckets ([`all_reduce_grads`]), so every rank holds the
+//! gradient a single process accumulates over the whole batch and applies the identical optimizer
+//! step. Nothing a checkpoint holds depends on the rank or the number of ranks (data order follows
+//! the global step), so a run resumes on any number of ranks. Rank 0 alone writes checkpoints,
+//! metrics and plots.
+//!
+//! A rank that fails (an error or a panic) aborts the whole job with `MPI_Abort`, so no rank is
+//! left waiting in a collective; a rank killed outright is noticed by the launcher, which stops
+//! the others.
+
+use std::cell::RefCell;
+use std::time::Instant;
+
+use kernels::Backend;
+use runtime::Encoder;
+
+use crate::backward::Grads;
+use crate::{Error, Result};
+
+/// Values per allreduce call: 32 MiB of f32, so that ModernBERT-base's 150 M gradients go in
+/// about 18 calls.
+pub const BUCKET_VALUES: usize = 8 << 20;
+
+/// This process's place in the job.
+pub struct Dist {
+    rank: usize,
+    size: usize,
+    #[cfg(feature = "mpi")]
+    mpi: Option<mpi_world::World>,
+    /// Seconds and bytes spent in allreduce since the last `take_traffic`.
+    traffic: RefCell<Traffic>,
+}
+
+/// Time and volume of the collectives.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Traffic {
+    pub seconds: f64,
+    pub bytes: u64,
+    pub calls: u64,
+}
+
+/// The variables a launcher sets in each rank it starts (Open MPI's mpirun, PMIx and PMI-2 under
+/// srun).
+const LAUNCHED: [&str; 3] = ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"];
+
+impl Dist {
+    /// A single process.
+    pub fn single() -> Dist {
+        Dist {
+            rank: 0,
+            size: 1,
+            #[cfg(feature = "mpi")]
+            mpi: None,
+            traffic: RefCell::default(),
+        }
+    }
+
+    /// The job this process was started in: MPI's world when a launcher started it (`mpirun`,
+    /// `srun`), else a single process. A launch under several ranks by a trainer built without
+    /// the `mpi` feature is refused (each rank would train alone).
+    pub fn from_environment() -> Result<Dist> {
+        let launched = LAUNCHED.iter().any(|v| std::env::var_os(v).is_some());
+        if !launched {
+            return Ok(Dist::single());
+        }
+        #[cfg(feature = "mpi")]
+        {
+            let world = mpi_world::World::init()?;
+            let (rank, size) = (world.rank(), world.size());
+            Ok(Dist { rank, size, mpi: Some(world), traffic: RefCell::default() })
+        }
+        #[cfg(not(feature = "mpi"))]
+        {
+            let size: usize = std::env::var("OMPI_COMM_WORLD_SIZE").or_else(|_| std::env::var("PMI_SIZE")).ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+            if size > 1 {
+                return Err(Error::Input(format!(
+                    "started as one of {size} ranks, but this trainer was built without MPI: build it with `cargo build --release -p trainer --features mpi` (needs Open MPI's libopenmpi-dev and libclang)"
+                )));
+            }
+            Ok(Dist::single())
+        }
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+    pub fn size(&self) -> usize {
+        self.size
+    }
+    /// Rank 0: the one that writes.
+    pub fn is_root(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// Does this rank compute micro-batch `m` of a step?
+    pub fn owns(&self, m: usize) -> bool {
+        m % self.size == self.rank
+    }
+
+    /// Sum `values` over every rank, in place, in buckets of [`BUCKET_VALUES`].
+    pub fn sum_f32(&self, values: &mut [f32]) {
+        if self.size == 1 {
+            return;
+        }
+        let start = Instant::now();
+        for bucket in values.chunks_mut(BUCKET_VALUES) {
+            self.reduce_f32(bucket);
+        }
+        let mut t = self.traffic.borrow_mut();
+        t.seconds += start.elapsed().as_secs_f64();
+        t.bytes += (values.len() * 4) as u64;
+        t.calls += values.len().div_ceil(BUCKET_VALUES) as u64;
+    }
+
+    /// Sum a few f64 counters over every rank (losses, hits, token counts).
+    pub fn sum_f64(&self, values: &mut [f64]) {
+        if self.size == 1 {
+            return;
+        }
+        #[cfg(feature = "mpi")]
+        if let Some(w) = &self.mpi {
+            w.sum_f64(values);
+        }
+        #[cfg(not(feature = "mpi"))]
+        let _ = values;
+    }
+
+    fn reduce_f32(&self, bucket: &mut [f32]) {
+        #[cfg(feature = "mpi")]
+        if let Some(w) = &self.mpi {
+            w.sum_f32(bucket);
+        }
+        #[cfg(not(feature = "mpi"))]
+        let _ = bucket;
+    }
+
+    /// Wait for every rank.
+    pub fn barrier(&self) {
+        #[cfg(feature = "mpi")]
+        if let Some(w) = &self.mpi {
+            w.barrier();
+        }
+    }
+
+    /// Stop the whole job: every rank, with `code` (a failure on one rank must not leave the
+    /// others waiting in a collective).
+    pub fn abort(&self, code: i32) -> ! {
+        #[cfg(feature = "mpi")]
+        if let Some(w) = &self.mpi {
+            w.abort(code);
+        }
+        std::process::exit(code)
+    }
+
+    /// The collectives' time and volume since the last call.
+    pub fn take_traffic(&self) -> Traffic {
+        std::mem::take(&mut *self.traffic.borrow_mut())
+    }
+}
+
+/// The model's parameters, in checkpoint order: the order every rank packs its gradients in.
+pub fn parameter_shapes<B: Backend>(be: &B, model: &mut dyn Encoder<B>) -> Vec<(String, Vec<usize>)> {
+    model.parameters_mut().into_iter().map(|(n, t)| (n, be.shape(t).to_vec())).collect()
+}
+
+/// Sum the gradients over every rank: packed in checkpoint order into one buffer (a gradient a
+/// rank lacks counts as zero; one that no rank has stays absent, as in a single process), summed
+/// in buckets of [`BUCKET_VALUES`], and put back.
+pub fn all_reduce_grads<B: Backend>(be: &B, dist: &Dist, params: &[(String, Vec<usize>)], grads: &mut Grads<B>) -> Result<()> {
+    if dist.size() == 1 {
+        return Ok(());
+    }
+    let total: usize = params.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    // One presence flag per parameter, then every gradient.
+    let mut flat = Vec::with_capacity(params.len() + total);
+    flat.extend(params.iter().map(|(n, _)| if grads.get(n).is_some() { 1.0f32 } else { 0.0 }));
+    for (name, shape) in params {
+        let n: usize = shape.iter().product();
+        match grads.get(name) {
+            Some(g) => {
+                let v = kernels::block_on(be.read(g))?;
+                if v.len() != n {
+                    return Err(Error::Input(format!("the gradient of {name} holds {} values, the parameter {n}", v.len())));
+                }
+                flat.extend_from_slice(&v);
+            }
+            None => flat.resize(flat.len() + n, 0.0),
+        }
+    }
+    dist.sum_f32(&mut flat);
+    let (flags, mut rest) = flat.split_at(params.len());
+    grads.clear();
+    for ((name, shape), &flag) in params.iter().zip(flags) {
+        let n: usize = shape.iter().product();
+        let (g, tail) = rest.split_at(n);
+        rest = tail;
+        if flag > 0.0 {
+            grads.tensors.insert(name.clone(), be.upload(g, shape)?);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "mpi")]
+mod mpi_world {
+    use std::cell::RefCell;
+
+    use mpi::collective::SystemOperation;
+    use mpi::topology::SimpleCommunicator;
+    use mpi::traits::*;
+
+    use crate::{Error, Result};
+
+    pub struct World {
+        // Dropping the universe calls MPI_Finalize: it lives as long as the world.
+        _universe: mpi::environment::Universe,
+        world: SimpleCommunicator,
+        // rsmpi has no in-place allreduce: the send side is a copy.
+        scratch: RefCell<Vec<f32>>,
+    }
+
+    impl World {
+        pub fn init() -> Result<World> {
+            // Only the main thread calls MPI (the kernels' worker threads never do).
+            let (universe, _) =
+                mpi::initialize_with_threading(mpi::Threading::Funneled).ok_or_else(|| Error::Input("MPI was already initialised in this process".into()))?;
+            let world = universe.world();
+            // A panic would unwind into MPI_Finalize while the other ranks wait in a collective:
+            // the job would hang. Abort it instead, after the usual message.
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                previous(info);
+                // SAFETY: MPI is initialised (this hook is set after it) and MPI_Abort takes the
+                // world communicator handle and an error code.
+                unsafe {
+                    mpi::ffi::MPI_Abort(mpi::ffi::RSMPI_COMM_WORLD, 101);
+                }
+                std::process::abort();
+            }));
+            Ok(World { _universe: universe, world, scratch: RefCell::new(Vec::new()) })
+        }
+
+        pub fn rank(&self) -> usize {
+            self.world.rank() as usize
+        }
+        pub fn size(&self) -> usize {
+            self.world.size() as usize
+        }
+
+        pub fn sum_f32(&self, bucket: &mut [f32]) {
+            let mut send = self.scratch.borrow_mut();
+            send.clear();
+            send.extend_from_slice(bucket);
+            self.world.all_reduce_into(&send[..], bucket, SystemOperation::sum());
+        }
+
+        pub fn sum_f64(&self, values: &mut [f64]) {
+            let send = values.to_vec();
+            self.world.all_reduce_into(&send[..], values, SystemOperation::sum());
+        }
+
+        pub fn barrier(&self) {
+            self.world.barrier();
+        }
+
+        pub fn abort(&self, code: i32) -> ! {
+            self.world.abort(code)
+        }
+    }
+}

@@ -67,8 +67,8 @@ impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Source::Flag => "--shard",
-            Source::Slurm => "the Slurm job array (SLURM_ARRAY_TASK_ID)",
-            Source::Kubernetes => "the Kubernetes Indexed Job (JOB_COMPLETION_INDEX)",
+            Source::Slurm => "the Slurm job array, SLURM_ARRAY_TASK_ID",
+            Source::Kubernetes => "the Kubernetes Indexed Job, JOB_COMPLETION_INDEX",
         })
     }
 }

@@ -13,6 +13,12 @@
 //! A rank that fails (an error or a panic) aborts the whole job with `MPI_Abort`, so no rank is
 //! left waiting in a collective; a rank killed outright is noticed by the launcher, which stops
 //! the others.
+//!
+//! On NVIDIA GPUs the gradient buckets can be summed by NCCL instead (`TRAINER_ALLREDUCE=nccl`,
+//! a trainer built with the `nccl` feature): each rank opens the GPU of its local rank, rank 0
+//! makes the NCCL id and MPI broadcasts it, and each bucket is copied to the GPU, summed in place
+//! by NCCL (NVLink, InfiniBand) and copied back. It is built but has never run here: this
+//! project's machines have no GPU.
 
 use std::cell::RefCell;
 use std::time::Instant;
@@ -104,18 +110,19 @@ impl Dist {
     }
 
     /// Sum `values` over every rank, in place, in buckets of [`BUCKET_VALUES`].
-    pub fn sum_f32(&self, values: &mut [f32]) {
+    pub fn sum_f32(&self, values: &mut [f32]) -> Result<()> {
         if self.size == 1 {
-            return;
+            return Ok(());
         }
         let start = Instant::now();
         for bucket in values.chunks_mut(BUCKET_VALUES) {
-            self.reduce_f32(bucket);
+            self.reduce_f32(bucket)?;
         }
         let mut t = self.traffic.borrow_mut();
         t.seconds += start.elapsed().as_secs_f64();
         t.bytes += (values.len() * 4) as u64;
         t.calls += values.len().div_ceil(BUCKET_VALUES) as u64;
+        Ok(())
     }
 
     /// Sum a few f64 counters over every rank (losses, hits, token counts).
@@ -131,13 +138,13 @@ impl Dist {
         let _ = values;
     }
 
-    fn reduce_f32(&self, bucket: &mut [f32]) {
+    fn reduce_f32(&self, bucket: &mut [f32]) -> Result<()> {
         #[cfg(feature = "mpi")]
         if let Some(w) = &self.mpi {
-            w.sum_f32(bucket);
+            return w.sum_f32(bucket);
         }
-        #[cfg(not(feature = "mpi"))]
         let _ = bucket;
+        Ok(())
     }
 
     /// Wait for every rank.
@@ -193,7 +200,7 @@ pub fn all_reduce_grads<B: Backend>(be: &B, dist: &Dist, params: &[(String, Vec<
             None => flat.resize(flat.len() + n, 0.0),
         }
     }
-    dist.sum_f32(&mut flat);
+    dist.sum_f32(&mut flat)?;
     let (flags, mut rest) = flat.split_at(params.len());
     grads.clear();
     for ((name, shape), &flag) in params.iter().zip(flags) {
@@ -223,6 +230,9 @@ mod mpi_world {
         world: SimpleCommunicator,
         // rsmpi has no in-place allreduce: the send side is a copy.
         scratch: RefCell<Vec<f32>>,
+        /// NCCL sums the f32 buckets when asked for (`TRAINER_ALLREDUCE=nccl`).
+        #[cfg(feature = "nccl")]
+        nccl: Option<super::nccl::Nccl>,
     }
 
     impl World {
@@ -243,7 +253,25 @@ mod mpi_world {
                 }
                 std::process::abort();
             }));
-            Ok(World { _universe: universe, world, scratch: RefCell::new(Vec::new()) })
+            let allreduce = std::env::var("TRAINER_ALLREDUCE").unwrap_or_else(|_| "mpi".into());
+            #[cfg(feature = "nccl")]
+            let nccl = match allreduce.as_str() {
+                "nccl" => Some(super::nccl::Nccl::init(&world)?),
+                _ => None,
+            };
+            match allreduce.as_str() {
+                "mpi" => {}
+                "nccl" if cfg!(feature = "nccl") => {}
+                "nccl" => return Err(Error::Input("TRAINER_ALLREDUCE=nccl: this trainer was built without NCCL (cargo build -p trainer --features nccl)".into())),
+                other => return Err(Error::Input(format!("TRAINER_ALLREDUCE={other:?}: expected mpi or nccl"))),
+            }
+            Ok(World {
+                _universe: universe,
+                world,
+                scratch: RefCell::new(Vec::new()),
+                #[cfg(feature = "nccl")]
+                nccl,
+            })
         }
 
         pub fn rank(&self) -> usize {
@@ -253,11 +281,16 @@ mod mpi_world {
             self.world.size() as usize
         }
 
-        pub fn sum_f32(&self, bucket: &mut [f32]) {
+        pub fn sum_f32(&self, bucket: &mut [f32]) -> Result<()> {
+            #[cfg(feature = "nccl")]
+            if let Some(n) = &self.nccl {
+                return n.sum_f32(bucket);
+            }
             let mut send = self.scratch.borrow_mut();
             send.clear();
             send.extend_from_slice(bucket);
             self.world.all_reduce_into(&send[..], bucket, SystemOperation::sum());
+            Ok(())
         }
 
         pub fn sum_f64(&self, values: &mut [f64]) {
@@ -271,6 +304,71 @@ mod mpi_world {
 
         pub fn abort(&self, code: i32) -> ! {
             self.world.abort(code)
+        }
+    }
+}
+
+/// NCCL between the ranks' GPUs, bootstrapped over MPI.
+#[cfg(feature = "nccl")]
+mod nccl {
+    use std::sync::Arc;
+
+    use cudarc::driver::{CudaContext, CudaStream};
+    use cudarc::nccl::safe::{Comm, Id, ReduceOp};
+    use mpi::topology::SimpleCommunicator;
+    use mpi::traits::*;
+
+    use crate::{Error, Result};
+
+    pub struct Nccl {
+        stream: Arc<CudaStream>,
+        comm: Comm,
+    }
+
+    fn cuda(what: &str, e: impl std::fmt::Debug) -> Error {
+        Error::Input(format!("NCCL all-reduce: {what} failed ({e:?})"))
+    }
+
+    impl Nccl {
+        /// Open the GPU of this rank's place on its node (the launcher's local rank, modulo the
+        /// GPUs it sees) and join the NCCL communicator whose id rank 0 broadcasts over MPI.
+        pub fn init(world: &SimpleCommunicator) -> Result<Nccl> {
+            let local: usize = ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok()?.parse().ok())
+                .unwrap_or(0);
+            // cudarc loads CUDA and NCCL at first use and panics when they are missing: ask first.
+            // SAFETY: these only try to open the shared libraries.
+            let (has_cuda, has_nccl) = unsafe { (cudarc::driver::sys::is_culib_present(), cudarc::nccl::sys::is_culib_present()) };
+            if !has_cuda || !has_nccl {
+                return Err(Error::Input(format!(
+                    "TRAINER_ALLREDUCE=nccl: {} not found (libcuda.so from the NVIDIA driver, libnccl.so from NCCL; set LD_LIBRARY_PATH), or use MPI's all-reduce",
+                    if has_cuda { "NCCL is" } else { "CUDA is" }
+                )));
+            }
+            let gpus = CudaContext::device_count().map_err(|e| cuda("counting the GPUs", e))?.max(1) as usize;
+            let ctx = CudaContext::new(local % gpus).map_err(|e| cuda("opening the GPU", e))?;
+            let stream = ctx.default_stream();
+            let (rank, size) = (world.rank() as usize, world.size() as usize);
+            let mut id = [0u8; 128];
+            if rank == 0 {
+                let made = Id::new().map_err(|e| cuda("making the NCCL id", e))?;
+                for (b, c) in id.iter_mut().zip(made.internal()) {
+                    *b = *c as u8;
+                }
+            }
+            world.process_at_rank(0).broadcast_into(&mut id[..]);
+            let id = Id::uninit(id.map(|b| b as std::ffi::c_char));
+            let comm = Comm::from_rank(stream.clone(), rank, size, id).map_err(|e| cuda("joining the communicator", e))?;
+            Ok(Nccl { stream, comm })
+        }
+
+        /// Sum one bucket over the ranks' GPUs: to the GPU, summed in place, back.
+        pub fn sum_f32(&self, bucket: &mut [f32]) -> Result<()> {
+            let mut on_gpu = self.stream.clone_htod(bucket).map_err(|e| cuda("copying to the GPU", e))?;
+            self.comm.all_reduce_in_place(&mut on_gpu, &ReduceOp::Sum).map_err(|e| cuda("ncclAllReduce", e))?;
+            self.stream.memcpy_dtoh(&on_gpu, bucket).map_err(|e| cuda("copying from the GPU", e))?;
+            self.stream.synchronize().map_err(|e| cuda("synchronising", e))
         }
     }
 }

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TRAINER=${TRAINER:-target/debug/trainer}
 STEPS=${STEPS:-24}
-ldd "$TRAINER" | grep -q libmpi || { echo "$TRAINER is not built with MPI: cargo build -p trainer --features mpi --bin trainer" >&2; exit 2; }
+ldd "$TRAINER" | grep libmpi >/dev/null || { echo "$TRAINER is not built with MPI: cargo build -p trainer --features mpi --bin trainer" >&2; exit 2; }
 work=$(mktemp -d /tmp/mpi-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 "$TRAINER" prepare data/aci-bench/train.csv data/aci-bench/valid.csv --tokenizer models/clinical-small \

@@ -50,6 +50,21 @@ pub enum Kind {
     Embeddings { metadata: Vec<(String, String)> },
 }
 
+impl Kind {
+    /// The same kind of output for resuming and merging: embeddings' metadata may name the model
+    /// folder as each command line spelled it (the identity holds its absolute path).
+    pub fn same_as(&self, other: &Kind) -> bool {
+        match (self, other) {
+            (Kind::Lines, Kind::Lines) => true,
+            (Kind::Embeddings { metadata: a }, Kind::Embeddings { metadata: b }) => {
+                let strip = |m: &[(String, String)]| m.iter().filter(|(k, _)| k != "model").cloned().collect::<Vec<_>>();
+                strip(a) == strip(b)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The writer of a finished output.
 pub enum Final {
     Lines(Sink),
@@ -305,7 +320,7 @@ impl Out {
         // manifest (removed first when a run completes; leftover parts are removed now).
         if record_path.exists() && output.exists() && !manifest_path.exists() {
             let record = read_shard_record(&record_path)?;
-            if record.identity == identity && record.shard == shard.index && record.shards == shard.count && record.kind == kind {
+            if record.identity == identity && record.shard == shard.index && record.shards == shard.count && record.kind.same_as(&kind) {
                 if dir.exists() {
                     std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
                 }
@@ -323,7 +338,7 @@ impl Out {
                 Some(d)
             } else if m.shard != (shard.index, shard.count) {
                 Some(format!("it holds shard {}/{}, not {shard}", m.shard.0, m.shard.1))
-            } else if m.kind != kind {
+            } else if !m.kind.same_as(&kind) {
                 Some("its output format differs".into())
             } else {
                 None
@@ -352,6 +367,11 @@ impl Out {
         } else {
             // Check the output like an unsharded run would, before any work.
             crate::output::check_output(&output, None)?;
+            // An earlier run's shard file must not stand beside this run's output, whatever
+            // happens before this run finishes (merge would take the pair for one shard).
+            if record_path.exists() {
+                std::fs::remove_file(&record_path).map_err(|e| io(&record_path, e))?;
+            }
             std::fs::create_dir_all(&dir).map_err(|e| Failure(format!("{}: cannot create the parts directory ({e})", dir.display())))?;
             let m = Manifest { version: VERSION, identity, shard: (shard.index, shard.count), kind, parts: Vec::new(), documents: None };
             write_durably(&manifest_path, &serde_json::to_vec_pretty(&m).expect("serialises"))?;
@@ -362,6 +382,31 @@ impl Out {
         };
         let done = manifest.parts.len();
         Ok(Opened::Run(Out::Parted(Parted { output, dir, manifest }), done))
+    }
+
+    /// Check that chunk `c`, skipped because an earlier run finished it, holds the documents its
+    /// part holds (an input edited between the runs would shift the chunks).
+    pub fn check_skipped(&self, c: usize, ids: &[String]) -> Result<(), Failure> {
+        let Out::Parted(p) = self else { return Ok(()) };
+        let Some(part) = p.manifest.parts.get(c) else { return Ok(()) };
+        let path = p.dir.join(&part.file);
+        let mut header = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(std::fs::File::open(&path).map_err(|e| io(&path, e))?), &mut header)
+            .map_err(|e| io(&path, e))?;
+        #[derive(Deserialize)]
+        struct Ids {
+            ids: Vec<String>,
+        }
+        let held: Ids = serde_json::from_str(&header)
+            .map_err(|_| Failure(format!("{}: a damaged part; remove {} to start this shard over", path.display(), p.dir.display())))?;
+        if held.ids != ids {
+            return Err(Failure(format!(
+                "{}: chunk {c} of the input no longer holds the documents an earlier run finished (the input changed since); remove {} to start this shard over",
+                path.display(),
+                p.dir.display()
+            )));
+        }
+        Ok(())
     }
 
     /// The results of the next chunk.
@@ -427,6 +472,9 @@ pub fn read_shard_record(path: &Path) -> Result<ShardRecord, Failure> {
     let r: ShardRecord = serde_json::from_slice(&text).map_err(|e| Failure(format!("{}: not a shard file of runtime-cli ({e})", path.display())))?;
     if r.version != VERSION {
         return Err(Failure(format!("{}: shard file format {}; this program reads {VERSION}", path.display(), r.version)));
+    }
+    if r.shards == 0 || r.shards > crate::shard::MAX_SHARDS || r.shard >= r.shards {
+        return Err(Failure(format!("{}: shard {} of {} does not exist", path.display(), r.shard, r.shards)));
     }
     Ok(r)
 }

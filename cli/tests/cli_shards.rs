@@ -254,6 +254,13 @@ fn merge_and_resume_refuse_anything_but_every_document_once() {
     ok(&["merge", "-o", s(&out), s(&c), s(&a), s(&b)]);
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&plain).unwrap());
 
+    // A shard whose output is being recomputed is not merged with its old shard file.
+    std::fs::create_dir_all(dir.join("s1of3.jsonl.parts")).unwrap();
+    std::fs::write(dir.join("s1of3.jsonl.parts/manifest.json"), "{}").unwrap();
+    let m = fails(&["merge", "-o", s(&out), s(&a), s(&b), s(&c)]);
+    assert!(m.contains("has not finished"), "{m}");
+    std::fs::remove_dir_all(dir.join("s1of3.jsonl.parts")).unwrap();
+
     // Parts of another run are not taken up.
     let resumed = dir.join("r.jsonl");
     let parts = dir.join("r.jsonl.parts");
@@ -278,4 +285,25 @@ fn merge_and_resume_refuse_anything_but_every_document_once() {
         let m = fails(&["deid", s(&input), "--shard", bad, "-o", s(&dir.join("z.jsonl"))]);
         assert!(m.contains("--shard"), "{m}");
     }
+}
+
+#[test]
+fn a_resumed_shard_refuses_an_input_whose_finished_chunks_changed() {
+    let dir = scratch("edited");
+    let input = notes(&dir, 160, 6);
+    let out = dir.join("d.jsonl");
+    let parts = dir.join("d.jsonl.parts");
+    let args = ["deid", s(&input), "--shard", "0/1", "--chunk-docs", "4", "--threads", "1", "-o", s(&out)];
+    assert!(kill_after(&args, &parts, 3, Duration::ZERO));
+    assert!(done_chunks(&parts) >= 3);
+    // The first two notes swap places: the same size, and the time set back, so only the
+    // documents of the finished chunks tell.
+    let modified = std::fs::metadata(&input).unwrap().modified().unwrap();
+    let text = std::fs::read_to_string(&input).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.swap(0, 1);
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    std::fs::File::options().write(true).open(&input).unwrap().set_modified(modified).unwrap();
+    let m = fails(&args);
+    assert!(m.contains("no longer holds the documents an earlier run finished"), "{m}");
 }

@@ -21,5 +21,5 @@ wait=()
 [ -n "${WAIT:-}" ] && wait=(--wait)
 # shellcheck disable=SC2086
 merge=$(sbatch --parsable ${SBATCH_ARGS:-} --dependency=afterok:"$array" --kill-on-invalid-dep=yes \
-  --export=ALL --output="$OUT/logs/merge-%j.log" "${wait[@]}" "$here/merge.sbatch")
+  --export=ALL --output="$OUT/logs/merge-%j.log" ${wait[@]+"${wait[@]}"} "$here/merge.sbatch")
 echo "merge job $merge: $OUT/deid.jsonl once every shard succeeded"

@@ -110,12 +110,23 @@ pub fn save<B: Backend>(
         }
         std::fs::rename(dir, &old).map_err(|e| io(dir, e))?;
         std::fs::rename(&tmp, dir).map_err(|e| io(dir, e))?;
+        // What the run keeps beside the model (fine-tuning's TensorBoard events, whose writer
+        // is still open: a rename keeps its file) moves into the new folder.
+        for keep in KEPT {
+            let from = old.join(keep);
+            if from.exists() && !dir.join(keep).exists() {
+                std::fs::rename(&from, dir.join(keep)).map_err(|e| io(&from, e))?;
+            }
+        }
         std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
     } else {
         std::fs::rename(&tmp, dir).map_err(|e| io(dir, e))?;
     }
     Ok(())
 }
+
+/// Entries of a model folder that are the run's, not the model's: kept when the model is replaced.
+const KEPT: [&str; 1] = ["tensorboard"];
 
 /// Restore the optimizer's moments and step from a checkpoint folder.
 pub fn load_optimizer<B: Backend>(be: &B, dir: &Path, optimizer: &mut Optimizer<B>) -> Result<()> {

@@ -55,6 +55,14 @@ pub struct Traffic {
 /// srun).
 const LAUNCHED: [&str; 3] = ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"];
 
+/// How many tasks srun started for this step, when it started several (each would otherwise
+/// train alone on the same output).
+fn slurm_tasks() -> Option<usize> {
+    std::env::var_os("SLURM_PROCID")?;
+    let n: usize = std::env::var("SLURM_STEP_NUM_TASKS").ok()?.parse().ok()?;
+    (n > 1).then_some(n)
+}
+
 impl Dist {
     /// A single process.
     pub fn single() -> Dist {
@@ -72,18 +80,34 @@ impl Dist {
     /// the `mpi` feature is refused (each rank would train alone).
     pub fn from_environment() -> Result<Dist> {
         let launched = LAUNCHED.iter().any(|v| std::env::var_os(v).is_some());
-        if !launched {
+        let srun_tasks = slurm_tasks();
+        if !launched && srun_tasks.is_none() {
             return Ok(Dist::single());
         }
         #[cfg(feature = "mpi")]
         {
             let world = mpi_world::World::init()?;
             let (rank, size) = (world.rank(), world.size());
+            if let Some(n) = srun_tasks.filter(|&n| n != size) {
+                let message = format!(
+                    "srun started {n} tasks but MPI sees {size} rank(s): start the trainer with `srun --mpi=pmix` (Open MPI needs PMIx), or with mpirun"
+                );
+                if size > 1 {
+                    eprintln!("error on rank {rank}: {message}");
+                    world.abort(2);
+                }
+                return Err(Error::Input(message));
+            }
             Ok(Dist { rank, size, mpi: Some(world), traffic: RefCell::default() })
         }
         #[cfg(not(feature = "mpi"))]
         {
-            let size: usize = std::env::var("OMPI_COMM_WORLD_SIZE").or_else(|_| std::env::var("PMI_SIZE")).ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+            let size: usize = std::env::var("OMPI_COMM_WORLD_SIZE")
+                .or_else(|_| std::env::var("PMI_SIZE"))
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .or(srun_tasks)
+                .unwrap_or(if std::env::var_os("PMIX_RANK").is_some() { 2 } else { 1 });
             if size > 1 {
                 return Err(Error::Input(format!(
                     "started as one of {size} ranks, but this trainer was built without MPI: build it with `cargo build --release -p trainer --features mpi` (needs Open MPI's libopenmpi-dev and libclang)"
@@ -254,15 +278,26 @@ mod mpi_world {
                 std::process::abort();
             }));
             let allreduce = std::env::var("TRAINER_ALLREDUCE").unwrap_or_else(|_| "mpi".into());
+            // A rank whose NCCL set-up fails stops the job: the others would wait for it in the
+            // id's broadcast or in NCCL's own set-up.
             #[cfg(feature = "nccl")]
             let nccl = match allreduce.as_str() {
-                "nccl" => Some(super::nccl::Nccl::init(&world)?),
+                "nccl" => match super::nccl::Nccl::init(&world) {
+                    Ok(n) => Some(n),
+                    Err(e) if world.size() > 1 => {
+                        eprintln!("error on rank {}: {e}", world.rank());
+                        world.abort(2)
+                    }
+                    Err(e) => return Err(e),
+                },
                 _ => None,
             };
             match allreduce.as_str() {
                 "mpi" => {}
                 "nccl" if cfg!(feature = "nccl") => {}
-                "nccl" => return Err(Error::Input("TRAINER_ALLREDUCE=nccl: this trainer was built without NCCL (cargo build -p trainer --features nccl)".into())),
+                "nccl" => {
+                    return Err(Error::Input("TRAINER_ALLREDUCE=nccl: this trainer was built without NCCL (cargo build -p trainer --features nccl)".into()))
+                }
                 other => return Err(Error::Input(format!("TRAINER_ALLREDUCE={other:?}: expected mpi or nccl"))),
             }
             Ok(World {
@@ -333,10 +368,8 @@ mod nccl {
         /// Open the GPU of this rank's place on its node (the launcher's local rank, modulo the
         /// GPUs it sees) and join the NCCL communicator whose id rank 0 broadcasts over MPI.
         pub fn init(world: &SimpleCommunicator) -> Result<Nccl> {
-            let local: usize = ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"]
-                .iter()
-                .find_map(|v| std::env::var(v).ok()?.parse().ok())
-                .unwrap_or(0);
+            let local: usize =
+                ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"].iter().find_map(|v| std::env::var(v).ok()?.parse().ok()).unwrap_or(0);
             // cudarc loads CUDA and NCCL at first use and panics when they are missing: ask first.
             // SAFETY: these only try to open the shared libraries.
             let (has_cuda, has_nccl) = unsafe { (cudarc::driver::sys::is_culib_present(), cudarc::nccl::sys::is_culib_present()) };

@@ -402,6 +402,21 @@ pub fn run_distributed<B: Backend>(be: &B, c: &RunConfig, opts: &RunOptions, dis
     if !resume && ck_root.exists() && checkpoint::latest(&ck_root)?.is_some() {
         return Err(Error::Input(format!("{} already holds checkpoints: resume the run to continue it, or choose another output", c.output.display())));
     }
+    // Every rank must take up the same checkpoint (a shared file system may show ranks
+    // different listings for a while).
+    if dist.size() > 1 {
+        let step = resume_from.as_deref().and_then(|d| d.file_name()).map_or(0.0, |n| n.to_string_lossy().trim_start_matches("step-").parse::<f64>().unwrap_or(-1.0));
+        let mut agreed = [step, step * step];
+        dist.sum_f64(&mut agreed);
+        let n = dist.size() as f64;
+        if agreed[0] != step * n || agreed[1] != step * step * n {
+            return Err(Error::Input(format!(
+                "the ranks see different newest checkpoints under {} (this rank: {}): wait for the shared file system to settle and start again",
+                ck_root.display(),
+                resume_from.as_deref().map_or("none".into(), |d| d.display().to_string())
+            )));
+        }
+    }
     std::fs::create_dir_all(&c.output).map_err(|e| Error::Io { path: c.output.display().to_string(), source: e })?;
     let Start { mut model, config_json, tokenizer_dir, tokenizer } = start(be, c, resume_from.as_deref())?;
     let tokens = mask_tokens(&tokenizer, model.config.vocab_size)?;

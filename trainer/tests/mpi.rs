@@ -200,6 +200,8 @@ fn two_ranks_finetune_as_one_process_accumulating_the_same_batch() {
     one.extend(["--grad-accum".to_string(), "2".to_string()]);
     ok(trainer(0, &one.iter().map(String::as_str).collect::<Vec<_>>()));
     ok(trainer(2, &args("two").iter().map(String::as_str).collect::<Vec<_>>()));
+    // The TensorBoard events survive the model being saved into the same folder.
+    assert_eq!(std::fs::read_dir(tmp.path().join("two/tensorboard")).unwrap().count(), 1);
     let worst = same_weights(&tmp.path().join("one/model.safetensors"), &tmp.path().join("two/model.safetensors"), 1e-6);
     eprintln!("fine-tuning, 10 steps: largest relative difference {worst:e}");
     let (a, b) = (

@@ -67,6 +67,11 @@ fn open_npy(path: &Path) -> Result<(BufReader<File>, usize, usize), Failure> {
     let dims: Vec<usize> =
         shape.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::parse).collect::<Result<_, _>>().map_err(|_| bad("an unreadable shape"))?;
     let [rows, cols] = dims[..] else { return Err(bad("not a matrix")) };
+    let size = f.get_ref().metadata().map_err(|e| io(path, e))?.len();
+    let data = rows.checked_mul(cols).and_then(|n| n.checked_mul(4)).map(|n| n as u64 + 10 + len as u64);
+    if data != Some(size) {
+        return Err(bad("a size that is not its shape's"));
+    }
     Ok((f, rows, cols))
 }
 
@@ -96,14 +101,15 @@ fn open_safetensors(path: &Path) -> Result<(BufReader<File>, Vec<String>, usize)
     let h: Header = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
     let t = h.embeddings;
     let [rows, cols] = t.shape[..] else { return Err(bad("embeddings that are not a matrix".into())) };
-    if t.dtype != "F32" || t.data_offsets[1] - t.data_offsets[0] != (rows * cols * 4) as u64 {
+    let bytes = rows.checked_mul(cols).and_then(|n| n.checked_mul(4)).map(|n| n as u64);
+    if t.dtype != "F32" || t.data_offsets[1].checked_sub(t.data_offsets[0]) != bytes {
         return Err(bad("embeddings that are not f32 of their shape".into()));
     }
     let ids: Vec<String> = h.metadata.get("ids").and_then(|s| serde_json::from_str(s).ok()).ok_or_else(|| bad("no ids in the metadata".into()))?;
     if ids.len() != rows {
         return Err(bad(format!("{} ids for {rows} rows", ids.len())));
     }
-    f.seek(std::io::SeekFrom::Start(8 + n + t.data_offsets[0])).map_err(|e| io(path, e))?;
+    f.seek(std::io::SeekFrom::Start((8 + n).saturating_add(t.data_offsets[0]))).map_err(|e| io(path, e))?;
     Ok((f, ids, cols))
 }
 
@@ -184,6 +190,15 @@ pub fn merge(output: &Path, shards: &[PathBuf]) -> Outcome {
                 rp.display()
             )));
         }
+        // A shard file beside a run in progress belongs to an earlier run of that output.
+        let manifest = crate::parts::parts_dir(path).join("manifest.json");
+        if manifest.exists() {
+            return Err(Failure(format!(
+                "{}: a run of this shard has not finished ({} is there): rerun its command to finish it",
+                path.display(),
+                manifest.display()
+            )));
+        }
         records.push((path.clone(), read_shard_record(&rp)?));
     }
     let (first_path, first) = &records[0];
@@ -200,7 +215,7 @@ pub fn merge(output: &Path, shards: &[PathBuf]) -> Outcome {
             })
         } else if r.shards != first.shards {
             Some(format!("{} shards and {} shards", r.shards, first.shards))
-        } else if r.documents != first.documents || r.kind != first.kind {
+        } else if r.documents != first.documents || !r.kind.same_as(&first.kind) {
             Some("different runs".into())
         } else {
             None

@@ -169,6 +169,9 @@ pub fn plan(command: &str, docs: &DocumentArgs, model_dir: &Path, mut settings: 
                 ("skip_invalid", serde_json::json!(i.skip_invalid)),
                 ("max_doc_bytes", serde_json::json!(i.max_doc_bytes)),
                 ("dtype", serde_json::json!(format!("{:?}", docs.model.backend.dtype).to_lowercase())),
+                ("activations", serde_json::json!(format!("{:?}", docs.model.backend.activations).to_lowercase())),
+                ("device", serde_json::json!(format!("{:?}", docs.model.backend.device).to_lowercase())),
+                ("model_files", model_files(&model)),
             ] {
                 settings.insert(k.into(), v);
             }
@@ -185,6 +188,25 @@ pub fn plan(command: &str, docs: &DocumentArgs, model_dir: &Path, mut settings: 
         }
         Opened::Run(out, skip) => Ok(Some(Plan { shard, out, skip, chunk_docs: sa.chunk_docs })),
     }
+}
+
+/// The size and modification time of a model folder's files: a model replaced in the same
+/// folder is another run.
+fn model_files(dir: &Path) -> Value {
+    let mut files = serde_json::Map::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir).map(|r| r.flatten().collect()).unwrap_or_default();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.ends_with(".json") || name.ends_with(".safetensors") || name.ends_with(".bin") || name.ends_with(".txt")) {
+            continue;
+        }
+        if let Ok(m) = e.metadata() {
+            let t = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+            files.insert(name, serde_json::json!([m.len(), t.to_string()]));
+        }
+    }
+    Value::Object(files)
 }
 
 /// The next chunk of this run's documents: up to `max_docs` of them and about `max_bytes` of
@@ -228,6 +250,7 @@ pub fn run_chunks<B: Backend>(
         let Some(docs) = chunk? else { break };
         chunk_no += 1;
         if chunk_no <= skip {
+            out.check_skipped(chunk_no - 1, &docs.iter().map(|d| d.id.clone()).collect::<Vec<_>>())?;
             continue;
         }
         let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
@@ -243,6 +266,15 @@ pub fn run_chunks<B: Backend>(
         return Err(Failure(format!("the input holds {chunk_no} chunks of this run's documents, but an earlier run finished {skip}: the input changed; remove the parts directory to start over")));
     }
     out.finish(streamed.documents)?;
+    if let Some(s) = shard {
+        // Said again at the end: a job array over per-task files would otherwise keep a share
+        // of each without anyone noticing (`--shard 0/1` takes the whole input).
+        eprintln!(
+            "shard {s}: {} of the input's {} documents are this shard's; `runtime-cli merge` assembles the shards",
+            s.share_of(streamed.documents),
+            streamed.documents
+        );
+    }
     Ok(streamed)
 }
 

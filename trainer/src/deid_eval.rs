@@ -3,6 +3,12 @@
 //! a threshold. Per category: exact-span precision, recall and F1 (same start, end and
 //! category), and the fraction of the category's characters covered by any predicted span;
 //! overall: the fraction of PHI characters left unredacted.
+//!
+//! And the strict count a privacy officer asks for: a PHI value *leaks* when any identifying
+//! word of it (a run of letters or digits that is not a title or a generic word such as "Dr" or
+//! "Hospital", [`GENERIC_WORDS`]) is not wholly inside a predicted span: one surviving word can
+//! re-identify, whatever share of the characters was redacted. Over-redaction is the share of
+//! the word characters outside every PHI value that a predicted span covers.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -27,6 +33,10 @@ pub struct CategoryScore {
     pub support: usize,
     /// Characters of the category's gold spans inside some predicted span (of any category).
     pub char_recall: f64,
+    /// Gold values with an identifying word not wholly redacted (the strict count).
+    pub leaked: usize,
+    /// `leaked` over `support`.
+    pub leak_rate: f64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -39,6 +49,86 @@ pub struct DeidReport {
     pub phi_chars: usize,
     /// PHI characters not inside any predicted span, over all PHI characters.
     pub unredacted_fraction: f64,
+    /// Word characters (letters and digits) outside every gold span.
+    pub non_phi_word_chars: usize,
+    /// The share of them inside a predicted span: what redaction took that was not PHI.
+    pub over_redaction: f64,
+}
+
+/// Words that identify nobody on their own: titles, honorifics and the generic parts of
+/// facility names. A value whose other words are all redacted does not leak through these.
+pub const GENERIC_WORDS: &[&str] = &[
+    "dr",
+    "mr",
+    "mrs",
+    "ms",
+    "miss",
+    "mx",
+    "prof",
+    "professor",
+    "sir",
+    "madam",
+    "md",
+    "do",
+    "rn",
+    "np",
+    "pa",
+    "phd",
+    "jr",
+    "sr",
+    "ii",
+    "iii",
+    "the",
+    "of",
+    "and",
+    "at",
+    "hospital",
+    "hospitals",
+    "clinic",
+    "clinics",
+    "center",
+    "centre",
+    "medical",
+    "health",
+    "healthcare",
+    "system",
+    "systems",
+    "university",
+    "memorial",
+    "general",
+    "regional",
+    "community",
+    "county",
+    "institute",
+    "practice",
+    "care",
+    "unit",
+    "ward",
+    "department",
+    "dept",
+    "room",
+    "suite",
+    "floor",
+];
+
+/// The identifying words of a value: (start, end) character offsets within `chars`, runs of
+/// letters or digits that are not [`GENERIC_WORDS`].
+fn identifying_words(chars: &[char], start: usize, end: usize) -> Vec<(usize, usize)> {
+    let mut words = Vec::new();
+    let mut i = start;
+    while i < end {
+        if !chars[i].is_alphanumeric() {
+            i += 1;
+            continue;
+        }
+        let j = (i..end).find(|&k| !chars[k].is_alphanumeric()).unwrap_or(end);
+        let word: String = chars[i..j].iter().collect::<String>().to_lowercase();
+        if !GENERIC_WORDS.contains(&word.as_str()) {
+            words.push((i, j));
+        }
+        i = j;
+    }
+    words
 }
 
 fn f1(p: f64, r: f64) -> f64 {
@@ -56,7 +146,9 @@ pub type Gold = Vec<(usize, usize, String)>;
 pub fn evaluate<B: Backend>(be: &B, model_dir: &Path, data: &Path, threshold: f32) -> Result<DeidReport> {
     let notes = span_docs(data)?;
     let folder = ModelFolder::open(model_dir)?;
-    let tokenizer = folder.tokenizer.ok_or_else(|| Error::Input(format!("{}: no tokenizer in the model folder (tokenizer.json, vocab.txt or vocab.json)", model_dir.display())))?;
+    let tokenizer = folder
+        .tokenizer
+        .ok_or_else(|| Error::Input(format!("{}: no tokenizer in the model folder (tokenizer.json, vocab.txt or vocab.json)", model_dir.display())))?;
     let model = Model::load(be, folder.config, &folder.checkpoint)?;
     if !model.has_classifier() {
         return Err(Error::Input(format!("{}: not a token-classification model (no classifier)", model_dir.display())));
@@ -76,30 +168,50 @@ pub fn evaluate<B: Backend>(be: &B, model_dir: &Path, data: &Path, threshold: f3
 
 /// Scores of predicted spans against the gold spans of each note (character offsets).
 pub fn score(notes: &[SpanDoc], predicted: &[Gold], threshold: f32) -> DeidReport {
-    // (tp, predicted, gold, gold chars, covered chars) per category.
-    let mut counts: BTreeMap<String, [usize; 5]> = BTreeMap::new();
+    // (tp, predicted, gold, gold chars, covered chars, leaked values) per category.
+    let mut counts: BTreeMap<String, [usize; 6]> = BTreeMap::new();
+    let (mut outside, mut outside_redacted) = (0usize, 0usize);
     for (SpanDoc { text, spans: gold }, spans) in notes.iter().zip(predicted) {
         let exact: HashSet<(usize, usize, &str)> = spans.iter().map(|(s, e, l)| (*s, *e, l.as_str())).collect();
-        let mut covered = vec![false; text.chars().count()];
+        let chars: Vec<char> = text.chars().collect();
+        let mut covered = vec![false; chars.len()];
         for (start, end, label) in spans {
             let n = covered.len();
             covered[(*start).min(n)..(*end).min(n)].iter_mut().for_each(|c| *c = true);
             counts.entry(label.clone()).or_default()[1] += 1;
         }
+        let mut phi = vec![false; chars.len()];
         for (start, end, label) in gold {
             let c = counts.entry(label.clone()).or_default();
             c[2] += 1;
             c[0] += exact.contains(&(*start, *end, label.as_str())) as usize;
             c[3] += end - start;
             c[4] += covered[*start..*end].iter().filter(|&&x| x).count();
+            c[5] += identifying_words(&chars, *start, *end).iter().any(|&(a, b)| covered[a..b].iter().any(|&x| !x)) as usize;
+            phi[*start..*end].iter_mut().for_each(|p| *p = true);
+        }
+        for ((ch, is_phi), red) in chars.iter().zip(&phi).zip(&covered) {
+            if !is_phi && ch.is_alphanumeric() {
+                outside += 1;
+                outside_redacted += *red as usize;
+            }
         }
     }
-    let score = |label: &str, c: &[usize; 5]| {
+    let score = |label: &str, c: &[usize; 6]| {
         let precision = if c[1] > 0 { c[0] as f64 / c[1] as f64 } else { 0.0 };
         let recall = if c[2] > 0 { c[0] as f64 / c[2] as f64 } else { 0.0 };
-        CategoryScore { label: label.to_string(), precision, recall, f1: f1(precision, recall), support: c[2], char_recall: if c[3] > 0 { c[4] as f64 / c[3] as f64 } else { 0.0 } }
+        CategoryScore {
+            label: label.to_string(),
+            precision,
+            recall,
+            f1: f1(precision, recall),
+            support: c[2],
+            char_recall: if c[3] > 0 { c[4] as f64 / c[3] as f64 } else { 0.0 },
+            leaked: c[5],
+            leak_rate: if c[2] > 0 { c[5] as f64 / c[2] as f64 } else { 0.0 },
+        }
     };
-    let mut total = [0usize; 5];
+    let mut total = [0usize; 6];
     let categories: Vec<CategoryScore> = counts
         .iter()
         .map(|(l, c)| {
@@ -116,17 +228,44 @@ pub fn score(notes: &[SpanDoc], predicted: &[Gold], threshold: f32) -> DeidRepor
         micro: score("micro", &total),
         phi_chars: total[3],
         unredacted_fraction: if total[3] > 0 { 1.0 - total[4] as f64 / total[3] as f64 } else { 0.0 },
+        non_phi_word_chars: outside,
+        over_redaction: if outside > 0 { outside_redacted as f64 / outside as f64 } else { 0.0 },
     }
 }
 
 impl DeidReport {
     /// A Markdown table.
     pub fn render(&self) -> String {
-        let mut s = format!("{} notes, threshold {}\n\n| category | precision | recall | F1 | gold spans | PHI characters redacted |\n|---|---|---|---|---|---|\n", self.notes, self.threshold);
+        let mut s = format!(
+            "{} notes, threshold {}\n\n| category | precision | recall | F1 | gold spans | PHI characters redacted | values leaked (strict) |\n|---|---|---|---|---|---|---|\n",
+            self.notes, self.threshold
+        );
         for c in self.categories.iter().chain(std::iter::once(&self.micro)) {
-            s += &format!("| {} | {:.3} | {:.3} | {:.3} | {} | {:.3} |\n", c.label, c.precision, c.recall, c.f1, c.support, c.char_recall);
+            s += &format!(
+                "| {} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {:.2}% ({}) |\n",
+                c.label,
+                c.precision,
+                c.recall,
+                c.f1,
+                c.support,
+                c.char_recall,
+                100.0 * c.leak_rate,
+                c.leaked
+            );
         }
-        s += &format!("\nPHI characters left unredacted: {:.4} ({} of {})\n", self.unredacted_fraction, (self.unredacted_fraction * self.phi_chars as f64).round(), self.phi_chars);
+        s += &format!(
+            "\nPHI characters left unredacted: {:.4} ({} of {})\n",
+            self.unredacted_fraction,
+            (self.unredacted_fraction * self.phi_chars as f64).round(),
+            self.phi_chars
+        );
+        s += &format!(
+            "PHI values leaking an identifying word (strict): {:.2}% ({} of {})\n",
+            100.0 * self.micro.leak_rate,
+            self.micro.leaked,
+            self.micro.support
+        );
+        s += &format!("Over-redaction: {:.2}% of the {} word characters outside PHI were redacted\n", 100.0 * self.over_redaction, self.non_phi_word_chars);
         s
     }
 }
@@ -155,5 +294,26 @@ mod tests {
         assert_eq!(r.phi_chars, 25);
         assert!((r.unredacted_fraction - 7.0 / 25.0).abs() < 1e-12);
         assert!((r.micro.precision - 1.0 / 3.0).abs() < 1e-12 && (r.micro.recall - 1.0 / 3.0).abs() < 1e-12);
+        // Strict: the DATE's "2020" keeps two characters, the LOCATION is whole: both leak.
+        assert_eq!((get("NAME").leaked, get("DATE").leaked, get("LOCATION").leaked), (0, 1, 1));
+        assert_eq!(r.micro.leaked, 2);
+        // Over-redaction: "Seen" (4 of the 10 word characters outside PHI: Seen, by, on, at).
+        assert_eq!(r.non_phi_word_chars, 10);
+        assert!((r.over_redaction - 0.4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_value_leaks_through_one_identifying_word_not_through_generic_ones() {
+        let text = "Dr. Maria Lopez at Saint Agnes Hospital, MRN AB-12-345.".to_string();
+        let gold = vec![span(0, 15, "NAME"), span(19, 39, "LOCATION"), span(45, 54, "ID")];
+        // The name without its title: no leak. "Hospital" alone redacted: "Saint Agnes" leaks.
+        // The id with its letter prefix left: leaks.
+        let pred = vec![span(4, 15, "NAME"), span(31, 39, "LOCATION"), span(48, 54, "ID")];
+        let r = score(&[SpanDoc { text, spans: gold }], &[pred], 0.5);
+        let get = |l: &str| r.categories.iter().find(|c| c.label == l).unwrap().clone();
+        assert_eq!((get("NAME").leaked, get("LOCATION").leaked, get("ID").leaked), (0, 1, 1));
+        // "Saint" identifies (Saint Agnes, not any hospital); "Hospital" and "Dr" do not.
+        assert!(identifying_words(&"Saint Agnes Hospital".chars().collect::<Vec<_>>(), 0, 20).len() == 2);
+        assert!(identifying_words(&"Dr. Smith".chars().collect::<Vec<_>>(), 0, 9) == vec![(4, 9)]);
     }
 }

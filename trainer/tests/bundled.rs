@@ -191,6 +191,9 @@ fn bundled_deid_model_redacts_unseen_notes() {
     let r = deid_eval::evaluate(&CpuBackend::new(), &repo().join("models/deid-small"), &dir.join("test.jsonl"), runtime::deid::DEFAULT_THRESHOLD).unwrap();
     eprintln!("{}", r.render());
     assert!(r.micro.f1 > 0.8 && r.unredacted_fraction < 0.05, "{}", r.render());
+    // The strict count (a value with one identifying word left leaks): 3.0% on the 400-note
+    // test split in models/deid-small.md; a guard against getting worse, not issue 21's goal.
+    assert!(r.micro.leak_rate < 0.06 && r.over_redaction < 0.03, "{}", r.render());
     for c in ["NAME", "DATE", "LOCATION", "ID", "CONTACT"] {
         let s = r.categories.iter().find(|x| x.label == c).unwrap();
         assert!(s.char_recall > 0.85, "{c}: {s:?}");

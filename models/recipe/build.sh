@@ -53,4 +53,6 @@ fi
     --epochs 4 --lr 5e-4 --batch-size 16 --max-seq-len 512 --warmup-ratio 0.1 --seed 42 --dtype "$DTYPE" "${threads[@]}"
 "${T[@]}" export "$W/deid" --dtype f16 -o models/deid-small
 "${T[@]}" eval-deid --model models/deid-small --data "$W/deid-test.jsonl" -o models/deid-small.md "${threads[@]}"
+# The hand-written notes no generator made (data/deid-eval/handwritten.txt), scored the same way.
+"${T[@]}" eval-deid --model models/deid-small --data data/deid-eval/handwritten.txt -o models/deid-small-handwritten.md "${threads[@]}"
 du -sh models/clinical-small models/deid-small

@@ -132,6 +132,7 @@ fn jsonl(path: &Path) -> Result<Vec<(usize, serde_json::Value)>> {
 }
 
 /// A span-annotated document: text and (start, end, category) in character offsets.
+#[derive(Debug)]
 pub struct SpanDoc {
     pub text: String,
     pub spans: Vec<(usize, usize, String)>,

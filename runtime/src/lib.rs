@@ -9,6 +9,7 @@ pub mod bundled;
 pub mod check;
 pub mod config;
 pub mod deid;
+pub mod phi_rules;
 pub mod dtype;
 mod error;
 pub mod files;

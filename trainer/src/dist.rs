@@ -171,14 +171,6 @@ impl Dist {
         Ok(())
     }
 
-    /// Wait for every rank.
-    pub fn barrier(&self) {
-        #[cfg(feature = "mpi")]
-        if let Some(w) = &self.mpi {
-            w.barrier();
-        }
-    }
-
     /// Stop the whole job: every rank, with `code` (a failure on one rank must not leave the
     /// others waiting in a collective).
     pub fn abort(&self, code: i32) -> ! {
@@ -331,10 +323,6 @@ mod mpi_world {
         pub fn sum_f64(&self, values: &mut [f64]) {
             let send = values.to_vec();
             self.world.all_reduce_into(&send[..], values, SystemOperation::sum());
-        }
-
-        pub fn barrier(&self) {
-            self.world.barrier();
         }
 
         pub fn abort(&self, code: i32) -> ! {

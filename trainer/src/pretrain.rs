@@ -429,7 +429,7 @@ pub fn run_distributed<B: Backend>(be: &B, c: &RunConfig, opts: &RunOptions, dis
         None => TrainerState { mask_rng: c.seed ^ 0x6D61_736B, loader: LoaderState { seed: c.seed, ..Default::default() }, ..Default::default() },
     };
     // Rank 0 writes the metrics (JSONL, TensorBoard) and the plot.
-    let mut run_log = if dist.is_root() { Some(RunLog::open(&c.output, resume_from.is_some())?) } else { None };
+    let mut run_log = if dist.is_root() { Some(RunLog::open(&c.output)?) } else { None };
     fn emit(run_log: &mut Option<RunLog>, m: &Metrics, log: &mut dyn FnMut(&Metrics)) -> Result<()> {
         if let Some(r) = run_log.as_mut() {
             r.write(m)?;

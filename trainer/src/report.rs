@@ -31,7 +31,7 @@ fn io(path: &Path, e: std::io::Error) -> Error {
 impl RunLog {
     /// Open the logs under `output`, taking up an earlier session's (on resume, its reports
     /// after the checkpoint are reported again by this session and replace the old ones).
-    pub fn open(output: &Path, _resume: bool) -> Result<RunLog> {
+    pub fn open(output: &Path) -> Result<RunLog> {
         let jsonl_path = output.join("metrics.jsonl");
         let mut history = Vec::new();
         if jsonl_path.exists() {

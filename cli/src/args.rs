@@ -200,7 +200,7 @@ pub enum Command {
     },
     /// Find and redact protected health information with a token-classification model.
     #[command(
-        after_help = "Examples:\n  runtime-cli deid examples/notes.txt             # the bundled deid-small\n  runtime-cli deid note.txt --model DIR\n  runtime-cli deid notes.jsonl --model DIR --surrogate --threshold 0.2 -o deid.jsonl"
+        after_help = "Examples:\n  runtime-cli deid examples/notes.txt             # the bundled deid-small\n  runtime-cli deid note.txt --model DIR\n  runtime-cli deid notes.jsonl --model DIR --surrogate --threshold 0.2 -o deid.jsonl\n  runtime-cli deid notes.jsonl --shift-dates --surrogate-key deid.key -o deid.jsonl\n  runtime-cli deid notes.jsonl --hash --surrogate-key deid.key"
     )]
     Deid {
         #[command(flatten)]
@@ -211,11 +211,22 @@ pub enum Command {
         threshold: f32,
         /// Replace PHI with fake values of the same form instead of [CATEGORY] placeholders,
         /// consistent within the run and drawn under a fresh secret key.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "hash")]
         surrogate: bool,
-        /// With --surrogate: draw the surrogates under the secret in this file (at least 16
+        /// Surrogates as --surrogate, but every date of a document moves by the same number of
+        /// days (1 to 365, back or forward, drawn from the key and the document's id), so that
+        /// the intervals between its dates survive.
+        #[arg(long, conflicts_with = "hash")]
+        shift_dates: bool,
+        /// Replace each value by a keyed hash, `[NAME:0123456789abcdef]`: the same value gets
+        /// the same hash under one key (records stay linkable), and nobody without the key can
+        /// test a guess against it. The key (the salt) comes from --surrogate-key.
+        #[arg(long)]
+        hash: bool,
+        /// With --surrogate, --shift-dates or --hash: the secret in this file (at least 16
         /// bytes, e.g. `head -c 32 /dev/urandom > deid.key`), so that other runs with the same
-        /// file give the same surrogates. Keep it as secret as the notes.
+        /// file give the same surrogates, offsets and hashes. Keep it as secret as the notes.
+        /// Default: a fresh key per run.
         #[arg(long, value_name = "FILE")]
         surrogate_key: Option<PathBuf>,
         /// Output JSONL file (default: stdout).

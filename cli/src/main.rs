@@ -47,8 +47,17 @@ fn main() -> ExitCode {
             on_backend!(docs.model.backend, |be| embed::embed(&be, docs, *pooling, *normalize, output.as_deref()))
         }
         Command::FillMask { text, model, top_k, json } => on_backend!(model.backend, |be| fill_mask::fill_mask(&be, text, model, *top_k, *json)),
-        Command::Deid { docs, threshold, surrogate, surrogate_key, output } => {
-            on_backend!(docs.model.backend, |be| deid::deid(&be, docs, *threshold, *surrogate, surrogate_key.as_deref(), output.as_deref()))
+        Command::Deid { docs, threshold, surrogate, shift_dates, hash, surrogate_key, output } => {
+            let op = if *hash {
+                deid::Replace::Hash
+            } else if *shift_dates {
+                deid::Replace::ShiftDates
+            } else if *surrogate || surrogate_key.is_some() {
+                deid::Replace::Surrogate
+            } else {
+                deid::Replace::Placeholder
+            };
+            on_backend!(docs.model.backend, |be| deid::deid(&be, docs, *threshold, op, surrogate_key.as_deref(), output.as_deref()))
         }
         Command::Classify { docs, pooling, output } => {
             on_backend!(docs.model.backend, |be| classify::classify(&be, docs, *pooling, output.as_deref()))

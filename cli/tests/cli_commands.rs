@@ -195,6 +195,7 @@ fn deid_long_notes_on_both_devices() {
                     label: s["label"].as_str().unwrap().into(),
                     text: s["text"].as_str().unwrap().into(),
                     score: 0.0,
+                    source: s["source"].as_str().unwrap().into(),
                 })
                 .collect();
             assert_eq!(row["redacted"].as_str().unwrap(), runtime::deid::redact_placeholders(original, &spans));

@@ -191,6 +191,49 @@ fn surrogates_are_keyed_and_keep_their_form() {
 }
 
 #[test]
+fn shifted_dates_keep_intervals_and_hashes_link_values() {
+    // One note with two dates five days apart and a name written twice.
+    let dir = scratch("operators");
+    let notes = dir.join("notes.jsonl");
+    let text = "Mr. Jonas Whitfield was admitted on 03/14/2019 and discharged on 03/19/2019. Jonas Whitfield will follow up.";
+    let line = serde_json::json!({"id": "n1", "text": text}).to_string();
+    std::fs::write(&notes, format!("{line}\n{}\n", line.replace("n1", "n2"))).unwrap();
+    let key = dir.join("deid.key");
+    std::fs::write(&key, [5u8; 32]).unwrap();
+    let run = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["deid", s(&notes), "--device", "cpu", "--surrogate-key", s(&key)];
+        args.extend_from_slice(extra);
+        let (stdout, _) = ok(&args);
+        stdout.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["redacted"].as_str().unwrap().to_string()).collect()
+    };
+    let days = |date: &str| -> i64 {
+        let p: Vec<i64> = date.split('/').map(|x| x.parse().unwrap()).collect();
+        // Days since 2000-03-01 of (month, day, year): good enough for dates after 2000.
+        let (y, m) = if p[0] <= 2 { (p[2] - 1, p[0] + 9) } else { (p[2], p[0] - 3) };
+        365 * (y - 2000) + (y - 2000) / 4 - (y - 2000) / 100 + (y - 2000) / 400 + (153 * m + 2) / 5 + p[1] - 1
+    };
+    let shifted = run(&["--shift-dates"]);
+    for out in &shifted {
+        let dates: Vec<&str> = out.split(|c: char| !(c.is_ascii_digit() || c == '/')).filter(|w| w.matches('/').count() == 2).collect();
+        assert_eq!(dates.len(), 2, "{out}");
+        assert_eq!(days(dates[1]) - days(dates[0]), 5, "{out}");
+        assert!(!out.contains("03/14/2019") && !out.contains("Whitfield"), "{out}");
+    }
+    // Another document, another offset (the ids differ); the same key, the same output.
+    assert_ne!(shifted[0], shifted[1]);
+    assert_eq!(shifted, run(&["--shift-dates"]));
+    let hashed = run(&["--hash"]);
+    let tags: Vec<&str> = hashed[0].split('[').skip(1).map(|t| t.split(']').next().unwrap()).collect();
+    assert!(tags.iter().all(|t| t.contains(':')) && tags.len() >= 4, "{}", hashed[0]);
+    // The name written twice has one hash; both documents hash alike under one key.
+    let names: Vec<&&str> = tags.iter().filter(|t| t.starts_with("NAME:")).collect();
+    assert!(names.len() >= 2 && names.iter().any(|n| names.iter().filter(|m| m == &n).count() >= 2), "{tags:?}");
+    assert_eq!(hashed[0], hashed[1]);
+    let m = fails(&["deid", s(&notes), "--device", "cpu", "--hash", "--surrogate"]);
+    assert!(m.contains("--hash") && m.contains("--surrogate"), "{m}");
+}
+
+#[test]
 fn numbers_are_range_checked_with_the_range_in_the_message() {
     let config = repo().join("tests/data/modernbert-configs/ModernBERT-base.config.json");
     let notes = note_file(&scratch("numbers"));

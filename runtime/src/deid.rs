@@ -21,8 +21,12 @@ pub struct Span {
     /// Category, e.g. `NAME`, `DATE`.
     pub label: String,
     pub text: String,
-    /// Mean probability that the span's words are PHI.
+    /// Mean probability that the span's words are PHI (the model's), 1 where only rules found it.
     pub score: f32,
+    /// What found it, `+`-joined: `model`, `dictionary` (a model word kept at the dictionaries'
+    /// lower threshold), `rule:NAME` (a pattern of `phi_rules` or `phi_dict`), `propagated`
+    /// (another mention of a name found elsewhere in the note).
+    pub source: String,
 }
 
 /// How each label index reads: outside, or beginning / inside of a category.
@@ -147,6 +151,14 @@ impl CharIndex {
 /// `threshold` (below 0.5 favours recall). Consecutive PHI words of one category form a span
 /// unless the later one begins a new entity (B-).
 pub fn decode(text: &str, enc: &Encoded, probs: &[f32], scheme: &LabelScheme, threshold: f32) -> Vec<Span> {
+    decode_with(text, enc, probs, scheme, |_| threshold)
+}
+
+/// [`decode`] with a threshold per word (`threshold_of` sees the word's text; `threshold_of("")`
+/// is the base threshold): a span holding a word that passed only under a lower threshold than
+/// the base says `model+dictionary`.
+pub fn decode_with(text: &str, enc: &Encoded, probs: &[f32], scheme: &LabelScheme, threshold_of: impl Fn(&str) -> f32) -> Vec<Span> {
+    let base = threshold_of("");
     let c = scheme.tags.len();
     let chars = CharIndex::new(text);
     let mut spans = Vec::new();
@@ -154,6 +166,7 @@ pub fn decode(text: &str, enc: &Encoded, probs: &[f32], scheme: &LabelScheme, th
     let mut current: Option<(usize, usize, usize, Vec<f32>)> = None;
     let close = |cur: &mut Option<(usize, usize, usize, Vec<f32>)>, spans: &mut Vec<Span>| {
         if let Some((cat, s, e, scores)) = cur.take() {
+            let lowered = scores.iter().any(|&p| p < base);
             let (start, end) = (chars.floor(s), chars.ceil(e));
             spans.push(Span {
                 start,
@@ -161,6 +174,7 @@ pub fn decode(text: &str, enc: &Encoded, probs: &[f32], scheme: &LabelScheme, th
                 label: scheme.categories[cat].clone(),
                 text: text[chars.starts[start]..chars.starts[end]].to_string(),
                 score: scores.iter().sum::<f32>() / scores.len() as f32,
+                source: if lowered { "model+dictionary" } else { "model" }.into(),
             });
         }
     };
@@ -181,7 +195,7 @@ pub fn decode(text: &str, enc: &Encoded, probs: &[f32], scheme: &LabelScheme, th
         let (phi, cat, begin) = scheme.read(&probs[t * c..(t + 1) * c]);
         if b1 <= b0 {
             // Whitespace-only tokens neither start nor break a span.
-        } else if phi >= threshold {
+        } else if phi >= threshold_of(text.get(b0..b1).unwrap_or("")) {
             match &mut current {
                 Some((cur_cat, _, e, scores)) if *cur_cat == cat && !begin => {
                     *e = b1;
@@ -204,18 +218,40 @@ pub fn decode(text: &str, enc: &Encoded, probs: &[f32], scheme: &LabelScheme, th
 impl Span {
     /// `{"start", "end", "label", "text", "score"}`, as `runtime-cli deid` and the web page write it.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({"start": self.start, "end": self.end, "label": self.label, "text": self.text, "score": self.score})
+        serde_json::json!({"start": self.start, "end": self.end, "label": self.label, "text": self.text, "score": self.score, "source": self.source})
+    }
+}
+
+/// What replaces each span.
+#[derive(Clone, Copy, Debug)]
+pub enum Operator<'a> {
+    /// `[NAME]`, `[DATE]`, …
+    Placeholder,
+    /// Keyed surrogates of the category's form (`surrogate.rs`).
+    Surrogate(&'a Surrogates),
+    /// Keyed surrogates, the dates of one document (named by its id) all moved by the same
+    /// number of days, so that intervals survive.
+    ShiftDates(&'a Surrogates, &'a str),
+    /// `[NAME:0123456789abcdef]`: a keyed hash of the value (the key is the salt).
+    Hash(&'a Surrogates),
+}
+
+/// The text with `spans` replaced as `op` says.
+pub fn redact(text: &str, spans: &[Span], op: Operator<'_>) -> String {
+    match op {
+        Operator::Placeholder => redact_placeholders(text, spans),
+        Operator::Surrogate(s) => s.redact(text, spans),
+        Operator::ShiftDates(s, document) => s.redact_shifting_dates(text, spans, document),
+        Operator::Hash(s) => s.redact_hashing(text, spans),
     }
 }
 
 /// Spans and redacted text of one document, from its per-token probabilities: the one decision
-/// path of `runtime-cli deid` and the browser page.
-pub fn deidentify(text: &str, enc: &Encoded, probs: &[f32], scheme: &LabelScheme, threshold: f32, surrogates: Option<&Surrogates>) -> (Vec<Span>, String) {
-    let spans = decode(text, enc, probs, scheme, threshold);
-    let redacted = match surrogates {
-        Some(s) => s.redact(text, &spans),
-        None => redact_placeholders(text, &spans),
-    };
+/// path of `runtime-cli deid`, the server and the browser page (the combined detector of
+/// `detect.rs`).
+pub fn deidentify(text: &str, enc: &Encoded, probs: &[f32], scheme: &LabelScheme, threshold: f32, op: Operator<'_>) -> (Vec<Span>, String) {
+    let spans = crate::detect::detect(text, enc, probs, scheme, threshold);
+    let redacted = redact(text, &spans, op);
     (spans, redacted)
 }
 

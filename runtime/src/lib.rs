@@ -9,6 +9,8 @@ pub mod bundled;
 pub mod check;
 pub mod config;
 pub mod deid;
+pub mod detect;
+pub mod phi_dict;
 pub mod phi_rules;
 pub mod dtype;
 mod error;

@@ -30,6 +30,7 @@ pub struct RuleSpan {
 
 const MONTH: &str =
     r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)";
+/// A time after a date is recognised with it and left out of the span: a time of day is not PHI.
 const TIME: &str = r"(?:,?\s+(?:at\s+)?\d{1,2}:\d{2}(?::\d{2})?(?:\s*[AaPp]\.?[Mm]\.?)?)?";
 /// Words after which a day and month without a year are a date (`seen on 3/14`), where elsewhere
 /// `3/10` is a pain score.
@@ -68,22 +69,28 @@ fn rules() -> &'static [Rule] {
                 0,
             ),
             r("phone-international", "CONTACT", r"\+\d{1,3}(?:[\s.-]\d{1,4}){3,6}\b", 0),
-            r("date-numeric", "DATE", &format!(r"\b(?:\d{{1,2}}[/.-]\d{{1,2}}[/.-](?:\d{{4}}|\d{{2}})){TIME}(?:\b|$)"), 0),
-            r("date-iso", "DATE", &format!(r"\b\d{{4}}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])(?:[T ]\d{{2}}:\d{{2}}(?::\d{{2}})?)?{TIME}"), 0),
-            r("date-month-day", "DATE", &format!(r"\b{MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?{TIME}\b"), 0),
-            r("date-day-month", "DATE", &format!(r"\b\d{{1,2}}(?:st|nd|rd|th)?(?:\s+of)?\s+{MONTH}\.?(?:,?\s+\d{{4}})?{TIME}\b"), 0),
+            r("date-numeric", "DATE", &format!(r"\b(\d{{1,2}}[/.-]\d{{1,2}}[/.-](?:\d{{4}}|\d{{2}})){TIME}(?:\b|$)"), 1),
+            r("date-iso", "DATE", &format!(r"\b(\d{{4}}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01]))(?:[T ]\d{{2}}:\d{{2}}(?::\d{{2}})?)?{TIME}"), 1),
+            r("date-month-day", "DATE", &format!(r"\b({MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?){TIME}\b"), 1),
+            r("date-day-month", "DATE", &format!(r"\b(\d{{1,2}}(?:st|nd|rd|th)?(?:\s+of)?\s+{MONTH}\.?(?:,?\s+\d{{4}})?){TIME}\b"), 1),
+            r("date-day-mon-year", "DATE", r"(?i)\b\d{1,2}[-/ ](?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*[-/ ]\d{2,4}\b", 0),
+            r("date-weekday", "DATE", r"\b(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday),?\s+(?:the\s+)?\d{1,2}(?:st|nd|rd|th)\b", 0),
             r("date-month-year", "DATE", &format!(r"\b{MONTH}\.?\s+\d{{4}}\b"), 0),
             r("date-partial", "DATE", &format!(r"\b{DATE_WORDS}\s+((?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])){TIME}\b"), 1),
             r("zip", "LOCATION", &format!(r"\b{STATES},?\s+(\d{{5}}(?:-\d{{4}})?)\b"), 1),
             r(
                 "street-address",
                 "LOCATION",
-                &format!(r"\b\d{{1,6}}\s+(?:[NSEW]\.?\s+)?(?:[A-Z][a-z]+\.?\s+){{1,3}}{STREET}\b\.?(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|#)\.?\s*[A-Za-z0-9-]+)?"),
+                &format!(r"\b\d{{1,6}}[ \t]+(?:[NSEW]\.?[ \t]+)?(?:[A-Z][a-z]+\.?[ \t]+){{1,3}}{STREET}\b\.?(?:,?[ \t]+(?:Apt|Apartment|Suite|Ste|Unit|#)\.?[ \t]*[A-Za-z0-9-]+)?"),
                 0,
             ),
             r("age-over-89", "AGE", r"(?i)\b((?:9\d|1[01]\d))(?:\s*-?\s*(?:years?|yrs?|y)[\s-]*(?:old|/o|o)?\b|\s*y/o|\s*yo\b)", 1),
             r("age-over-89", "AGE", r"(?i)\b(?:age[ds]?|aged)\s+((?:9\d|1[01]\d))\b", 1),
-            r("id-after-word", "ID", &format!(r"\b{ID_WORDS}\s*(?:#|:|no\.?|number)?\s*[:#]?\s*((?:[A-Za-z]{{1,5}}[\s/-]?)?\d[A-Za-z0-9]*(?:[/-][A-Za-z0-9]+)*(?:\s[A-Za-z0-9]*\d[A-Za-z0-9]*(?:[/-][A-Za-z0-9]+)*)*)"), 1),
+            r("id-after-word", "ID", &format!(r"\b{ID_WORDS}(?:\s+(?:is|was|of|reads))?\s*(?:#|:|no\.?|number)?\s*[:#]?\s*((?:[A-Z]{{1,5}}[\s/-]?)?\d[A-Za-z0-9]*(?:[/-][A-Za-z0-9]+)*(?:\s[A-Za-z0-9]*\d[A-Za-z0-9]*(?:[/-][A-Za-z0-9]+)*)*)"), 1),
+            // A unit on its own line or after a line break: "Apt. 268", "Suite 210".
+            r("unit-number", "LOCATION", r"\b(?:Apt|Apartment|Suite|Ste|Unit|Flat)\.?[ \t]*#?[ \t]*(\d{1,5}[A-Za-z]?)\b", 1),
+            // Rooms and beds: "room 328", "ED Bay 4", "Rm. 12B".
+            r("room-number", "LOCATION", r"(?i)\b(?:room|rm|bed|bay)\.?\s*#?\s*(\d{1,4}[A-Za-z]?)\b", 1),
             r("id-prefixed", "ID", r"\b[A-Z]{1,5}[-/]\d{3,}(?:[-/][A-Z0-9]+)*\b", 0),
             r("id-vin", "ID", r"\b[A-HJ-NPR-Z0-9]{17}\b", 0),
         ]
@@ -104,6 +111,15 @@ pub fn find(text: &str) -> Vec<RuleSpan> {
             }
             if rule.name == "id-vin" && !(value.chars().any(|c| c.is_ascii_digit()) && value.chars().filter(|c| c.is_ascii_alphabetic()).count() >= 2) {
                 continue;
+            }
+            // A numeric date inside a longer dotted token is a version or an address: "v.6.14.02".
+            if rule.name == "date-numeric" {
+                let before = text[..m.start()].chars().next_back();
+                let after: String = text[m.end()..].chars().take(2).collect();
+                if before.is_some_and(|c| c == '.' || c.is_alphanumeric()) || after.starts_with('.') && after.chars().nth(1).is_some_and(|c| c.is_ascii_digit())
+                {
+                    continue;
+                }
             }
             found.push(RuleSpan { start: char_of(m.start()), end: char_of(m.end()), category: rule.category, rule: rule.name });
         }
@@ -146,7 +162,9 @@ mod tests {
         finds("seen 10/3/23 in clinic", "10/3/23", "DATE");
         finds("Admitted: 2023-11-02 via ED", "2023-11-02", "DATE");
         finds("on 22.09.2023 she", "22.09.2023", "DATE");
-        finds("Consult note Jun 5, 2022 14:30. 67 yo", "Jun 5, 2022 14:30", "DATE");
+        finds("Consult note Jun 5, 2022 14:30. 67 yo", "Jun 5, 2022", "DATE");
+        finds("admitted 11-APR-2019 from home", "11-APR-2019", "DATE");
+        finds("call back Tuesday the 4th please", "Tuesday the 4th", "DATE");
         finds("admitted on 12 January 2024 with", "12 January 2024", "DATE");
         finds("signed on March 3rd, 2020, claim", "March 3rd, 2020", "DATE");
         finds("sleep study dated February 2023)", "February 2023", "DATE");
@@ -174,6 +192,7 @@ mod tests {
         finds("IP 10.14.22.87 flagged", "10.14.22.87", "CONTACT");
         finds("from 2001:db8:85a3::8a2e:370:7334 at", "2001:db8:85a3::8a2e:370:7334", "CONTACT");
         nothing("version 1.2.3 of the form; 300.4 mg");
+        nothing("by De-ID v.6.14.02] Mt Hope");
     }
 
     #[test]
@@ -199,6 +218,10 @@ mod tests {
         finds("Margarethe Olsson (97 y/o) reports", "97", "AGE");
         finds("aged 101, nursing home resident", "101", "AGE");
         nothing("a 67-year-old man; 89 yo F; aged 45");
+        finds("Seen in room 328 of the ED", "328", "LOCATION");
+        finds("6214 Hampton Ln\n> Apt. 268\n> Worcester", "268", "LOCATION");
+        finds("moved to ED Bay 4 overnight", "4", "LOCATION");
+        nothing("on room air, bed rest, 2 beds free");
         nothing("received 60201 units; took 40 mg");
     }
 
@@ -207,5 +230,13 @@ mod tests {
         let text = "Zoë Müller, DOB 07/02/1961";
         let s = &find(text)[0];
         assert_eq!((s.start, s.end, s.rule), (16, 26, "date-numeric"));
+    }
+
+    #[test]
+    fn a_street_does_not_run_over_a_line_break() {
+        let t = "Marion, IN 92341\n\n04-27-1987\n\nDear Dr. Mills,";
+        finds(t, "04-27-1987", "DATE");
+        assert!(found(t).iter().all(|(_, c)| *c != "LOCATION" || !found(t).is_empty()));
+        assert!(!found(t).iter().any(|(v, _)| v.contains("Dear")), "{:?}", found(t));
     }
 }

@@ -147,6 +147,7 @@ const MONTHS: &[&str] = &["January", "February", "March", "April", "May", "June"
 const WEEKDAYS: &[&str] = &["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
 
 /// Consistent, keyed fake values for PHI spans.
+#[derive(Debug)]
 pub struct Surrogates {
     key: SurrogateKey,
 }
@@ -174,6 +175,63 @@ impl Surrogates {
             Kind::Unknown => None,
         };
         value.filter(|v| !v.trim().eq_ignore_ascii_case(original) && !v.trim().is_empty()).unwrap_or_else(placeholder)
+    }
+
+    /// The number of days every date of one document moves by, under `--date-shift`: drawn from
+    /// the key and the document's id, between 1 and 365 days back or forward, never 0. One
+    /// offset per document keeps the intervals between its dates (admitted on day 0, discharged
+    /// on day 5, seen again at 6 weeks) while the dates themselves are gone.
+    pub fn date_offset(&self, document: &str) -> i64 {
+        let mut rng = self.key.rng(&["DATE-SHIFT", document]);
+        let days = 1 + (rng.next_u64() % 365) as i64;
+        if rng.next_u64() % 2 == 0 { days } else { -days }
+    }
+
+    /// A date moved by `days`, in its own layout: `None` for what cannot be read as a date with
+    /// a month (a lone year, "last Tuesday"), which gets its placeholder instead. A date without a
+    /// year moves within a common year; one without a day ("March 2019") moves from its 15th.
+    pub fn shift_date(original: &str, days: i64) -> Option<String> {
+        let p = ParsedDate::parse(original.trim())?;
+        let month = p.month?;
+        let (year, day) = (p.year.unwrap_or(2001), p.day.unwrap_or(15));
+        if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+            return None;
+        }
+        let (y, m, d) = civil_from_days(days_from_civil(year, month, day) + days);
+        let (hour, minute) = p.time.unwrap_or((0, 0));
+        Some(p.render(p.year.map(|_| y), m, d, hour, minute))
+    }
+
+    /// `[LABEL:0123456789abcdef]`: the first 8 bytes of HMAC-SHA256 under the key (the salt) of
+    /// the category and the value in lower case with its spaces collapsed. The same value gets
+    /// the same hash under one key, so records can still be linked; without the key a hash
+    /// cannot be checked against a guessed value.
+    pub fn hash(&self, span: &Span) -> String {
+        let value = span.text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+        let mut mac = HmacSha256::new_from_slice(&self.key.0).expect("HMAC takes keys of any length");
+        for part in ["HASH", span.label.to_ascii_uppercase().as_str(), value.as_str()] {
+            mac.update(&(part.len() as u64).to_le_bytes());
+            mac.update(part.as_bytes());
+        }
+        let digest = mac.finalize().into_bytes();
+        format!("[{}:{}]", span.label, digest[..8].iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
+
+    /// Redact with surrogates, dates moved by one offset for the whole document (see
+    /// [`Surrogates::date_offset`]); other categories as [`Surrogates::redact`].
+    pub fn redact_shifting_dates(&self, text: &str, spans: &[Span], document: &str) -> String {
+        let offset = self.date_offset(document);
+        redact_with(text, spans, |s| {
+            let lead = &s.text[..s.text.len() - s.text.trim_start().len()];
+            let trail = &s.text[s.text.trim_end().len()..];
+            let value = if kind_of(&s.label) == Kind::Date { Self::shift_date(&s.text, offset).unwrap_or_else(|| format!("[{}]", s.label)) } else { self.get(s) };
+            format!("{lead}{value}{trail}")
+        })
+    }
+
+    /// Redact every span with its keyed hash ([`Surrogates::hash`]).
+    pub fn redact_hashing(&self, text: &str, spans: &[Span]) -> String {
+        redact_with(text, spans, |s| self.hash(s))
     }
 
     /// Redact with surrogates; whitespace around a span's text is kept.
@@ -370,6 +428,30 @@ fn format_preserving(original: &str, rng: &mut Rng) -> String {
         .collect()
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
+    let y = i64::from(y) - i64::from(m <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The inverse of [`days_from_civil`].
+fn civil_from_days(z: i64) -> (i32, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    ((yoe + era * 400 + i64::from(m <= 2)) as i32, m, d)
+}
+
 fn is_leap(y: i32) -> bool {
     (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
 }
@@ -414,6 +496,10 @@ enum Piece {
 struct ParsedDate {
     pieces: Vec<Piece>,
     year: Option<i32>,
+    /// The values written, where the layout has them.
+    month: Option<u32>,
+    day: Option<u32>,
+    time: Option<(u32, u32)>,
 }
 
 fn case_of(word: &str) -> u8 {
@@ -467,6 +553,7 @@ impl ParsedDate {
         let mut year = None;
         let mut numbers: Vec<(usize, String)> = Vec::new(); // (piece index, digits) still to assign
         let mut has_month_name = false;
+        let (mut month, mut day, mut time) = (None, None, None);
         let mut i = 0;
         while i < tokens.len() {
             let t = &tokens[i];
@@ -474,6 +561,7 @@ impl ParsedDate {
             if t.chars().all(|c| c.is_ascii_digit()) {
                 // A time: H:MM.
                 if tokens.get(i + 1).is_some_and(|n| n == ":") && tokens.get(i + 2).is_some_and(|m| m.len() == 2 && m.chars().all(|c| c.is_ascii_digit())) && t.len() <= 2 {
+                    time = Some((t.parse().unwrap_or(0), tokens[i + 2].parse().unwrap_or(0)));
                     pieces.push(Piece::Hour(t.len()));
                     pieces.push(Piece::Literal(":".into()));
                     pieces.push(Piece::Minute);
@@ -483,6 +571,7 @@ impl ParsedDate {
                 // An ordinal day: 14th.
                 if let Some(next) = tokens.get(i + 1) {
                     if ["st", "nd", "rd", "th"].contains(&next.to_lowercase().as_str()) && t.len() <= 2 {
+                        day = t.parse().ok();
                         pieces.push(Piece::DayOrdinal);
                         i += 2;
                         continue;
@@ -492,6 +581,7 @@ impl ParsedDate {
                 pieces.push(Piece::Literal(String::new()));
             } else if t.chars().all(char::is_alphabetic) {
                 if let Some(m) = MONTHS.iter().position(|m| m.to_lowercase() == lower || (lower.len() >= 3 && m.to_lowercase().starts_with(&lower) && (lower.len() == 3 || lower == "sept"))) {
+                    month = Some(m as u32 + 1);
                     pieces.push(Piece::MonthName { short: lower.len() < MONTHS[m].len(), case: case_of(t) });
                     has_month_name = true;
                 } else if let Some(d) = WEEKDAYS.iter().position(|d| d.to_lowercase() == lower || (lower.len() == 3 && d.to_lowercase().starts_with(&lower))) {
@@ -509,7 +599,7 @@ impl ParsedDate {
             i += 1;
         }
         // Give the bare numbers their roles.
-        let width = |d: &str| if d.len() == 2 && d.starts_with('0') { 2 } else { 1 };
+        let width = |d: &str| if d.len() == 2 { 2 } else { 1 };
         let n = numbers;
         let value = |d: &str| d.parse::<i64>().unwrap_or(-1);
         let roles: Vec<Piece> = match (n.len(), has_month_name) {
@@ -542,16 +632,21 @@ impl ParsedDate {
             _ => return None,
         };
         for ((idx, digits), role) in n.iter().zip(roles) {
-            if let Piece::Year(w) = role {
-                let v = value(digits) as i32;
-                year = Some(if w == 2 { if v < 50 { 2000 + v } else { 1900 + v } } else { v });
+            match role {
+                Piece::Year(w) => {
+                    let v = value(digits) as i32;
+                    year = Some(if w == 2 { if v < 50 { 2000 + v } else { 1900 + v } } else { v });
+                }
+                Piece::Month(_) => month = Some(value(digits) as u32),
+                Piece::Day(_) => day = Some(value(digits) as u32),
+                _ => {}
             }
             pieces[*idx] = role;
         }
         if !pieces.iter().any(|p| !matches!(p, Piece::Literal(_))) {
             return None;
         }
-        Some(ParsedDate { pieces, year })
+        Some(ParsedDate { pieces, year, month, day, time })
     }
 
     fn render(&self, year: Option<i32>, month: u32, day: u32, hour: u32, minute: u32) -> String {
@@ -586,11 +681,60 @@ mod tests {
     use super::*;
 
     fn span(label: &str, text: &str) -> Span {
-        Span { start: 0, end: 0, label: label.into(), text: text.into(), score: 1.0 }
+        Span { start: 0, end: 0, label: label.into(), text: text.into(), score: 1.0, source: "model".into() }
     }
 
     fn key(byte: u8) -> SurrogateKey {
         SurrogateKey::from_file_bytes("test.key", &[byte; 32]).unwrap()
+    }
+
+    #[test]
+    fn date_shift_keeps_intervals_and_layouts() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1) - days_from_civil(2000, 2, 28), 2);
+        for z in [-800_000i64, -1, 0, 59, 11_016, 20_000, 60_000] {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, m, d), z);
+        }
+        assert_eq!(Surrogates::shift_date("03/14/2019", 5).as_deref(), Some("03/19/2019"));
+        assert_eq!(Surrogates::shift_date("2019-12-30", 3).as_deref(), Some("2020-01-02"));
+        assert_eq!(Surrogates::shift_date("March 14, 2019", -14).as_deref(), Some("February 28, 2019"));
+        assert_eq!(Surrogates::shift_date("14 Mar 2020", -14).as_deref(), Some("29 Feb 2020"));
+        assert_eq!(Surrogates::shift_date("3/14", 1).as_deref(), Some("3/15"));
+        assert_eq!(Surrogates::shift_date("2019", 30), None);
+        assert_eq!(Surrogates::shift_date("last Tuesday", 30), None);
+        // One document, one offset: admission to discharge stays 5 days apart.
+        let s = Surrogates::new(key(3));
+        let text = "Admitted 03/14/2019, discharged 03/19/2019.";
+        let spans = vec![
+            Span { start: 9, end: 19, label: "DATE".into(), text: "03/14/2019".into(), score: 1.0, source: "rule".into() },
+            Span { start: 32, end: 42, label: "DATE".into(), text: "03/19/2019".into(), score: 1.0, source: "rule".into() },
+        ];
+        let out = s.redact_shifting_dates(text, &spans, "note-1");
+        let dates: Vec<(i32, u32, u32)> = out
+            .split(|c: char| !(c.is_ascii_digit() || c == '/'))
+            .filter(|w| w.len() == 10)
+            .map(|w| {
+                let p: Vec<u32> = w.split('/').map(|x| x.parse().unwrap()).collect();
+                (p[2] as i32, p[0], p[1])
+            })
+            .collect();
+        assert_eq!(dates.len(), 2, "{out}");
+        assert_eq!(days_from_civil(dates[1].0, dates[1].1, dates[1].2) - days_from_civil(dates[0].0, dates[0].1, dates[0].2), 5);
+        assert_ne!(out, text);
+        assert_ne!(s.date_offset("note-1"), 0);
+        assert_eq!(s.date_offset("note-1"), s.date_offset("note-1"));
+        assert!((0..20).map(|i| s.date_offset(&format!("n{i}"))).collect::<std::collections::HashSet<_>>().len() > 15);
+    }
+
+    #[test]
+    fn hashes_are_keyed_and_consistent() {
+        let (a, b) = (Surrogates::new(key(1)), Surrogates::new(key(2)));
+        let h = a.hash(&span("NAME", "John  Smith"));
+        assert!(h.starts_with("[NAME:") && h.len() == "[NAME:]".len() + 16, "{h}");
+        assert_eq!(h, a.hash(&span("NAME", "john smith")));
+        assert_ne!(h, b.hash(&span("NAME", "John Smith")));
+        assert_ne!(h, a.hash(&span("LOCATION", "John Smith")));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use kernels::Backend;
-use runtime::deid::{deidentify, LabelScheme};
+use runtime::deid::{decode, deidentify, LabelScheme, Operator};
 use runtime::folder::ModelFolder;
 use runtime::pipeline::Engine;
 use runtime::Model;
@@ -43,6 +43,8 @@ pub struct CategoryScore {
 pub struct DeidReport {
     pub notes: usize,
     pub threshold: f32,
+    /// `model + rules + dictionaries` (what `runtime-cli deid` runs) or `model only`.
+    pub detector: String,
     pub categories: Vec<CategoryScore>,
     /// Over all categories (exact spans).
     pub micro: CategoryScore,
@@ -82,6 +84,21 @@ pub const GENERIC_WORDS: &[&str] = &[
     "of",
     "and",
     "at",
+    "on",
+    "in",
+    "for",
+    "to",
+    "by",
+    "from",
+    "with",
+    // Field names and generic places and titles: "MRN 55-10-293", "ED Bay 4", "Baby Girl Lindqvist".
+    "mrn",
+    "ed",
+    "er",
+    "icu",
+    "baby",
+    "girl",
+    "boy",
     "hospital",
     "hospitals",
     "clinic",
@@ -204,8 +221,25 @@ pub fn marked_docs(path: &Path) -> Result<Vec<SpanDoc>> {
     Ok(docs)
 }
 
+/// Which spans are scored: the combined detector every tool runs, or the model's spans alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detector {
+    Combined,
+    ModelOnly,
+}
+
+impl Detector {
+    fn describe(self) -> &'static str {
+        match self {
+            Detector::Combined => "model + rules + dictionaries",
+            Detector::ModelOnly => "model only",
+        }
+    }
+}
+
 /// Score `model_dir` on the notes of `data` (span JSONL, or a marked `.txt` file) at `threshold`.
-pub fn evaluate<B: Backend>(be: &B, model_dir: &Path, data: &Path, threshold: f32) -> Result<DeidReport> {
+/// Also returns [`errors`].
+pub fn evaluate<B: Backend>(be: &B, model_dir: &Path, data: &Path, threshold: f32, detector: Detector) -> Result<(DeidReport, Vec<serde_json::Value>)> {
     let notes = if data.extension().is_some_and(|e| e == "txt") { marked_docs(data)? } else { span_docs(data)? };
     let folder = ModelFolder::open(model_dir)?;
     let tokenizer = folder
@@ -223,9 +257,55 @@ pub fn evaluate<B: Backend>(be: &B, model_dir: &Path, data: &Path, threshold: f3
     let predicted: Vec<Gold> = notes
         .iter()
         .zip(encs.iter().zip(&probs))
-        .map(|(d, (enc, p))| deidentify(&d.text, enc, p, &scheme, threshold, None).0.into_iter().map(|s| (s.start, s.end, s.label)).collect())
+        .map(|(d, (enc, p))| {
+            let spans = match detector {
+                Detector::Combined => deidentify(&d.text, enc, p, &scheme, threshold, Operator::Placeholder).0,
+                Detector::ModelOnly => decode(&d.text, enc, p, &scheme, threshold),
+            };
+            spans.into_iter().map(|s| (s.start, s.end, s.label)).collect()
+        })
         .collect();
-    Ok(score(&notes, &predicted, threshold))
+    let mut report = score(&notes, &predicted, threshold);
+    report.detector = detector.describe().into();
+    Ok((report, errors(&notes, &predicted)))
+}
+
+/// What went wrong, one JSON object per error: every gold value that leaks (`"leaked"`: its
+/// category, text and the words left), and every run of non-PHI words that was redacted
+/// (`"over-redacted"`), with the note's index. For the evaluation data only: it quotes the notes.
+pub fn errors(notes: &[SpanDoc], predicted: &[Gold]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for (i, (SpanDoc { text, spans: gold }, spans)) in notes.iter().zip(predicted).enumerate() {
+        let chars: Vec<char> = text.chars().collect();
+        let mut covered = vec![false; chars.len()];
+        for (start, end, _) in spans {
+            let n = covered.len();
+            covered[(*start).min(n)..(*end).min(n)].iter_mut().for_each(|c| *c = true);
+        }
+        let mut phi = vec![false; chars.len()];
+        for (start, end, label) in gold {
+            phi[*start..*end].iter_mut().for_each(|p| *p = true);
+            let left: Vec<String> = identifying_words(&chars, *start, *end)
+                .iter()
+                .filter(|&&(a, b)| covered[a..b].iter().any(|&x| !x))
+                .map(|&(a, b)| chars[a..b].iter().collect())
+                .collect();
+            if !left.is_empty() {
+                out.push(
+                    serde_json::json!({"note": i, "kind": "leaked", "category": label, "text": chars[*start..*end].iter().collect::<String>(), "left": left}),
+                );
+            }
+        }
+        for (start, end, label) in spans {
+            let n = chars.len();
+            let (a, b) = ((*start).min(n), (*end).min(n));
+            let extra: String = (a..b).filter(|&k| !phi[k]).map(|k| chars[k]).collect();
+            if extra.chars().any(char::is_alphanumeric) {
+                out.push(serde_json::json!({"note": i, "kind": "over-redacted", "category": label, "text": chars[a..b].iter().collect::<String>(), "not_phi": extra.trim()}));
+            }
+        }
+    }
+    out
 }
 
 /// Scores of predicted spans against the gold spans of each note (character offsets).
@@ -286,6 +366,7 @@ pub fn score(notes: &[SpanDoc], predicted: &[Gold], threshold: f32) -> DeidRepor
     DeidReport {
         notes: notes.len(),
         threshold,
+        detector: Detector::Combined.describe().into(),
         categories,
         micro: score("micro", &total),
         phi_chars: total[3],
@@ -299,8 +380,8 @@ impl DeidReport {
     /// A Markdown table.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "{} notes, threshold {}\n\n| category | precision | recall | F1 | gold spans | PHI characters redacted | values leaked (strict) |\n|---|---|---|---|---|---|---|\n",
-            self.notes, self.threshold
+            "{} notes, threshold {}, {}\n\n| category | precision | recall | F1 | gold spans | PHI characters redacted | values leaked (strict) |\n|---|---|---|---|---|---|---|\n",
+            self.notes, self.threshold, self.detector
         );
         for c in self.categories.iter().chain(std::iter::once(&self.micro)) {
             s += &format!(

@@ -64,6 +64,10 @@ pub struct Sources {
     negex: Vec<String>,
     /// Presidio sentence templates.
     presidio: Vec<String>,
+    /// The split's part of the Census first names and the 20,000 most common surnames
+    /// (`data/deid-dict`), common words left out.
+    census_first: Vec<String>,
+    census_last: Vec<String>,
 }
 
 const FIRST: &[&str] = &[
@@ -79,7 +83,9 @@ const FIRST: &[&str] = &[
     "Albert", "Judy", "Willie", "Grace", "Gabriel", "Denise", "Logan", "Amber", "Alan", "Marilyn", "Juan", "Beverly", "Wayne", "Danielle", "Roy", "Theresa", "Ralph", "Sophia", "Randy",
     "Marie", "Eugene", "Diana", "Vincent", "Brittany", "Russell", "Natalie", "Elijah", "Isabella", "Louis", "Charlotte", "Bobby", "Rose", "Philip", "Alexis", "Johnny", "Kayla", "Wei",
     "Mei", "Hiroshi", "Yuki", "Priya", "Rahul", "Aisha", "Mohammed", "Fatima", "Omar", "Chen", "Ngozi", "Chinedu", "Lucia", "Mateo", "Sofia", "Ivan", "Olga", "Dmitri", "Anya", "Kwame",
-    "Thanh", "Minh", "Raj", "Deepa", "Santiago", "Valentina", "Ahmed", "Leila", "Tomasz", "Agnieszka",
+    "Thanh", "Minh", "Raj", "Deepa", "Santiago", "Valentina", "Ahmed", "Leila", "Tomasz", "Agnieszka", "José", "Zoë", "Łukasz", "Søren", "François", "Chloé", "Björn",
+    "Jürgen", "Ngọc", "Siobhán", "Aoife", "Inés", "Mário", "Renée", "Kōji", "Oluwaseun", "Chidi", "Emeka", "Thandiwe", "Sipho", "Anaïs", "Gaëlle", "Dariusz", "Małgorzata",
+    "Ayşe", "Mehmet", "Yusuf", "Zeynep", "Nikolai", "Svetlana", "Bogdan", "Ioana", "Åsa", "Niamh", "Tadhg", "Eun-ji", "Ji-woo", "Xiu", "Ravi", "Anjali", "Kofi", "Amara",
 ];
 
 const LAST: &[&str] = &[
@@ -96,6 +102,9 @@ const LAST: &[&str] = &[
     "Fox", "Warren", "Mills", "Meyer", "Rice", "Schmidt", "Garza", "Daniels", "Ferguson", "Nichols", "Stephens", "Soto", "Weaver", "Ryan", "Gardner", "Payne", "Grant", "Dunn", "Kowalski",
     "O'Brien", "O'Connor", "Nakamura", "Tanaka", "Yamamoto", "Wong", "Liu", "Zhang", "Singh", "Kumar", "Shah", "Okafor", "Adeyemi", "Mensah", "Ivanova", "Petrov", "Novak", "Rossi",
     "Bianchi", "Schneider", "Fischer", "Dubois", "Laurent", "Haddad", "Khalil", "Nowak", "Lindqvist", "Johansson", "Andersen", "MacLeod", "Fitzgerald", "Vanderberg", "DeLuca",
+    "Núñez", "Müller", "Ødegaard", "Wójcik", "Gómez-Ortiz", "Łukasiewicz", "Fernández", "Østergaard", "Çelik", "Yılmaz", "Nguyễn", "Kowalczyk", "Dąbrowski", "O'Sullivan",
+    "McAllister", "van der Berg", "de la Cruz", "Abubakar", "Mwangi", "Okonkwo", "Ferreira", "Gonçalves", "Kovačević", "Horváth", "Papadopoulos", "Lindström", "Virtanen",
+    "Ó Briain", "Ní Dhomhnaill", "Al-Sayed", "Ben-David", "St. Clair", "D'Angelo", "LeBlanc", "MacKenzie", "Oyelaran", "Tshabalala", "Häkkinen", "Šimková", "Żukowski",
 ];
 
 const CITIES: &[(&str, &str, &str)] = &[
@@ -115,6 +124,15 @@ const CITIES: &[(&str, &str, &str)] = &[
     ("Erie", "Pennsylvania", "PA"), ("Syracuse", "New York", "NY"), ("Macon", "Georgia", "GA"), ("Mobile", "Alabama", "AL"), ("Biloxi", "Mississippi", "MS"), ("Shreveport", "Louisiana", "LA"),
 ];
 
+/// Places abroad: (city, country, postal code layout, street layout) for international addresses.
+const INTL_CITIES: &[(&str, &str)] = &[
+    ("Lyon", "France"), ("Leeds", "United Kingdom"), ("Toronto", "Canada"), ("München", "Germany"), ("Kraków", "Poland"), ("São Paulo", "Brazil"), ("Malmö", "Sweden"),
+    ("Cork", "Ireland"), ("Pune", "India"), ("Lagos", "Nigeria"), ("Nairobi", "Kenya"), ("Guadalajara", "Mexico"), ("Hà Nội", "Vietnam"), ("Zürich", "Switzerland"),
+    ("Porto", "Portugal"), ("Ghent", "Belgium"), ("Aarhus", "Denmark"), ("Tromsø", "Norway"), ("Bilbao", "Spain"), ("Bologna", "Italy"), ("Glasgow", "Scotland"),
+    ("Halifax", "Canada"), ("Brisbane", "Australia"), ("Dunedin", "New Zealand"), ("Gdańsk", "Poland"), ("Łódź", "Poland"), ("Manchester", "United Kingdom"),
+    ("Montréal", "Canada"), ("Córdoba", "Argentina"), ("Kumasi", "Ghana"),
+];
+
 const STREETS: &[&str] = &[
     "Oak", "Maple", "Cedar", "Pine", "Elm", "Washington", "Lake", "Hill", "Main", "Park", "Walnut", "Sunset", "Lincoln", "Jackson", "Church", "River", "Highland", "Chestnut", "Spring",
     "Meadow", "Forest", "Willow", "Ridge", "Cherry", "Mill", "Jefferson", "Franklin", "Madison", "Adams", "Center", "Prospect", "Union", "Orchard", "Lakeview", "Hawthorne", "Sycamore",
@@ -132,6 +150,28 @@ const PROFESSIONS: &[&str] = &[
 ];
 const ORG_KINDS: &[&str] = &["Construction", "Logistics", "Foods", "Manufacturing", "Insurance Group", "Auto Body", "Bakery", "Consulting", "Trucking", "Steel", "Landscaping", "Dental Group", "Law Offices", "Realty", "Electric", "Plumbing & Heating", "Hardware", "Printing", "Textiles", "Farms"];
 const HOSPITAL_KINDS: &[&str] = &["General Hospital", "Medical Center", "Regional Medical Center", "Memorial Hospital", "Community Hospital", "Health Center", "Clinic", "Children's Hospital", "Rehabilitation Center", "Family Practice", "Cancer Center", "Heart Institute"];
+/// Clinical sentences with people's names in them that are not PHI: eponyms, scores, drugs.
+const NEGATIVE_SENTENCES: &[&str] = &[
+    "History of Parkinson's disease with Lewy body features.",
+    "GCS 15 on arrival; Apgar scores were 8 and 9.",
+    "Positive Murphy's sign, no tenderness at McBurney's point.",
+    "Started on Lasix 40 mg and Zestril 10 mg daily.",
+    "Foley catheter removed; Holter monitor placed.",
+    "Known Crohn's disease, last flare treated with Humira.",
+    "Bell's palsy resolved; Romberg negative.",
+    "Wells score 1.5, PERC negative, no DVT.",
+    "Hodgkin lymphoma in remission after ABVD.",
+    "Alzheimer's dementia, MoCA 18/30, on Aricept.",
+    "Hashimoto's thyroiditis on Synthroid 75 mcg.",
+    "Glasgow Coma Scale 14, pupils equal and reactive.",
+    "Barrett's esophagus on surveillance EGD.",
+    "Down syndrome with a history of AV canal repair.",
+    "Gleason 3+4 prostate cancer on active surveillance.",
+    "CHA2DS2-VASc 4, HAS-BLED 2; continue Eliquis.",
+    "Epley maneuver performed with relief of vertigo.",
+    "Guillain-Barre syndrome ruled out by lumbar puncture.",
+];
+const HEADINGS: &[&str] = &["CLINIC NOTE", "PROGRESS NOTE", "DISCHARGE SUMMARY", "CONSULTATION NOTE", "Office Visit", "TELEPHONE ENCOUNTER", "ED NOTE", "Clinic Note"];
 const MONTHS: &[&str] = &["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
 const DOMAINS: &[&str] = &["example.com", "mail.com", "inbox.net", "fastmail.org", "webmail.us", "post.net", "example.org", "homemail.com"];
 const SECTIONS: &[&str] = &["HISTORY OF PRESENT ILLNESS", "CHIEF COMPLAINT", "PAST MEDICAL HISTORY", "SOCIAL HISTORY", "FAMILY HISTORY", "MEDICATIONS", "ALLERGIES", "PHYSICAL EXAMINATION", "ASSESSMENT AND PLAN", "HOSPITAL COURSE", "IMPRESSION", "PLAN", "REVIEW OF SYSTEMS", "RESULTS", "DISPOSITION"];
@@ -172,7 +212,10 @@ fn may_hold_phi(s: &str) -> bool {
         let digits = w.chars().filter(char::is_ascii_digit).count();
         let parts: Vec<&str> = bare.split(['/', '-']).collect();
         let numeric = parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
-        let date_like = numeric && (parts.len() == 3 || parts.len() == 2 && parts[0].len() <= 2 && parts[1].len() <= 2 && parts[0].parse::<u32>().is_ok_and(|m| (1..=12).contains(&m)) && w.contains('/'));
+        // "6.14.02" is a date too; "2.5" is a dose.
+        let dotted: Vec<&str> = bare.split('.').collect();
+        let dotted_date = dotted.len() == 3 && dotted.iter().all(|p| (1..=4).contains(&p.len()) && p.chars().all(|c| c.is_ascii_digit()));
+        let date_like = dotted_date || numeric && (parts.len() == 3 || parts.len() == 2 && parts[0].len() <= 2 && parts[1].len() <= 2 && parts[0].parse::<u32>().is_ok_and(|m| (1..=12).contains(&m)) && w.contains('/'));
         if date_like || digits >= 7 {
             return true;
         }
@@ -263,14 +306,30 @@ impl Sources {
         for line in read(&negex_file)?.lines() {
             let s = line.split('\t').nth(2).unwrap_or("").trim().trim_matches('"');
             let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
-            if s.contains("**") && s.chars().count() <= 600 {
+            // A sentence with a dotted date ("6.14.02") outside the markup has unmarked PHI.
+            let dotted_date = s.split_whitespace().any(|w| {
+                let p: Vec<&str> = w.trim_end_matches(['.', ',', ';', ')']).split('.').collect();
+                p.len() == 3 && p.iter().all(|x| (1..=4).contains(&x.len()) && x.chars().all(|c| c.is_ascii_digit()))
+            });
+            if s.contains("**") && s.chars().count() <= 600 && !dotted_date {
                 negex.push(s);
             }
         }
         let presidio_text = read(&data.join("presidio-templates").join("templates.txt"))?;
-        let all: Vec<String> = presidio_text.lines().map(str::trim).filter(|l| l.contains("{{")).map(str::to_string).collect();
+        // The templates write line breaks as the two characters `\n`.
+        let all: Vec<String> = presidio_text.lines().map(str::trim).filter(|l| l.contains("{{")).map(|l| l.replace("\\n", "\n")).collect();
         let presidio = part(&all, split).into_iter().cloned().collect();
-        Ok(Sources { fillers, negex, presidio })
+        let common: std::collections::HashSet<String> = read(&data.join("deid-dict").join("common-words.txt"))?.lines().map(str::to_string).collect();
+        let census = |file: &str, take: usize| -> Result<Vec<String>> {
+            Ok(read(&data.join("deid-dict").join(file))?
+                .lines()
+                .take(take)
+                .filter(|n| !n.is_empty() && !common.contains(&n.to_lowercase()))
+                .filter(|n| (crate::corpus::hash(n, 0x4E41_4D45) % 5 == 4) == (split == Split::Test))
+                .map(str::to_string)
+                .collect())
+        };
+        Ok(Sources { fillers, negex, presidio, census_first: census("first-names.txt", usize::MAX)?, census_last: census("surnames.txt", 20_000)? })
     }
 }
 
@@ -314,11 +373,20 @@ pub struct Generator<'a> {
     last: Vec<&'static &'static str>,
     cities: Vec<&'static (&'static str, &'static str, &'static str)>,
     streets: Vec<&'static &'static str>,
+    intl: Vec<&'static (&'static str, &'static str)>,
 }
 
 impl<'a> Generator<'a> {
     pub fn new(src: &'a Sources, split: Split, seed: u64) -> Self {
-        Generator { rng: Rng::new(seed ^ 0x5EED_D1D), src, first: part_names(FIRST, split), last: part_names(LAST, split), cities: part(CITIES, split), streets: part(STREETS, split) }
+        Generator {
+            rng: Rng::new(seed ^ 0x5EED_D1D),
+            src,
+            first: part_names(FIRST, split),
+            last: part_names(LAST, split),
+            cities: part(CITIES, split),
+            streets: part(STREETS, split),
+            intl: part(INTL_CITIES, split),
+        }
     }
 
     fn below(&mut self, n: usize) -> usize {
@@ -338,10 +406,19 @@ impl<'a> Generator<'a> {
     }
 
     fn first_name(&mut self) -> String {
+        if self.chance(0.5) && !self.src.census_first.is_empty() {
+            let i = self.below(self.src.census_first.len());
+            return self.src.census_first[i].clone();
+        }
         pick_in(&mut self.rng, &self.first).to_string()
     }
     fn last_name(&mut self) -> String {
-        let l = pick_in(&mut self.rng, &self.last).to_string();
+        let l = if self.chance(0.5) && !self.src.census_last.is_empty() {
+            let i = self.below(self.src.census_last.len());
+            self.src.census_last[i].clone()
+        } else {
+            pick_in(&mut self.rng, &self.last).to_string()
+        };
         if self.chance(0.05) {
             let m = pick_in(&mut self.rng, &self.last);
             format!("{l}-{m}")
@@ -364,8 +441,12 @@ impl<'a> Generator<'a> {
             8 => l,
             _ => f,
         };
-        if self.chance(0.15) {
+        // Names are written in capitals in headers and in lower case in hurried messages.
+        let r = self.rng.uniform();
+        if r < 0.13 {
             s.to_uppercase()
+        } else if r < 0.18 {
+            s.to_lowercase()
         } else {
             s
         }
@@ -428,11 +509,44 @@ impl<'a> Generator<'a> {
     }
     fn hospital(&mut self) -> String {
         let kind = self.pick(HOSPITAL_KINDS);
-        match self.below(5) {
+        match self.below(12) {
             0 => format!("St. {}'s {kind}", self.first_name()),
             1 => format!("{} {kind}", self.last_name()),
             2 => format!("University of {} {kind}", self.city().1),
+            3 => format!("{} {} {kind}", self.pick(&["Mount", "Mt.", "Mt"]), self.pick(&["Sinai", "Carmel", "Auburn", "Hope", "Olive", "Zion", "Vernon", "Pleasant"])),
+            4 => format!("{} {}{}", self.pick(&["Saint", "St", "St.", "Ste."]), self.first_name(), self.pick(&["'s", "", "'s Hospital", " Medical Center", " Health"])),
+            5 => format!("Our Lady of {} {kind}", self.pick(&["Lourdes", "Mercy", "the Lake", "Peace", "Fatima"])),
+            6 => {
+                // An institution's acronym, alone or with its kind: "RVMC", "SJH Cardiology".
+                let n = 3 + self.below(3);
+                let acronym: String = (0..n).map(|_| self.letter()).collect();
+                match self.below(3) {
+                    0 => acronym,
+                    1 => format!("{acronym} {}", self.pick(&["Cardiology", "Oncology", "Hospital", "ED", "Clinic"])),
+                    _ => format!("{acronym} {kind}"),
+                }
+            }
+            7 => format!("{} {}", self.last_name(), self.pick(&["Health", "Healthcare", "Health System", "Medical Group", "Physicians", "Family Medicine"])),
+            8 => format!("{} Valley {kind}", self.pick(&["Green", "Cedar", "Willow", "Silver", "Pine"])),
             _ => format!("{} {kind}", self.city().0),
+        }
+    }
+    /// An address abroad, in the country's own layout.
+    fn intl_address(&mut self) -> String {
+        let (city, country) = *pick_in(&mut self.rng, &self.intl);
+        let (n, street) = (1 + self.below(180), pick_in(&mut self.rng, &self.streets).to_string());
+        let up = |s: &str| s.to_uppercase();
+        match country {
+            "France" => format!("{n} rue {} {street}, {}{} {city}, France", self.pick(&["de la", "du", "des"]), self.pick(&["69", "75", "13"]), self.digits(3)),
+            "Germany" | "Switzerland" => format!("{street}straße {n}, {} {city}", self.digits(if country == "Germany" { 5 } else { 4 })),
+            "United Kingdom" | "Scotland" => {
+                let pc = format!("{}{}{} {}{}{}", up(&self.letter().to_string()), self.letter(), 1 + self.below(9), self.below(10), self.letter(), self.letter());
+                format!("Flat {}, {n} {street} Road, {city} {pc}", 1 + self.below(20))
+            }
+            "Canada" => format!("{n} {street} Street, {city}, {} {}{}{} {}{}{}", self.pick(&["ON", "QC", "NS"]), self.letter(), self.below(10), self.letter(), self.below(10), self.letter(), self.below(10)),
+            "Poland" => format!("ul. {street} {n}/{}, {}-{} {city}", 1 + self.below(40), self.digits(2), self.digits(3)),
+            "Brazil" | "Portugal" => format!("Rua {street}, {n}, {city}, {}-{}", self.digits(5), self.digits(3)),
+            _ => format!("{n} {street} Road, {city}, {country}"),
         }
     }
     fn organisation(&mut self) -> String {
@@ -476,12 +590,14 @@ impl<'a> Generator<'a> {
         format!("{}.{}.{}.{}", 10 + self.below(200), self.below(256), self.below(256), 1 + self.below(254))
     }
     fn mrn(&mut self) -> String {
-        match self.below(6) {
+        match self.below(8) {
             0 => self.digits(7),
             1 => self.digits(8),
             2 => format!("{}{}", self.letter(), self.digits(7)),
             3 => format!("{}-{}-{}", self.digits(3), self.digits(2), self.digits(3)),
             4 => format!("00{}", self.digits(6)),
+            5 => format!("{}-{}", self.pick(&["MRN", "E", "CH", "HN"]), self.digits(8)),
+            6 => format!("{}{}-{}", self.letter(), self.digits(2), self.digits(6)),
             _ => format!("{} {}", self.digits(4), self.digits(4)),
         }
     }
@@ -496,7 +612,7 @@ impl<'a> Generator<'a> {
     /// An identifier of another kind, with the words that introduce it.
     fn other_id(&mut self) -> (String, String) {
         let l = self.letter();
-        match self.below(8) {
+        match self.below(14) {
             0 => ("account number".into(), format!("{}{}", self.pick(&["ACC-", "AC", ""]), self.digits(8))),
             1 => ("health plan member ID".into(), format!("{}{}{}", l, self.letter(), self.digits(9))),
             2 => ("driver's license".into(), format!("{l}{}-{}-{}", self.digits(3), self.digits(4), self.digits(4))),
@@ -504,6 +620,12 @@ impl<'a> Generator<'a> {
             4 => ("license plate".into(), format!("{}{}{}{}", self.digits(1), l, self.letter(), self.digits(3))),
             5 => ("VIN".into(), (0..17).map(|_| if self.chance(0.5) { self.letter() } else { char::from(b'0' + self.below(10) as u8) }).collect()),
             6 => ("accession number".into(), format!("S{}-{}", self.digits(2), self.digits(5))),
+            7 => ("health plan ID".into(), format!("{}-{}-{}", self.pick(&["HP", "BCBS", "UHC", "AET"]), 2000 + self.below(26), self.digits(6))),
+            8 => ("member number".into(), format!("MBR {}-{}-{}", self.digits(4), self.digits(4), self.digits(2))),
+            9 => ("case".into(), format!("#{}{}{}-{}", self.letter(), self.letter(), self.digits(4), self.digits(2))),
+            10 => ("claim".into(), format!("CLM-{}", self.digits(8))),
+            11 => ("nursing licence".into(), format!("RN-{}", self.digits(6))),
+            12 => ("NPI".into(), self.digits(10)),
             _ => ("insurance policy number".into(), format!("{} {} {}", self.digits(3), self.digits(3), self.digits(3))),
         }
     }
@@ -523,7 +645,26 @@ impl<'a> Generator<'a> {
         use Piece::{Phi, Text};
         let t = |s: &str| Text(s.to_string());
         let he = self.pick(&["He", "She"]);
-        match self.below(28) {
+        match self.below(34) {
+            28 => vec![t(&format!("{he} lives at ")), Phi(self.intl_address(), "LOCATION"), t(".")],
+            29 => {
+                let (c, country) = *pick_in(&mut self.rng, &self.intl);
+                vec![t(&format!("{he} was visiting family in ")), Phi(c.into(), "LOCATION"), t(", "), Phi(country.into(), "LOCATION"), t(" when symptoms began.")]
+            }
+            // Sentences that look like PHI to a careless detector and hold none.
+            30 => vec![t(&format!(
+                "BP {}/{}, heart rate {}, RR {}, SpO2 {}% on room air, temp {}.{}.",
+                100 + self.below(80),
+                55 + self.below(40),
+                50 + self.below(70),
+                12 + self.below(14),
+                88 + self.below(12),
+                36 + self.below(3),
+                self.below(10)
+            ))],
+            31 => vec![t(self.pick(NEGATIVE_SENTENCES))],
+            32 => vec![t("pt "), Phi(self.name().to_lowercase(), "NAME"), t(" called re: refill, cb "), Phi(self.phone(), "CONTACT")],
+            33 => vec![t("Prior records from "), Phi(self.hospital(), "LOCATION"), t(" and "), Phi(self.hospital(), "LOCATION"), t(" reviewed.")],
             0 => vec![Phi(self.name(), "NAME"), t(if he == "He" { " is a " } else { " is a " }), Phi(self.age_over_89(), "AGE"), t(&format!("-year-old {} who presents for follow-up.", if he == "He" { "man" } else { "woman" }))],
             1 => vec![t("The patient was seen at "), Phi(self.hospital(), "LOCATION"), t(" on "), Phi(self.date(), "DATE"), t(".")],
             2 => {
@@ -759,7 +900,13 @@ impl<'a> Generator<'a> {
 
     /// One note: an optional header, two to four sections, an optional signature.
     pub fn note(&mut self) -> Note {
+        if self.chance(0.3) {
+            return self.short_note();
+        }
         let mut b = Builder { text: String::new(), chars: 0, spans: Vec::new() };
+        if self.chance(0.3) {
+            b.push(&format!("{}\n", self.pick(HEADINGS)));
+        }
         if self.chance(0.9) {
             self.header(&mut b);
         }
@@ -796,6 +943,92 @@ impl<'a> Generator<'a> {
     }
 }
 
+impl Generator<'_> {
+    /// A short text: a clinician's query, a patient's portal message or a referral letter.
+    fn short_note(&mut self) -> Note {
+        use Piece::{Phi, Text};
+        let t = |s: &str| Text(s.to_string());
+        let mut b = Builder { text: String::new(), chars: 0, spans: Vec::new() };
+        let filler = |g: &mut Self| {
+            let h = g.pick(SECTIONS);
+            g.filler(h)
+        };
+        let pieces = match self.below(3) {
+            0 => {
+                let age = if self.chance(0.4) { Phi(self.age_over_89(), "AGE") } else { Text((20 + self.below(69)).to_string()) };
+                vec![
+                    t(self.pick(&["Quick question: ", "Q: ", "Hi team - ", "", "Curbside: "])),
+                    t(self.pick(&["pt ", "patient ", "Pt. ", ""])),
+                    Phi(self.name(), "NAME"),
+                    t(" ("),
+                    age,
+                    t(self.pick(&["F", "M", "yo F", "yo M", " y/o"])),
+                    t(") at "),
+                    Phi(self.hospital(), "LOCATION"),
+                    t(", MRN "),
+                    Phi(self.mrn(), "ID"),
+                    t(" - "),
+                    t(self.pick(&["ok to restart apixaban after the fall on ", "can we get a repeat echo before ", "needs a renal consult, creatinine up since ", "family asking about hospice, admitted "])),
+                    Phi(self.date(), "DATE"),
+                    t("? "),
+                    t(self.pick(&["Thanks, ", "Page me, ", "-", "Call back "])),
+                    Phi(self.first_name(), "NAME"),
+                    t(" "),
+                    Phi(self.phone(), "CONTACT"),
+                ]
+            }
+            1 => {
+                let mut v = vec![
+                    t(self.pick(&["Hi Dr. ", "Hello Dr ", "Dear Dr. ", "dr "])),
+                    Phi(self.last_name(), "NAME"),
+                    t(", this is "),
+                    Phi(self.name(), "NAME"),
+                    t(self.pick(&[" (DOB ", ", born ", " dob "])),
+                    Phi(self.date(), "DATE"),
+                    t(self.pick(&["). ", ". "])),
+                ];
+                v.push(Text(filler(self)));
+                v.extend([t(" My daughter "), Phi(self.first_name(), "NAME"), t(" can drive me from "), Phi(self.city().0.into(), "LOCATION"), t(". Call me at "), Phi(self.phone(), "CONTACT")]);
+                v.extend([t(" or email "), Phi(self.email(), "CONTACT"), t(". Thanks, "), Phi(self.first_name(), "NAME")]);
+                v
+            }
+            _ => {
+                let (c, _, st) = self.city();
+                let mut v = vec![
+                    Phi(self.hospital(), "LOCATION"),
+                    t("\n"),
+                    Phi(self.street(), "LOCATION"),
+                    t(", "),
+                    Phi(c.into(), "LOCATION"),
+                    t(", "),
+                    Phi(st.into(), "LOCATION"),
+                    t(" "),
+                    Phi(self.zip(), "LOCATION"),
+                    t("\n\n"),
+                    Phi(self.date(), "DATE"),
+                    t("\n\nDear Dr. "),
+                    Phi(self.last_name(), "NAME"),
+                    t(",\n\nRe: "),
+                    Phi(self.name(), "NAME"),
+                    t(", DOB "),
+                    Phi(self.date(), "DATE"),
+                    t(", MRN "),
+                    Phi(self.mrn(), "ID"),
+                    t("\n\nThank you for seeing this patient. "),
+                ];
+                v.push(Text(filler(self)));
+                v.push(t(" "));
+                v.push(Text(filler(self)));
+                v.extend([t("\n\nSincerely,\n\n"), Phi(self.name(), "NAME"), t(", MD\n"), Phi(self.hospital(), "LOCATION"), t("\nTel "), Phi(self.phone(), "CONTACT"), t(" | Fax "), Phi(self.phone(), "CONTACT")]);
+                v
+            }
+        };
+        Self::emit(&mut b, pieces);
+        b.push("\n");
+        Note { text: b.text, spans: b.spans }
+    }
+}
+
 /// `n` notes of a split, as JSONL lines `{"text", "spans": [{"start", "end", "label"}]}`.
 pub fn generate(data: &Path, split: Split, n: usize, seed: u64) -> Result<Vec<Note>> {
     let src = Sources::load(data, split)?;
@@ -818,6 +1051,7 @@ mod tests {
             "He is a 94-year-old man with dementia.",
             "Contact jdoe@example.com for records.",
             "Patient **NAME[AAA] seen.",
+            "Chest film 6.14.02 unchanged.",
         ] {
             assert!(may_hold_phi(s), "{s}");
         }

@@ -188,17 +188,39 @@ fn bundled_deid_model_redacts_unseen_notes() {
     let dir = scratch("deid");
     let notes = synth::generate(&repo().join("data"), Split::Test, 40, 99).unwrap();
     data::write_jsonl(dir.join("test.jsonl").as_path(), &notes).unwrap();
-    let r = deid_eval::evaluate(&CpuBackend::new(), &repo().join("models/deid-small"), &dir.join("test.jsonl"), runtime::deid::DEFAULT_THRESHOLD).unwrap();
+    let (r, _) = deid_eval::evaluate(&CpuBackend::new(), &repo().join("models/deid-small"), &dir.join("test.jsonl"), runtime::deid::DEFAULT_THRESHOLD, deid_eval::Detector::Combined).unwrap();
     eprintln!("{}", r.render());
     assert!(r.micro.f1 > 0.8 && r.unredacted_fraction < 0.05, "{}", r.render());
-    // The strict count (a value with one identifying word left leaks): 3.0% on the 400-note
-    // test split in models/deid-small.md; a guard against getting worse, not issue 21's goal.
-    assert!(r.micro.leak_rate < 0.06 && r.over_redaction < 0.03, "{}", r.render());
+    // The strict count (a value with one identifying word left leaks): 0.56% of the values and
+    // 1.5% of the names on the 400-note test split (models/deid-small.md), over-redaction 1.0%;
+    // issue 21's goals are 1%, 2% (NAME recall 0.98) and 2%. 40 notes vary more: guards.
+    assert!(r.micro.leak_rate < 0.015 && r.over_redaction < 0.02, "{}", r.render());
+    let name = r.categories.iter().find(|x| x.label == "NAME").unwrap();
+    assert!(name.leak_rate < 0.04, "{}", r.render());
     for c in ["NAME", "DATE", "LOCATION", "ID", "CONTACT"] {
         let s = r.categories.iter().find(|x| x.label == c).unwrap();
         assert!(s.char_recall > 0.85, "{c}: {s:?}");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The hand-written notes (data/deid-eval/): the combined detector every tool runs leaks far
+/// less than the model alone, and not more than models/deid-small-handwritten*.md records.
+#[test]
+fn bundled_deid_on_hand_written_notes() {
+    let be = CpuBackend::new();
+    let model = repo().join("models/deid-small");
+    // (file, values leaked by the combined detector as recorded, by the model alone)
+    for (file, combined_max, model_min) in [("handwritten.txt", 5, 15), ("handwritten-2.txt", 9, 12)] {
+        let data = repo().join("data/deid-eval").join(file);
+        let (c, _) = deid_eval::evaluate(&be, &model, &data, runtime::deid::DEFAULT_THRESHOLD, deid_eval::Detector::Combined).unwrap();
+        let (m, _) = deid_eval::evaluate(&be, &model, &data, runtime::deid::DEFAULT_THRESHOLD, deid_eval::Detector::ModelOnly).unwrap();
+        eprintln!("{file}\n{}\n{}", c.render(), m.render());
+        assert!(c.micro.leaked <= combined_max && m.micro.leaked >= model_min, "{file}: {} combined, {} model alone", c.micro.leaked, m.micro.leaked);
+        assert!(c.over_redaction < 0.05 && c.over_redaction < m.over_redaction, "{file}: {}", c.render());
+        let name = c.categories.iter().find(|x| x.label == "NAME").unwrap();
+        assert!(name.leaked <= 1, "{file}: {}", c.render());
+    }
 }
 
 #[test]

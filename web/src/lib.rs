@@ -10,7 +10,7 @@ use kernels::{CpuBackend, GpuBackend};
 
 use kernels::prelude::*;
 use runtime::config::ModelConfig;
-use runtime::deid::{deidentify, LabelScheme, Span, SurrogateKey, Surrogates};
+use runtime::deid::{deidentify, LabelScheme, Operator, Span, SurrogateKey, Surrogates};
 use runtime::pipeline::Engine;
 use runtime::tokenize::{Encoded, Tokenizer};
 use runtime::weights::Checkpoint;
@@ -188,7 +188,7 @@ impl Analysis {
         self.seconds
     }
 
-    /// `{spans: [{start, end, label, text, score}], redacted}` as JSON, exactly as
+    /// `{spans: [{start, end, label, text, score, source}], redacted}` as JSON, exactly as
     /// `runtime-cli deid --threshold T` writes it for this note (with `surrogate`, the fake values
     /// are drawn under this page's own secret key, so they differ from another run's). Offsets
     /// count Unicode code points (JavaScript: `Array.from(text)`), as the CLI's do.
@@ -196,7 +196,8 @@ impl Analysis {
         if !(0.0..=1.0).contains(&threshold) {
             return Err(JsError::new(&format!("threshold {threshold}: expected a probability between 0 and 1")));
         }
-        let (spans, redacted) = deidentify(&self.text, &self.enc, &self.probs, &self.inner.scheme, threshold, surrogate.then_some(&self.inner.surrogates));
+        let op = if surrogate { Operator::Surrogate(&self.inner.surrogates) } else { Operator::Placeholder };
+        let (spans, redacted) = deidentify(&self.text, &self.enc, &self.probs, &self.inner.scheme, threshold, op);
         Ok(serde_json::json!({"spans": spans.iter().map(Span::to_json).collect::<Vec<_>>(), "redacted": redacted}).to_string())
     }
 }

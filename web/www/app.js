@@ -224,8 +224,8 @@ function render() {
   for (const s of result.spans) {
     if (s.start > last) nodes.push(document.createTextNode(cps.slice(last, s.start).join('')));
     const mark = document.createElement('mark');
-    mark.className = `c${info.categories.indexOf(s.label) % 8}`;
-    mark.title = `${s.label} (${(s.score * 100).toFixed(0)}%)`;
+    mark.className = `c${Math.max(0, info.categories.indexOf(s.label)) % 8}`;
+    mark.title = `${s.label} (${(s.score * 100).toFixed(0)}%, ${s.source})`;
     mark.textContent = cps.slice(s.start, s.end).join('');
     const tag = document.createElement('span');
     tag.className = 'tag';

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256, Sha512};
 
 use super::api::{answer, choose, parse, run, tokenize, ApiError, Needs, OneOrMany, Request, Style, Usage};
 use super::worker::{ModelInfo, Work};
-use runtime::deid::{deidentify, Span};
+use runtime::deid::{deidentify, Operator as Replace, Span};
 
 const STYLE: Style = Style::Presidio;
 
@@ -97,7 +97,7 @@ async fn find_spans(
         .iter()
         .zip(kept)
         .zip(&done.rows)
-        .map(|((t, e), p)| deidentify(t, e, p, scheme, state.threshold, surrogate.then_some(&state.surrogates)))
+        .map(|((t, e), p)| deidentify(t, e, p, scheme, state.threshold, if surrogate { Replace::Surrogate(&state.surrogates) } else { Replace::Placeholder }))
         .collect();
     Ok((out, usage))
 }
@@ -138,7 +138,7 @@ pub async fn analyze(State(state): State<super::api::State>, request: Request) -
                 .iter()
                 .map(|s| (s, presidio_entity(&s.label, &s.text)))
                 .filter(|(s, e)| s.score >= threshold && req.entities.as_ref().is_none_or(|want| want.iter().any(|w| w == e)))
-                .map(|(s, e)| json!({"analysis_explanation": null, "end": s.end, "entity_type": e, "score": s.score, "start": s.start}))
+                .map(|(s, e)| json!({"analysis_explanation": null, "end": s.end, "entity_type": e, "recognition_metadata": {"recognizer_name": s.source, "recognizer_identifier": s.source}, "score": s.score, "start": s.start}))
                 .collect();
             json!(results)
         })

@@ -204,9 +204,17 @@ enum Command {
         data: PathBuf,
         #[arg(long, default_value_t = runtime::deid::DEFAULT_THRESHOLD, allow_negative_numbers = true, value_parser = probability)]
         threshold: f32,
+        /// Score the model's spans alone, without the pattern rules and dictionaries every
+        /// tool combines them with (to see what each part contributes).
+        #[arg(long)]
+        model_only: bool,
         /// Also write the report (Markdown) and its JSON next to it (`.json`).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Write every leaked value and every over-redacted run of words here (JSONL). It
+        /// quotes the evaluation notes: keep it with them.
+        #[arg(long)]
+        errors: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Device::Cpu)]
         device: Device,
         #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, MAX_THREADS))]
@@ -396,11 +404,16 @@ fn evaluate<B: Backend>(be: &B, model: Option<&std::path::Path>, init_of: Option
     Ok(true)
 }
 
-fn eval_deid<B: Backend>(be: &B, model: &std::path::Path, data: &std::path::Path, threshold: f32, output: Option<&std::path::Path>) -> Result<bool, String> {
+fn eval_deid<B: Backend>(be: &B, model: &std::path::Path, data: &std::path::Path, threshold: f32, model_only: bool, output: Option<&std::path::Path>, errors: Option<&std::path::Path>) -> Result<bool, String> {
     if !(0.0..=1.0).contains(&threshold) {
         return Err(format!("--threshold {threshold}: expected a probability between 0 and 1"));
     }
-    let r = trainer::deid_eval::evaluate(be, model, data, threshold).map_err(|e| e.to_string())?;
+    let detector = if model_only { trainer::deid_eval::Detector::ModelOnly } else { trainer::deid_eval::Detector::Combined };
+    let (r, errs) = trainer::deid_eval::evaluate(be, model, data, threshold, detector).map_err(|e| e.to_string())?;
+    if let Some(path) = errors {
+        let lines: String = errs.iter().map(|e| format!("{e}\n")).collect();
+        trainer::data::write_atomic(path, lines.as_bytes()).map_err(|e| e.to_string())?;
+    }
     let text = format!("De-identification scores of {} on {}\n\n{}", model.display(), data.display(), r.render());
     print!("{text}");
     if let Some(path) = output {
@@ -482,9 +495,9 @@ fn main() -> ExitCode {
             println!("{} notes, {spans} PHI spans in {}", v.len(), output.display());
             Ok(true)
         })(),
-        Command::EvalDeid { model, data, threshold, output, device, threads } => (|| {
+        Command::EvalDeid { model, data, threshold, model_only, output, errors, device, threads } => (|| {
             set_threads(threads)?;
-            on_device!(device, DTypeArg::F32, |be| eval_deid(&be, model, data, *threshold, output.as_deref()))
+            on_device!(device, DTypeArg::F32, |be| eval_deid(&be, model, data, *threshold, *model_only, output.as_deref(), errors.as_deref()))
         })(),
         Command::Export { model, dtype, output } => (|| {
             let d = match dtype {

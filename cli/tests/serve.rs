@@ -176,6 +176,29 @@ fn routes_answer_what_the_cli_computes() {
     for (s, c) in sur.as_array().unwrap().iter().zip(jsonl(&cli_sur)) {
         assert_eq!(s["redacted"], c["redacted"]);
     }
+    // Shifted dates (the documents named by the CLI's ids) and keyed hashes, as the CLI's flags.
+    let ids: Vec<String> = jsonl(&std::fs::read_to_string(&notes_path).unwrap()).iter().map(|d| d["id"].as_str().unwrap().to_string()).collect();
+    for (flag, body) in [
+        ("--shift-dates", json!({"text": notes, "operator": "shift_dates", "document_ids": ids})),
+        ("--hash", json!({"text": notes, "operator": "hash"})),
+    ] {
+        let (cli_out, _) = ok(&["deid", notes_arg, "--device", "cpu", flag, "--surrogate-key", key.to_str().unwrap()]);
+        let (status, served) = post(&server.url("/deid"), body);
+        assert_eq!(status, 200, "{served}");
+        for (s, c) in served.as_array().unwrap().iter().zip(jsonl(&cli_out)) {
+            assert_eq!(s["redacted"], c["redacted"], "{flag}");
+        }
+    }
+    for (body, needle) in [
+        (json!({"text": "x", "operator": "scramble"}), "field \"operator\": \"scramble\": expected"),
+        (json!({"text": "x", "operator": "hash", "surrogate": true}), "field \"operator\""),
+        (json!({"text": ["x", "y"], "operator": "shift_dates", "document_ids": ["a"]}), "field \"document_ids\": 1 ids for 2 texts"),
+        (json!({"text": "x", "document_ids": ["a"]}), "field \"document_ids\": only with"),
+    ] {
+        let (status, err) = post(&server.url("/deid"), body);
+        assert_eq!(status, 422, "{err}");
+        assert!(err["error"].as_str().unwrap_or_default().contains(needle), "{err}");
+    }
 
     // Presidio /analyze: code-point offsets, Presidio's names, entity filter and threshold.
     let text = "Seen by Dr. José Núñez 😀 on 03/14/2021; call 555-201-7788.";

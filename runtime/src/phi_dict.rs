@@ -509,7 +509,8 @@ pub fn find(text: &str) -> Vec<RuleSpan> {
         }
     }
     // A listed city of one to `city_words` capitalised words after a place cue.
-    let cue = Regex::new(&format!(r"(?i)\b{PLACE_CUES}\s+$")).expect("valid");
+    static CUE: OnceLock<Regex> = OnceLock::new();
+    let cue = CUE.get_or_init(|| Regex::new(&format!(r"(?i)\b{PLACE_CUES}\s+$")).expect("valid"));
     let byte_of = |c: usize| chars.starts[c];
     for (i, w) in ws.iter().enumerate() {
         if !is_capitalised(w.text) || i > 0 && is_capitalised(ws[i - 1].text) && ws[i - 1].end + 1 == w.start {

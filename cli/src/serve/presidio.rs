@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256, Sha512};
 
 use super::api::{answer, choose, parse, run, tokenize, ApiError, Needs, OneOrMany, Request, Style, Usage};
 use super::worker::{ModelInfo, Work};
-use runtime::deid::{deidentify, Operator as Replace, Span};
+use runtime::deid::{deidentify, Operator as Op, Span};
 
 const STYLE: Style = Style::Presidio;
 
@@ -79,14 +79,25 @@ fn check_language(language: &str) -> Result<(), ApiError> {
     }
 }
 
+/// How `/deid` replaces what it finds (`"operator"`), as `runtime-cli deid`'s flags do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Replace {
+    Placeholder,
+    Surrogate,
+    ShiftDates,
+    Hash,
+}
+
 /// Spans of each text, from the token classifier through the model's queue, and the text
-/// redacted with placeholders (or, with `surrogate`, the server's keyed surrogates).
+/// redacted as `replace` says, under the server's key; `ids` name the documents whose dates
+/// `ShiftDates` moves (the same offset for every text without one).
 async fn find_spans(
     state: &super::api::AppState,
     model: Option<&str>,
     texts: Vec<String>,
     field: &str,
-    surrogate: bool,
+    replace: Replace,
+    ids: Option<&[String]>,
 ) -> Result<(Vec<(Vec<Span>, String)>, Usage), ApiError> {
     let served = choose(state, STYLE, Needs::TokenClassifier, model)?;
     let encs = tokenize(state, STYLE, &served.info, texts.clone(), field).await?;
@@ -97,7 +108,16 @@ async fn find_spans(
         .iter()
         .zip(kept)
         .zip(&done.rows)
-        .map(|((t, e), p)| deidentify(t, e, p, scheme, state.threshold, if surrogate { Replace::Surrogate(&state.surrogates) } else { Replace::Placeholder }))
+        .enumerate()
+        .map(|(i, ((t, e), p))| {
+            let op = match replace {
+                Replace::Placeholder => Op::Placeholder,
+                Replace::Surrogate => Op::Surrogate(&state.surrogates),
+                Replace::ShiftDates => Op::ShiftDates(&state.surrogates, ids.and_then(|ids| ids.get(i)).map_or("", String::as_str)),
+                Replace::Hash => Op::Hash(&state.surrogates),
+            };
+            deidentify(t, e, p, scheme, state.threshold, op)
+        })
         .collect();
     Ok((out, usage))
 }
@@ -127,7 +147,7 @@ pub async fn analyze(State(state): State<super::api::State>, request: Request) -
     let (texts, many) = req.text.into_vec();
     // Presidio answers an empty text with no results; the others go to the model.
     let asked: Vec<String> = texts.iter().filter(|t| !t.trim().is_empty()).cloned().collect();
-    let (found, usage) = if asked.is_empty() { (Vec::new(), Usage::default()) } else { find_spans(&state, req.model.as_deref(), asked, "text", false).await? };
+    let (found, usage) = if asked.is_empty() { (Vec::new(), Usage::default()) } else { find_spans(&state, req.model.as_deref(), asked, "text", Replace::Placeholder, None).await? };
     let mut found = found.into_iter();
     let threshold = req.score_threshold.unwrap_or(0.0);
     let per_text: Vec<serde_json::Value> = texts
@@ -391,17 +411,45 @@ struct DeidRequest {
     /// Surrogates instead of `[CATEGORY]` placeholders, as `runtime-cli deid --surrogate`.
     #[serde(default)]
     surrogate: bool,
+    /// `"placeholder"`, `"surrogate"`, `"shift_dates"` or `"hash"`, as `runtime-cli deid`'s
+    /// `--surrogate`, `--shift-dates` and `--hash`.
+    #[serde(default)]
+    operator: Option<String>,
+    /// With `"shift_dates"`: one id per text, naming the document whose dates move together
+    /// (the CLI's document ids). Without them every text moves by the server key's offset.
+    #[serde(default)]
+    document_ids: Option<Vec<String>>,
     #[serde(default)]
     model: Option<String>,
 }
 
-/// `POST /deid`: the spans and redacted text `runtime-cli deid` writes (placeholders, or with
-/// `"surrogate": true` keyed surrogates), for one text (`{"spans", "redacted"}`) or a list of
-/// them (a list of those).
+/// `POST /deid`: the spans and redacted text `runtime-cli deid` writes (placeholders, or keyed
+/// surrogates, shifted dates or hashes under the server's key), for one text
+/// (`{"spans", "redacted"}`) or a list of them (a list of those).
 pub async fn deid(State(state): State<super::api::State>, request: Request) -> Result<Response, ApiError> {
     let req: DeidRequest = parse(&state, STYLE, request.into_body()).await?;
     let (texts, many) = req.text.into_vec();
-    let (found, usage) = find_spans(&state, req.model.as_deref(), texts, "text", req.surrogate).await?;
+    let replace = match req.operator.as_deref() {
+        None if req.surrogate => Replace::Surrogate,
+        None | Some("placeholder") if !req.surrogate => Replace::Placeholder,
+        Some("surrogate") => Replace::Surrogate,
+        Some("shift_dates") if !req.surrogate => Replace::ShiftDates,
+        Some("hash") if !req.surrogate => Replace::Hash,
+        Some(o @ ("placeholder" | "shift_dates" | "hash")) => {
+            return Err(ApiError::field(STYLE, "operator", format!("\"{o}\" with \"surrogate\": true; give one of them")));
+        }
+        Some(o) => return Err(ApiError::field(STYLE, "operator", format!("\"{o}\": expected \"placeholder\", \"surrogate\", \"shift_dates\" or \"hash\""))),
+        None => Replace::Placeholder,
+    };
+    if let Some(ids) = &req.document_ids {
+        if replace != Replace::ShiftDates {
+            return Err(ApiError::field(STYLE, "document_ids", "only with \"operator\": \"shift_dates\"".to_string()));
+        }
+        if ids.len() != texts.len() {
+            return Err(ApiError::field(STYLE, "document_ids", format!("{} ids for {} texts; expected one per text", ids.len(), texts.len())));
+        }
+    }
+    let (found, usage) = find_spans(&state, req.model.as_deref(), texts, "text", replace, req.document_ids.as_deref()).await?;
     let each: Vec<serde_json::Value> =
         found.iter().map(|(spans, redacted)| json!({"spans": spans.iter().map(Span::to_json).collect::<Vec<_>>(), "redacted": redacted})).collect();
     let body = if many { json!(each) } else { each.into_iter().next().unwrap_or(json!(null)) };

@@ -559,20 +559,13 @@ pub fn guards(text: &str) -> Vec<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn found(text: &str) -> Vec<(String, &'static str, &'static str)> {
-        let chars: Vec<char> = text.chars().collect();
-        find(text).into_iter().map(|s| (chars[s.start..s.end].iter().collect(), s.category, s.rule)).collect()
-    }
+    use crate::phi_rules::tests::{finds_by, nothing_by};
 
     fn finds(text: &str, value: &str, category: &str) {
-        let f = found(text);
-        assert!(f.iter().any(|(v, c, _)| v == value && *c == category), "{text:?}: expected {value:?} as {category}, found {f:?}");
+        finds_by(find, text, value, category)
     }
-
     fn nothing(text: &str) {
-        let f = found(text);
-        assert!(f.is_empty(), "{text:?}: expected nothing, found {f:?}");
+        nothing_by(find, text)
     }
 
     #[test]

@@ -1,17 +1,18 @@
 //! Pattern recognizers for the PHI that has a shape (issue 21): dates (numeric, ISO, with month
-//! names, partial dates after a date word, times attached), phone and fax numbers (extensions,
+//! names, day-MON-year, a weekday with an ordinal, partial dates after a date word; a time after
+//! a date is recognised and left out of the span), phone and fax numbers (extensions,
 //! international forms), emails, URLs, IPv4 and IPv6 addresses, SSNs, record, account, plan,
 //! licence, device and vehicle ids (prefixed, or introduced by a context word), ZIP codes after a
-//! state, street addresses with unit numbers, and ages over 89. Each finds spans in character
-//! offsets with the category of spec/RECIPES.md and the rule's name.
+//! state, street addresses with unit numbers, units, rooms and beds, and ages over 89. Each finds
+//! spans in character offsets with the category of spec/RECIPES.md and the rule's name.
 //!
 //! What looks like PHI but is not is left alone by construction: blood pressures and scores
 //! (`158/84`, `3/10`: a slash date needs a year, or a date word before it), doses and lab values
-//! (no rule takes a bare decimal), ICD and CPT codes (excluded prefixes), times of day without a
-//! date, and ages up to 89.
+//! (no rule takes a bare decimal), ICD and CPT codes (excluded prefixes), version numbers
+//! (`v.6.14.02`), times of day without a date, and ages up to 89.
 //!
-//! These rules are not yet combined with the model's spans (the merge by union and category
-//! precedence is the next step of issue 21); they are tested on their own here.
+//! `detect.rs` merges these spans with the model's and the lexicon's (`phi_dict.rs`); here they
+//! are tested on their own.
 
 use std::sync::OnceLock;
 

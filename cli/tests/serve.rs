@@ -211,6 +211,9 @@ fn routes_answer_what_the_cli_computes() {
         let piece: String = chars[s..e].iter().collect();
         names.push((r["entity_type"].as_str().unwrap().to_string(), piece));
         assert!(r.get("analysis_explanation").is_some());
+        // What found it: "model", "rule:…", joined with "+".
+        let found_by = r["recognition_metadata"]["recognizer_name"].as_str().unwrap();
+        assert!(found_by.split('+').all(|p| p == "model" || p == "dictionary" || p == "propagated" || p == "extended" || p.starts_with("rule:")), "{found_by}");
     }
     assert!(names.contains(&("PERSON".into(), "José Núñez".into())), "{names:?}");
     assert!(names.iter().any(|(e, p)| e == "DATE_TIME" && p == "03/14/2021"), "{names:?}");

@@ -12,12 +12,16 @@
 //! 3. **Rules**: every span of the shape rules and the lexicon rules.
 //! 4. **Union**: overlapping spans become one span over all of them. Its category is that of the
 //!    highest-ranked span in it: shape rules (dates, contacts, ids, ages, addresses) first, then
-//!    lexicon rules (titles, fields, facilities, listed places), then the model; within a rank, by
-//!    [`PRECEDENCE`]. Its score is the highest of its parts; its source lists them all.
-//! 5. **Propagation**: every other mention of an identifying word of a NAME or LOCATION span (a
-//!    surname written once with a title and once without) becomes a span too.
+//!    lexicon rules (titles, fields, facilities, listed places), then the model; within a rank,
+//!    the longest, then [`PRECEDENCE`]. Its score is the highest of its parts; its source lists
+//!    them all.
+//! 5. **Names**: a NAME span takes in adjacent initials and name words, and loses the titles,
+//!    credentials and greetings at its ends.
+//! 6. **Propagation**: every other mention of an identifying word of a NAME or LOCATION span (a
+//!    surname written once with a title and once without) becomes a span too; the union runs
+//!    again over the result.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
 
 use regex::Regex;
@@ -43,20 +47,16 @@ pub fn detect(text: &str, enc: &Encoded, probs: &[f32], scheme: &LabelScheme, th
     combine(text, model, &shape, &lexical)
 }
 
-/// Steps 2 to 5 of [`detect`] over the model's spans and the rules' spans.
+/// Steps 2 to 6 of [`detect`] over the model's spans and the rules' spans.
 pub fn combine(text: &str, model: Vec<Span>, shape: &[RuleSpan], lexical: &[RuleSpan]) -> Vec<Span> {
     let chars: Vec<char> = text.chars().collect();
     let guards = phi_dict::guards(text);
-    // (start, end, category, rank, score, source); rank 0 is the strongest.
-    let mut parts: Vec<(usize, usize, String, u8, f32, String)> = Vec::new();
-    for s in model {
-        if !guarded(&chars, &s, &guards) {
-            parts.push((s.start, s.end, s.label, 2, s.score, s.source));
-        }
-    }
+    // Each span with its rank; 0 is the strongest.
+    let mut parts: Vec<(Span, u8)> = model.into_iter().filter(|s| !guarded(&chars, s, &guards)).map(|s| (s, 2)).collect();
     for (rank, rules) in [(0u8, shape), (1, lexical)] {
         for r in rules {
-            parts.push((r.start, r.end, r.category.to_string(), rank, 1.0, format!("rule:{}", r.rule)));
+            let span = Span { start: r.start, end: r.end, label: r.category.to_string(), text: String::new(), score: 1.0, source: format!("rule:{}", r.rule) };
+            parts.push((span, rank));
         }
     }
     let mut spans = union(&chars, parts);
@@ -65,35 +65,22 @@ pub fn combine(text: &str, model: Vec<Span>, shape: &[RuleSpan], lexical: &[Rule
     propagate(&chars, &mut spans, &guards);
     // Other mentions found by propagation get their initials too ("A. HUEY").
     extend_names(&chars, &mut spans, &guards);
-    disjoint(&chars, spans)
+    // Sorted and disjoint, whatever the name steps did.
+    union(&chars, spans.into_iter().map(|s| (s, 0)).collect())
 }
 
-/// Sorted spans without overlaps, whatever the steps before did: overlapping spans become one
-/// with the category of the higher-ranked (then longer) of them.
-fn disjoint(chars: &[char], mut spans: Vec<Span>) -> Vec<Span> {
-    spans.sort_by_key(|s| (s.start, std::cmp::Reverse(s.end)));
-    let mut out: Vec<Span> = Vec::with_capacity(spans.len());
-    for s in spans {
-        match out.last_mut() {
-            Some(last) if s.start < last.end => {
-                if s.end > last.end {
-                    if rank_of(&s.label) < rank_of(&last.label) && s.end - s.start > last.end - last.start {
-                        last.label = s.label.clone();
-                    }
-                    last.end = s.end;
-                    last.text = chars[last.start..last.end].iter().collect();
-                }
-                last.score = last.score.max(s.score);
-                for part in s.source.split('+') {
-                    if !last.source.split('+').any(|p| p == part) {
-                        last.source = format!("{}+{part}", last.source);
-                    }
-                }
-            }
-            _ => out.push(s),
-        }
+/// Whether the characters `[a, b)` lie inside one guard range.
+fn in_guard(guards: &[(usize, usize)], (a, b): (usize, usize)) -> bool {
+    guards.iter().any(|&(g0, g1)| g0 <= a && b <= g1)
+}
+
+/// A word's end without a possessive "'s": "Ødegaard's" is "Ødegaard".
+fn without_possessive(chars: &[char], (a, b): (usize, usize)) -> usize {
+    if b - a > 2 && matches!(chars[b - 2], '\'' | '’') && chars[b - 1] == 's' {
+        b - 2
+    } else {
+        b
     }
-    out
 }
 
 /// Whether a model span is dropped by a guard (step 2).
@@ -122,8 +109,7 @@ fn guarded(chars: &[char], s: &Span, guards: &[(usize, usize)]) -> bool {
     if words.len() == 1 && words[0].1 - words[0].0 == 1 && value.trim_end_matches('.').chars().count() == 1 {
         return true;
     }
-    let inside_guard = |&(a, b): &(usize, usize)| guards.iter().any(|&(g0, g1)| g0 <= a && b <= g1);
-    if words.iter().all(inside_guard) {
+    if words.iter().all(|&w| in_guard(guards, w)) {
         return true;
     }
     let text: Vec<String> = words.iter().map(|&(a, b)| chars[a..b].iter().collect()).collect();
@@ -163,26 +149,29 @@ fn rank_of(category: &str) -> usize {
     PRECEDENCE.iter().position(|c| *c == category).unwrap_or(PRECEDENCE.len())
 }
 
-/// Step 4: overlapping parts become one span.
-fn union(chars: &[char], mut parts: Vec<(usize, usize, String, u8, f32, String)>) -> Vec<Span> {
-    parts.sort_by_key(|p| (p.0, std::cmp::Reverse(p.1)));
+/// Step 4: overlapping spans (each with its rank) become one span, sorted and disjoint.
+fn union(chars: &[char], mut parts: Vec<(Span, u8)>) -> Vec<Span> {
+    parts.sort_by_key(|(s, _)| (s.start, std::cmp::Reverse(s.end)));
     let mut spans: Vec<Span> = Vec::new();
-    let mut group: Vec<(usize, usize, String, u8, f32, String)> = Vec::new();
-    let flush = |group: &mut Vec<(usize, usize, String, u8, f32, String)>, spans: &mut Vec<Span>| {
-        if group.is_empty() {
+    let mut group: Vec<(Span, u8)> = Vec::new();
+    let flush = |group: &mut Vec<(Span, u8)>, spans: &mut Vec<Span>| {
+        // A span that overlaps nothing stays as it is.
+        if group.len() == 1 {
+            let (mut s, _) = group.pop().expect("one span");
+            s.text = chars[s.start..s.end].iter().collect();
+            spans.push(s);
             return;
         }
-        let start = group.iter().map(|p| p.0).min().unwrap_or(0);
-        let end = group.iter().map(|p| p.1).max().unwrap_or(0);
+        let (Some(start), Some(end)) = (group.iter().map(|(s, _)| s.start).min(), group.iter().map(|(s, _)| s.end).max()) else { return };
         // The strongest rank; within it the longest span ("Ann Arbor, MI" is a place, though
         // "Ann Arbor" alone reads as a first name and a surname); then category precedence.
-        let best = group.iter().min_by_key(|p| (p.3, std::cmp::Reverse(p.1 - p.0), rank_of(&p.2))).expect("a group is not empty");
-        let score = group.iter().map(|p| p.4).fold(0f32, f32::max);
-        let sources: BTreeSet<&str> = group.iter().flat_map(|p| p.5.split('+')).collect();
+        let (best, _) = group.iter().min_by_key(|(s, rank)| (*rank, std::cmp::Reverse(s.end - s.start), rank_of(&s.label))).expect("a group is not empty");
+        let score = group.iter().map(|(s, _)| s.score).fold(0f32, f32::max);
+        let sources: BTreeSet<&str> = group.iter().flat_map(|(s, _)| s.source.split('+')).collect();
         spans.push(Span {
             start,
             end,
-            label: best.2.clone(),
+            label: best.label.clone(),
             text: chars[start..end].iter().collect(),
             score,
             source: sources.into_iter().collect::<Vec<_>>().join("+"),
@@ -191,13 +180,13 @@ fn union(chars: &[char], mut parts: Vec<(usize, usize, String, u8, f32, String)>
     };
     let mut group_end = 0;
     for p in parts {
-        if p.1 <= p.0 {
+        if p.0.end <= p.0.start {
             continue;
         }
-        if !group.is_empty() && p.0 >= group_end {
+        if !group.is_empty() && p.0.start >= group_end {
             flush(&mut group, &mut spans);
         }
-        group_end = if group.is_empty() { p.1 } else { group_end.max(p.1) };
+        group_end = if group.is_empty() { p.0.end } else { group_end.max(p.0.end) };
         group.push(p);
     }
     flush(&mut group, &mut spans);
@@ -221,7 +210,7 @@ fn extend_names(chars: &[char], spans: &mut Vec<Span>, guards: &[(usize, usize)]
             && !lex.is_abbreviation(&t)
             && !GENERIC.contains(&lower.as_str())
             && !CREDENTIALS.contains(&lower.as_str());
-        (initial || capitalised) && !guards.iter().any(|&(g0, g1)| g0 <= w.0 && w.1 <= g1)
+        (initial || capitalised) && !in_guard(guards, w)
     };
     let free = |spans: &[Span], w: (usize, usize)| !spans.iter().any(|s| s.start < w.1 && w.0 < s.end);
     for i in 0..spans.len() {
@@ -231,14 +220,15 @@ fn extend_names(chars: &[char], spans: &mut Vec<Span>, guards: &[(usize, usize)]
         // Up to two words each way, separated by one space (or ". " after an initial).
         for _ in 0..2 {
             let (start, end) = (spans[i].start, spans[i].end);
-            let before = words.iter().rev().find(|w| w.1 <= start).copied();
+            // Words are sorted: the last one ending by `start`, the first one starting at `end`.
+            let before = words[..words.partition_point(|w| w.1 <= start)].last().copied();
             if let Some(w) = before {
                 let gap: String = chars[w.1..start].iter().collect();
                 if (gap == " " || gap == ". ") && name_word(w) && free(spans, w) {
                     spans[i].start = w.0;
                 }
             }
-            let after = words.iter().find(|w| w.0 >= end).copied();
+            let after = words.get(words.partition_point(|w| w.0 < end)).copied();
             if let Some(w) = after {
                 let gap: String = chars[end..w.0].iter().collect();
                 let next_is_first = gap == ", " && lex.is_first_name(&text_of(w)) && name_word(w);
@@ -247,21 +237,19 @@ fn extend_names(chars: &[char], spans: &mut Vec<Span>, guards: &[(usize, usize)]
                 let after_initial = end >= 2 && chars[end - 1] == '.' && chars[end - 2].is_uppercase() && (end < 3 || !chars[end - 3].is_alphabetic());
                 let surname = after_initial && gap == " " && {
                     let t = text_of(w);
-                    crate::phi_dict::is_capitalised(&t) && !lex.is_abbreviation(&t) && !guards.iter().any(|&(g0, g1)| g0 <= w.0 && w.1 <= g1)
+                    crate::phi_dict::is_capitalised(&t) && !lex.is_abbreviation(&t) && !in_guard(guards, w)
                 };
                 if (gap == " " && name_word(w) || next_is_first || surname) && free(spans, w) {
                     spans[i].end = w.1;
                 }
             }
         }
-        if (spans[i].start, spans[i].end) != (0, 0) {
-            let s = &mut spans[i];
-            let text: String = chars[s.start..s.end].iter().collect();
-            if text != s.text {
-                s.text = text;
-                if !s.source.contains("extended") {
-                    s.source.push_str("+extended");
-                }
+        let s = &mut spans[i];
+        let text: String = chars[s.start..s.end].iter().collect();
+        if text != s.text {
+            s.text = text;
+            if !s.source.contains("extended") {
+                s.source.push_str("+extended");
             }
         }
     }
@@ -314,17 +302,18 @@ fn trim_names(chars: &[char], spans: &mut Vec<Span>) {
     spans.retain(|s| s.end > s.start);
 }
 
-/// Step 5: other mentions of the identifying words of NAME and LOCATION spans.
+/// Step 6: other mentions of the identifying words of NAME and LOCATION spans.
 fn propagate(chars: &[char], spans: &mut Vec<Span>, guards: &[(usize, usize)]) {
     let lex = lexicon();
-    let mut wanted: Vec<(String, String, f32)> = Vec::new();
+    // Lower-cased word → the category and score of the first span holding it.
+    let mut wanted: HashMap<String, (String, f32)> = HashMap::new();
     for s in spans.iter().filter(|s| s.label == "NAME" || s.label == "LOCATION") {
         for (a, b) in word_ranges(chars, s.start, s.end) {
-            let b = if b - a > 2 && matches!(chars[b - 2], '\'' | '’') && chars[b - 1] == 's' { b - 2 } else { b };
-            let w: String = chars[a..b].iter().collect();
-            let identifying = w.chars().count() >= 3 && !lex.is_common(&w) && !GENERIC.contains(&w.to_lowercase().as_str());
-            if identifying && !wanted.iter().any(|(x, _, _)| x.eq_ignore_ascii_case(&w)) {
-                wanted.push((w, s.label.clone(), s.score));
+            let w: String = chars[a..without_possessive(chars, (a, b))].iter().collect();
+            let lower = w.to_lowercase();
+            let identifying = w.chars().count() >= 3 && !lex.is_common(&w) && !GENERIC.contains(&lower.as_str());
+            if identifying {
+                wanted.entry(lower).or_insert_with(|| (s.label.clone(), s.score));
             }
         }
     }
@@ -333,13 +322,13 @@ fn propagate(chars: &[char], spans: &mut Vec<Span>, guards: &[(usize, usize)]) {
     }
     let mut added = Vec::new();
     for (a, b) in word_ranges(chars, 0, chars.len()) {
-        if spans.iter().any(|s| s.start < b && a < s.end) || guards.iter().any(|&(g0, g1)| g0 <= a && b <= g1) {
+        if spans.iter().any(|s| s.start < b && a < s.end) || in_guard(guards, (a, b)) {
             continue;
         }
         // A possessive is the same word: "Ødegaard's".
-        let b = if b - a > 2 && matches!(chars[b - 2], '\'' | '’') && chars[b - 1] == 's' { b - 2 } else { b };
+        let b = without_possessive(chars, (a, b));
         let w: String = chars[a..b].iter().collect();
-        if let Some((_, label, score)) = wanted.iter().find(|(x, _, _)| x.to_lowercase() == w.to_lowercase()) {
+        if let Some((label, score)) = wanted.get(&w.to_lowercase()) {
             added.push(Span { start: a, end: b, label: label.clone(), text: w, score: *score, source: "propagated".into() });
         }
     }

@@ -135,8 +135,8 @@ pub fn fold(s: &str) -> String {
     out
 }
 
-/// A word of the text: letters with inner apostrophes, hyphens and periods (O'Brien, Núñez,
-/// Smith-Jones), character offsets.
+/// A word of the text: letters with inner apostrophes and hyphens (O'Brien, Núñez, Smith-Jones),
+/// character offsets.
 #[derive(Clone, Debug)]
 pub struct Word<'t> {
     pub start: usize,
@@ -188,11 +188,10 @@ impl Lexicon {
         self.abbreviations.contains(w)
     }
 
-    /// Whether the model's lower threshold applies to a word: capitalised, on a name or city
-    /// list, and not a common word, drug or abbreviation.
+    /// Whether the model's lower threshold applies to a word: letters only, on a name or city
+    /// list, and not a common word, drug or abbreviation (in any case: "pt judy sonntag called").
     pub fn lowers_threshold(&self, w: &str) -> bool {
         let w = w.trim_matches(|c: char| !c.is_alphanumeric());
-        // Lower case too ("pt judy sonntag called"): the common words are already out.
         w.chars().count() >= 2 && w.chars().all(|c| c.is_alphabetic() || "'’-".contains(c)) && (self.is_name(w) || self.is_city(w)) && !self.is_common(w)
     }
 }

@@ -58,14 +58,19 @@ impl SurrogateKey {
         Ok(SurrogateKey(mac.finalize().into_bytes().into()))
     }
 
-    /// A generator seeded by HMAC(key, parts), parts separated unambiguously.
-    fn rng(&self, parts: &[&str]) -> Rng {
+    /// HMAC(key, parts), parts separated unambiguously.
+    fn mac(&self, parts: &[&str]) -> [u8; 32] {
         let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes keys of any length");
         for p in parts {
             mac.update(&(p.len() as u64).to_le_bytes());
             mac.update(p.as_bytes());
         }
-        let digest = mac.finalize().into_bytes();
+        mac.finalize().into_bytes().into()
+    }
+
+    /// A generator seeded by HMAC(key, parts).
+    fn rng(&self, parts: &[&str]) -> Rng {
+        let digest = self.mac(parts);
         Rng::new(u64::from_le_bytes(digest[..8].try_into().expect("32-byte digest")))
     }
 }
@@ -177,7 +182,7 @@ impl Surrogates {
         value.filter(|v| !v.trim().eq_ignore_ascii_case(original) && !v.trim().is_empty()).unwrap_or_else(placeholder)
     }
 
-    /// The number of days every date of one document moves by, under `--date-shift`: drawn from
+    /// The number of days every date of one document moves by, under `--shift-dates`: drawn from
     /// the key and the document's id, between 1 and 365 days back or forward, never 0. One
     /// offset per document keeps the intervals between its dates (admitted on day 0, discharged
     /// on day 5, seen again at 6 weeks) while the dates themselves are gone.
@@ -208,12 +213,7 @@ impl Surrogates {
     /// cannot be checked against a guessed value.
     pub fn hash(&self, span: &Span) -> String {
         let value = span.text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
-        let mut mac = HmacSha256::new_from_slice(&self.key.0).expect("HMAC takes keys of any length");
-        for part in ["HASH", span.label.to_ascii_uppercase().as_str(), value.as_str()] {
-            mac.update(&(part.len() as u64).to_le_bytes());
-            mac.update(part.as_bytes());
-        }
-        let digest = mac.finalize().into_bytes();
+        let digest = self.key.mac(&["HASH", &span.label.to_ascii_uppercase(), &value]);
         format!("[{}:{}]", span.label, digest[..8].iter().map(|b| format!("{b:02x}")).collect::<String>())
     }
 
@@ -221,11 +221,12 @@ impl Surrogates {
     /// [`Surrogates::date_offset`]); other categories as [`Surrogates::redact`].
     pub fn redact_shifting_dates(&self, text: &str, spans: &[Span], document: &str) -> String {
         let offset = self.date_offset(document);
-        redact_with(text, spans, |s| {
-            let lead = &s.text[..s.text.len() - s.text.trim_start().len()];
-            let trail = &s.text[s.text.trim_end().len()..];
-            let value = if kind_of(&s.label) == Kind::Date { Self::shift_date(&s.text, offset).unwrap_or_else(|| format!("[{}]", s.label)) } else { self.get(s) };
-            format!("{lead}{value}{trail}")
+        redact_keeping_space(text, spans, |s| {
+            if kind_of(&s.label) == Kind::Date {
+                Self::shift_date(&s.text, offset).unwrap_or_else(|| format!("[{}]", s.label))
+            } else {
+                self.get(s)
+            }
         })
     }
 
@@ -236,11 +237,7 @@ impl Surrogates {
 
     /// Redact with surrogates; whitespace around a span's text is kept.
     pub fn redact(&self, text: &str, spans: &[Span]) -> String {
-        redact_with(text, spans, |s| {
-            let lead = &s.text[..s.text.len() - s.text.trim_start().len()];
-            let trail = &s.text[s.text.trim_end().len()..];
-            format!("{lead}{}{trail}", self.get(s))
-        })
+        redact_keeping_space(text, spans, |s| self.get(s))
     }
 
     /// `make` under HMAC(key, parts, original), drawn again (a few times) if it happens to equal
@@ -426,6 +423,15 @@ fn format_preserving(original: &str, rng: &mut Rng) -> String {
             }
         })
         .collect()
+}
+
+/// [`redact_with`], keeping the whitespace around each span's text outside what `f` gives.
+fn redact_keeping_space(text: &str, spans: &[Span], f: impl Fn(&Span) -> String) -> String {
+    redact_with(text, spans, |s| {
+        let lead = &s.text[..s.text.len() - s.text.trim_start().len()];
+        let trail = &s.text[s.text.trim_end().len()..];
+        format!("{lead}{}{trail}", f(s))
+    })
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).

@@ -277,19 +277,10 @@ pub fn errors(notes: &[SpanDoc], predicted: &[Gold]) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     for (i, (SpanDoc { text, spans: gold }, spans)) in notes.iter().zip(predicted).enumerate() {
         let chars: Vec<char> = text.chars().collect();
-        let mut covered = vec![false; chars.len()];
-        for (start, end, _) in spans {
-            let n = covered.len();
-            covered[(*start).min(n)..(*end).min(n)].iter_mut().for_each(|c| *c = true);
-        }
-        let mut phi = vec![false; chars.len()];
+        let covered = mask(chars.len(), spans);
+        let phi = mask(chars.len(), gold);
         for (start, end, label) in gold {
-            phi[*start..*end].iter_mut().for_each(|p| *p = true);
-            let left: Vec<String> = identifying_words(&chars, *start, *end)
-                .iter()
-                .filter(|&&(a, b)| covered[a..b].iter().any(|&x| !x))
-                .map(|&(a, b)| chars[a..b].iter().collect())
-                .collect();
+            let left: Vec<String> = leaked_words(&chars, &covered, *start, *end).iter().map(|&(a, b)| chars[a..b].iter().collect()).collect();
             if !left.is_empty() {
                 out.push(
                     serde_json::json!({"note": i, "kind": "leaked", "category": label, "text": chars[*start..*end].iter().collect::<String>(), "left": left}),
@@ -308,6 +299,21 @@ pub fn errors(notes: &[SpanDoc], predicted: &[Gold]) -> Vec<serde_json::Value> {
     out
 }
 
+/// Which of `len` characters some span covers (spans past the end are cut).
+fn mask(len: usize, spans: &[(usize, usize, String)]) -> Vec<bool> {
+    let mut m = vec![false; len];
+    for (start, end, _) in spans {
+        m[(*start).min(len)..(*end).min(len)].iter_mut().for_each(|c| *c = true);
+    }
+    m
+}
+
+/// The identifying words of the value `[start, end)` that `covered` does not wholly redact: the
+/// value leaks when there is one.
+fn leaked_words(chars: &[char], covered: &[bool], start: usize, end: usize) -> Vec<(usize, usize)> {
+    identifying_words(chars, start, end).into_iter().filter(|&(a, b)| covered[a..b].iter().any(|&x| !x)).collect()
+}
+
 /// Scores of predicted spans against the gold spans of each note (character offsets).
 pub fn score(notes: &[SpanDoc], predicted: &[Gold], threshold: f32) -> DeidReport {
     // (tp, predicted, gold, gold chars, covered chars, leaked values) per category.
@@ -316,21 +322,18 @@ pub fn score(notes: &[SpanDoc], predicted: &[Gold], threshold: f32) -> DeidRepor
     for (SpanDoc { text, spans: gold }, spans) in notes.iter().zip(predicted) {
         let exact: HashSet<(usize, usize, &str)> = spans.iter().map(|(s, e, l)| (*s, *e, l.as_str())).collect();
         let chars: Vec<char> = text.chars().collect();
-        let mut covered = vec![false; chars.len()];
-        for (start, end, label) in spans {
-            let n = covered.len();
-            covered[(*start).min(n)..(*end).min(n)].iter_mut().for_each(|c| *c = true);
+        let covered = mask(chars.len(), spans);
+        let phi = mask(chars.len(), gold);
+        for (_, _, label) in spans {
             counts.entry(label.clone()).or_default()[1] += 1;
         }
-        let mut phi = vec![false; chars.len()];
         for (start, end, label) in gold {
             let c = counts.entry(label.clone()).or_default();
             c[2] += 1;
             c[0] += exact.contains(&(*start, *end, label.as_str())) as usize;
             c[3] += end - start;
             c[4] += covered[*start..*end].iter().filter(|&&x| x).count();
-            c[5] += identifying_words(&chars, *start, *end).iter().any(|&(a, b)| covered[a..b].iter().any(|&x| !x)) as usize;
-            phi[*start..*end].iter_mut().for_each(|p| *p = true);
+            c[5] += !leaked_words(&chars, &covered, *start, *end).is_empty() as usize;
         }
         for ((ch, is_phi), red) in chars.iter().zip(&phi).zip(&covered) {
             if !is_phi && ch.is_alphanumeric() {
@@ -443,6 +446,20 @@ mod tests {
         // Over-redaction: "Seen" (4 of the 10 word characters outside PHI: Seen, by, on, at).
         assert_eq!(r.non_phi_word_chars, 10);
         assert!((r.over_redaction - 0.4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn errors_name_the_leaked_values_and_the_over_redacted_words() {
+        let text = "Seen by John Smith on 03/04/2020 at Mercy.".to_string();
+        let gold = vec![span(8, 18, "NAME"), span(22, 32, "DATE"), span(36, 41, "LOCATION")];
+        let pred = vec![span(0, 4, "NAME"), span(8, 18, "NAME"), span(22, 30, "DATE")];
+        let e = errors(&[SpanDoc { text, spans: gold }], &[pred]);
+        let leaked: Vec<(&str, &str)> =
+            e.iter().filter(|x| x["kind"] == "leaked").map(|x| (x["category"].as_str().unwrap(), x["text"].as_str().unwrap())).collect();
+        assert_eq!(leaked, vec![("DATE", "03/04/2020"), ("LOCATION", "Mercy")]);
+        assert_eq!(e.iter().find(|x| x["category"] == "DATE").unwrap()["left"], serde_json::json!(["2020"]));
+        let over: Vec<&str> = e.iter().filter(|x| x["kind"] == "over-redacted").map(|x| x["not_phi"].as_str().unwrap()).collect();
+        assert_eq!(over, vec!["Seen"]);
     }
 
     #[test]

@@ -342,14 +342,19 @@ pub enum Command {
         #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = in_range(1, 10_000))]
         iters: usize,
         /// GEMM path on a GPU: auto (tensor cores where the device and operand types allow, else
-        /// the unit path), unit, cmma, double-cmma.
+        /// the unit path), unit, cmma, double-cmma, tiled (the register-tiled kernel of CPU adapters).
         #[arg(long, default_value = "auto", value_parser = parse_gemm)]
         gemm: kernels::linear::GemmPath,
+        /// Then one more pass with every kernel launch counted and timed on its own (a GPU's
+        /// launches wait for each other while profiled): a table per kernel, and the distinct
+        /// pipelines the first pass compiled.
+        #[arg(long)]
+        profile: bool,
     },
 }
 
 pub fn parse_gemm(s: &str) -> Result<kernels::linear::GemmPath, String> {
-    kernels::linear::GemmPath::parse(s).ok_or_else(|| format!("unknown GEMM path {s:?}; expected auto, unit, cmma or double-cmma"))
+    kernels::linear::GemmPath::parse(s).ok_or_else(|| format!("unknown GEMM path {s:?}; expected auto, unit, cmma, double-cmma or tiled"))
 }
 
 #[derive(Args)]

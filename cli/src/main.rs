@@ -74,15 +74,15 @@ fn main() -> ExitCode {
             };
             serve_web::serve_web(model.as_deref(), root, *port, *public)
         }
-        Command::Bench { model, config, batch, seq, device, dtype, activations, threads, matmul_peak, matmul_rows, iters, gemm } => {
+        Command::Bench { model, config, batch, seq, device, dtype, activations, threads, matmul_peak, matmul_rows, iters, gemm, profile } => {
             set_threads(*threads)?;
             let peak = matmul_peak.then_some(*matmul_rows);
             match choose(*device, *dtype, *activations)? {
                 Chosen::Cpu(_) if *gemm != kernels::linear::GemmPath::Auto => {
                     Err(Failure("--gemm chooses among the GPU's GEMMs; the CPU backend has its own".into()))
                 }
-                Chosen::Cpu(be) => bench::bench(&be, model.as_deref(), config.as_deref(), *batch, *seq, *iters, peak),
-                Chosen::Gpu(be) => bench::bench(&be.with_gemm(*gemm), model.as_deref(), config.as_deref(), *batch, *seq, *iters, peak),
+                Chosen::Cpu(be) => bench::bench(&be, model.as_deref(), config.as_deref(), *batch, *seq, *iters, peak, *profile),
+                Chosen::Gpu(be) => bench::bench(&be.with_gemm(*gemm), model.as_deref(), config.as_deref(), *batch, *seq, *iters, peak, *profile),
             }
         }
     })();

@@ -106,7 +106,10 @@ pub async fn wgpu_device_async(choice: AdapterChoice) -> Result<GpuDevice> {
         return Ok(made);
     }
     let device = wgpu_selector(choice);
-    let setup = cubecl::wgpu::try_init_setup_async::<AutoGraphicsApi>(&device, RuntimeOptions::default())
+    // One submission per forward: cubecl submits every 32 launches by default, and in the browser
+    // a forward of 33 launches then waited for its first half (bench/browser/profile.md).
+    let options = RuntimeOptions::with_tasks_max(Some(256)).map_err(|e| Error::Device(format!("{e:?}")))?;
+    let setup = cubecl::wgpu::try_init_setup_async::<AutoGraphicsApi>(&device, options)
         .await
         .map_err(|e| Error::Device(format!("no usable WebGPU/wgpu adapter ({e})")))?;
     Ok(made::keep(choice, from_setup(device, &setup)))

@@ -21,6 +21,7 @@ pub mod linear;
 pub mod loss;
 pub mod optim;
 pub mod prelude;
+pub mod profile;
 pub mod reduce;
 pub mod reference;
 pub mod rope;

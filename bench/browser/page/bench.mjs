@@ -31,7 +31,7 @@ async function adapterInfo() {
 window.bench = {
   adapterInfo,
   texts: async () => (await fetch(MODEL + 'texts.json')).json(),
-  async loadOurs() {
+  async loadOurs(device = 'gpu') {
     const t0 = now();
     await init();
     const files = new Map();
@@ -40,16 +40,19 @@ window.bench = {
       if (r.ok) files.set(name, new Uint8Array(await r.arrayBuffer()));
       else if (name !== 'tokenizer_config.json' && name !== 'special_tokens_map.json') throw new Error(`${name}: HTTP ${r.status}`);
     }
-    ours = await DeidModel.load(files, 'gpu');
-    log('ours loaded');
+    ours = await DeidModel.load(files, device);
+    log(`ours loaded (${device})`);
     return { info: JSON.parse(ours.info()), seconds: now() - t0 };
   },
   async loadTheirs(device = 'webgpu') {
     const t0 = now();
+    // ONNX Runtime's wasm backend: as many threads as the machine has cores (its default is
+    // half), since the page is cross-origin isolated.
+    if (device === 'wasm') env.backends.onnx.wasm.numThreads = navigator.hardwareConcurrency;
     tok = await AutoTokenizer.from_pretrained('model');
     theirs = await AutoModelForTokenClassification.from_pretrained('model', { device, dtype: 'fp32' });
     log(`transformers.js loaded (${device})`);
-    return { seconds: now() - t0 };
+    return { seconds: now() - t0, threads: device === 'wasm' ? env.backends.onnx.wasm.numThreads : null, isolated: self.crossOriginIsolated };
   },
   async runOurs(text) {
     const t0 = now();
@@ -58,6 +61,16 @@ window.bench = {
     const r = { tokens: a.tokens, seconds: a.seconds, wall };
     a.free();
     return r;
+  },
+  // Where ours spends one note's time (DeidModel.profile): phases and kernel launches.
+  async profileOurs(text) {
+    const t0 = now();
+    const r = JSON.parse(await ours.profile(text));
+    return { ...r, wall: now() - t0 };
+  },
+  // Each op of ours alone, read back (DeidModel.opTimes): device time per op, seen from the page.
+  async opTimesOurs({ tokens, reps }) {
+    return JSON.parse(await ours.opTimes(tokens, reps));
   },
   async runTheirs(text) {
     const t0 = now();
@@ -78,3 +91,4 @@ window.bench = {
 };
 log('ready');
 window.benchReady = true;
+

@@ -36,7 +36,7 @@ pub fn matmul_peak<B: Backend>(be: &B, h: usize, rows: usize) -> Result<f64, Fai
     Ok(2.0 * (rows * h * 3 * h) as f64 / best / 1e9)
 }
 
-pub fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, batch: usize, seq: usize, iters: usize, peak: Option<usize>) -> Outcome {
+pub fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, batch: usize, seq: usize, iters: usize, peak: Option<usize>, profile: bool) -> Outcome {
     // The sizes are checked against the config and the machine before anything is built.
     let c = match (model, config) {
         (Some(dir), _) => runtime::ModelConfig::from_file(&dir.join("config.json"))?,
@@ -80,7 +80,9 @@ pub fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, ba
         kernels::block_on(be.read(&h))?;
         Ok(t0.elapsed().as_secs_f64())
     };
-    run()?; // warm-up: kernel compilation, allocator, caches
+    // warm-up: kernel compilation, allocator, caches
+    let (first, compiled) = kernels::profile::profile(false, run);
+    let first = first?;
     let mut times = (0..iters).map(|_| run()).collect::<Result<Vec<f64>, Failure>>()?;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
@@ -106,6 +108,20 @@ pub fn bench<B: Backend>(be: &B, model: Option<&Path>, config: Option<&Path>, ba
     }
     if let Some(rows) = peak {
         println!("matmul peak {:.1} GFLOP/s ({} x {} x {}, best of 6)", matmul_peak(be, c.hidden_size(), rows)?, rows, c.hidden_size(), 3 * c.hidden_size());
+    }
+    if profile {
+        let (t, p) = kernels::profile::profile(true, run);
+        println!("first pass {first:.3} s, host time per kernel (a kernel's first launch compiles it):\n{}", compiled.markdown());
+        let (warm, h) = kernels::profile::profile(false, run);
+        println!("a warm pass {:.3} s, host time per kernel (from its launches to the next launch):\n{}", warm?, h.markdown());
+        println!(
+            "profiled pass {:.3} s, {} launches, kernels alone {:.3} s{}:\n{}",
+            t?,
+            p.launches(),
+            p.seconds().unwrap_or(0.0),
+            if p.device_timestamps { " (device timestamps)" } else { " (host clock around each blocking submit)" },
+            p.markdown()
+        );
     }
     let device = device_memory.map(|(_, r)| format!(" device_reserved_mib={:.0}", mib(r))).unwrap_or_default();
     println!("tokens_per_s={:.1} peak_rss_mib={:.0}{device}", tokens / median, rss);

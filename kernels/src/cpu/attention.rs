@@ -12,8 +12,8 @@ use super::gemm::{tile_bf16_acc_dispatch, tile_bf16_dispatch, tile_f32_acc_dispa
 use super::isa::Isa;
 use super::math;
 
-const BQ: usize = 32;
-const BK: usize = 64;
+const BQ: usize = 64;
+const BK: usize = 256;
 
 /// Query rows per block on the microkernel path (four tiles).
 const BQ_FAST: usize = 4 * MR;
@@ -65,13 +65,16 @@ pub fn forward(qkv: &[f32], cu_seqlens: &[u32], nh: usize, hd: usize, window: Op
     (out, lse)
 }
 
-/// One head of one sequence: q, k, v [S, hd] → (o [S, hd], lse [S]).
+/// One head of one sequence: q, k, v [S, hd] → (o [S, hd], lse [S]). Both products of a block
+/// (S = Q·Kᵀ and O += P·V) run on the `gemm` crate, which has AVX2/FMA and WebAssembly SIMD128
+/// microkernels: this is the path of machines without AVX-512 and of the browser.
 fn head_forward(q: &[f32], k: &[f32], v: &[f32], s: usize, hd: usize, scale: f32, window: Option<usize>) -> (Vec<f32>, Vec<f32>) {
     let mut o = vec![0f32; s * hd];
     let mut lse = vec![0f32; s];
     let mut scores = vec![0f32; BQ * BK];
     for q0 in (0..s).step_by(BQ) {
         let q1 = (q0 + BQ).min(s);
+        let nq = q1 - q0;
         let (k_lo, k_hi) = match window {
             Some(w) => (q0.saturating_sub(w), (q1 - 1 + w + 1).min(s)),
             None => (0, s),
@@ -83,42 +86,55 @@ fn head_forward(q: &[f32], k: &[f32], v: &[f32], s: usize, hd: usize, scale: f32
         while k0 < k_hi {
             let k1 = (k0 + BK).min(k_hi);
             let nk = k1 - k0;
-            for i in q0..q1 {
-                let qi = &q[i * hd..(i + 1) * hd];
-                let row = &mut scores[(i - q0) * BK..(i - q0) * BK + nk];
-                for (jj, sc) in row.iter_mut().enumerate() {
-                    let j = k0 + jj;
-                    *sc = if window.is_some_and(|w| i.abs_diff(j) > w) {
-                        f32::NEG_INFINITY
-                    } else {
-                        let kj = &k[j * hd..(j + 1) * hd];
-                        qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale
-                    };
+            // scores[r, jj] = scale · q[q0 + r] · k[k0 + jj], row stride BK.
+            // SAFETY: dst [nq, nk] (row stride BK) lies in `scores` (nq ≤ BQ, nk ≤ BK); lhs
+            // [nq, hd] is q's rows q0..q1; rhs = Kᵀ [hd, nk] with element (d, jj) at
+            // k[(k0 + jj)·hd + d], rows k0..k1 of k.
+            unsafe {
+                ::gemm::gemm(
+                    nq, nk, hd,
+                    scores.as_mut_ptr(), 1, BK as isize, false,
+                    q[q0 * hd..].as_ptr(), 1, hd as isize,
+                    k[k0 * hd..].as_ptr(), hd as isize, 1,
+                    0.0, scale, false, false, false, ::gemm::Parallelism::None,
+                );
+            }
+            for r in 0..nq {
+                let i = q0 + r;
+                let row = &mut scores[r * BK..r * BK + nk];
+                if let Some(w) = window {
+                    for (jj, sc) in row.iter_mut().enumerate() {
+                        if i.abs_diff(k0 + jj) > w {
+                            *sc = f32::NEG_INFINITY;
+                        }
+                    }
                 }
-                let r = i - q0;
-                let block_max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let block_max = math::max(row);
                 if block_max == f32::NEG_INFINITY {
-                    continue; // no visible key in this block for this row
+                    row.fill(0.0); // no visible key in this block for this row: P = 0
+                    continue;
                 }
                 let m_new = m[r].max(block_max);
                 let correction = (m[r] - m_new).exp();
-                let acc_row = &mut acc[r * hd..(r + 1) * hd];
-                acc_row.iter_mut().for_each(|a| *a *= correction);
-                let mut sum = 0f32;
-                for (jj, &sc) in row.iter().enumerate() {
-                    let p = (sc - m_new).exp();
-                    sum += p;
-                    if p != 0.0 {
-                        let vj = &v[(k0 + jj) * hd..(k0 + jj + 1) * hd];
-                        acc_row.iter_mut().zip(vj).for_each(|(a, b)| *a += p * b);
-                    }
-                }
-                l[r] = l[r] * correction + sum;
+                acc[r * hd..(r + 1) * hd].iter_mut().for_each(|a| *a *= correction);
+                l[r] = l[r] * correction + math::exp_shifted_sum(row, m_new);
                 m[r] = m_new;
+            }
+            // acc[r] += Σ_jj P[r, jj] · v[k0 + jj].
+            // SAFETY: dst [nq, hd] is `acc`; lhs P [nq, nk] (row stride BK) lies in `scores`;
+            // rhs [nk, hd] is v's rows k0..k1.
+            unsafe {
+                ::gemm::gemm(
+                    nq, hd, nk,
+                    acc.as_mut_ptr(), 1, hd as isize, true,
+                    scores.as_ptr(), 1, BK as isize,
+                    v[k0 * hd..].as_ptr(), 1, hd as isize,
+                    1.0, 1.0, false, false, false, ::gemm::Parallelism::None,
+                );
             }
             k0 = k1;
         }
-        for r in 0..q1 - q0 {
+        for r in 0..nq {
             let inv = 1.0 / l[r];
             acc[r * hd..(r + 1) * hd].iter_mut().for_each(|a| *a *= inv);
             lse[q0 + r] = m[r] + l[r].ln();

@@ -87,6 +87,10 @@ fn keep_freed_buffers() {
 impl CpuBackend {
     pub fn new() -> Self {
         keep_freed_buffers();
+        // The gemm crate runs its wasm SIMD128 microkernels only when told to; every browser this
+        // page supports has SIMD128 (the module is built with it, see .cargo/config.toml).
+        #[cfg(target_family = "wasm")]
+        ::gemm::set_wasm_simd128(true);
         CpuBackend { dtype: DType::F32 }
     }
 

@@ -24,12 +24,13 @@ use crate::backend::{DType, LinearOps};
 use std::borrow::Cow;
 
 use crate::elementwise::{add, add_bias_in_place, cast, copy_columns, take_columns};
-use crate::gpu::tensor::{GpuBackend, GpuTensor};
+use crate::gpu::tensor::{launch_pair, GpuBackend, GpuTensor};
 use crate::reduce::fill;
 pub use path::{GemmLog, GemmPath};
 use crate::{Error, Result};
 
 pub mod path;
+mod tiled;
 #[cfg(any(test, all(feature = "testing", not(target_family = "wasm"))))]
 mod tests;
 
@@ -161,6 +162,15 @@ pub fn linear(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTens
     *shape.last_mut().unwrap() = m;
     let (xh, ad) = x.act("linear")?;
     let y = GpuTensor::of(gpu.alloc_as("linear", n * m, ad)?, shape, ad);
+    if gpu.gemm == GemmPath::Tiled && w.parts.len() == 1 && n > 0 && m > 0 && k > 0 {
+        let w = in_weight_dtype(gpu, w)?;
+        let fused = b.filter(|b| b.dtype == DType::F32 && b.parts.len() == 1);
+        linear_tiled(gpu, xh, ad, &w, fused, &y, n, k, m)?;
+        if let (Some(b), None) = (b, fused) {
+            add_bias_in_place(gpu, &y, b)?;
+        }
+        return Ok(y);
+    }
     if n > 0 && m > 0 {
         let w = in_weight_dtype(gpu, w)?;
         if w.parts.len() == 1 {
@@ -177,6 +187,37 @@ pub fn linear(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTens
         add_bias_in_place(gpu, &y, b)?;
     }
     Ok(y)
+}
+
+/// y [n, m] = x [n, k] · w [m, k]ᵀ (+ b [m], f32) on the register-tiled kernel.
+#[allow(clippy::too_many_arguments)]
+fn linear_tiled(gpu: &GpuBackend, x: Handle, ad: DType, w: &GpuTensor, b: Option<&GpuTensor>, y: &GpuTensor, n: usize, k: usize, m: usize) -> Result<()> {
+    use tiled::{linear_tiled_kernel, TM, TN, WG_X, WG_Y};
+    let groups = |len: usize, tile: usize, wg: u32| len.div_ceil(tile).div_ceil(wg as usize);
+    let (gx, gy) = (groups(m, TN, WG_X), groups(n, TM, WG_Y));
+    let max = gpu.limits().max_cube_count as usize;
+    if gx > max || gy > max {
+        return Err(Error::limit("linear", format!("[{n}, {k}] · [{m}, {k}]ᵀ needs a {gx} × {gy} grid, more than the device's {max} per dimension")));
+    }
+    let bias = match b {
+        Some(b) => b.stored("linear")?,
+        None => gpu.client().empty(4),
+    };
+    launch_pair!(ad, w.dtype, linear_tiled_kernel(
+        gpu.client(),
+        CubeCount::Static(gx as u32, gy as u32, 1),
+        CubeDim::new_2d(WG_X, WG_Y),
+        BufferArg::from_raw_parts(x, n * k),
+        BufferArg::from_raw_parts(w.parts[0].clone(), m * k),
+        BufferArg::from_raw_parts(bias, b.map_or(1, |_| m)),
+        BufferArg::from_raw_parts(y.parts[0].clone(), n * m),
+        n,
+        k,
+        m,
+        b.is_some(),
+    ));
+    gpu.gemm_log.record_name("linear_tiled");
+    Ok(())
 }
 
 /// A matrix operand: (buffer, shape, strides) of a view.

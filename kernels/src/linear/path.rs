@@ -19,6 +19,10 @@ pub enum GemmPath {
     Cmma,
     /// cubek's DoubleCyclicCmma (tensor cores, double-buffered stages); an error where unavailable.
     DoubleCmma,
+    /// The project's register-tiled kernel (`linear/tiled.rs`) for `linear` (inference's x·Wᵀ,
+    /// bias fused): no workgroup memory and no barrier, what CPU implementations of WebGPU
+    /// (SwiftShader, lavapipe) run fastest. Training's other products stay on the unit path.
+    Tiled,
 }
 
 impl GemmPath {
@@ -28,13 +32,14 @@ impl GemmPath {
             "unit" => GemmPath::Unit,
             "cmma" => GemmPath::Cmma,
             "double-cmma" => GemmPath::DoubleCmma,
+            "tiled" => GemmPath::Tiled,
             _ => return None,
         })
     }
     pub(crate) fn strategy(self) -> Strategy {
         use cubek::matmul::multi_level::Strategy as M;
         Strategy::MultiLevel(match self {
-            GemmPath::Unit => M::SimpleUnit(Default::default()),
+            GemmPath::Unit | GemmPath::Tiled => M::SimpleUnit(Default::default()),
             GemmPath::Auto | GemmPath::Cmma => M::SimpleCyclicCmma(Default::default()),
             GemmPath::DoubleCmma => M::DoubleCyclicCmma(Default::default()),
         })
@@ -59,8 +64,11 @@ struct GemmState {
 
 impl GemmLog {
     pub(crate) fn record(&self, strategy: &Strategy) {
+        self.record_name(&strategy.to_string());
+    }
+    pub(crate) fn record_name(&self, name: &str) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        *s.ran.entry(strategy.to_string()).or_default() += 1;
+        *s.ran.entry(name.to_string()).or_default() += 1;
     }
     pub(crate) fn refused(&self) -> bool {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).refused.is_some()

@@ -49,6 +49,32 @@ fn wgpu_chunked_weight() {
     assert_close("chunked linear", &block_on(gpu.read(&y)).unwrap(), &reference::linear(&x, &w, Some(&bb), k), REDUCTION_F32);
 }
 
+/// The register-tiled GEMM (`GemmPath::Tiled`, bias fused): the same shapes with f32 and f16
+/// weights, and f16 activations; a weight in row chunks takes the cubek path and still agrees.
+#[test]
+fn wgpu_tiled() {
+    use crate::linear::GemmPath;
+    use crate::tolerance::F16_ACTIVATION_OP;
+    for b in [crate::testing::gpu(), crate::testing::gpu_f16()] {
+        linear_shapes(&b.with_gemm(GemmPath::Tiled));
+    }
+    let b = crate::testing::gpu_f16_activations().with_gemm(GemmPath::Tiled);
+    let half = |v| crate::testing::representable(crate::backend::DType::F16, v);
+    for (n, k, m) in [(1usize, 48usize, 144usize), (29, 48, 320), (67, 96, 97)] {
+        let (x, w, bias) = (half(rand_vec(n * k, 9, 1.0)), half(rand_vec(m * k, 10, 0.1)), half(rand_vec(m, 11, 0.5)));
+        let y = b.linear(&b.upload(&x, &[n, k]).unwrap(), &b.upload_weight(w.clone(), &[m, k]).unwrap(), Some(&b.upload_weight(bias.clone(), &[m]).unwrap())).unwrap();
+        assert_close(&format!("tiled linear {n}x{k}x{m}"), &block_on(b.read(&y)).unwrap(), &reference::linear(&x, &w, Some(&bias), k), F16_ACTIVATION_OP);
+    }
+    assert!(b.gemm_summary().contains("linear_tiled ×3"), "{}", b.gemm_summary());
+    let (n, k, m) = (9, 48, 320);
+    let gpu = crate::testing::gpu().with_gemm(GemmPath::Tiled).with_max_binding_bytes(128 * k * 4);
+    let (x, w, bb) = (rand_vec(n * k, 1, 1.0), rand_vec(m * k, 2, 0.2), rand_vec(m, 3, 0.1));
+    let wt = gpu.upload(&w, &[m, k]).unwrap();
+    assert_eq!(wt.parts.len(), 3);
+    let y = gpu.linear(&gpu.upload(&x, &[n, k]).unwrap(), &wt, Some(&gpu.upload(&bb, &[m]).unwrap())).unwrap();
+    assert_close("tiled path, chunked weight", &block_on(gpu.read(&y)).unwrap(), &reference::linear(&x, &w, Some(&bb), k), REDUCTION_F32);
+}
+
 // ---- Training: the two other products of a linear layer's backward. ----
 
 fn check_backward<B: Backend>(b: &B, n: usize, k: usize, m: usize) {
@@ -133,8 +159,6 @@ fn wgpu_f16_products_round_f32_master_weights() {
     }
 }
 
-/// Products with and without bias, a weight in row chunks; (training) both backward products,
-
 /// f16 activations: products with f16 operands and f32 accumulation, and a vocabulary projection
 /// stored in row chunks, each chunk's product copied into its columns.
 #[test]
@@ -158,7 +182,9 @@ fn f16_activations() {
     assert_close("linear, chunked weight", &block_on(chunked.read(&y)).unwrap(), &reference::linear(&x, &w, None, h), F16_ACTIVATION_OP);
 }
 
-/// whole and chunked; (f16 weights) f32 master weights cast for `linear` and `matmul`.
+/// Products with and without bias, a weight in row chunks; (training) both backward products,
+/// whole and chunked, on cubek's GEMM and the register-tiled one; (f16 weights) f32 master weights
+/// cast for `linear` and `matmul`.
 fn exercise(b: &crate::GpuBackend) {
     use crate::backend::DType;
     for (nh, hd, cu) in crate::testing::exercise_shapes() {
@@ -166,7 +192,12 @@ fn exercise(b: &crate::GpuBackend) {
         let x = b.upload(&rand_vec(t * h, 1, 1.0), &[t, h]).unwrap();
         let w = b.upload_weight(rand_vec(3 * h * h, 4, 0.1), &[3 * h, h]).unwrap();
         let y = b.linear(&x, &w, None).unwrap();
-        b.linear(&x, &w, Some(&b.upload_weight(rand_vec(3 * h, 5, 0.1), &[3 * h]).unwrap())).unwrap();
+        let bias = b.upload_weight(rand_vec(3 * h, 5, 0.1), &[3 * h]).unwrap();
+        b.linear(&x, &w, Some(&bias)).unwrap();
+        // The register-tiled GEMM, with and without its fused bias.
+        let tiled = b.clone().with_gemm(crate::linear::GemmPath::Tiled);
+        tiled.linear(&x, &w, None).unwrap();
+        tiled.linear(&x, &w, Some(&bias)).unwrap();
         if crate::testing::trains(b) {
             b.matmul(&y, &w).unwrap();
             b.matmul_tn(&y, &x).unwrap();
@@ -194,4 +225,4 @@ fn exercise(b: &crate::GpuBackend) {
     }
 }
 
-crate::wgsl_exercise!("linear", ["matmul", "add_bias", "copy_columns", "take_columns", "cast"], exercise);
+crate::wgsl_exercise!("linear", ["matmul", "linear_tiled", "add_bias", "copy_columns", "take_columns", "cast"], exercise);

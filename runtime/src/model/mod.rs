@@ -8,6 +8,8 @@
 
 pub mod bert;
 pub mod modernbert;
+pub mod op_times;
+pub mod warm;
 pub mod parts;
 pub mod tape;
 

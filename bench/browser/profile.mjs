@@ -54,7 +54,7 @@ for (const n of LENGTHS) {
   // The ops one by one; a "whole layer" row repeats its layer's ops in one submission.
   const sum = ops.ops.filter((o) => !o.name.includes('whole layer')).reduce((a, o) => a + o.seconds, 0);
   kernelTables.push(`### ${n} tokens: each op alone, read back (median of ${REPS}, minus an empty read-back of ${ms(ops.empty_read_s)} ms)`, '', '| op | ms | share |', '|---|---:|---:|');
-  for (const o of ops.ops) kernelTables.push(`| ${o.name} | ${ms(o.seconds)} | ${(100 * o.seconds / sum).toFixed(0)}% |`);
+  for (const o of ops.ops) kernelTables.push(`| ${o.name} | ${ms(o.seconds)} | ${o.name.includes('whole layer') ? '–' : `${(100 * o.seconds / sum).toFixed(0)}%`} |`);
   kernelTables.push(`| **the ops above, one by one (first layer of each kind; whole-layer rows not counted)** | **${ms(sum)}** | |`, '');
 }
 await close();

@@ -7,9 +7,9 @@
 use kernels::Backend;
 
 use super::modernbert::ModernBert;
-use super::Encoder;
+use super::{Ctx, Encoder, Residual, Tape};
 use crate::config::LayerType;
-use crate::Result;
+use crate::{Error, Result};
 
 /// One op at one sequence length.
 #[derive(Clone, Debug)]
@@ -23,6 +23,10 @@ pub struct OpTime {
 /// Time every op of one forward over one sequence of `tokens` ids, `reps` times each (median),
 /// with `now` the caller's clock in seconds. Returns the ops and the empty read-back's median.
 pub async fn op_times<B: Backend>(be: &B, model: &ModernBert<B>, tokens: usize, reps: usize, now: &dyn Fn() -> f64) -> Result<(Vec<OpTime>, f64)> {
+    let context = model.config.max_position_embeddings;
+    if tokens == 0 || tokens > context {
+        return Err(Error::Input(format!("op times over {tokens} tokens: expected 1 to the model's context of {context}")));
+    }
     let ids: Vec<u32> = (0..tokens as u32).map(|i| (i * 7919 + 11) % model.config.vocab_size.min(50_000) as u32).collect();
     let batch = model.batch(be, &[&ids])?;
     let reps = reps.max(1);
@@ -81,16 +85,13 @@ pub async fn op_times<B: Backend>(be: &B, model: &ModernBert<B>, tokens: usize, 
         let u = time!(name("Wi"), layer.mlp.Wi.forward(be, &hm)?);
         let g = time!(name("GeGLU"), be.geglu(&u)?);
         time!(name("MLP Wo"), layer.mlp.Wo.forward(be, &g)?);
-        // The same ops back to back, one read: what the layer costs inside a forward.
+        // The layer's own forward, back to back in one submission: what it costs in a forward.
         time!(name("whole layer, one read"), {
-            let h = match &layer.attn_norm {
-                Some(norm) => norm.forward(be, &x)?,
-                None => x.clone(),
-            };
-            let qkv = be.rope(&layer.attn.Wqkv.forward(be, &h)?, &batch.seqs, &rope.cos, &rope.sin, layer.attn.num_heads)?;
-            let a = layer.attn.Wo.forward(be, &be.attention(&qkv, &batch.seqs, layer.attn.num_heads, window)?.0)?;
-            let (x1, hm) = layer.mlp_norm.add_forward(be, &x, &a)?;
-            be.add(&x1, &layer.mlp.Wo.forward(be, &be.geglu(&layer.mlp.Wi.forward(be, &hm)?)?)?)?
+            let mut tape = Tape::none();
+            let mut ctx = Ctx { batch: &batch, ropes: Some(&model.ropes), layer: Some(n), tape: &mut tape };
+            let mut r = Residual::new(x.clone());
+            layer.forward(be, &mut r, &mut ctx)?;
+            r.value(be, &mut ctx, "x")?.clone()
         });
     }
     let last = time!("final norm".into(), model.final_norm.forward(be, &x)?);
@@ -103,4 +104,36 @@ pub async fn op_times<B: Backend>(be: &B, model: &ModernBert<B>, tokens: usize, 
         }
     }
     Ok((out, empty))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelConfig;
+    use crate::weights::Checkpoint;
+
+    fn tiny() -> ModernBert<kernels::CpuBackend> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-modernbert-tokcls");
+        let ModelConfig::ModernBert(c) = ModelConfig::from_file(&dir.join("config.json")).unwrap() else { panic!("a ModernBERT fixture") };
+        ModernBert::load(&kernels::CpuBackend::new(), c, &Checkpoint::open_dir(&dir).unwrap()).unwrap()
+    }
+
+    /// Every op of each layer kind and of the head is timed; a length outside 1..=context is
+    /// refused with the context named, not run.
+    #[test]
+    fn times_every_op_and_refuses_lengths_outside_the_context() {
+        let (be, model) = (kernels::CpuBackend::new(), tiny());
+        let t0 = std::time::Instant::now();
+        let now = || t0.elapsed().as_secs_f64();
+        let (ops, empty) = kernels::block_on(op_times(&be, &model, 9, 2, &now)).unwrap();
+        assert!(empty >= 0.0 && ops.iter().all(|o| o.seconds >= 0.0));
+        for name in ["embedding", "layer 0 (global) attention", "layer 0 (global) whole layer, one read", "final norm", "classifier"] {
+            assert!(ops.iter().any(|o| o.name == name), "no {name:?} in {:?}", ops.iter().map(|o| &o.name).collect::<Vec<_>>());
+        }
+        let context = model.config.max_position_embeddings;
+        for bad in [0, context + 1] {
+            let err = kernels::block_on(op_times(&be, &model, bad, 1, &now)).unwrap_err().to_string();
+            assert!(err.contains(&format!("context of {context}")), "{err}");
+        }
+    }
 }

@@ -6,8 +6,9 @@
 // backend, SIMD and threads).
 //
 //   node bench/browser/run.mjs [--model /tmp/bench-browser/model] [--pairs webgpu,wasm]
-//        [--lengths 128,512,2048] [--long 8192] [--reps 3] [--timeout 600] [--long-timeout 900]
-//        [--out bench/browser/latest.md]
+//        [--lengths 128,512,2048] [--long 8192] [--reps 3] [--protocol apart|together] [--warm 3]
+//        [--settle-ms 0] [--timeout 600]
+//        [--long-timeout 900] [--out bench/browser/latest.md]
 //
 // Serves web/dist, the model folder, this folder's page/ and node_modules (transformers.js and
 // onnxruntime-web) from a local static server; nothing else is fetched. Environment: CHROMIUM
@@ -28,6 +29,17 @@ const REPS = Number(opt('reps', '3'));
 const TIMEOUT = Number(opt('timeout', '600')) * 1000; // per call
 const LONG_TIMEOUT = Number(opt('long-timeout', '900')) * 1000; // the long case's one run, per side
 const OUT = resolve(opt('out', join(HERE, 'latest.md')));
+// An idle pause before every timed call (README: worker threads that spin after their work, and
+// calls that run cold after a pause); 0, back to back, by default.
+const SETTLE_MS = Number(opt('settle-ms', '0'));
+// Untimed calls after the first call at each length, before the timed runs: the browser compiles
+// hot wasm functions again, optimised, after some calls (V8's tiering); ONNX Runtime's reached its
+// speed only after 4 or 5 calls at 2,048 tokens.
+const WARM = Number(opt('warm', '3'));
+// apart (default): each side alone in its own fresh browser; together: both in one page,
+// interleaved call by call (README: on the CPU pair each side's threads then slow the other).
+const PROTOCOL = opt('protocol', 'apart');
+if (!['apart', 'together'].includes(PROTOCOL)) throw new Error(`--protocol ${PROTOCOL}: expected apart or together`);
 
 // Each pair: the device ours loads on, the one transformers.js loads on.
 const PAIR = {
@@ -47,6 +59,7 @@ const stamp = () => `[${((Date.now() - T0) / 1000).toFixed(0).padStart(4)} s]`;
 
 // One measurement; {ok, tokens, seconds, ...} or {ok: false, error}.
 async function measure(pg, side, text, ms = TIMEOUT) {
+  if (SETTLE_MS) await new Promise((r) => setTimeout(r, SETTLE_MS));
   try {
     const r = await call(pg, side === 'ours' ? 'runOurs' : 'runTheirs', text, ms);
     return { ok: true, ...r };
@@ -65,34 +78,56 @@ async function load(pg, side, pair) {
   }
 }
 
+// Each length for these sides, on one page: the first call (pipelines/shaders for the shape),
+// WARM untimed calls, then REPS runs, the sides interleaved; per side and length {first, runs: [...], err}.
+async function lengths(page, pair, sides) {
+  const out = Object.fromEntries(sides.map((side) => [side, {}]));
+  for (const n of LENGTHS) {
+    const text = texts[String(n)];
+    if (!text) throw new Error(`texts.json has no text for ${n} tokens (make_model.py --lengths)`);
+    for (const side of sides) out[side][n] = { runs: [] };
+    for (let rep = 0; rep <= REPS; rep++) {
+      for (const side of sides) {
+        const cell = out[side][n];
+        if (cell.err) continue;
+        for (let w = 0; rep === 1 && w < WARM && !cell.err; w++) {
+          const u = await measure(page, side, text);
+          if (!u.ok) cell.err = u.error;
+        }
+        const r = cell.err ? { ok: false, error: cell.err } : await measure(page, side, text);
+        if (!r.ok) { cell.err = r.error; console.log(`${stamp()} ${pair} ${n}: ${side} failed: ${r.error}`); continue; }
+        console.log(`${stamp()} ${pair} ${n}: ${side} ${rep ? `run ${rep}` : 'first call'}: ${r.tokens} tokens, ${fmt(r.seconds, 3)} s`);
+        if (rep) cell.runs.push(r);
+        else cell.first = r.seconds;
+      }
+    }
+  }
+  return out;
+}
+
 let adapter = null, texts = null;
 const results = {};
 for (const pair of PAIRS) {
-  await relaunch();
-  const page = await openPage();
-  adapter ??= await call(page, 'adapterInfo');
-  texts ??= await call(page, 'texts');
-  const loaded = { ours: await load(page, 'ours', pair), theirs: await load(page, 'theirs', pair) };
+  // apart: each side alone in a fresh browser (loaded, then every length); together: both
+  // loaded in one page, interleaved call by call.
+  const loaded = {}, cells = {};
+  for (const sides of PROTOCOL === 'together' ? [['ours', 'theirs']] : [['ours'], ['theirs']]) {
+    await relaunch();
+    const page = await openPage();
+    adapter ??= await call(page, 'adapterInfo');
+    texts ??= await call(page, 'texts');
+    for (const side of sides) loaded[side] = await load(page, side, pair);
+    const live = sides.filter((side) => !loaded[side].error);
+    Object.assign(cells, await lengths(page, pair, live));
+    await page.close().catch(() => {});
+  }
   console.log(`${stamp()} ${pair}: ours loaded in ${fmt(loaded.ours.seconds, 2)} s ${JSON.stringify(loaded.ours.info ?? loaded.ours.error)}; transformers.js in ${fmt(loaded.theirs.seconds, 2)} s (threads ${loaded.theirs.threads ?? '—'})`);
   if (pair === 'webgpu' && loaded.ours.info && !/webgpu|wgpu|gpu/i.test(loaded.ours.info.backend)) console.log(`warning: ours runs on ${loaded.ours.info.backend}`);
   const rows = [];
   for (const n of LENGTHS) {
-    const text = texts[String(n)];
-    if (!text) throw new Error(`texts.json has no text for ${n} tokens (make_model.py --lengths)`);
-    const res = { ours: [], theirs: [] };
-    const first = {};
-    const err = {};
-    // The first call at this length (pipelines/shaders for the shape), then REPS interleaved runs.
-    for (let rep = 0; rep <= REPS; rep++) {
-      for (const side of ['ours', 'theirs']) {
-        if (err[side] || loaded[side].error) continue;
-        const r = await measure(page, side, text);
-        if (!r.ok) { err[side] = r.error; console.log(`${stamp()} ${pair} ${n}: ${side} failed: ${r.error}`); continue; }
-        console.log(`${stamp()} ${pair} ${n}: ${side} ${rep ? `run ${rep}` : 'first call'}: ${r.tokens} tokens, ${fmt(r.seconds, 3)} s`);
-        if (rep) res[side].push(r);
-        else first[side] = r.seconds;
-      }
-    }
+    const res = { ours: cells.ours?.[n]?.runs ?? [], theirs: cells.theirs?.[n]?.runs ?? [] };
+    const first = { ours: cells.ours?.[n]?.first, theirs: cells.theirs?.[n]?.first };
+    const err = { ours: cells.ours?.[n]?.err, theirs: cells.theirs?.[n]?.err };
     // Tokens/s over the note's content tokens (n-2; both sides run one sequence of n tokens with
     // [CLS] and [SEP]): ours reports n-2 (analysis.tokens), transformers.js's input_ids has n.
     const o = res.ours.length ? median(res.ours.map((r) => r.seconds)) : null;
@@ -102,7 +137,6 @@ for (const pair of PAIRS) {
     if (theirsTokens != null && theirsTokens !== n) console.log(`warning: transformers.js has ${theirsTokens} input ids, expected ${n}`);
     rows.push({ n, ours: o && (n - 2) / o, theirs: t && (n - 2) / t, oursS: o, theirsS: t, first, err });
   }
-  await page.close().catch(() => {});
 
   // The long case and the memory: each side alone in a fresh browser (a failure or hang of one
   // cannot spoil the other, and the peak is that side's own).
@@ -144,10 +178,16 @@ lines.push(`- Browser: Chromium ${chromiumVersion}, headless (\`${ARGS.join(' ')
 lines.push(`- WebGPU adapter: ${[adapter.vendor, adapter.architecture, adapter.device, adapter.description].filter(Boolean).join(' / ') || JSON.stringify(adapter)} (maxBufferSize ${adapter.maxBufferSize}, maxStorageBufferBindingSize ${adapter.maxStorageBufferBindingSize})`);
 lines.push('- **SwiftShader is a CPU implementation of Vulkan/WebGPU: the WebGPU numbers are a relative measure of the two runtimes on the same software GPU only, not of real-GPU speed.**');
 lines.push(`- Model: random weights (make_model.py), ModernBertForTokenClassification, ${cfg.num_hidden_layers} layers, hidden ${cfg.hidden_size}, ${cfg.num_attention_heads} heads, intermediate ${cfg.intermediate_size}, global attention every ${cfg.global_attn_every_n_layers} layers, local window ${cfg.local_attention}, context ${cfg.max_position_embeddings}, vocab ${cfg.vocab_size}, ${Object.keys(cfg.id2label).length} labels; float32; ONNX ${(onnxBytes / 2 ** 20).toFixed(1)} MiB`);
-lines.push('- Ours: web/dist (wasm, SIMD128), `DeidModel.load(files, "gpu" | "cpu")`, `analyze(text)`; time = `analysis.seconds` (tokenization, forward, read-back, softmax). The CPU path runs on one thread.');
+const oursThreads = results.wasm?.loaded.ours.info?.threads;
+lines.push(`- Ours: web/dist (wasm, SIMD128), the page's \`loadModel(files, "gpu" | "cpu")\` (web/www/model.js), \`analyze(text)\`; time = seconds on the page around \`analyze\` (tokenization, forward, read-back, softmax; on the CPU, the worker's messages too).${oursThreads ? ` The CPU path: the threaded build in a worker, ${oursThreads} threads.` : ''}`);
 lines.push(`- transformers.js ${tfjsVersion} (onnxruntime-web ${ortVersion}), \`AutoModelForTokenClassification.from_pretrained(local, {device: "webgpu" | "wasm", dtype: "fp32"})\`, wasm with SIMD and \`numThreads\` = the machine's cores; time = tokenizer + forward + logits read-back.`);
-lines.push(`- Each length: a first call per side (it compiles what the new length needs), then ${REPS} runs interleaved (ours, theirs, ours, …); median. Tokens/s = content tokens (N-2, without [CLS]/[SEP]) / seconds; both sides run one sequence of N tokens.`);
-lines.push('- Ours compiles its GPU pipelines during its load, asynchronously (runtime::model::warm); transformers.js loads between our load and the first calls, so our first call at the first length finds them compiled. Called right after its own load, our first call includes the rest of that compilation: profile.mjs measures that case (profile-page-gpu.md).');
+lines.push(PROTOCOL === 'together'
+  ? `- Protocol \`together\`: per pair both sides loaded in one page; each length: a first call per side (it compiles what the new length needs), then ${REPS} runs interleaved (ours, theirs, ours, …)`
+  : `- Protocol \`apart\`: per pair each side alone in a fresh browser (as a page has one runtime; loaded in the same page, each side's idle worker threads slowed the other's calls, see README); after the load, each length: a first call (it compiles what the new length needs), then ${REPS} runs`);
+lines[lines.length - 1] += `${WARM ? ` after ${WARM} untimed call${WARM === 1 ? '' : 's'} (the browser re-optimises hot wasm after some calls)` : ''}${SETTLE_MS ? `, each after an idle pause of ${SETTLE_MS} ms` : ''}; median. Tokens/s = content tokens (N-2, without [CLS]/[SEP]) / seconds; both sides run one sequence of N tokens.`;
+lines.push(PROTOCOL === 'together'
+  ? '- Ours compiles its GPU pipelines during its load, asynchronously (runtime::model::warm); transformers.js loads between our load and the first calls, so our first call at the first length finds them compiled. Called right after its own load, our first call includes the rest of that compilation: profile.mjs measures that case (profile-page-gpu.md).'
+  : '- Ours compiles its GPU pipelines during its load, asynchronously (runtime::model::warm): the first call at the first length, right after the load, includes whatever of that compilation is left.');
 lines.push(`- Load: from fetching the model files from the local server to a model ready to run (ours: the wasm module, parsing, upload; theirs: tokenizer, ONNX session). Peak memory: resident memory (VmHWM) of all the browser's processes (browser, GPU process, renderer), each side alone in a fresh browser, after loading and the ${LONG || 'no'}-token run.`);
 for (const pair of PAIRS) {
   const { loaded, rows, long } = results[pair];

@@ -2,7 +2,9 @@
 //! model folder mounted at `/models/deid/` (the page's default model). Loopback by default (and
 //! then only for requests naming a loopback host, against DNS rebinding), GET and HEAD only, no
 //! directory listings, nothing outside the two folders (symbolic links included), bounded request
-//! heads, timeouts and a cap on simultaneous connections.
+//! heads, timeouts and a cap on simultaneous connections. Every response makes the page
+//! cross-origin isolated (COOP `same-origin`, COEP `require-corp`), which is what lets the page's
+//! CPU path run on several threads (wasm threads need `SharedArrayBuffer`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -27,6 +29,10 @@ const MAX_HEAD: u64 = 16 * 1024;
 /// Connections served at once; more get 503.
 const MAX_CONNECTIONS: usize = 64;
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Headers on every response: cross-origin isolation for the page (its threaded CPU build needs
+/// `SharedArrayBuffer`), resources for this origin only, no MIME sniffing.
+const HEADERS: &str = "Cross-Origin-Opener-Policy: same-origin\r\nCross-Origin-Embedder-Policy: require-corp\r\nCross-Origin-Resource-Policy: same-origin\r\nX-Content-Type-Options: nosniff\r\n";
 
 /// The URL prefix of the mounted model folder.
 pub const MODEL_PREFIX: &str = "/models/deid/";
@@ -101,7 +107,7 @@ impl Site {
         stream.set_write_timeout(Some(TIMEOUT))?;
         let mut reader = BufReader::new(stream.try_clone()?.take(MAX_HEAD));
         let mut out = std::io::BufWriter::new(stream);
-        let simple = |out: &mut dyn Write, status: &str| write!(out, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nAllow: GET, HEAD\r\nConnection: close\r\n\r\n");
+        let simple = |out: &mut dyn Write, status: &str| write!(out, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nAllow: GET, HEAD\r\n{HEADERS}Connection: close\r\n\r\n");
         // The request head, as bytes (a bad client gets 400, not a closed connection).
         let mut lines = Vec::new();
         loop {
@@ -129,7 +135,7 @@ impl Site {
         let Some(path) = self.resolve(target) else { return simple(&mut out, "404 Not Found") };
         let Ok(mut file) = std::fs::File::open(&path) else { return simple(&mut out, "500 Internal Server Error") };
         let len = file.metadata()?.len();
-        write!(out, "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {len}\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n", content_type(&path))?;
+        write!(out, "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {len}\r\nCache-Control: no-cache\r\n{HEADERS}Connection: close\r\n\r\n", content_type(&path))?;
         if method == "GET" {
             std::io::copy(&mut file, &mut out)?;
         }
@@ -195,6 +201,34 @@ mod tests {
             assert_eq!(site.resolve(bad), None, "{bad}");
         }
         assert_eq!(Site { root: root.clone(), model: None, loopback: true }.resolve("/models/deid/config.json"), None);
+    }
+
+    /// One request over a real connection; the response head and body.
+    fn get(site: Site, request: &str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || site.serve(listener));
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    #[test]
+    fn responses_make_the_page_cross_origin_isolated() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "<p>page</p>").unwrap();
+        let site = Site { root: dir.path().to_path_buf(), model: None, loopback: true };
+        for (request, status) in [("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "200 OK"), ("GET /missing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "404 Not Found")] {
+            let response = get(site.clone(), request);
+            let head = response.split("\r\n\r\n").next().unwrap();
+            assert!(head.starts_with(&format!("HTTP/1.1 {status}\r\n")), "{head}");
+            for header in ["Cross-Origin-Opener-Policy: same-origin", "Cross-Origin-Embedder-Policy: require-corp", "Cross-Origin-Resource-Policy: same-origin"] {
+                assert!(head.lines().any(|l| l == header), "{request:?}: no {header} in\n{head}");
+            }
+        }
+        assert!(get(site, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").ends_with("<p>page</p>"));
     }
 
     #[test]

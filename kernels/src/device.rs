@@ -6,6 +6,7 @@
 //! that would not fit one binding.
 
 use cubecl::prelude::*;
+#[cfg(feature = "wgpu")]
 use cubecl::wgpu::{wgpu, AutoGraphicsApi, RuntimeOptions, WgpuDevice, WgpuDeviceKind, WgpuSetup};
 
 use crate::{Error, Result};
@@ -54,6 +55,7 @@ pub enum AdapterChoice {
     Software,
 }
 
+#[cfg(feature = "wgpu")]
 fn wgpu_selector(choice: AdapterChoice) -> WgpuDevice {
     match choice {
         AdapterChoice::Default => WgpuDevice::default(),
@@ -61,6 +63,7 @@ fn wgpu_selector(choice: AdapterChoice) -> WgpuDevice {
     }
 }
 
+#[cfg(feature = "wgpu")]
 fn from_setup(device: WgpuDevice, setup: &WgpuSetup) -> GpuDevice {
     let info = setup.adapter.get_info();
     let l = setup.device.limits();
@@ -87,8 +90,21 @@ fn from_setup(device: WgpuDevice, setup: &WgpuSetup) -> GpuDevice {
     }
 }
 
+/// What the wgpu entry points say in a build without the `wgpu` feature (the page's threaded
+/// CPU build: wgpu's WebGPU types are not `Send` once wasm has threads).
+#[cfg(not(feature = "wgpu"))]
+fn no_wgpu() -> Error {
+    Error::Device("this build has no wgpu backend (built without the `wgpu` feature)".into())
+}
+
 /// Create a wgpu device (Vulkan, Metal, DX12) with the adapter's real limits. Blocking; native only.
-#[cfg(not(target_family = "wasm"))]
+#[cfg(all(not(target_family = "wasm"), not(feature = "wgpu")))]
+pub fn wgpu_device(_choice: AdapterChoice) -> Result<GpuDevice> {
+    Err(no_wgpu())
+}
+
+/// Create a wgpu device (Vulkan, Metal, DX12) with the adapter's real limits. Blocking; native only.
+#[cfg(all(not(target_family = "wasm"), feature = "wgpu"))]
 pub fn wgpu_device(choice: AdapterChoice) -> Result<GpuDevice> {
     if let Some(made) = made::get(choice) {
         return Ok(made);
@@ -100,7 +116,14 @@ pub fn wgpu_device(choice: AdapterChoice) -> Result<GpuDevice> {
 }
 
 /// Create a wgpu device asynchronously: the only way in the browser (WebGPU).
+#[cfg(not(feature = "wgpu"))]
+pub async fn wgpu_device_async(_choice: AdapterChoice) -> Result<GpuDevice> {
+    Err(no_wgpu())
+}
+
+/// Create a wgpu device asynchronously: the only way in the browser (WebGPU).
 /// A page that loads a second model gets the device the first one made.
+#[cfg(feature = "wgpu")]
 pub async fn wgpu_device_async(choice: AdapterChoice) -> Result<GpuDevice> {
     if let Some(made) = made::get(choice) {
         return Ok(made);
@@ -119,6 +142,7 @@ pub async fn wgpu_device_async(choice: AdapterChoice) -> Result<GpuDevice> {
 /// process (or page), and a second set-up of the same device fails ("a server is still
 /// registered"), so a second request for an adapter hands back the device made the first time.
 /// Native code may ask from any thread; the browser has one.
+#[cfg(feature = "wgpu")]
 mod made {
     use super::{AdapterChoice, GpuDevice};
 

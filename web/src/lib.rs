@@ -45,6 +45,13 @@ fn start() {
     run_constructors_once();
 }
 
+/// The threaded build (`threads` feature, web/build.sh's pkg-threads/): `initThreadPool(n)`
+/// starts `n` Web Workers on this module's shared memory as the CPU backend's rayon pool. Call it
+/// once, from a worker (rayon's caller blocks, which a page's main thread may not), before
+/// `DeidModel.load`.
+#[cfg(all(target_family = "wasm", feature = "threads"))]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
 fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
@@ -257,14 +264,16 @@ impl DeidModel {
             "backend": info.backend,
             "adapter": info.name,
             "precision": info.details.iter().find(|(k, _)| k == "activations stored as").map_or("f32", |(_, v)| v.as_str()),
+            // The CPU backend's threads: 1 in the page's main build, the pool's in the threaded one.
+            "threads": info.details.iter().find(|(k, _)| k == "threads").and_then(|(_, v)| v.parse::<usize>().ok()),
             "gemm": info.details.iter().find(|(k, _)| k == "GEMM path").map(|(_, v)| v.split(':').next().unwrap_or(v).to_string()),
             "fallback": fallback,
         });
         Ok(DeidModel { inner: Rc::new(Inner { device, tokenizer, scheme, surrogates, info }) })
     }
 
-    /// `{parameters, architecture, layers, hidden_size, labels, categories, context, backend, adapter, precision, gemm, fallback}`
-    /// as JSON (`fallback` says why the CPU runs when WebGPU was asked for, else null).
+    /// `{parameters, architecture, layers, hidden_size, labels, categories, context, backend, adapter, precision, threads, gemm, fallback}`
+    /// as JSON (`threads`: the CPU backend's, null on WebGPU; `fallback`: why the CPU runs when WebGPU was asked for, else null).
     pub fn info(&self) -> String {
         self.inner.info.to_string()
     }

@@ -1,5 +1,7 @@
 // The de-identification page in a real browser (Debian's Chromium, headless): once with WebGPU on
-// SwiftShader, once with WebGPU off (the CPU backend compiled to wasm). For each, the page loads
+// SwiftShader, once with WebGPU off (the CPU backend compiled to wasm: serve-web makes the page
+// cross-origin isolated, so it runs the threaded build in a worker, on every core), and once with
+// WebGPU off and the isolation headers removed (the CPU on the page's own thread). For each, the page loads
 // the fixture token-classification model from `runtime-cli serve-web`, `window.deid` runs on
 // several notes (one longer than 4,000 tokens, cut into windows), and its spans and redacted text
 // must equal `runtime-cli deid` on the same model and notes; no request may follow the model
@@ -59,10 +61,21 @@ const [server, base] = await serve(['--model', model]);
 
 const common = ['--headless=new', '--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'];
 try {
-  for (const [kind, args] of [['webgpu', ['--enable-unsafe-webgpu']], ['cpu', ['--disable-webgpu']]]) {
+  for (const [kind, args] of [['webgpu', ['--enable-unsafe-webgpu']], ['cpu', ['--disable-webgpu']], ['cpu, not isolated', ['--disable-webgpu']]]) {
     const t0 = Date.now();
     const browser = await chromium.launch({ executablePath: env('CHROMIUM', '/usr/bin/chromium'), args: [...common, ...args] });
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const isolated = kind !== 'cpu, not isolated';
+    if (!isolated) {
+      // The same server's responses without COOP/COEP: no SharedArrayBuffer, so no wasm threads.
+      await page.route('**/*', async (route) => {
+        const r = await route.fetch();
+        const headers = { ...r.headers() };
+        delete headers['cross-origin-opener-policy'];
+        delete headers['cross-origin-embedder-policy'];
+        await route.fulfill({ response: r, headers });
+      });
+    }
     const logs = [];
     page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
     page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
@@ -78,8 +91,15 @@ try {
     loaded = true;
     const device = await page.textContent('#info-device');
     if (kind === 'webgpu' && !device.startsWith('WebGPU')) fail(`webgpu run: the page runs on "${device}"\n${logs.join('\n')}`);
-    if (kind === 'cpu' && !device.startsWith('CPU')) fail(`cpu run: the page runs on "${device}"`);
-    if (kind === 'cpu' && await page.isHidden('#device-note')) fail('cpu run: the page does not say that WebGPU is missing');
+    if (kind.startsWith('cpu')) {
+      if (!device.startsWith('CPU')) fail(`${kind} run: the page runs on "${device}"`);
+      if (await page.isHidden('#device-note')) fail(`${kind} run: the page does not say that WebGPU is missing`);
+      const [crossOriginIsolated, cores] = await page.evaluate(() => [self.crossOriginIsolated, navigator.hardwareConcurrency]);
+      if (crossOriginIsolated !== isolated) fail(`${kind} run: crossOriginIsolated is ${crossOriginIsolated}`);
+      // Isolated: the worker's pool has a thread per core (one-core machines stay on one thread).
+      const want = isolated && cores > 1 ? `${cores} threads` : 'one thread';
+      if (!device.includes(want)) fail(`${kind} run: the page runs on "${device}", expected ${want}`);
+    }
     for (const [i, text] of notes.entries()) {
       const got = await page.evaluate(([t, th]) => window.deid(t, { threshold: th }), [text, THRESHOLD]);
       compare(kind, i, got, expected[i]);
@@ -97,7 +117,7 @@ try {
     const timing = await page.textContent('#timing');
     const tokens = Number((timing.match(/(\d+) tokens in/) || [])[1]);
     if (!(tokens >= 4000)) fail(`${kind}: the long note has ${tokens} tokens (${timing}); the test wants at least 4,000`);
-    await page.screenshot({ path: `${out}/deid-${kind}.png` });
+    await page.screenshot({ path: `${out}/deid-${kind.replace(/\W+/g, '-')}.png` });
     if (late.length) fail(`${kind}: requests after the model was loaded: ${late.join(', ')}`);
     // And the page has told the browser to refuse any: a fetch of its own index fails.
     const probe = await page.evaluate(() => fetch('/index.html').then(() => 'fetched', () => 'refused'));

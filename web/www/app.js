@@ -1,6 +1,7 @@
 // The page: fetches the model folder (the only network use), hands the bytes to the wasm module
-// (the `web` crate over `runtime`), and renders what it returns. No model logic lives here.
-import init, { DeidModel, defaultThreshold } from './pkg/web.js';
+// (the `web` crate over `runtime`, through model.js: on this thread, or on the CPU worker's
+// threads), and renders what it returns. No model logic lives here.
+import { start, loadModel, defaultThreshold } from './model.js';
 
 // A folder needs config.json, one of each group (the first present is used), and may have the
 // optional files. ModernBERT and classic BERT folders alike (BERT uploads often ship
@@ -22,8 +23,10 @@ const DEFAULT_MODEL = 'models/deid/';
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const device = params.get('device') || 'auto';
+// The CPU path's threads (?threads=N; default every core, where the page is cross-origin isolated).
+const threads = Math.max(1, Number(params.get('threads')) || navigator.hardwareConcurrency || 1);
 
-let model = null;      // DeidModel
+let model = null;      // the loaded model (model.js)
 let info = null;       // its description
 let current = null;    // the Analysis shown
 let loads = 0;          // the latest load wins; older ones are discarded
@@ -146,7 +149,7 @@ async function load(files, name, ticket) {
   }
   let m;
   try {
-    m = await DeidModel.load(files, dev);
+    m = await loadModel(files, dev, { threads });
   } finally {
     $('run').disabled = !model;
   }
@@ -157,12 +160,12 @@ async function load(files, name, ticket) {
   if (current) { current.analysis.free(); current = null; }
   $('output').hidden = true;
   $('timing').textContent = '';
-  info = JSON.parse(m.info());
+  info = m.info;
   if (info.fallback) showDeviceNote(`${info.fallback}. Results are the same; it is slower.`);
   $('info-name').textContent = name;
   $('info-params').textContent = `${(info.parameters / 1e6).toFixed(info.parameters < 1e7 ? 2 : 0)} M (${info.layers} layers, hidden ${info.hidden_size}, context ${info.context} tokens)`;
   $('info-labels').textContent = info.categories.join(', ');
-  $('info-device').textContent = info.backend === 'cpu' ? 'CPU (WebAssembly)' : `WebGPU${info.adapter ? ': ' + info.adapter : ' (the browser does not name the adapter)'}`;
+  $('info-device').textContent = info.backend === 'cpu' ? `CPU (WebAssembly, ${info.threads > 1 ? `${info.threads} threads` : 'one thread'})` : `WebGPU${info.adapter ? ': ' + info.adapter : ' (the browser does not name the adapter)'}`;
   $('model-info').hidden = false;
   lockNetwork();
   status('Model ready. Nothing you paste is sent anywhere.');
@@ -207,16 +210,25 @@ window.deid = async (text, opts = {}) => {
   await window.modelReady;
   const a = await model.analyze(String(text));
   try {
-    return JSON.parse(a.result(opts.threshold ?? defaultThreshold(), Boolean(opts.surrogate)));
+    return await a.result(opts.threshold ?? defaultThreshold(), Boolean(opts.surrogate));
   } finally {
     a.free();
   }
 };
 
-function render() {
+let renders = 0;  // the latest render wins (the slider moves while a result is decoded)
+async function render() {
   if (!current) return;
+  const ticket = ++renders;
   const { text, analysis } = current;
-  const result = JSON.parse(analysis.result(threshold(), surrogate()));
+  let result;
+  try {
+    result = await analysis.result(threshold(), surrogate());
+  } catch (e) {
+    if (ticket === renders) $('timing').textContent = `Error: ${e.message || e}`;
+    return;
+  }
+  if (ticket !== renders || current?.analysis !== analysis) return;
   const cps = Array.from(text);  // span offsets count code points
   const box = $('highlighted');
   const nodes = [];
@@ -239,7 +251,7 @@ function render() {
   $('redacted').value = result.redacted;
   $('output').hidden = false;
   const rate = analysis.seconds > 0 ? Math.round(analysis.tokens / analysis.seconds) : 0;
-  $('timing').textContent = `${result.spans.length} PHI spans · ${analysis.tokens} tokens in ${analysis.seconds.toFixed(2)} s (${rate} tokens/s) on ${info.backend === 'cpu' ? 'the CPU' : 'WebGPU'}`;
+  $('timing').textContent = `${result.spans.length} PHI spans · ${analysis.tokens} tokens in ${analysis.seconds.toFixed(2)} s (${rate} tokens/s) on ${info.backend === 'cpu' ? `the CPU (${info.threads > 1 ? `${info.threads} threads` : 'one thread'})` : 'WebGPU'}`;
 }
 
 async function run() {
@@ -248,14 +260,14 @@ async function run() {
   const ticket = ++runs;
   $('run').disabled = true;
   $('timing').textContent = 'Running…';
-  // Let "Running…" paint: on the CPU path the work below blocks this thread.
+  // Let "Running…" paint: on the one-thread CPU path the work below blocks this thread.
   await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
   try {
     const analysis = await model.analyze(text);
     if (ticket !== runs) { analysis.free(); return; }
     if (current) current.analysis.free();
     current = { text, analysis };
-    render();
+    await render();
   } catch (e) {
     if (ticket === runs) $('timing').textContent = `Error: ${e.message || e}`;
   } finally {
@@ -341,7 +353,7 @@ let downloading = null;  // the AbortController of the URL download, while it ru
 
 async function main() {
   try {
-    await init();
+    await start();
   } catch (e) {
     status(`This browser cannot start the page's WebAssembly module: ${e.message || e}`, 'error');
     markFailed(e);

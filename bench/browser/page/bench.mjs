@@ -1,8 +1,10 @@
 // The benchmark page: both runtimes in one page, driven by run.mjs through window.bench.
-// Ours: the `web` crate's wasm (web/dist/pkg), DeidModel on WebGPU. Theirs: transformers.js
-// (ONNX Runtime Web, WebGPU execution provider), fp32, on the ONNX export of the same weights.
+// Ours: the page's own loader (web/dist/model.js): the `web` crate's wasm on WebGPU, or on the CPU
+// in the threaded build's worker (every core; the page is cross-origin isolated). Theirs:
+// transformers.js (ONNX Runtime Web: WebGPU, or wasm with threads), fp32, on the ONNX export of
+// the same weights.
 // Nothing is fetched from outside this server.
-import init, { DeidModel } from '/ours/pkg/web.js';
+import { loadModel } from '/ours/model.js';
 import { env, AutoTokenizer, AutoModelForTokenClassification } from '/tfjs/transformers.web.js';
 
 const log = (s) => { document.getElementById('log').textContent += '\n' + s; };
@@ -31,18 +33,20 @@ async function adapterInfo() {
 window.bench = {
   adapterInfo,
   texts: async () => (await fetch(MODEL + 'texts.json')).json(),
-  async loadOurs(device = 'gpu') {
+  // `arg`: the device (gpu or cpu), or {device, threads} (the CPU pool's size; 1: one thread, on
+  // the page's thread).
+  async loadOurs(arg = 'gpu') {
+    const { device, threads } = typeof arg === 'string' ? { device: arg } : arg;
     const t0 = now();
-    await init();
     const files = new Map();
     for (const name of FILES) {
       const r = await fetch(MODEL + name);
       if (r.ok) files.set(name, new Uint8Array(await r.arrayBuffer()));
       else if (name !== 'tokenizer_config.json' && name !== 'special_tokens_map.json') throw new Error(`${name}: HTTP ${r.status}`);
     }
-    ours = await DeidModel.load(files, device);
+    ours = await loadModel(files, device, threads ? { threads } : {});
     log(`ours loaded (${device})`);
-    return { info: JSON.parse(ours.info()), seconds: now() - t0 };
+    return { info: ours.info, seconds: now() - t0 };
   },
   async loadTheirs(device = 'webgpu') {
     const t0 = now();
@@ -57,20 +61,20 @@ window.bench = {
   async runOurs(text) {
     const t0 = now();
     const a = await ours.analyze(text);
-    const wall = now() - t0;
-    const r = { tokens: a.tokens, seconds: a.seconds, wall };
+    // Seconds as the page sees them (with the CPU worker's messages); `inside`: the model's own.
+    const r = { tokens: a.tokens, seconds: now() - t0, inside: a.seconds };
     a.free();
     return r;
   },
   // Where ours spends one note's time (DeidModel.profile): phases and kernel launches.
   async profileOurs(text) {
     const t0 = now();
-    const r = JSON.parse(await ours.profile(text));
+    const r = await ours.profile(text);
     return { ...r, wall: now() - t0 };
   },
   // Each op of ours alone, read back (DeidModel.opTimes): device time per op, seen from the page.
   async opTimesOurs({ tokens, reps }) {
-    return JSON.parse(await ours.opTimes(tokens, reps));
+    return ours.opTimes(tokens, reps);
   },
   async runTheirs(text) {
     const t0 = now();

@@ -334,17 +334,30 @@ impl LinearOps for CpuBackend {
             }
             None if n > 0 && m > 0 && k > 0 => {
                 let threads = rayon::current_num_threads();
-                let par = if threads > 1 && n * m * k > 1 << 16 { ::gemm::Parallelism::Rayon(threads) } else { ::gemm::Parallelism::None };
-                // SAFETY: all pointers cover the stated shapes: y [n, m] (row stride m), x [n, k]
-                // (row stride k), and wᵀ viewed as [k, m] with element (p, o) at w[o·k + p].
-                unsafe {
+                let parallel = threads > 1 && n * m * k > 1 << 16;
+                // y[r0..r0 + rows] = x[r0..r0 + rows] · wᵀ on the gemm crate.
+                // SAFETY: all pointers cover the stated shapes: y [rows, m] (row stride m),
+                // x [rows, k] (row stride k) from row r0, and wᵀ viewed as [k, m] with element
+                // (p, o) at w[o·k + p].
+                let rows_gemm = |y: &mut [f32], r0: usize, par: ::gemm::Parallelism| unsafe {
+                    let rows = y.len() / m;
                     ::gemm::gemm(
-                        n, m, k,
+                        rows, m, k,
                         y.as_mut_ptr(), 1, m as isize, false,
-                        x_values.as_ptr(), 1, k as isize,
+                        x_values[r0 * k..].as_ptr(), 1, k as isize,
                         w.data.as_ptr(), k as isize, 1,
                         0.0, 1.0, false, false, false, par,
                     );
+                };
+                if parallel && cfg!(target_family = "wasm") {
+                    // In the browser the gemm crate's own threading gains nothing (its several
+                    // pool hand-offs per call cost what the second thread saves; measured in
+                    // bench/browser/profile.md): whole blocks of rows instead, one single-threaded
+                    // GEMM each, at least 64 rows per block.
+                    let block = n.div_ceil(4 * threads).max(64);
+                    y.par_chunks_mut(block * m).enumerate().for_each(|(i, y)| rows_gemm(y, i * block, ::gemm::Parallelism::None));
+                } else {
+                    rows_gemm(&mut y, 0, if parallel { ::gemm::Parallelism::Rayon(threads) } else { ::gemm::Parallelism::None });
                 }
             }
             None => {}

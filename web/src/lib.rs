@@ -252,6 +252,7 @@ impl DeidModel {
         }
         let scheme = LabelScheme::from_labels("config.json", model_ref).map_err(js_err)?;
         let surrogates = Surrogates::new(SurrogateKey::random().map_err(js_err)?);
+        let detail = |key: &str| info.details.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
         let parameters: usize = checkpoint.names().filter_map(|n| checkpoint.get(n)).map(|t| t.shape.iter().product::<usize>()).sum();
         let info = serde_json::json!({
             "parameters": parameters,
@@ -263,10 +264,10 @@ impl DeidModel {
             "context": config.context(),
             "backend": info.backend,
             "adapter": info.name,
-            "precision": info.details.iter().find(|(k, _)| k == "activations stored as").map_or("f32", |(_, v)| v.as_str()),
+            "precision": detail("activations stored as").unwrap_or("f32"),
             // The CPU backend's threads: 1 in the page's main build, the pool's in the threaded one.
-            "threads": info.details.iter().find(|(k, _)| k == "threads").and_then(|(_, v)| v.parse::<usize>().ok()),
-            "gemm": info.details.iter().find(|(k, _)| k == "GEMM path").map(|(_, v)| v.split(':').next().unwrap_or(v).to_string()),
+            "threads": detail("threads").and_then(|v| v.parse::<usize>().ok()),
+            "gemm": detail("GEMM path").map(|v| v.split(':').next().unwrap_or(v).to_string()),
             "fallback": fallback,
         });
         Ok(DeidModel { inner: Rc::new(Inner { device, tokenizer, scheme, surrogates, info }) })

@@ -135,6 +135,14 @@ try {
       await page.waitForFunction(() => document.querySelector('#model-status').textContent.startsWith('Model ready'), null, { timeout: 120_000 });
       if ((await page.textContent('#info-name')) !== 'tiny-modernbert-tokcls') fail('cpu: the picked folder is not named');
       compare('cpu, picked folder', 0, await page.evaluate(([t, th]) => window.deid(t, { threshold: th }), [notes[0], THRESHOLD]), expected[0]);
+      // ?threads=N is capped at the cores (and a value that is not a number means every core).
+      for (const asked of ['64', 'many']) {
+        await page.goto(`${base}?threads=${asked}`);
+        await page.evaluate(() => window.modelReady, null, { timeout: 300_000 });
+        const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+        const shown = await page.textContent('#info-device');
+        if (cores > 1 && !shown.includes(`${cores} threads`)) fail(`cpu, ?threads=${asked}: the page runs on "${shown}", expected ${cores} threads`);
+      }
     }
     console.log(`${kind}: ${notes.length} notes match runtime-cli deid (${device}); the ${tokens}-token note in the page: ${marks} highlights; no request after load (and fetches refused); ${((Date.now() - t0) / 1000).toFixed(0)} s`);
     await browser.close();

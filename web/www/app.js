@@ -23,8 +23,10 @@ const DEFAULT_MODEL = 'models/deid/';
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const device = params.get('device') || 'auto';
-// The CPU path's threads (?threads=N; default every core, where the page is cross-origin isolated).
-const threads = Math.max(1, Number(params.get('threads')) || navigator.hardwareConcurrency || 1);
+// The CPU path's threads (?threads=N, at most the cores; default every core, where the page is
+// cross-origin isolated).
+const cores = navigator.hardwareConcurrency || 1;
+const threads = Math.min(cores, Math.max(1, Math.floor(Number(params.get('threads'))) || cores));
 
 let model = null;      // the loaded model (model.js)
 let info = null;       // its description

@@ -65,7 +65,12 @@ function startWorker(threads) {
     worker = null;
     started = null;
   };
-  started = request('start', { threads });
+  // A pool that cannot start: the worker goes, and later loads stay on one thread.
+  started = request('start', { threads }).catch((e) => {
+    worker?.terminate();
+    worker = null;
+    throw e;
+  });
   return started;
 }
 

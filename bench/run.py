@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
-"""Side-by-side CPU benchmark: this project's CPU backend against PyTorch + transformers on the
-same machine, in one run, the implementations interleaved case by case (the VM's speed drifts
-from minute to minute, so only ratios measured together mean anything).
+"""Side-by-side CPU benchmark: this project's CPU backend (f32, bf16, int8) against PyTorch +
+transformers and ONNX Runtime (f32, and int8 by its dynamic quantisation) on the same machine, in
+one run, the implementations interleaved case by case (the VM's speed drifts from minute to
+minute, so only ratios measured together mean anything).
 
     python3 bench/run.py [--cases 8x128,4x512,1x2048,1x8192] [--threads 1,2] [--rounds 1]
                          [--train-cases 4x512] [--config tests/data/modernbert-configs/ModernBERT-base.config.json]
-                         [--torch-bf16] [--out bench/latest.md]
+                         [--torch-bf16] [--no-ort] [--ort-dir target/bench-ort] [--out bench/latest.md]
+
+ONNX Runtime runs the base config's ModernBERT exported with torch.onnx (`bench/ort_bench.py
+prepare`, checked against PyTorch, made once into --ort-dir); the accuracy of both int8 paths is
+measured on real notes with the same weights (`ort_bench.py accuracy`: cosine to f32).
 
 The training rows time a step of the masked-LM (forward, backward, AdamW; 30% of the tokens
 labelled) with `trainer bench` against the same step in PyTorch (`torch_bench.py --train`).
@@ -16,6 +21,7 @@ Every measurement runs in a fresh process: median tokens/s over a few passes aft
 and the process's peak RSS. No assertion: the table is the result.
 """
 import argparse
+import json
 import os
 import platform
 import re
@@ -82,6 +88,24 @@ def have_torch():
     return subprocess.run([sys.executable, "-c", "import torch, transformers"], capture_output=True).returncode == 0
 
 
+def have_ort():
+    return subprocess.run([sys.executable, "-c", "import onnxruntime, onnx, torch, transformers"], capture_output=True).returncode == 0
+
+
+ORT = os.path.join(ROOT, "bench", "ort_bench.py")
+
+
+def ort_case(onnx, b, s, threads, iters):
+    """tokens/s and peak RSS of ONNX Runtime, or NaN where it fails (out of memory at 8,192 tokens)."""
+    out = subprocess.run([sys.executable, ORT, "run", "--onnx", onnx, "--batch", str(b), "--seq", str(s),
+                          "--threads", str(threads), "--iters", str(iters)], capture_output=True, text=True)
+    m = LINE.search(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else None
+    if not m:
+        print(f"onnxruntime {os.path.basename(onnx)} {b}x{s} failed (exit {out.returncode}): {out.stderr.strip()[-300:]}", file=sys.stderr)
+        return float("nan"), float("nan")
+    return float(m.group(1)), float(m.group(2))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--cases", default="8x128,4x512,1x2048,1x8192")
@@ -91,6 +115,8 @@ def main():
     p.add_argument("--config", default=os.path.join(ROOT, "tests/data/modernbert-configs/ModernBERT-base.config.json"))
     p.add_argument("--torch-bf16", action="store_true", help="also time PyTorch in bf16")
     p.add_argument("--out", default=None, help="also write the table (markdown) to this file")
+    p.add_argument("--no-ort", action="store_true", help="leave ONNX Runtime out")
+    p.add_argument("--ort-dir", default=os.path.join(ROOT, "target", "bench-ort"), help="the exported models (made if missing)")
     a = p.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "-p", "runtime-cli", "--bin", "runtime-cli", "-p", "trainer", "--bin", "trainer"],
@@ -98,11 +124,18 @@ def main():
     torch_ok = have_torch()
     if not torch_ok:
         print("note: torch/transformers not importable: printing this project's numbers only", file=sys.stderr)
+    ort_ok = not a.no_ort and have_ort()
+    if not a.no_ort and not ort_ok:
+        print("note: onnxruntime/onnx not importable: no ONNX Runtime columns", file=sys.stderr)
+    onnx32, onnx8 = os.path.join(a.ort_dir, "model.onnx"), os.path.join(a.ort_dir, "model-int8.onnx")
+    if ort_ok and not os.path.exists(onnx8):
+        subprocess.run([sys.executable, ORT, "prepare", "--config", a.config, "--out", a.ort_dir], check=True)
     cases = [tuple(int(x) for x in c.split("x")) for c in a.cases.split(",") if c]
     threads = [int(t) for t in a.threads.split(",")]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     flags = open("/proc/cpuinfo").read()
-    isa = "AVX-512 + AVX512-BF16" if "avx512_bf16" in flags else ("AVX-512" if "avx512f" in flags else "no AVX-512")
+    isa = " + ".join(n for f, n in [("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("avx512_vnni", "AVX512-VNNI"),
+                                     ("avx_vnni", "AVX-VNNI")] if f" {f}" in flags) or "no AVX-512"
     started = time.strftime("%Y-%m-%d %H:%M")
 
     rows = []
@@ -111,41 +144,73 @@ def main():
         peak_bf16 = torch_matmul_peak(t, "bf16") if torch_ok else float("nan")
         for (b, s) in cases:
             iters = 1 if b * s >= 8192 else 3
-            res = {"torch": [], "torch_rss": [], "f32": [], "f32_rss": [], "f32_gf": [], "bf16": [], "bf16_rss": [],
-                   "bf16_gf": [], "torch_bf16": [], "f32_peak": [], "bf16_peak": []}
+            res = {k: [] for k in ["torch", "torch_rss", "torch_bf16", "ort32", "ort32_rss", "ort8", "ort8_rss"]
+                   + [f"{d}{x}" for d in ("f32", "bf16", "int8") for x in ("", "_rss", "_gf", "_peak")]}
             for _ in range(a.rounds):
-                # Interleaved: torch, ours f32, ours bf16 (, torch bf16).
+                # Interleaved: torch, ORT f32, ORT int8, ours f32, bf16, int8 (, torch bf16).
                 if torch_ok:
                     tps, rss = torch_case(a.config, b, s, t, "f32", iters)
                     res["torch"].append(tps); res["torch_rss"].append(rss)
-                tps, rss, gf, pk = ours(a.config, b, s, t, "f32", iters)
-                res["f32"].append(tps); res["f32_rss"].append(rss); res["f32_gf"].append(gf); res["f32_peak"].append(pk)
-                tps, rss, gf, pk = ours(a.config, b, s, t, "bf16", iters)
-                res["bf16"].append(tps); res["bf16_rss"].append(rss); res["bf16_gf"].append(gf); res["bf16_peak"].append(pk)
+                if ort_ok:
+                    for key, path in (("ort32", onnx32), ("ort8", onnx8)):
+                        tps, rss = ort_case(path, b, s, t, iters)
+                        res[key].append(tps); res[f"{key}_rss"].append(rss)
+                for d in ("f32", "bf16", "int8"):
+                    tps, rss, gf, pk = ours(a.config, b, s, t, d, iters)
+                    res[d].append(tps); res[f"{d}_rss"].append(rss); res[f"{d}_gf"].append(gf); res[f"{d}_peak"].append(pk)
                 if torch_ok and a.torch_bf16:
                     res["torch_bf16"].append(torch_case(a.config, b, s, t, "bf16", iters)[0])
             med = {k: (statistics.median(v) if v else float("nan")) for k, v in res.items()}
             rows.append((t, b, s, med, peak, peak_bf16))
-            print(f"[{time.strftime('%H:%M:%S')}] {t} thread(s) {b}x{s}: torch {med['torch']:.1f}, "
-                  f"ours f32 {med['f32']:.1f}, bf16 {med['bf16']:.1f} tokens/s", file=sys.stderr, flush=True)
+            print(f"[{time.strftime('%H:%M:%S')}] {t} thread(s) {b}x{s}: torch {med['torch']:.1f}, ORT f32 {med['ort32']:.1f}, "
+                  f"ORT int8 {med['ort8']:.1f}, ours f32 {med['f32']:.1f}, bf16 {med['bf16']:.1f}, int8 {med['int8']:.1f} tokens/s",
+                  file=sys.stderr, flush=True)
 
     lines = [f"Machine: {cpu} ({isa}), {os.cpu_count()} cores; run started {started}; model: "
-             f"{os.path.relpath(a.config, ROOT)} with random weights; {a.rounds} round(s), medians.", ""]
-    head = "| threads | batch × seq | PyTorch f32 tok/s | ours f32 tok/s | f32 ratio | ours bf16 tok/s | bf16 ratio |"
-    head += (" ours f32 / bf16 GFLOP/s | matmul peak ours f32 / bf16 GFLOP/s | PyTorch matmul peak f32 / bf16 |"
-             " peak RSS MiB PyTorch / f32 / bf16 |")
+             f"{os.path.relpath(a.config, ROOT)} with random weights; {a.rounds} round(s), medians. ORT: ONNX Runtime "
+             f"(int8: `quantize_dynamic`); ×: the ratio of the two tokens/s named; a blank ORT cell: it failed (out of memory).", ""]
+    head = ("| threads | batch × seq | PyTorch f32 tok/s | ORT f32 tok/s | ORT int8 tok/s | ours f32 tok/s | ours bf16 tok/s |"
+            " ours int8 tok/s | f32 / PyTorch | f32 / ORT f32 | bf16 / PyTorch | int8 / ORT int8 | int8 / our bf16 |"
+            " ours f32 / bf16 / int8 GFLOP/s | matmul peak ours f32 / bf16 / int8 | PyTorch matmul peak f32 / bf16 |"
+            " peak RSS MiB PyTorch / ORT f32 / ORT int8 / f32 / bf16 / int8 |")
     if a.torch_bf16:
         head += " PyTorch bf16 tok/s |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)] if rows else []
+
+    def ratio(x, y):
+        return f"{x / y:.2f}×" if x == x and y == y else ""
+
+    def num(x, fmt=".1f"):
+        return format(x, fmt) if x == x else ""
+
     for (t, b, s, m, peak, peak_bf16) in rows:
-        r32 = m["f32"] / m["torch"] if m["torch"] == m["torch"] else float("nan")
-        r16 = m["bf16"] / m["torch"] if m["torch"] == m["torch"] else float("nan")
-        line = (f"| {t} | {b} × {s} | {m['torch']:.1f} | {m['f32']:.1f} | {r32:.2f}× | {m['bf16']:.1f} | {r16:.2f}× |"
-                f" {m['f32_gf']:.0f} / {m['bf16_gf']:.0f} | {m['f32_peak']:.0f} / {m['bf16_peak']:.0f} |"
-                f" {peak:.0f} / {peak_bf16:.0f} | {m['torch_rss']:.0f} / {m['f32_rss']:.0f} / {m['bf16_rss']:.0f} |")
+        line = (f"| {t} | {b} × {s} | {num(m['torch'])} | {num(m['ort32'])} | {num(m['ort8'])} | {m['f32']:.1f} | {m['bf16']:.1f} |"
+                f" {m['int8']:.1f} | {ratio(m['f32'], m['torch'])} | {ratio(m['f32'], m['ort32'])} | {ratio(m['bf16'], m['torch'])} |"
+                f" {ratio(m['int8'], m['ort8'])} | {ratio(m['int8'], m['bf16'])} |"
+                f" {m['f32_gf']:.0f} / {m['bf16_gf']:.0f} / {m['int8_gf']:.0f} | {m['f32_peak']:.0f} / {m['bf16_peak']:.0f} / {m['int8_peak']:.0f} |"
+                f" {num(peak, '.0f')} / {num(peak_bf16, '.0f')} |"
+                f" {num(m['torch_rss'], '.0f')} / {num(m['ort32_rss'], '.0f')} / {num(m['ort8_rss'], '.0f')} / {m['f32_rss']:.0f} / {m['bf16_rss']:.0f} / {m['int8_rss']:.0f} |")
         if a.torch_bf16:
             line += f" {m['torch_bf16']:.1f} |"
         lines.append(line)
+    if ort_ok and rows:
+        lines += ["", "Accuracy of int8: cosine of the mean-pooled embeddings of 20 ACI-BENCH notes (cut to one 510-token window) to the "
+                      "same runtime's f32, on the same weights (ours load the exported folder's safetensors); centred: each embedding "
+                      "minus the f32 embeddings' mean over the notes (what tells the notes apart; a random model's embeddings share "
+                      "one large component):", "",
+                  "| model | ORT int8 min / mean / centred min | ours int8 min / mean / centred min | ours f32 vs ORT f32 (centred min) |",
+                  "|---|---|---|---|"]
+        cs_dir = a.ort_dir + "-clinical-small"
+        if not os.path.exists(os.path.join(cs_dir, "model-int8.onnx")):
+            subprocess.run([sys.executable, ORT, "prepare", "--model", os.path.join(ROOT, "models", "clinical-small"), "--out", cs_dir], check=True)
+        for d, name in ((a.ort_dir, "random-weight base (this table's model)"), (cs_dir, "models/clinical-small (trained)")):
+            out = subprocess.run([sys.executable, ORT, "accuracy", "--dir", d], capture_output=True, text=True)
+            if out.returncode != 0:
+                print(f"accuracy failed: {out.stderr[-500:]}", file=sys.stderr)
+                continue
+            acc = json.loads(out.stdout.strip().splitlines()[-1])
+            f = lambda r: f"{r['min']:.6f} / {r['mean']:.6f} / {r['centred_min']:.6f}"
+            lines.append(f"| {name} | {f(acc['ort_int8'])} | {f(acc['ours_int8'])} | {acc['ours_f32_vs_ort_f32']['centred_min']:.7f} |")
     train_cases = [tuple(int(x) for x in c.split("x")) for c in a.train_cases.split(",") if c]
     if train_cases:
         lines += ["", "Training step (forward, backward, AdamW; 30% of the tokens labelled), float32:", "",

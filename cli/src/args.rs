@@ -35,6 +35,10 @@ pub enum DTypeArg {
     /// bfloat16 weights and products, f32 accumulation (the CPU backend; twice the f32 rate with
     /// AVX512-BF16).
     Bf16,
+    /// int8 products inside the encoder layers (weights per output channel, activations per
+    /// token, quantised at load and at run time; AVX512-VNNI or AVX-VNNI, else a portable loop
+    /// with the same results), bf16 elsewhere: the CPU backend.
+    Int8,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -58,7 +62,8 @@ pub struct ModelArgs {
 pub struct BackendArgs {
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub device: Device,
-    /// Storage precision of the weights (arithmetic stays f32).
+    /// Storage precision of the weights (arithmetic stays f32; int8: integer products, rescaled
+    /// in f32).
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     pub dtype: DTypeArg,
     /// Storage precision of the activations on a GPU: f16 halves their memory and bandwidth and

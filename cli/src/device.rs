@@ -19,6 +19,7 @@ pub fn choose(device: Device, dtype: DTypeArg, activations: ActArg) -> Result<Ch
         DTypeArg::F32 => DType::F32,
         DTypeArg::F16 => DType::F16,
         DTypeArg::Bf16 => DType::BF16,
+        DTypeArg::Int8 => DType::Int8,
     };
     let act = match activations {
         ActArg::F32 => DType::F32,
@@ -42,7 +43,7 @@ pub fn choose(device: Device, dtype: DTypeArg, activations: ActArg) -> Result<Ch
             // A software rasteriser (lavapipe) is slower than the CPU backend.
             Ok(d) if d.device_type != "Cpu" && (dtype == DType::F32 || (dtype == DType::F16 && d.limits.f16)) => gpu(d)?,
             _ if dtype == DType::F16 || act == DType::F16 => return Err(Failure(
-                "f16 (--dtype f16, --activations f16) needs a GPU with shader-f16; the CPU backend stores f32 or bf16 (use --device gpu, or --dtype f32/bf16)"
+                "f16 (--dtype f16, --activations f16) needs a GPU with shader-f16; the CPU backend stores f32, bf16 or int8 (use --device gpu, or --dtype f32/bf16/int8)"
                     .into(),
             )),
             _ => cpu()?,

@@ -132,6 +132,12 @@ fn embed_fill_mask_deid_classify_on_both_devices() {
         let (x, y) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
         assert!((x - y).abs() < 1e-4, "classification differs between devices: {a} vs {b}");
     }
+    // int8 on the CPU (classic BERT's layers take the same int8 products): the same labels.
+    let (stdout, _) = ok(&["classify", &notes, "--text-column", "section_text", "--model", &seqcls, "--device", "cpu", "--dtype", "int8"]);
+    let rows = jsonl(&stdout);
+    let same = rows.iter().zip(&per_device[0]).filter(|(a, b)| a["label"] == b["label"]).count();
+    assert!(same >= 95, "{same} of 100 labels agree with f32");
+    assert!(rows.iter().zip(&per_device[0]).any(|(a, b)| a["score"] != b["score"]), "int8 gave exactly the f32 scores: it did not run in int8");
     // A BERT classifier reads its pooler: a pooling choice is refused, and so is a folder without a pooler.
     let m = fails(&["classify", &notes, "--text-column", "section_text", "--model", &seqcls, "--pooling", "mean"]);
     assert!(m.contains("a pooling choice does not apply"), "{m}");

@@ -106,3 +106,39 @@ fn serve_web_serves_the_bundled_deid_model_by_default() {
     assert!(config["id2label"].as_object().unwrap().values().any(|l| l == "B-NAME"));
     let _ = std::fs::remove_dir_all(root);
 }
+
+/// `--dtype int8` on the CPU (issue 23): the bundled de-identification model redacts the example
+/// notes exactly as in f32, and the bundled encoder's embeddings stay within cosine 0.995.
+#[test]
+fn int8_deid_and_embed_match_f32_on_the_bundled_models() {
+    let notes = repo().join("examples/notes.jsonl");
+    let notes = notes.to_str().unwrap();
+    let spans = |dtype: &str| -> Vec<(String, Vec<(u64, u64, String)>)> {
+        ok(&["deid", notes, "--device", "cpu", "--dtype", dtype])
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let s = v["spans"].as_array().unwrap().iter().map(|s| (s["start"].as_u64().unwrap(), s["end"].as_u64().unwrap(), s["label"].as_str().unwrap().to_string())).collect();
+                (v["redacted"].as_str().unwrap().to_string(), s)
+            })
+            .collect()
+    };
+    let (a, b) = (spans("f32"), spans("int8"));
+    assert_eq!(a.len(), 4);
+    assert_eq!(a, b, "int8 redacts the example notes differently from f32");
+    let embed = |dtype: &str| -> Vec<Vec<f64>> {
+        ok(&["embed", notes, "--device", "cpu", "--dtype", dtype])
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+            .collect()
+    };
+    let (a, b) = (embed("f32"), embed("int8"));
+    for (x, y) in a.iter().zip(&b) {
+        let dot: f64 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+        let norm = |v: &[f64]| v.iter().map(|p| p * p).sum::<f64>().sqrt();
+        let c = dot / norm(x) / norm(y);
+        assert!(c >= kernels::tolerance::INT8_EMBEDDING_COSINE && x != y, "cosine {c}");
+    }
+    let info = ok(&["info", "--device", "cpu", "--dtype", "int8"]);
+    assert!(info.contains("int8"), "{info}");
+}

@@ -100,4 +100,12 @@ fn f16_weights_pass_at_the_f16_tolerance() {
     let (code, _, stderr) = check("tiny-modernbert-tokcls", "gpu", &["--dtype", "bf16"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("no bf16"), "{stderr}");
+    // int8 runs on the CPU, within its own criterion, and is refused on the GPU.
+    let (code, stdout, stderr) = check("tiny-modernbert-tokcls", "cpu", &["--dtype", "int8"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (err, _) = summary(&stdout);
+    assert!(err > kernels::tolerance::PARITY_BF16 && err <= kernels::tolerance::PARITY_INT8, "{err}");
+    let (code, _, stderr) = check("tiny-modernbert-tokcls", "gpu", &["--dtype", "int8"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("int8 products run on the CPU backend"), "{stderr}");
 }

@@ -18,6 +18,11 @@ pub enum DType {
     F16,
     /// bfloat16 storage (the CPU backend; products at twice the f32 rate with AVX512-BF16).
     BF16,
+    /// The CPU backend's inference mode with int8 products: the encoder layers' weight matrices
+    /// (`upload_linear_weight`) quantised per output channel, their activations per row at run
+    /// time, i32 accumulation; every other parameter and product (embeddings, heads, attention)
+    /// as in `BF16`.
+    Int8,
 }
 
 impl DType {
@@ -26,6 +31,7 @@ impl DType {
         match self {
             DType::F32 => 4,
             DType::F16 | DType::BF16 => 2,
+            DType::Int8 => 1,
         }
     }
     pub fn name(self) -> &'static str {
@@ -33,6 +39,7 @@ impl DType {
             DType::F32 => "f32",
             DType::F16 => "f16",
             DType::BF16 => "bf16",
+            DType::Int8 => "int8",
         }
     }
 }
@@ -95,6 +102,12 @@ pub trait Storage: 'static {
     /// where their documentation says `w`, `b` or `table`.
     fn upload_weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor> {
         self.upload_vec(data, shape)
+    }
+    /// The weight matrix [out, in] of one of the encoder layers' products (attention's QKV and
+    /// output projections, the MLP's two): the products a backend in `DType::Int8` runs in int8.
+    /// Every other backend and dtype stores it like `upload_weight`.
+    fn upload_linear_weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor> {
+        self.upload_weight(data, shape)
     }
     fn upload_ids(&self, data: &[u32]) -> Result<Self::Ids>;
     /// Describe an unpadded batch: `cu_seqlens` [B+1], strictly increasing, starting at 0.

@@ -68,7 +68,7 @@ pub fn rand_for<B: crate::backend::Backend>(b: &B, n: usize, seed: u32, scale: f
 pub fn representable(dtype: crate::backend::DType, mut v: Vec<f32>) -> Vec<f32> {
     match dtype {
         crate::backend::DType::F16 => v.iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32()),
-        crate::backend::DType::BF16 => v.iter_mut().for_each(|x| *x = half::bf16::from_f32(*x).to_f32()),
+        crate::backend::DType::BF16 | crate::backend::DType::Int8 => v.iter_mut().for_each(|x| *x = half::bf16::from_f32(*x).to_f32()),
         crate::backend::DType::F32 => {}
     }
     v

@@ -44,6 +44,17 @@ pub const PARITY_F16_ACTIVATIONS: f32 = 8e-2;
 /// instead (embeddings within cosine 0.999 of f32).
 pub const PARITY_BF16: f32 = 0.5;
 
+/// Parity of the int8 mode (int8 encoder products, bf16 elsewhere) on the fixtures, whose sharp
+/// attention amplifies every perturbation (see `PARITY_BF16`): measured 1.30 max abs error, on
+/// values up to 13, where bf16 gives 0.38. What int8 must preserve is checked on a real
+/// configuration and on the bundled models instead (`INT8_EMBEDDING_COSINE`; masked-token top-1
+/// and de-identification F1 in trainer/tests/bundled.rs).
+pub const PARITY_INT8: f32 = 2.0;
+
+/// Two embeddings of the same document, int8 mode against f32 (issue 23's gate: cosine ≥ 0.995
+/// for every note).
+pub const INT8_EMBEDDING_COSINE: f64 = 0.995;
+
 /// Two embeddings of the same document, bf16 mode against f32 (issue goal: cosine ≥ 0.999).
 pub const BF16_EMBEDDING_COSINE: f64 = 0.999;
 
@@ -62,7 +73,9 @@ pub const LINEAR_BF16: Tolerance = Tolerance::new(5e-3, 5e-3);
 pub fn linear(dtype: DType) -> Tolerance {
     match dtype {
         DType::F32 | DType::F16 => REDUCTION_F32,
-        DType::BF16 => LINEAR_BF16,
+        // int8 mode stores a weight given to `upload_weight` as bf16 (see `cpu::int8` for the
+        // int8 products, tested against their own reference).
+        DType::BF16 | DType::Int8 => LINEAR_BF16,
     }
 }
 
@@ -83,7 +96,7 @@ pub const ATTENTION_BF16: Tolerance = Tolerance::new(2e-2, 2e-2);
 pub fn attention(dtype: DType) -> Tolerance {
     match dtype {
         DType::F32 | DType::F16 => REDUCTION_F32,
-        DType::BF16 => ATTENTION_BF16,
+        DType::BF16 | DType::Int8 => ATTENTION_BF16,
     }
 }
 
@@ -131,6 +144,7 @@ pub fn parity(dtype: DType) -> Parity {
         DType::F32 => Parity { limit: PARITY_F32, scale: ErrorScale::Absolute },
         DType::F16 => Parity { limit: PARITY_F16, scale: ErrorScale::AboveOne },
         DType::BF16 => Parity { limit: PARITY_BF16, scale: ErrorScale::Absolute },
+        DType::Int8 => Parity { limit: PARITY_INT8, scale: ErrorScale::Absolute },
     }
 }
 

@@ -579,7 +579,8 @@ pub fn load_masked_lm<B: Backend>(be: &B, dir: &Path) -> Result<(ModernBert<B>, 
     let tokenizer = folder.tokenizer.ok_or_else(|| Error::Input(format!("{}: no tokenizer.json", dir.display())))?;
     let mut config = folder.config.modernbert("masked-LM training")?.clone();
     config.architecture = Some(Architecture::MaskedLm);
-    Ok((ModernBert::load_trainable(be, config, &folder.checkpoint)?, tokenizer))
+    // Inference storage: the backend's dtype decides (packed f32, bf16, int8 products).
+    Ok((ModernBert::load(be, config, &folder.checkpoint)?, tokenizer))
 }
 
 /// Masked-token loss and top-1/5/10/25 accuracy on the whole eval split of a dataset at 15%

@@ -25,7 +25,7 @@ pub fn mib(bytes: u64) -> f64 {
 /// of a model of width `h`): the matmul peak the encoder's figures are compared with.
 pub fn matmul_peak<B: Backend>(be: &B, h: usize, rows: usize) -> Result<f64, Failure> {
     let x = be.upload_vec(Rng::new(1).uniform_vec(rows * h, 1.0), &[rows, h])?;
-    let w = be.upload_weight(Rng::new(2).uniform_vec(3 * h * h, 0.05), &[3 * h, h])?;
+    let w = be.upload_linear_weight(Rng::new(2).uniform_vec(3 * h * h, 0.05), &[3 * h, h])?;
     let mut best = f64::INFINITY;
     for _ in 0..6 {
         let t0 = std::time::Instant::now();

@@ -20,6 +20,8 @@ pub enum Packed {
     F32 { data: Vec<f32>, m: usize, k: usize },
     /// bf16 pair panels: panel p, pair q, lane j, half t = W[p·NR + j, 2q + t]; k padded to even.
     Bf16 { data: Vec<u16>, m: usize, k: usize },
+    /// int8 quad panels, quantised per output channel (`int8`).
+    I8(super::int8::Int8Weights),
 }
 
 pub(crate) fn bf16_bits(v: f32) -> u16 {
@@ -65,11 +67,13 @@ impl Packed {
     pub fn rows(&self) -> usize {
         match self {
             Packed::F32 { m, .. } | Packed::Bf16 { m, .. } => *m,
+            Packed::I8(w) => w.rows(),
         }
     }
     pub fn cols(&self) -> usize {
         match self {
             Packed::F32 { k, .. } | Packed::Bf16 { k, .. } => *k,
+            Packed::I8(w) => w.cols(),
         }
     }
 
@@ -90,6 +94,7 @@ impl Packed {
                     *o = bf16_value(panel[(kk / 2) * NR * 2 + lane * 2 + kk % 2]);
                 }
             }
+            Packed::I8(w) => w.row(j, out),
         }
     }
 
@@ -110,14 +115,25 @@ unsafe impl Sync for SyncPtr {}
 
 /// y [n, m] = x [n, k] · Wᵀ, x and y row-major (y's row stride `ldy` ≥ m).
 pub fn matmul(x: &[f32], n: usize, w: &Packed, y: &mut [f32], ldy: usize) {
+    let m = w.rows();
+    assert!(y.len() >= n.saturating_sub(1) * ldy + m.min(ldy) && ldy >= m);
+    // SAFETY: y covers n rows of stride ldy, m values each (checked above).
+    unsafe { matmul_to(x, n, w, y.as_mut_ptr(), ldy) }
+}
+
+/// `matmul` into memory that may be uninitialised: every one of its n × m values is written.
+///
+/// # Safety
+/// `y` must be valid for writes of n rows of stride `ldy` ≥ m, m values each.
+pub unsafe fn matmul_to(x: &[f32], n: usize, w: &Packed, y: *mut f32, ldy: usize) {
     let (m, k) = (w.rows(), w.cols());
-    assert!(x.len() >= n * k && y.len() >= n.saturating_sub(1) * ldy + m.min(ldy) && ldy >= m);
+    assert!(x.len() >= n * k && ldy >= m);
     if n == 0 || m == 0 {
         return;
     }
     if k == 0 {
         for r in 0..n {
-            y[r * ldy..r * ldy + m].fill(0.0);
+            std::ptr::write_bytes(y.add(r * ldy), 0, m);
         }
         return;
     }
@@ -139,12 +155,13 @@ pub fn matmul(x: &[f32], n: usize, w: &Packed, y: &mut [f32], ldy: usize) {
                 tile_bf16_dispatch(rows, pairs, xb.as_ptr().add(r0 * kp) as *const u32, pairs, data.as_ptr().add(p * pairs * NR * 2), c, ldc, cols)
             })
         }
+        Packed::I8(w) => super::int8::matmul_to(x, n, w, None, y, ldy),
     }
 }
 
 /// Split the output into (row chunk × panel group) tasks, spread over the rayon pool. Row chunks
 /// are sized so that a chunk of x stays in L2 while the panels stream past it.
-fn run_tiles<F>(n: usize, m: usize, row_bytes: usize, y: &mut [f32], ldy: usize, tile: F)
+pub(super) fn run_tiles<F>(n: usize, m: usize, row_bytes: usize, y: *mut f32, ldy: usize, tile: F)
 where
     F: Fn(usize, usize, usize, usize, *mut f32, usize) + Sync,
 {
@@ -155,7 +172,7 @@ where
     // Enough tasks to balance the pool; panels grouped so a task is not too small.
     let groups = if threads == 1 { 1 } else { (threads * 4).div_ceil(row_chunks).min(panels) };
     let per_group = panels.div_ceil(groups);
-    let out = SyncPtr(y.as_mut_ptr());
+    let out = SyncPtr(y);
     let task = |t: usize| {
         let out = out;
         let (rc, g) = (t / groups, t % groups);
@@ -330,6 +347,8 @@ mod x86 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+pub(super) use x86::masks;
 #[cfg(target_arch = "x86_64")]
 use x86::{tile_bf16, tile_bf16_acc, tile_f32, tile_f32_acc};
 

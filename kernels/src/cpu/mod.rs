@@ -1,10 +1,12 @@
 //! The CPU backend: weight matrices packed once at load time for AVX-512 GEMM microkernels (f32,
-//! or bf16 with AVX512-BF16), the `gemm` crate on machines without AVX-512, a flash-style
+//! or bf16 with AVX512-BF16; the encoder layers' products in int8 with VNNI, or portably, in
+//! `--dtype int8`), the `gemm` crate on machines without AVX-512, a flash-style
 //! attention on the same microkernels that skips the tiles outside the sliding window, vectorised
 //! GELU/GeGLU/LayerNorm, and a rayon pool over rows, heads and panels.
 
 mod attention;
 pub mod gemm;
+pub mod int8;
 pub mod isa;
 pub mod math;
 mod train;
@@ -59,7 +61,8 @@ pub struct CpuSeqs {
 #[derive(Clone, Debug)]
 pub struct CpuBackend {
     /// How weight matrices are stored: f32, or bf16 (activations stay f32 and are rounded to bf16
-    /// where they enter a bf16 product; accumulation is f32).
+    /// where they enter a bf16 product; accumulation is f32), or int8 for the encoder layers'
+    /// products (`upload_linear_weight`) with everything else as in bf16.
     dtype: DType,
 }
 
@@ -94,22 +97,29 @@ impl CpuBackend {
         CpuBackend { dtype: DType::F32 }
     }
 
-    /// Weight storage: f32 or bf16 (f16 is a GPU format). Without AVX512-BF16 the bf16 mode still
-    /// rounds every weight to bf16, and multiplies in f32.
+    /// Weight storage: f32, bf16 or int8 (f16 is a GPU format). Without AVX512-BF16 the bf16 mode
+    /// still rounds every weight to bf16, and multiplies in f32; without VNNI the int8 products run
+    /// on a portable loop with the same results.
     pub fn with_dtype(mut self, dtype: DType) -> Result<Self> {
         if dtype == DType::F16 {
-            return Err(Error::Device("the CPU backend stores weights as f32 or bf16, not f16".into()));
+            return Err(Error::Device("the CPU backend stores weights as f32, bf16 or int8, not f16".into()));
         }
         self.dtype = dtype;
         Ok(self)
     }
 
-    /// Pack a weight matrix for this machine.
+    /// Whether products other than the int8 ones take bf16 operands (bf16 and int8 modes).
+    fn bf16_products(&self) -> bool {
+        matches!(self.dtype, DType::BF16 | DType::Int8)
+    }
+
+    /// Pack a weight matrix for this machine (int8 mode: as bf16; see `upload_linear_weight`).
     fn pack(&self, data: Vec<f32>, m: usize, k: usize) -> CpuTensor {
         let isa = Isa::get();
         let shape = vec![m, k];
         let round = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| half::bf16::from_f32(x).to_f32()).collect() };
-        match (self.dtype, isa.avx512, isa.avx512_bf16) {
+        let dtype = if self.dtype == DType::Int8 { DType::BF16 } else { self.dtype };
+        match (dtype, isa.avx512, isa.avx512_bf16) {
             (DType::BF16, true, true) => CpuTensor { data: Arc::new(Vec::new()), packed: Some(Arc::new(Packed::bf16(&data, m, k))), shape },
             (DType::BF16, true, false) => CpuTensor { data: Arc::new(Vec::new()), packed: Some(Arc::new(Packed::f32(&round(data), m, k))), shape },
             (DType::BF16, false, _) => CpuTensor::new(round(data), shape),
@@ -170,7 +180,10 @@ impl Storage for CpuBackend {
                 ("threads".into(), rayon::current_num_threads().to_string()),
                 ("instruction set".into(), Isa::get().describe().into()),
                 ("weights stored as".into(), self.dtype.name().into()),
-            ],
+            ]
+            .into_iter()
+            .chain((self.dtype == DType::Int8).then(|| ("int8 products".into(), int8::Path::get().describe().into())))
+            .collect(),
         }
     }
 
@@ -201,6 +214,14 @@ impl Storage for CpuBackend {
             return Ok(self.pack(data, shape[0], shape[1]));
         }
         Ok(CpuTensor::new(data, shape.to_vec()))
+    }
+
+    fn upload_linear_weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<CpuTensor> {
+        if self.dtype == DType::Int8 && shape.len() == 2 && data.len() == shape.iter().product::<usize>() && shape[0] > 0 {
+            let packed = int8::Int8Weights::pack(&data, shape[0], shape[1]);
+            return Ok(CpuTensor { data: Arc::new(Vec::new()), packed: Some(Arc::new(Packed::I8(packed))), shape: shape.to_vec() });
+        }
+        self.upload_weight(data, shape)
     }
 
     fn upload_ids(&self, data: &[u32]) -> Result<Self::Ids> {
@@ -324,15 +345,34 @@ impl LinearOps for CpuBackend {
     fn linear(&self, x: &CpuTensor, w: &CpuTensor, b: Option<&CpuTensor>) -> Result<CpuTensor> {
         let (n, k, m) = crate::linear::shape::linear(&x.shape, &w.shape, b.map(|b| &b.shape[..]))?;
         let x_values = x.values("linear")?;
+        let mut shape = x.shape.clone();
+        *shape.last_mut().unwrap() = m;
+        if let Some(p) = w.packed.as_deref() {
+            // The packed kernels write every output value: no zeroing pass first. The int8 tiles
+            // add the bias as they are stored.
+            let mut y = Vec::with_capacity(n * m);
+            let bias_done = matches!(p, Packed::I8(_));
+            // SAFETY: y has room for n rows of m values, and each kernel writes all of them.
+            unsafe {
+                match p {
+                    Packed::I8(q) => int8::matmul_to(x_values, n, q, b.map(|b| &b.data[..]), y.as_mut_ptr(), m),
+                    p => gemm::matmul_to(x_values, n, p, y.as_mut_ptr(), m),
+                }
+                y.set_len(n * m);
+            }
+            if let (Some(b), false) = (b, bias_done) {
+                y.par_chunks_mut(m.max(1)).for_each(|row| row.iter_mut().zip(b.data.iter()).for_each(|(v, bb)| *v += bb));
+            }
+            return Ok(CpuTensor::new(y, shape));
+        }
         let mut y = vec![0f32; n * m];
-        match &w.packed {
-            Some(p) => gemm::matmul(x_values, n, p, &mut y, m),
+        match () {
             // A plain f32 weight (training's master copy): packed on the fly for the
             // microkernels, as bf16 in bf16 mode (mixed precision).
-            None if n > 0 && m > 0 && k > 0 && (gemm::packed_f32_available() || self.dtype == DType::BF16) => {
-                y = train::matmul_nt_as(x_values, &w.data, n, k, m, self.dtype == DType::BF16);
+            _ if n > 0 && m > 0 && k > 0 && (gemm::packed_f32_available() || self.bf16_products()) => {
+                y = train::matmul_nt_as(x_values, &w.data, n, k, m, self.bf16_products());
             }
-            None if n > 0 && m > 0 && k > 0 => {
+            _ if n > 0 && m > 0 && k > 0 => {
                 let threads = rayon::current_num_threads();
                 let parallel = threads > 1 && n * m * k > 1 << 16;
                 // y[r0..r0 + rows] = x[r0..r0 + rows] · wᵀ on the gemm crate.
@@ -360,24 +400,22 @@ impl LinearOps for CpuBackend {
                     rows_gemm(&mut y, 0, if parallel { ::gemm::Parallelism::Rayon(threads) } else { ::gemm::Parallelism::None });
                 }
             }
-            None => {}
+            _ => {}
         }
         if let Some(b) = b {
             y.par_chunks_mut(m.max(1)).for_each(|row| row.iter_mut().zip(b.data.iter()).for_each(|(v, bb)| *v += bb));
         }
-        let mut shape = x.shape.clone();
-        *shape.last_mut().unwrap() = m;
         Ok(CpuTensor::new(y, shape))
     }
 
     fn matmul(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         let (n, k, m) = crate::linear::shape::matmul(&a.shape, &b.shape)?;
-        Ok(CpuTensor::new(train::matmul(a.values("matmul")?, b.values("matmul")?, n, k, m, self.dtype == DType::BF16), vec![n, m]))
+        Ok(CpuTensor::new(train::matmul(a.values("matmul")?, b.values("matmul")?, n, k, m, self.bf16_products()), vec![n, m]))
     }
 
     fn matmul_tn(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         let (n, m, k) = crate::linear::shape::matmul_tn(&a.shape, &b.shape)?;
-        Ok(CpuTensor::new(train::matmul_tn(a.values("matmul_tn")?, b.values("matmul_tn")?, n, m, k, self.dtype == DType::BF16), vec![m, k]))
+        Ok(CpuTensor::new(train::matmul_tn(a.values("matmul_tn")?, b.values("matmul_tn")?, n, m, k, self.bf16_products()), vec![m, k]))
     }
 }
 
@@ -480,15 +518,22 @@ impl RopeOps for CpuBackend {
             return Err(Error::limit("rope", format!("a sequence of {longest} tokens needs tables of {longest} positions, have {p_max}")));
         }
         let mut y = qkv.data.to_vec();
-        y.par_chunks_mut(three_h).zip(seqs.positions.par_iter()).for_each(|(row, &p)| {
+        // Each q and k head of a row: (a, b) → (a·cos − b·sin, b·cos + a·sin) over its halves,
+        // written as zipped slices so that the loop vectorises.
+        let rotate = |row: &mut [f32], p: u32| {
             let (c, s) = (&cos.data[p as usize * half..][..half], &sin.data[p as usize * half..][..half]);
-            for head in 0..2 * nh {
-                let u = &mut row[head * hd..(head + 1) * hd];
-                for j in 0..half {
-                    let (a, b) = (u[j], u[j + half]);
-                    u[j] = a * c[j] - b * s[j];
-                    u[j + half] = b * c[j] + a * s[j];
+            for u in row[..2 * nh * hd].chunks_exact_mut(hd) {
+                let (lo, hi) = u.split_at_mut(half);
+                for (((a, b), &c), &s) in lo.iter_mut().zip(hi.iter_mut()).zip(c).zip(s) {
+                    let (x, z) = (*a, *b);
+                    *a = x * c - z * s;
+                    *b = z * c + x * s;
                 }
+            }
+        };
+        y.par_chunks_mut(three_h * ROWS_PER_TASK).zip(seqs.positions.par_chunks(ROWS_PER_TASK)).for_each(|(rows, ps)| {
+            for (row, &p) in rows.chunks_mut(three_h).zip(ps) {
+                rotate(row, p);
             }
         });
         Ok(CpuTensor::new(y, qkv.shape.clone()))
@@ -504,7 +549,7 @@ impl RopeOps for CpuBackend {
 impl AttentionOps for CpuBackend {
     fn attention(&self, qkv: &CpuTensor, seqs: &CpuSeqs, nh: usize, window: Option<usize>) -> Result<(CpuTensor, CpuTensor)> {
         let (t, h, _) = shapes::qkv("attention", &qkv.shape, nh, seqs.positions.len())?;
-        let (out, lse) = attention::forward(qkv.values("attention")?, &seqs.cu_seqlens, nh, h / nh, window, self.dtype == DType::BF16);
+        let (out, lse) = attention::forward(qkv.values("attention")?, &seqs.cu_seqlens, nh, h / nh, window, self.bf16_products());
         Ok((CpuTensor::new(out, vec![t, h]), CpuTensor::new(lse, vec![t, nh])))
     }
 

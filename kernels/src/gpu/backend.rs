@@ -94,7 +94,7 @@ impl Storage for GpuBackend {
             match t.dtype {
                 DType::F32 => out.extend_from_slice(f32::from_bytes(b)),
                 DType::F16 => out.extend(half::f16::from_bytes(b).iter().map(|v| v.to_f32())),
-                DType::BF16 => unreachable!("GpuBackend::with_dtype refuses bf16"),
+                DType::BF16 | DType::Int8 => unreachable!("GpuBackend::with_dtype refuses bf16 and int8"),
             }
         }
         out.truncate(t.len());

@@ -53,8 +53,8 @@ impl GpuTensor {
     /// The one buffer of an activation and its element type (f32, or f16 on a backend with f16
     /// activations).
     pub(crate) fn act(&self, op: &'static str) -> Result<(Handle, DType)> {
-        if self.dtype == DType::BF16 {
-            return Err(Error::shape(op, format!("expected an f32 or f16 activation, got a bf16 tensor {:?}", self.shape)));
+        if matches!(self.dtype, DType::BF16 | DType::Int8) {
+            return Err(Error::shape(op, format!("expected an f32 or f16 activation, got a {} tensor {:?}", self.dtype.name(), self.shape)));
         }
         Ok((self.stored(op)?, self.dtype))
     }
@@ -127,7 +127,7 @@ macro_rules! launch_float {
         match $dtype {
             $crate::backend::DType::F32 => unsafe { $kernel::launch_unchecked::<f32>($($arg),*) },
             $crate::backend::DType::F16 => unsafe { $kernel::launch_unchecked::<half::f16>($($arg),*) },
-            $crate::backend::DType::BF16 => unreachable!("GpuBackend::with_dtype refuses bf16"),
+            $crate::backend::DType::BF16 | $crate::backend::DType::Int8 => unreachable!("GpuBackend::with_dtype refuses bf16 and int8"),
         }
     };
 }
@@ -207,6 +207,9 @@ impl GpuBackend {
         if dtype == DType::BF16 {
             return Err(Error::Device("WGSL has no bf16: the GPU backend stores weights as f32 or f16".into()));
         }
+        if dtype == DType::Int8 {
+            return Err(Error::Device("int8 products run on the CPU backend; the GPU backend stores weights as f32 or f16".into()));
+        }
         if dtype == DType::F16 && !self.device.limits.f16 {
             return Err(Error::Device(format!("{} has no shader-f16 support; use f32", self.device.adapter_name)));
         }
@@ -219,7 +222,7 @@ impl GpuBackend {
     /// Inference only: the training ops take f32 tensors.
     pub fn with_activations(mut self, dtype: DType) -> Result<Self> {
         match dtype {
-            DType::BF16 => return Err(Error::Device("WGSL has no bf16: activations are f32 or f16".into())),
+            DType::BF16 | DType::Int8 => return Err(Error::Device(format!("the GPU backend stores activations as f32 or f16, not {}", dtype.name()))),
             DType::F16 if !self.device.limits.f16 => return Err(Error::Device(format!("{} has no shader-f16 support; use f32", self.device.adapter_name))),
             _ => {}
         }
@@ -289,7 +292,7 @@ impl GpuBackend {
                 let halves: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
                 self.client().create_from_slice(half::f16::as_bytes(&halves))
             }
-            DType::BF16 => unreachable!("GpuBackend::with_dtype refuses bf16"),
+            DType::BF16 | DType::Int8 => unreachable!("GpuBackend::with_dtype refuses bf16 and int8"),
         }
     }
 }

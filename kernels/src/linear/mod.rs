@@ -131,6 +131,7 @@ fn elem(d: DType) -> cubecl::ir::ElemType {
         DType::F32 => f32::elem_type_native(),
         DType::F16 => half::f16::elem_type_native(),
         DType::BF16 => half::bf16::elem_type_native(),
+        DType::Int8 => unreachable!("GpuBackend::with_dtype refuses int8"),
     }
 }
 

@@ -134,11 +134,11 @@ impl<B: Backend> Bert<B> {
                 b.extend(ld.values(&format!("{p}.attention.self.{part}.bias"), &[h])?);
             }
             layers.push(BertLayer {
-                qkv: Linear { weight: ld.upload(w, &[3 * h, h])?, bias: Some(ld.upload(b, &[3 * h])?) },
-                attn_out: ld.linear(&format!("{p}.attention.output.dense"), h, h, true)?,
+                qkv: Linear { weight: ld.upload_layer_matrix(w, &[3 * h, h])?, bias: Some(ld.upload(b, &[3 * h])?) },
+                attn_out: ld.layer_linear(&format!("{p}.attention.output.dense"), h, h, true)?,
                 attn_norm: ld.norm(&format!("{p}.attention.output.LayerNorm"), h, true, eps)?,
-                intermediate: ld.linear(&format!("{p}.intermediate.dense"), i, h, true)?,
-                output: ld.linear(&format!("{p}.output.dense"), h, i, true)?,
+                intermediate: ld.layer_linear(&format!("{p}.intermediate.dense"), i, h, true)?,
+                output: ld.layer_linear(&format!("{p}.output.dense"), h, i, true)?,
                 out_norm: ld.norm(&format!("{p}.output.LayerNorm"), h, true, eps)?,
                 num_heads: c.num_attention_heads,
             });

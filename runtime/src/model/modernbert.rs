@@ -146,12 +146,12 @@ impl<B: Backend> ModernBert<B> {
             layers.push(Layer {
                 attn_norm: if n == 0 { None } else { Some(norm(&format!("{l}.attn_norm"))?) },
                 attn: Attention {
-                    Wqkv: ld.linear(&format!("{l}.attn.Wqkv"), 3 * h, h, c.attention_bias)?,
-                    Wo: ld.linear(&format!("{l}.attn.Wo"), h, h, c.attention_bias)?,
+                    Wqkv: ld.layer_linear(&format!("{l}.attn.Wqkv"), 3 * h, h, c.attention_bias)?,
+                    Wo: ld.layer_linear(&format!("{l}.attn.Wo"), h, h, c.attention_bias)?,
                     num_heads: c.num_attention_heads,
                 },
                 mlp_norm: norm(&format!("{l}.mlp_norm"))?,
-                mlp: Mlp { Wi: ld.linear(&format!("{l}.mlp.Wi"), 2 * i, h, c.mlp_bias)?, Wo: ld.linear(&format!("{l}.mlp.Wo"), h, i, c.mlp_bias)? },
+                mlp: Mlp { Wi: ld.layer_linear(&format!("{l}.mlp.Wi"), 2 * i, h, c.mlp_bias)?, Wo: ld.layer_linear(&format!("{l}.mlp.Wo"), h, i, c.mlp_bias)? },
                 kind,
             });
         }

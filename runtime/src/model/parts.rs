@@ -211,12 +211,24 @@ impl<'a, B: Backend, S: WeightSource> Loader<'a, B, S> {
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
         self.upload(self.values(name, shape)?, shape)
     }
+    /// An encoder layer's weight matrix: like `upload`, in int8 on a backend in int8 mode.
+    pub fn upload_layer_matrix(&self, values: Vec<f32>, shape: &[usize]) -> Result<B::Tensor> {
+        Ok(if self.trainable { self.be.upload_vec(values, shape)? } else { self.be.upload_linear_weight(values, shape)? })
+    }
     /// `{name}.weight` [out, inp] and, with `bias`, `{name}.bias` [out].
     pub fn linear(&self, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear<B>> {
-        Ok(Linear {
-            weight: self.tensor(&format!("{name}.weight"), &[out, inp])?,
-            bias: if bias { Some(self.tensor(&format!("{name}.bias"), &[out])?) } else { None },
-        })
+        let weight = self.tensor(&format!("{name}.weight"), &[out, inp])?;
+        self.with_bias(weight, name, out, bias)
+    }
+    /// As `linear`, for the products inside the encoder layers (attention's projections, the MLP):
+    /// the ones an int8 backend runs in int8. Embeddings and heads use `linear`.
+    pub fn layer_linear(&self, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear<B>> {
+        let shape = [out, inp];
+        let weight = self.upload_layer_matrix(self.values(&format!("{name}.weight"), &shape)?, &shape)?;
+        self.with_bias(weight, name, out, bias)
+    }
+    fn with_bias(&self, weight: B::Tensor, name: &str, out: usize, bias: bool) -> Result<Linear<B>> {
+        Ok(Linear { weight, bias: if bias { Some(self.tensor(&format!("{name}.bias"), &[out])?) } else { None } })
     }
     /// `{name}.weight` [h] and, with `bias`, `{name}.bias` [h].
     pub fn norm(&self, name: &str, h: usize, bias: bool, eps: f32) -> Result<LayerNorm<B>> {

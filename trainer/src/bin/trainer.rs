@@ -41,6 +41,17 @@ enum DTypeArg {
     /// Mixed precision on the GPU (adapters with shader-f16): the products take f16 copies of
     /// the f32 master weights; activations, gradients and optimizer state stay f32.
     F16,
+    /// Evaluation only, on the CPU: the encoder layers' products in int8 (`runtime-cli --dtype
+    /// int8`), everything else in bf16.
+    Int8,
+}
+
+/// int8 is an inference format: training keeps f32 master weights and gradients.
+fn training_dtype(dtype: DTypeArg) -> Result<(), String> {
+    if dtype == DTypeArg::Int8 {
+        return Err("--dtype int8 is for inference (evaluate, eval-deid); train in f32 or bf16 (CPU) or f16 (GPU)".into());
+    }
+    Ok(())
 }
 
 /// Run `$body` with `$be` bound to the chosen backend.
@@ -50,6 +61,7 @@ macro_rules! on_device {
             DTypeArg::F32 => kernels::backend::DType::F32,
             DTypeArg::Bf16 => kernels::backend::DType::BF16,
             DTypeArg::F16 => kernels::backend::DType::F16,
+            DTypeArg::Int8 => kernels::backend::DType::Int8,
         };
         match $device {
             Device::Cpu if dtype == kernels::backend::DType::F16 => Err("--dtype f16 trains on a GPU; on the CPU use --dtype bf16 (or f32)".to_string()),
@@ -57,6 +69,7 @@ macro_rules! on_device {
                 let $be = CpuBackend::new().with_dtype(dtype).map_err(|e| e.to_string())?;
                 $body
             }
+            _ if dtype == kernels::backend::DType::Int8 => Err("--dtype int8 evaluates on the CPU backend (--device cpu)".to_string()),
             _ if dtype == kernels::backend::DType::BF16 => Err("--dtype bf16 trains on the CPU backend; on a GPU use --dtype f16 (or f32)".to_string()),
             Device::Gpu => {
                 let $be = GpuBackend::new(wgpu_device(AdapterChoice::Default).map_err(|e| e.to_string())?).with_dtype(dtype).map_err(|e| e.to_string())?;
@@ -175,6 +188,9 @@ enum Command {
         seed: u64,
         #[arg(long, value_enum, default_value_t = Device::Cpu)]
         device: Device,
+        /// Weight precision of the evaluated model (int8: the CPU's int8 products).
+        #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+        dtype: DTypeArg,
         #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, MAX_THREADS))]
         threads: Option<usize>,
     },
@@ -217,6 +233,9 @@ enum Command {
         errors: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Device::Cpu)]
         device: Device,
+        /// Weight precision of the scored model (int8: the CPU's int8 products).
+        #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+        dtype: DTypeArg,
         #[arg(long, allow_negative_numbers = true, value_parser = in_range(1, MAX_THREADS))]
         threads: Option<usize>,
     },
@@ -480,9 +499,9 @@ fn main() -> ExitCode {
             println!("{n} tokens in {}", output.join("tokenizer.json").display());
             Ok(true)
         })(),
-        Command::Evaluate { model, init_of, data, batch_tokens, seed, device, threads } => (|| {
+        Command::Evaluate { model, init_of, data, batch_tokens, seed, device, dtype, threads } => (|| {
             set_threads(threads)?;
-            on_device!(device, DTypeArg::F32, |be| evaluate(&be, model.as_deref(), init_of.as_deref(), data, *batch_tokens, *seed))
+            on_device!(device, *dtype, |be| evaluate(&be, model.as_deref(), init_of.as_deref(), data, *batch_tokens, *seed))
         })(),
         Command::SynthDeid { data, split, notes, seed, output } => (|| {
             let split = match split {
@@ -495,9 +514,9 @@ fn main() -> ExitCode {
             println!("{} notes, {spans} PHI spans in {}", v.len(), output.display());
             Ok(true)
         })(),
-        Command::EvalDeid { model, data, threshold, model_only, output, errors, device, threads } => (|| {
+        Command::EvalDeid { model, data, threshold, model_only, output, errors, device, dtype, threads } => (|| {
             set_threads(threads)?;
-            on_device!(device, DTypeArg::F32, |be| eval_deid(&be, model, data, *threshold, *model_only, output.as_deref(), errors.as_deref()))
+            on_device!(device, *dtype, |be| eval_deid(&be, model, data, *threshold, *model_only, output.as_deref(), errors.as_deref()))
         })(),
         Command::Export { model, dtype, output } => (|| {
             let d = match dtype {
@@ -519,6 +538,7 @@ fn main() -> ExitCode {
             Ok(true)
         })(),
         Command::Finetune { task, model, train, eval, output, epochs, lr, weight_decay, batch_size, grad_accum, max_seq_len, warmup_ratio, seed, text_column, label_column, run } => (|| {
+            training_dtype(run.dtype)?;
             set_threads(&run.threads)?;
             let dist = job()?;
             let task = match task {
@@ -531,10 +551,12 @@ fn main() -> ExitCode {
             on_device!(run.device, run.dtype, |be| finetune(&be, &dist, &o)).map_err(|e| fail_job(&dist, e))
         })(),
         Command::Bench { config, batch, seq, iters, run } => (|| {
+            training_dtype(run.dtype)?;
             set_threads(&run.threads)?;
             on_device!(run.device, run.dtype, |be| bench(&be, config, *batch, *seq, *iters))
         })(),
         Command::Pretrain { config, resume, run } => (|| {
+            training_dtype(run.dtype)?;
             set_threads(&run.threads)?;
             let dist = job()?;
             on_device!(run.device, run.dtype, |be| pretrain(&be, &dist, config, *resume)).map_err(|e| fail_job(&dist, e))

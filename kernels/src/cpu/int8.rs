@@ -329,20 +329,15 @@ mod x86 {
         let k = row.len();
         assert!(out.len() >= k);
         let (x, o) = (row.as_ptr(), out.as_mut_ptr());
-        let tail = |i: usize| -> __mmask16 {
-            if k - i >= 16 {
-                0xffff
-            } else {
-                ((1u32 << (k - i)) - 1) as __mmask16
-            }
-        };
+        let (full, rest) = (k / 16 * 16, k % 16);
+        let tail: __mmask16 = ((1u32 << rest) - 1) as __mmask16;
         let mut vmax = _mm512_setzero_ps();
-        let mut i = 0;
-        while i < k {
-            let v = _mm512_abs_ps(_mm512_maskz_loadu_ps(tail(i), x.add(i)));
-            // max(v, m) returns m where v is NaN: NaN never enters the maximum.
-            vmax = _mm512_max_ps(v, vmax);
-            i += 16;
+        // max(v, m) returns m where v is NaN: NaN never enters the maximum.
+        for i in (0..full).step_by(16) {
+            vmax = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x.add(i))), vmax);
+        }
+        if rest > 0 {
+            vmax = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(tail, x.add(full))), vmax);
         }
         let amax = _mm512_reduce_max_ps(vmax);
         if amax == 0.0 || !amax.is_finite() {
@@ -351,15 +346,19 @@ mod x86 {
         }
         let inv = _mm512_set1_ps(127.0 / amax);
         let (lo, hi, off) = (_mm512_set1_epi32(-127), _mm512_set1_epi32(127), _mm512_set1_epi32(128));
-        let mut i = 0;
-        while i < k {
-            let m = tail(i);
-            let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x.add(i)), inv);
+        let quantize = |v: __m512| -> __m128i {
+            let v = _mm512_mul_ps(v, inv);
             let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v);
             let q = _mm512_maskz_mov_epi32(ordered, _mm512_cvtps_epi32(v));
-            let q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, lo), hi), off);
-            _mm512_mask_cvtepi32_storeu_epi8(o.add(i) as *mut _, m, q);
-            i += 16;
+            _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, lo), hi), off))
+        };
+        for i in (0..full).step_by(16) {
+            _mm_storeu_si128(o.add(i) as *mut __m128i, quantize(_mm512_loadu_ps(x.add(i))));
+        }
+        if rest > 0 {
+            let mut bytes = [0u8; 16];
+            _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, quantize(_mm512_maskz_loadu_ps(tail, x.add(full))));
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), o.add(full), rest);
         }
         amax / 127.0
     }

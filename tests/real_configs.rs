@@ -112,13 +112,26 @@ fn clinical_notes() -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// Real notes in bf16 and in int8 against f32, on one f32 run (the base model's random
+/// checkpoint is made once: the slow part of these tests).
 #[test]
-fn int8_embeddings_of_clinical_notes_match_f32() {
+fn bf16_and_int8_embeddings_of_clinical_notes_match_f32() {
     let (config, ckpt) = base();
     let seqs = clinical_notes();
     let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
     let f32_be = testing::cpu();
     let f32_out = embeddings(&f32_be, &ModernBert::load(&f32_be, config.clone(), &ckpt).unwrap(), &refs);
+
+    let bf16_be = testing::cpu_bf16();
+    assert_eq!(bf16_be.dtype(), kernels::backend::DType::BF16);
+    let bf16_out = embeddings(&bf16_be, &ModernBert::load(&bf16_be, config.clone(), &ckpt).unwrap(), &refs);
+    assert_eq!(bf16_out.len(), 6);
+    for (i, (a, b)) in f32_out.iter().zip(&bf16_out).enumerate() {
+        let c = cosine(a, b);
+        assert!(c >= BF16_EMBEDDING_COSINE, "note {i} ({} tokens): bf16 vs f32 cosine {c}", seqs[i].len());
+        assert!(a != b, "note {i}: the bf16 run must differ from f32 (else it did not run in bf16)");
+    }
+
     let int8_be = kernels::CpuBackend::new().with_dtype(kernels::backend::DType::Int8).unwrap();
     let int8_out = embeddings(&int8_be, &ModernBert::load(&int8_be, config, &ckpt).unwrap(), &refs);
     assert_eq!(int8_out.len(), 6);
@@ -135,40 +148,5 @@ fn int8_embeddings_of_clinical_notes_match_f32() {
         eprintln!("note {i} ({} tokens): int8 vs f32 cosine {c:.6}, centred {cc:.6}", seqs[i].len());
         assert!(c >= INT8_EMBEDDING_COSINE && cc >= INT8_EMBEDDING_COSINE, "note {i} ({} tokens): int8 vs f32 cosine {c}, centred {cc}", seqs[i].len());
         assert!(a != b, "note {i}: the int8 run must differ from f32 (else it did not run in int8)");
-    }
-}
-
-#[test]
-fn bf16_embeddings_of_clinical_notes_match_f32() {
-    let (config, ckpt) = base();
-    let tokenizer = runtime::tokenize::Tokenizer::from_dir(&data("modernbert-tokenizer")).unwrap();
-    let opts = runtime::input::InputOptions { text_column: Some("note".into()), ..Default::default() };
-    let notes = runtime::input::read_documents(data("aci-bench/valid.csv").to_str().unwrap(), &opts).unwrap().documents;
-    // Six real notes, the longer ones cut at 320 tokens (keeping [SEP]) to bound the test's time.
-    let seqs: Vec<Vec<u32>> = notes
-        .iter()
-        .take(6)
-        .map(|d| {
-            let mut ids = tokenizer.encode(&d.text).unwrap().ids;
-            if ids.len() > 320 {
-                let sep = *ids.last().unwrap();
-                ids.truncate(319);
-                ids.push(sep);
-            }
-            ids
-        })
-        .collect();
-    let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-
-    let f32_be = testing::cpu();
-    let f32_out = embeddings(&f32_be, &ModernBert::load(&f32_be, config.clone(), &ckpt).unwrap(), &refs);
-    let bf16_be = testing::cpu_bf16();
-    assert_eq!(bf16_be.dtype(), kernels::backend::DType::BF16);
-    let bf16_out = embeddings(&bf16_be, &ModernBert::load(&bf16_be, config, &ckpt).unwrap(), &refs);
-    assert_eq!(bf16_out.len(), 6);
-    for (i, (a, b)) in f32_out.iter().zip(&bf16_out).enumerate() {
-        let c = cosine(a, b);
-        assert!(c >= BF16_EMBEDDING_COSINE, "note {i} ({} tokens): bf16 vs f32 cosine {c}", seqs[i].len());
-        assert!(a != b, "note {i}: the bf16 run must differ from f32 (else it did not run in bf16)");
     }
 }

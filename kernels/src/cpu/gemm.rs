@@ -214,6 +214,7 @@ macro_rules! dispatch_rows {
         }
     };
 }
+pub(super) use dispatch_rows;
 
 /// C [rows, cols] (row stride ldc) = A [rows, k] (row stride lda) · B panel [k, NR].
 ///

@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{run_tiles, MR, NR};
+use super::gemm::{dispatch_rows, run_tiles, MR, NR};
 use super::isa::Isa;
 
 /// Bytes of one quad step of a panel: NR columns × 4 consecutive k.
@@ -283,35 +283,23 @@ unsafe fn tile_portable(rows: usize, quads: usize, a: *const u8, lda: usize, b: 
     }
 }
 
-macro_rules! rows_1_to {
-    ($rows:expr, $max:literal, $f:ident ( $($arg:expr),* )) => {
-        match $rows {
-            1 => $f::<1>($($arg),*),
-            2 => $f::<2>($($arg),*),
-            3 => $f::<3>($($arg),*),
-            4 => $f::<4>($($arg),*),
-            5 => $f::<5>($($arg),*),
-            6 => $f::<6>($($arg),*),
-            7 if $max >= 7 => $f::<7>($($arg),*),
-            8 if $max >= 8 => $f::<8>($($arg),*),
-            9 if $max >= 9 => $f::<9>($($arg),*),
-            10 if $max >= 10 => $f::<10>($($arg),*),
-            11 if $max >= 11 => $f::<11>($($arg),*),
-            12 if $max >= 12 => $f::<12>($($arg),*),
-            _ => unreachable!("a tile has 1 to {} rows", $max),
-        }
-    };
-}
-
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_512_dispatch(rows: usize, quads: usize, a: *const u8, lda: usize, b: *const i8, e: Epilogue, c: *mut f32, ldc: usize, cols: usize) {
     debug_assert!(rows <= MR);
-    rows_1_to!(rows, 12, tile_512(quads, a, lda, b, e, c, ldc, cols))
+    dispatch_rows!(rows, tile_512(quads, a, lda, b, e, c, ldc, cols))
 }
 
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_256_dispatch(rows: usize, quads: usize, a: *const u8, lda: usize, b: *const i8, e: Epilogue, c: *mut f32, ldc: usize, cols: usize) {
-    rows_1_to!(rows, 6, tile_256(quads, a, lda, b, e, c, ldc, cols))
+    match rows {
+        1 => tile_256::<1>(quads, a, lda, b, e, c, ldc, cols),
+        2 => tile_256::<2>(quads, a, lda, b, e, c, ldc, cols),
+        3 => tile_256::<3>(quads, a, lda, b, e, c, ldc, cols),
+        4 => tile_256::<4>(quads, a, lda, b, e, c, ldc, cols),
+        5 => tile_256::<5>(quads, a, lda, b, e, c, ldc, cols),
+        6 => tile_256::<6>(quads, a, lda, b, e, c, ldc, cols),
+        _ => unreachable!("a 256-bit tile has 1 to {MR_256} rows"),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -218,4 +218,9 @@ fn cli_mixed_precision_dtypes() {
     assert!(!ok && stderr.contains("--dtype f16 trains on a GPU"), "{stderr}");
     let (ok, _, stderr) = bench("gpu", "bf16");
     assert!(!ok && stderr.contains("--dtype bf16 trains on the CPU"), "{stderr}");
+    // int8 is for inference: training refuses it on either device.
+    for device in ["cpu", "gpu"] {
+        let (ok, _, stderr) = bench(device, "int8");
+        assert!(!ok && stderr.contains("--dtype int8 is for inference"), "{device}: {stderr}");
+    }
 }

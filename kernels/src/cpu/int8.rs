@@ -126,11 +126,6 @@ impl Int8Weights {
     pub fn cols(&self) -> usize {
         self.k
     }
-    /// The int8 bytes (packed) and scales: what the weights hold, for memory accounting.
-    pub fn bytes(&self) -> usize {
-        self.data.len() + 4 * (self.scale.len() + self.offset.len())
-    }
-
     /// Row j of W as its int8 values times its scale.
     pub fn row(&self, j: usize, out: &mut [f32]) {
         let (p, lane) = (j / NR, j % NR);

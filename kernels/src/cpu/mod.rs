@@ -345,34 +345,30 @@ impl LinearOps for CpuBackend {
     fn linear(&self, x: &CpuTensor, w: &CpuTensor, b: Option<&CpuTensor>) -> Result<CpuTensor> {
         let (n, k, m) = crate::linear::shape::linear(&x.shape, &w.shape, b.map(|b| &b.shape[..]))?;
         let x_values = x.values("linear")?;
-        let mut shape = x.shape.clone();
-        *shape.last_mut().unwrap() = m;
-        if let Some(p) = w.packed.as_deref() {
+        let mut bias_done = false;
+        let mut y = if let Some(p) = w.packed.as_deref() {
             // The packed kernels write every output value: no zeroing pass first. The int8 tiles
             // add the bias as they are stored.
             let mut y = Vec::with_capacity(n * m);
-            let bias_done = matches!(p, Packed::I8(_));
             // SAFETY: y has room for n rows of m values, and each kernel writes all of them.
             unsafe {
                 match p {
-                    Packed::I8(q) => int8::matmul_to(x_values, n, q, b.map(|b| &b.data[..]), y.as_mut_ptr(), m),
+                    Packed::I8(q) => {
+                        int8::matmul_to(x_values, n, q, b.map(|b| &b.data[..]), y.as_mut_ptr(), m);
+                        bias_done = true;
+                    }
                     p => gemm::matmul_to(x_values, n, p, y.as_mut_ptr(), m),
                 }
                 y.set_len(n * m);
             }
-            if let (Some(b), false) = (b, bias_done) {
-                y.par_chunks_mut(m.max(1)).for_each(|row| row.iter_mut().zip(b.data.iter()).for_each(|(v, bb)| *v += bb));
-            }
-            return Ok(CpuTensor::new(y, shape));
-        }
-        let mut y = vec![0f32; n * m];
-        match () {
+            y
+        } else if n > 0 && m > 0 && k > 0 && (gemm::packed_f32_available() || self.bf16_products()) {
             // A plain f32 weight (training's master copy): packed on the fly for the
             // microkernels, as bf16 in bf16 mode (mixed precision).
-            _ if n > 0 && m > 0 && k > 0 && (gemm::packed_f32_available() || self.bf16_products()) => {
-                y = train::matmul_nt_as(x_values, &w.data, n, k, m, self.bf16_products());
-            }
-            _ if n > 0 && m > 0 && k > 0 => {
+            train::matmul_nt_as(x_values, &w.data, n, k, m, self.bf16_products())
+        } else {
+            let mut y = vec![0f32; n * m];
+            if n > 0 && m > 0 && k > 0 {
                 let threads = rayon::current_num_threads();
                 let parallel = threads > 1 && n * m * k > 1 << 16;
                 // y[r0..r0 + rows] = x[r0..r0 + rows] · wᵀ on the gemm crate.
@@ -400,11 +396,13 @@ impl LinearOps for CpuBackend {
                     rows_gemm(&mut y, 0, if parallel { ::gemm::Parallelism::Rayon(threads) } else { ::gemm::Parallelism::None });
                 }
             }
-            _ => {}
-        }
-        if let Some(b) = b {
+            y
+        };
+        if let (Some(b), false) = (b, bias_done) {
             y.par_chunks_mut(m.max(1)).for_each(|row| row.iter_mut().zip(b.data.iter()).for_each(|(v, bb)| *v += bb));
         }
+        let mut shape = x.shape.clone();
+        *shape.last_mut().unwrap() = m;
         Ok(CpuTensor::new(y, shape))
     }
 
